@@ -1,0 +1,241 @@
+//! Commands: what tenants and the operator ask for. Imperative names; fields are raw user input
+//! except ids, which are already validated. `decide` validates the rest.
+
+use std::collections::BTreeMap;
+
+use crate::{DiskKind, Encryption, FileFormat, ImageId, Os, Price, RegionId, TenantId};
+
+/// The source a tenant may create an image from (copies and published images come from other
+/// commands).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CreateSource {
+    Ecs {
+        instance_id: String,
+        data_disk_ids: Vec<String>,
+    },
+    File {
+        url: String,
+        format: FileFormat,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CreateImage {
+    pub name: String,
+    pub disk: DiskKind,
+    pub source: CreateSource,
+    pub os: Option<Os>,
+    pub min_disk_gb: u32,
+    pub encryption: Option<Encryption>,
+    pub tags: BTreeMap<String, String>,
+    pub description: String,
+    pub protected: bool,
+}
+
+/// A partial update: `None` leaves a field as it is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpdateImage {
+    pub image_id: ImageId,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub tags: Option<BTreeMap<String, String>>,
+    pub min_disk_gb: Option<u32>,
+    pub protected: Option<bool>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishPublicImage {
+    pub name: String,
+    pub disk: DiskKind,
+    pub os: Option<Os>,
+    pub min_disk_gb: u32,
+    pub size_bytes: u64,
+    pub checksum_sha256: String,
+    pub tags: BTreeMap<String, String>,
+    pub description: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BuildOutcome {
+    /// The builder picked the image up: queued -> saving.
+    Started,
+    Succeeded {
+        size_bytes: u64,
+    },
+    Failed,
+}
+
+/// The target side of a cross-region copy (rule 9), sent by the copy saga of the source region.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ReceiveCopy {
+    pub copy_image_id: ImageId,
+    pub owner: TenantId,
+    pub source_region: RegionId,
+    pub source_image_id: ImageId,
+    pub name: String,
+    pub disk: DiskKind,
+    pub os: Option<Os>,
+    pub min_disk_gb: u32,
+    pub tags: BTreeMap<String, String>,
+    pub description: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CopyOutcome {
+    Delivered,
+    Failed { reason: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    // Tenant commands: the actor is the tenant of the subject.
+    CreateImage(Box<CreateImage>),
+    UpdateImage(Box<UpdateImage>),
+    DeleteImage {
+        image_id: ImageId,
+    },
+    ShareImage {
+        image_id: ImageId,
+        tenants: Vec<TenantId>,
+    },
+    /// `tenants: None` stops sharing with everyone.
+    UnshareImage {
+        image_id: ImageId,
+        tenants: Option<Vec<TenantId>>,
+    },
+    AcceptShare {
+        image_id: ImageId,
+    },
+    RejectShare {
+        image_id: ImageId,
+    },
+    CopyImage {
+        image_id: ImageId,
+        target_region: RegionId,
+        name: Option<String>,
+    },
+    ListOnMarketplace {
+        image_id: ImageId,
+        publisher: String,
+        price: Price,
+    },
+    DelistFromMarketplace {
+        image_id: ImageId,
+    },
+    // Operator commands.
+    RegisterTenant {
+        tenant: TenantId,
+        quota: Option<u32>,
+    },
+    SetQuota {
+        tenant: TenantId,
+        quota: u32,
+    },
+    PublishPublicImage(Box<PublishPublicImage>),
+    DeprecateImage {
+        image_id: ImageId,
+        deprecated: bool,
+    },
+    ReportBuild {
+        image_id: ImageId,
+        outcome: BuildOutcome,
+        checksum_sha256: Option<String>,
+    },
+    RecordUsage {
+        image_id: ImageId,
+        tenant: TenantId,
+        hours: u32,
+    },
+    ReceiveCopy(Box<ReceiveCopy>),
+    RecordCopyOutcome {
+        image_id: ImageId,
+        copy_image_id: ImageId,
+        outcome: CopyOutcome,
+    },
+}
+
+/// What a command reads: a writer that holds only part of the region's state loads these first.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Touches {
+    pub images: Vec<ImageId>,
+    pub tenants: Vec<TenantId>,
+}
+
+impl Command {
+    /// Whether only the operator may send it.
+    pub fn is_operator_command(&self) -> bool {
+        matches!(
+            self,
+            Command::RegisterTenant { .. }
+                | Command::SetQuota { .. }
+                | Command::PublishPublicImage(_)
+                | Command::DeprecateImage { .. }
+                | Command::ReportBuild { .. }
+                | Command::RecordUsage { .. }
+                | Command::ReceiveCopy(_)
+                | Command::RecordCopyOutcome { .. }
+        )
+    }
+
+    /// The images and tenants `decide` may read for this command, besides the actor, and the
+    /// owners of the named images (which a writer finds once the images are loaded).
+    pub fn touches(&self) -> Touches {
+        let mut touches = Touches::default();
+        match self {
+            Command::CreateImage(_) | Command::PublishPublicImage(_) => {}
+            Command::UpdateImage(update) => touches.images.push(update.image_id),
+            Command::DeleteImage { image_id }
+            | Command::AcceptShare { image_id }
+            | Command::RejectShare { image_id }
+            | Command::CopyImage { image_id, .. }
+            | Command::ListOnMarketplace { image_id, .. }
+            | Command::DelistFromMarketplace { image_id }
+            | Command::DeprecateImage { image_id, .. }
+            | Command::ReportBuild { image_id, .. }
+            | Command::RecordCopyOutcome { image_id, .. } => touches.images.push(*image_id),
+            Command::ShareImage { image_id, tenants } => {
+                touches.images.push(*image_id);
+                touches.tenants.extend(tenants.iter().cloned());
+            }
+            Command::UnshareImage { image_id, .. } => touches.images.push(*image_id),
+            Command::RegisterTenant { tenant, .. } | Command::SetQuota { tenant, .. } => {
+                touches.tenants.push(tenant.clone())
+            }
+            Command::RecordUsage {
+                image_id, tenant, ..
+            } => {
+                touches.images.push(*image_id);
+                touches.tenants.push(tenant.clone());
+            }
+            Command::ReceiveCopy(copy) => {
+                touches.images.push(copy.copy_image_id);
+                touches.tenants.push(copy.owner.clone());
+            }
+        }
+        touches
+    }
+
+    /// The command's name on the wire, as in DESIGN.md section 4.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::CreateImage(_) => "create-image",
+            Command::UpdateImage(_) => "update-image",
+            Command::DeleteImage { .. } => "delete-image",
+            Command::ShareImage { .. } => "share-image",
+            Command::UnshareImage { .. } => "unshare-image",
+            Command::AcceptShare { .. } => "accept-share",
+            Command::RejectShare { .. } => "reject-share",
+            Command::CopyImage { .. } => "copy-image",
+            Command::ListOnMarketplace { .. } => "list-on-marketplace",
+            Command::DelistFromMarketplace { .. } => "delist-from-marketplace",
+            Command::RegisterTenant { .. } => "register-tenant",
+            Command::SetQuota { .. } => "set-quota",
+            Command::PublishPublicImage(_) => "publish-public-image",
+            Command::DeprecateImage { .. } => "deprecate-image",
+            Command::ReportBuild { .. } => "report-build",
+            Command::RecordUsage { .. } => "record-usage",
+            Command::ReceiveCopy(_) => "receive-copy",
+            Command::RecordCopyOutcome { .. } => "record-copy-outcome",
+        }
+    }
+}

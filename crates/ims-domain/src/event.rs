@@ -1,0 +1,214 @@
+//! Events: what happened, in the past tense. They are a stored format: each has a stable type tag
+//! ([`Event::type_tag`]) and the schema version of its payload ([`EVENT_SCHEMA_VERSION`]). A change
+//! to any of these types adds a schema version and an upcaster in `ims-log`; history is never
+//! edited.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    CopyStatus, DiskKind, Encryption, ImageClass, ImageId, ImageStatus, Listing, Os, Owner,
+    RegionId, Source, TenantId,
+};
+
+/// The schema version of every payload type below, as written by this release.
+pub const EVENT_SCHEMA_VERSION: u16 = 1;
+
+/// Everything an image is born with; shared by created, published and copied images.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NewImage {
+    pub id: ImageId,
+    pub region: RegionId,
+    pub owner: Owner,
+    pub name: String,
+    pub class: ImageClass,
+    pub disk: DiskKind,
+    pub source: Source,
+    pub os: Option<Os>,
+    pub min_disk_gb: u32,
+    pub size_bytes: Option<u64>,
+    pub checksum_sha256: Option<String>,
+    pub encryption: Option<Encryption>,
+    pub tags: BTreeMap<String, String>,
+    pub description: String,
+    pub protected: bool,
+    pub status: ImageStatus,
+    pub at_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageUpdated {
+    pub image_id: ImageId,
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub tags: Option<BTreeMap<String, String>>,
+    pub min_disk_gb: Option<u32>,
+    pub protected: Option<bool>,
+    pub at_ms: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Event {
+    TenantRegistered {
+        tenant: TenantId,
+        quota: u32,
+    },
+    QuotaSet {
+        tenant: TenantId,
+        quota: u32,
+    },
+    /// Created by a tenant, published by the operator, or received as a copy (see `source`).
+    ImageCreated(Box<NewImage>),
+    ImageUpdated(Box<ImageUpdated>),
+    BuildStarted {
+        image_id: ImageId,
+        at_ms: u64,
+    },
+    BuildSucceeded {
+        image_id: ImageId,
+        size_bytes: u64,
+        checksum_sha256: String,
+        at_ms: u64,
+    },
+    BuildFailed {
+        image_id: ImageId,
+        at_ms: u64,
+    },
+    ImageDeleted {
+        image_id: ImageId,
+        at_ms: u64,
+    },
+    ImageDeprecated {
+        image_id: ImageId,
+        deprecated: bool,
+        at_ms: u64,
+    },
+    ImageShared {
+        image_id: ImageId,
+        tenants: Vec<TenantId>,
+        at_ms: u64,
+    },
+    ImageUnshared {
+        image_id: ImageId,
+        tenants: Vec<TenantId>,
+        at_ms: u64,
+    },
+    ShareAccepted {
+        image_id: ImageId,
+        tenant: TenantId,
+        at_ms: u64,
+    },
+    ShareRejected {
+        image_id: ImageId,
+        tenant: TenantId,
+        at_ms: u64,
+    },
+    ListedOnMarketplace {
+        image_id: ImageId,
+        listing: Listing,
+        at_ms: u64,
+    },
+    DelistedFromMarketplace {
+        image_id: ImageId,
+        at_ms: u64,
+    },
+    CopyRequested {
+        image_id: ImageId,
+        copy_image_id: ImageId,
+        target_region: RegionId,
+        name: Option<String>,
+        at_ms: u64,
+    },
+    CopyFinished {
+        image_id: ImageId,
+        copy_image_id: ImageId,
+        status: CopyStatus,
+        at_ms: u64,
+    },
+    /// A paid or free Marketplace image used by `tenant`; `charge_minor` is in `currency`.
+    UsageRecorded {
+        tenant: TenantId,
+        image_id: ImageId,
+        hours: u32,
+        charge_minor: u64,
+        currency: Option<String>,
+        at_ms: u64,
+    },
+}
+
+/// The stream an event belongs to: its entity.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum StreamId {
+    Image(ImageId),
+    Tenant(TenantId),
+}
+
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StreamId::Image(id) => write!(f, "image/{id}"),
+            StreamId::Tenant(id) => write!(f, "tenant/{id}"),
+        }
+    }
+}
+
+impl Event {
+    pub fn stream(&self) -> StreamId {
+        match self {
+            Event::TenantRegistered { tenant, .. }
+            | Event::QuotaSet { tenant, .. }
+            | Event::UsageRecorded { tenant, .. } => StreamId::Tenant(tenant.clone()),
+            Event::ImageCreated(new) => StreamId::Image(new.id),
+            Event::ImageUpdated(update) => StreamId::Image(update.image_id),
+            Event::BuildStarted { image_id, .. }
+            | Event::BuildSucceeded { image_id, .. }
+            | Event::BuildFailed { image_id, .. }
+            | Event::ImageDeleted { image_id, .. }
+            | Event::ImageDeprecated { image_id, .. }
+            | Event::ImageShared { image_id, .. }
+            | Event::ImageUnshared { image_id, .. }
+            | Event::ShareAccepted { image_id, .. }
+            | Event::ShareRejected { image_id, .. }
+            | Event::ListedOnMarketplace { image_id, .. }
+            | Event::DelistedFromMarketplace { image_id, .. }
+            | Event::CopyRequested { image_id, .. }
+            | Event::CopyFinished { image_id, .. } => StreamId::Image(*image_id),
+        }
+    }
+
+    /// The stable type tag stored with the event. Never rename one.
+    pub fn type_tag(&self) -> &'static str {
+        match self {
+            Event::TenantRegistered { .. } => "tenant_registered",
+            Event::QuotaSet { .. } => "quota_set",
+            Event::ImageCreated(_) => "image_created",
+            Event::ImageUpdated(_) => "image_updated",
+            Event::BuildStarted { .. } => "build_started",
+            Event::BuildSucceeded { .. } => "build_succeeded",
+            Event::BuildFailed { .. } => "build_failed",
+            Event::ImageDeleted { .. } => "image_deleted",
+            Event::ImageDeprecated { .. } => "image_deprecated",
+            Event::ImageShared { .. } => "image_shared",
+            Event::ImageUnshared { .. } => "image_unshared",
+            Event::ShareAccepted { .. } => "share_accepted",
+            Event::ShareRejected { .. } => "share_rejected",
+            Event::ListedOnMarketplace { .. } => "listed_on_marketplace",
+            Event::DelistedFromMarketplace { .. } => "delisted_from_marketplace",
+            Event::CopyRequested { .. } => "copy_requested",
+            Event::CopyFinished { .. } => "copy_finished",
+            Event::UsageRecorded { .. } => "usage_recorded",
+        }
+    }
+
+    /// The image an event is about, if any (usage events name one too).
+    pub fn image_id(&self) -> Option<ImageId> {
+        match self.stream() {
+            StreamId::Image(id) => Some(id),
+            StreamId::Tenant(_) => match self {
+                Event::UsageRecorded { image_id, .. } => Some(*image_id),
+                _ => None,
+            },
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! `evolve`: folds one event into the state. Infallible: events are facts that `decide` already
+//! checked, so evolve only records them. An event about an entity the state does not hold (a
+//! writer that loaded only part of the region) changes nothing.
+
+use std::collections::BTreeMap;
+
+use crate::{
+    CopyRecord, CopyStatus, Event, Image, ImageClass, ImageStatus, MemberStatus, Owner, State,
+    Tenant,
+};
+
+/// Applies `event` to `state`. Each event adds one to the version of its stream's entity.
+pub fn evolve(state: &mut State, event: &Event) {
+    match event {
+        Event::TenantRegistered { tenant, quota } => {
+            state.tenants.insert(
+                tenant.clone(),
+                Tenant {
+                    id: tenant.clone(),
+                    quota: *quota,
+                    owned_private_images: 0,
+                    charges_minor: BTreeMap::new(),
+                    version: 1,
+                },
+            );
+        }
+        Event::QuotaSet { tenant, quota } => {
+            if let Some(tenant) = state.tenants.get_mut(tenant) {
+                tenant.quota = *quota;
+                tenant.version += 1;
+            }
+        }
+        Event::UsageRecorded {
+            tenant,
+            charge_minor,
+            currency,
+            ..
+        } => {
+            if let Some(tenant) = state.tenants.get_mut(tenant) {
+                if let Some(currency) = currency {
+                    *tenant.charges_minor.entry(currency.clone()).or_default() += charge_minor;
+                }
+                tenant.version += 1;
+            }
+        }
+        Event::ImageCreated(new) => {
+            if let Some(owner) = counted_owner(&new.owner, new.class) {
+                if let Some(tenant) = state.tenants.get_mut(owner) {
+                    tenant.owned_private_images += 1;
+                }
+            }
+            state.images.insert(
+                new.id,
+                Image {
+                    id: new.id,
+                    region: new.region.clone(),
+                    owner: new.owner.clone(),
+                    name: new.name.clone(),
+                    class: new.class,
+                    disk: new.disk,
+                    source: new.source.clone(),
+                    os: new.os.clone(),
+                    min_disk_gb: new.min_disk_gb,
+                    size_bytes: new.size_bytes,
+                    checksum_sha256: new.checksum_sha256.clone(),
+                    encryption: new.encryption.clone(),
+                    tags: new.tags.clone(),
+                    description: new.description.clone(),
+                    protected: new.protected,
+                    deprecated: false,
+                    status: new.status,
+                    listing: None,
+                    members: BTreeMap::new(),
+                    copies: Vec::new(),
+                    created_at_ms: new.at_ms,
+                    updated_at_ms: new.at_ms,
+                    version: 1,
+                },
+            );
+        }
+        Event::ImageDeleted { image_id, at_ms } => {
+            let Some(image) = state.images.get_mut(image_id) else {
+                return;
+            };
+            if let Some(owner) = counted_owner(&image.owner, image.class) {
+                if let Some(tenant) = state.tenants.get_mut(owner) {
+                    tenant.owned_private_images = tenant.owned_private_images.saturating_sub(1);
+                }
+            }
+            // Deleting ends every share and every listing (rule 4); recipients are not asked.
+            image.members.clear();
+            image.listing = None;
+            if image.class == ImageClass::Marketplace {
+                image.class = ImageClass::Private;
+            }
+            image.status = ImageStatus::Deleted;
+            touch(image, *at_ms);
+        }
+        other => {
+            if let Some(image) = other.image_id().and_then(|id| state.images.get_mut(&id)) {
+                evolve_image(image, other);
+            }
+        }
+    }
+}
+
+/// The tenant whose quota an image counts against: private and Marketplace images of a tenant.
+fn counted_owner(owner: &Owner, class: ImageClass) -> Option<&crate::TenantId> {
+    if class == ImageClass::Public {
+        return None;
+    }
+    owner.tenant()
+}
+
+fn touch(image: &mut Image, at_ms: u64) {
+    image.updated_at_ms = at_ms;
+    image.version += 1;
+}
+
+fn evolve_image(image: &mut Image, event: &Event) {
+    let at_ms = match event {
+        Event::ImageUpdated(update) => {
+            if let Some(name) = &update.name {
+                image.name = name.clone();
+            }
+            if let Some(description) = &update.description {
+                image.description = description.clone();
+            }
+            if let Some(tags) = &update.tags {
+                image.tags = tags.clone();
+            }
+            if let Some(min_disk_gb) = update.min_disk_gb {
+                image.min_disk_gb = min_disk_gb;
+            }
+            if let Some(protected) = update.protected {
+                image.protected = protected;
+            }
+            update.at_ms
+        }
+        Event::BuildStarted { at_ms, .. } => {
+            image.status = ImageStatus::Saving;
+            *at_ms
+        }
+        Event::BuildSucceeded {
+            size_bytes,
+            checksum_sha256,
+            at_ms,
+            ..
+        } => {
+            image.status = ImageStatus::Active;
+            image.size_bytes = Some(*size_bytes);
+            image.checksum_sha256 = Some(checksum_sha256.clone());
+            *at_ms
+        }
+        Event::BuildFailed { at_ms, .. } => {
+            image.status = ImageStatus::Killed;
+            *at_ms
+        }
+        Event::ImageDeprecated {
+            deprecated, at_ms, ..
+        } => {
+            image.deprecated = *deprecated;
+            *at_ms
+        }
+        Event::ImageShared { tenants, at_ms, .. } => {
+            for tenant in tenants {
+                image.members.insert(tenant.clone(), MemberStatus::Pending);
+            }
+            *at_ms
+        }
+        Event::ImageUnshared { tenants, at_ms, .. } => {
+            for tenant in tenants {
+                image.members.remove(tenant);
+            }
+            *at_ms
+        }
+        Event::ShareAccepted { tenant, at_ms, .. } => {
+            image.members.insert(tenant.clone(), MemberStatus::Accepted);
+            *at_ms
+        }
+        Event::ShareRejected { tenant, at_ms, .. } => {
+            image.members.insert(tenant.clone(), MemberStatus::Rejected);
+            *at_ms
+        }
+        Event::ListedOnMarketplace { listing, at_ms, .. } => {
+            image.class = ImageClass::Marketplace;
+            image.listing = Some(listing.clone());
+            *at_ms
+        }
+        Event::DelistedFromMarketplace { at_ms, .. } => {
+            image.class = ImageClass::Private;
+            image.listing = None;
+            *at_ms
+        }
+        Event::CopyRequested {
+            copy_image_id,
+            target_region,
+            at_ms,
+            ..
+        } => {
+            image.copies.push(CopyRecord {
+                copy_image_id: *copy_image_id,
+                target_region: target_region.clone(),
+                status: CopyStatus::Requested,
+            });
+            *at_ms
+        }
+        Event::CopyFinished {
+            copy_image_id,
+            status,
+            at_ms,
+            ..
+        } => {
+            if let Some(record) = image
+                .copies
+                .iter_mut()
+                .find(|c| c.copy_image_id == *copy_image_id)
+            {
+                record.status = status.clone();
+            }
+            *at_ms
+        }
+        // Tenant events, creation and deletion are handled by `evolve` itself.
+        Event::TenantRegistered { .. }
+        | Event::QuotaSet { .. }
+        | Event::UsageRecorded { .. }
+        | Event::ImageCreated(_)
+        | Event::ImageDeleted { .. } => return,
+    };
+    touch(image, at_ms);
+}

@@ -1,0 +1,164 @@
+//! Validated identifiers. Each id is also a NATS subject token, so none of them can ever hold a
+//! `.`, `*`, `>` or whitespace: the parsers below accept only the characters of DESIGN.md section 2.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::DomainError;
+
+/// A region id: `^[a-z][a-z0-9-]{1,31}$`, such as `eu-west-0`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RegionId(String);
+
+/// A tenant id: `^[a-z0-9][a-z0-9_-]{0,63}$`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct TenantId(String);
+
+/// An image id: a UUID, assigned by the server (version 7, so ids sort by creation time).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ImageId([u8; 16]);
+
+impl RegionId {
+    /// Parses a region id, or says which rule `value` breaks.
+    pub fn parse(value: &str) -> Result<Self, DomainError> {
+        let bytes = value.as_bytes();
+        let shape_ok = (2..=32).contains(&bytes.len())
+            && bytes[0].is_ascii_lowercase()
+            && bytes[1..]
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-');
+        if !shape_ok {
+            return Err(DomainError::invalid_argument(format!(
+                "invalid region id {value:?}: expected 2 to 32 characters of a-z, 0-9 and '-', \
+                 starting with a letter (for example \"eu-west-0\")"
+            )));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TenantId {
+    /// Parses a tenant id, or says which rule `value` breaks.
+    pub fn parse(value: &str) -> Result<Self, DomainError> {
+        let bytes = value.as_bytes();
+        let shape_ok = (1..=64).contains(&bytes.len())
+            && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+            && bytes[1..]
+                .iter()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-' || *b == b'_');
+        if !shape_ok {
+            return Err(DomainError::invalid_argument(format!(
+                "invalid tenant id {value:?}: expected 1 to 64 characters of a-z, 0-9, '_' and \
+                 '-', starting with a letter or digit (for example \"acme-prod\")"
+            )));
+        }
+        Ok(Self(value.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl ImageId {
+    pub const fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(bytes)
+    }
+
+    pub const fn as_bytes(&self) -> &[u8; 16] {
+        &self.0
+    }
+
+    /// Parses the hyphenated UUID form (`0192f0c1-7a3e-7c2b-9d4e-1a2b3c4d5e6f`), any case.
+    pub fn parse(value: &str) -> Result<Self, DomainError> {
+        let invalid = || {
+            DomainError::invalid_argument(format!(
+                "invalid image id {value:?}: expected a UUID such as \
+                 \"0192f0c1-7a3e-7c2b-9d4e-1a2b3c4d5e6f\""
+            ))
+        };
+        let bytes = value.as_bytes();
+        if bytes.len() != 36 || [8, 13, 18, 23].iter().any(|&i| bytes[i] != b'-') {
+            return Err(invalid());
+        }
+        let hex: Vec<u8> = bytes.iter().copied().filter(|b| *b != b'-').collect();
+        if hex.len() != 32 {
+            return Err(invalid());
+        }
+        let mut out = [0u8; 16];
+        for (i, pair) in hex.chunks(2).enumerate() {
+            let high = hex_value(pair[0]).ok_or_else(invalid)?;
+            let low = hex_value(pair[1]).ok_or_else(invalid)?;
+            out[i] = high << 4 | low;
+        }
+        Ok(Self(out))
+    }
+}
+
+fn hex_value(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        b'A'..=b'F' => Some(digit - b'A' + 10),
+        _ => None,
+    }
+}
+
+impl fmt::Display for RegionId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for TenantId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl fmt::Display for ImageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, byte) in self.0.iter().enumerate() {
+            if matches!(i, 4 | 6 | 8 | 10) {
+                f.write_str("-")?;
+            }
+            write!(f, "{byte:02x}")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_never_hold_subject_wildcards_dots_or_whitespace() {
+        for bad in ["a.b", "a*", "a>", "a b", "a\tb", "", "A", "-a"] {
+            assert!(TenantId::parse(bad).is_err(), "{bad:?} was accepted");
+            assert!(RegionId::parse(bad).is_err(), "{bad:?} was accepted");
+        }
+        assert!(TenantId::parse("t_1-x").is_ok());
+        assert!(RegionId::parse("eu-west-0").is_ok());
+        assert!(RegionId::parse("e").is_err());
+        assert!(TenantId::parse(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn an_image_id_reads_back_what_it_prints() {
+        let id = ImageId::from_bytes([
+            0x01, 0x92, 0xf0, 0xc1, 0x7a, 0x3e, 0x7c, 0x2b, 0x9d, 0x4e, 0x1a, 0x2b, 0x3c, 0x4d,
+            0x5e, 0x6f,
+        ]);
+        let text = id.to_string();
+        assert_eq!(text, "0192f0c1-7a3e-7c2b-9d4e-1a2b3c4d5e6f");
+        assert_eq!(ImageId::parse(&text).unwrap(), id);
+        assert!(ImageId::parse("0192f0c1x7a3e-7c2b-9d4e-1a2b3c4d5e6f").is_err());
+        assert!(ImageId::parse("not-a-uuid").is_err());
+    }
+}

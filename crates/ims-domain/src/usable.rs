@@ -1,0 +1,185 @@
+//! Rule 10: may this tenant use this image for this purpose? The seed's checklist, as a pure
+//! function that explains every refusal.
+
+use crate::{
+    DiskKind, Image, ImageClass, ImageId, ImageStatus, MemberStatus, Price, RegionId, Source,
+    TenantId,
+};
+
+/// What a tenant wants to do with an image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    /// Create an ECS (a virtual machine).
+    CreateEcs,
+    /// Re-image an existing ECS with another OS.
+    ChangeOs,
+    /// Create an EVS disk from a data disk image.
+    CreateEvs,
+}
+
+impl Purpose {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Purpose::CreateEcs => "create_ecs",
+            Purpose::ChangeOs => "change_os",
+            Purpose::CreateEvs => "create_evs",
+        }
+    }
+}
+
+/// How the tenant gets to use an image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    Owner,
+    Public,
+    SharedAccepted,
+    Marketplace,
+}
+
+impl Access {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Access::Owner => "owner",
+            Access::Public => "public",
+            Access::SharedAccepted => "accepted_share",
+            Access::Marketplace => "marketplace",
+        }
+    }
+}
+
+/// The answer of `usable`: allowed or not, why, and the price of a Marketplace image.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Usability {
+    pub allowed: bool,
+    pub access: Option<Access>,
+    pub reason: String,
+    pub price: Option<Price>,
+}
+
+impl Usability {
+    fn refused(reason: String) -> Self {
+        Self {
+            allowed: false,
+            access: None,
+            reason,
+            price: None,
+        }
+    }
+}
+
+/// How `tenant` may see `image` right now, if at all: the visibility rules of sections 2 and 5.
+pub fn access(image: &Image, tenant: &TenantId) -> Option<Access> {
+    if image.status == ImageStatus::Deleted {
+        return None;
+    }
+    if image.is_owned_by(tenant) {
+        return Some(Access::Owner);
+    }
+    match image.class {
+        ImageClass::Public => Some(Access::Public),
+        ImageClass::Marketplace => Some(Access::Marketplace),
+        ImageClass::Private => match image.members.get(tenant) {
+            Some(MemberStatus::Accepted) => Some(Access::SharedAccepted),
+            _ => None,
+        },
+    }
+}
+
+/// Decides whether `tenant` in `region` may use image `image_id` (found as `image`, or not found
+/// in this region) for `purpose`.
+pub fn usable(
+    region: &RegionId,
+    tenant: &TenantId,
+    image_id: ImageId,
+    image: Option<&Image>,
+    purpose: Purpose,
+) -> Usability {
+    let Some(image) = image.filter(|image| image.status != ImageStatus::Deleted) else {
+        return Usability::refused(format!(
+            "image {image_id} does not exist in region {region}: an image of another region must \
+             be copied to {region} first (copy-image), and one of another tenant must be shared \
+             with you"
+        ));
+    };
+    if image.region != *region {
+        return Usability::refused(format!(
+            "image {image_id} is in region {}; copy it to {region} first (copy-image)",
+            image.region
+        ));
+    }
+    let Some(access) = access(image, tenant) else {
+        let reason = match image.members.get(tenant) {
+            Some(MemberStatus::Pending) => format!(
+                "image {image_id} is shared with tenant {tenant} but not yet accepted; accept it \
+                 first (accept-share)"
+            ),
+            Some(MemberStatus::Rejected) => format!(
+                "tenant {tenant} rejected the share of image {image_id}; accept it to use it \
+                 (accept-share)"
+            ),
+            _ => format!(
+                "image {image_id} belongs to another tenant; it must be shared with tenant \
+                 {tenant} and accepted first"
+            ),
+        };
+        return Usability::refused(reason);
+    };
+    if image.status != ImageStatus::Active {
+        let reason = match (&image.source, image.status) {
+            (Source::File { .. }, ImageStatus::Queued | ImageStatus::Saving) => format!(
+                "image {image_id} is still being imported from its file (status {}); wait until \
+                 it is active",
+                image.status.as_str()
+            ),
+            (Source::Copy { region, .. }, ImageStatus::Queued | ImageStatus::Saving) => format!(
+                "image {image_id} is still being copied from region {region} (status {}); wait \
+                 until it is active",
+                image.status.as_str()
+            ),
+            _ => format!(
+                "image {image_id} is {}; only an active image can be used",
+                image.status.as_str()
+            ),
+        };
+        return Usability::refused(reason);
+    }
+    let fits = match image.disk {
+        DiskKind::Data => purpose == Purpose::CreateEvs,
+        DiskKind::System | DiskKind::FullEcs => purpose != Purpose::CreateEvs,
+    };
+    if !fits {
+        let reason = match image.disk {
+            DiskKind::Data => format!(
+                "image {image_id} is a data disk image: it creates EVS disks (purpose create_evs), \
+                 not {}",
+                purpose.as_str()
+            ),
+            _ => format!(
+                "image {image_id} is a system or full-ECS image: it creates or re-images ECSs \
+                 (purpose create_ecs or change_os), not EVS disks"
+            ),
+        };
+        return Usability::refused(reason);
+    }
+    let price = image.listing.as_ref().map(|listing| listing.price.clone());
+    let reason = match (&price, access) {
+        (
+            Some(Price::PerHour {
+                amount_minor,
+                currency,
+            }),
+            _,
+        ) => format!(
+            "usable as a paid Marketplace image: {amount_minor} minor units of {} per hour, \
+             charged besides the ECS",
+            currency.as_str()
+        ),
+        (_, access) => format!("usable through {}", access.as_str()),
+    };
+    Usability {
+        allowed: true,
+        access: Some(access),
+        reason,
+        price,
+    }
+}

@@ -1,0 +1,1082 @@
+//! One test per rule of DESIGN.md section 2 and per error code, as given-when-then sentences.
+
+mod support;
+
+use ims_domain::*;
+use support::*;
+
+const IMAGE: u128 = 1;
+
+fn share(tenants: &[&str]) -> Command {
+    Command::ShareImage {
+        image_id: image_id(IMAGE),
+        tenants: tenants.iter().map(|t| tenant(t)).collect(),
+    }
+}
+
+// Rule 1: only the owner changes its image.
+
+#[test]
+fn another_tenant_cannot_update_delete_share_copy_or_list_an_image() {
+    let attempts = [
+        Command::UpdateImage(Box::new(UpdateImage {
+            image_id: image_id(IMAGE),
+            name: Some("x".into()),
+            description: None,
+            tags: None,
+            min_disk_gb: None,
+            protected: None,
+        })),
+        Command::DeleteImage {
+            image_id: image_id(IMAGE),
+        },
+        share(&["t3"]),
+        Command::UnshareImage {
+            image_id: image_id(IMAGE),
+            tenants: None,
+        },
+        Command::CopyImage {
+            image_id: image_id(IMAGE),
+            target_region: RegionId::parse("us-east-1").unwrap(),
+            name: None,
+        },
+        Command::ListOnMarketplace {
+            image_id: image_id(IMAGE),
+            publisher: "x".into(),
+            price: Price::Free,
+        },
+    ];
+    for attempt in attempts {
+        owner_with_active_image()
+            .when(by("t2", attempt))
+            .then_refused(ErrorCode::Forbidden, "tenant t2");
+    }
+}
+
+#[test]
+fn a_tenant_cannot_send_operator_commands() {
+    owner_with_active_image()
+        .when(by(
+            "t1",
+            Command::SetQuota {
+                tenant: tenant("t1"),
+                quota: 500,
+            },
+        ))
+        .then_refused(ErrorCode::Forbidden, "set-quota");
+}
+
+#[test]
+fn the_operator_cannot_delete_a_tenants_private_image() {
+    owner_with_active_image()
+        .when(op(Command::DeleteImage {
+            image_id: image_id(IMAGE),
+        }))
+        .then_refused(ErrorCode::Forbidden, "operator");
+}
+
+// Rule 2: sharing.
+
+#[test]
+fn sharing_an_active_private_image_makes_the_targets_pending_members() {
+    let (events, state) = owner_with_active_image()
+        .when(by("t1", share(&["t2", "t3"])))
+        .then_ok();
+    assert_eq!(events.len(), 1);
+    let members = &state.images[&image_id(IMAGE)].members;
+    assert_eq!(members.get(&tenant("t2")), Some(&MemberStatus::Pending));
+    assert_eq!(members.get(&tenant("t3")), Some(&MemberStatus::Pending));
+}
+
+#[test]
+fn sharing_a_public_image_is_refused() {
+    let scenario = owner_with_active_image().given([op(Command::PublishPublicImage(Box::new(
+        PublishPublicImage {
+            name: "ubuntu-22.04".into(),
+            disk: DiskKind::System,
+            os: os(),
+            min_disk_gb: 10,
+            size_bytes: 1,
+            checksum_sha256: "b".repeat(64),
+            tags: Default::default(),
+            description: String::new(),
+        },
+    )))]);
+    scenario
+        .when(op(Command::ShareImage {
+            image_id: image_id(2),
+            tenants: vec![tenant("t2")],
+        }))
+        .then_refused(ErrorCode::Forbidden, "share-image");
+}
+
+#[test]
+fn sharing_a_marketplace_image_is_refused_as_not_shareable() {
+    owner_with_active_image()
+        .given([by(
+            "t1",
+            Command::ListOnMarketplace {
+                image_id: image_id(IMAGE),
+                publisher: "Acme".into(),
+                price: Price::Free,
+            },
+        )])
+        .when(by("t1", share(&["t2"])))
+        .then_refused(ErrorCode::NotShareable, "Marketplace");
+}
+
+#[test]
+fn sharing_an_image_that_is_not_active_is_refused() {
+    Scenario::new()
+        .given([
+            register("t1"),
+            register("t2"),
+            by("t1", system_image("web")),
+        ])
+        .when(by("t1", share(&["t2"])))
+        .then_refused(ErrorCode::InvalidState, "queued");
+}
+
+#[test]
+fn sharing_an_encrypted_image_is_refused() {
+    Scenario::new()
+        .given([
+            register("t1"),
+            register("t2"),
+            by(
+                "t1",
+                with_create(system_image("web"), |c| {
+                    c.encryption = Some(Encryption {
+                        kms_key_id: "kms-7".into(),
+                    })
+                }),
+            ),
+            op(succeeded(image_id(IMAGE))),
+        ])
+        .when(by("t1", share(&["t2"])))
+        .then_refused(ErrorCode::EncryptedNotShareable, "kms-7");
+}
+
+#[test]
+fn sharing_a_full_ecs_image_is_refused() {
+    Scenario::new()
+        .given([
+            register("t1"),
+            register("t2"),
+            by(
+                "t1",
+                with_create(system_image("web"), |c| c.disk = DiskKind::FullEcs),
+            ),
+            op(succeeded(image_id(IMAGE))),
+        ])
+        .when(by("t1", share(&["t2"])))
+        .then_refused(ErrorCode::FullEcsNotShareable, "full-ECS");
+}
+
+#[test]
+fn sharing_with_a_tenant_not_registered_in_the_region_is_refused_naming_it() {
+    let error = owner_with_active_image()
+        .when(by("t1", share(&["t2", "ghost", "nobody"])))
+        .then_refused(ErrorCode::UnknownTenant, "ghost, nobody");
+    assert!(error.message.contains("within a region only"));
+}
+
+#[test]
+fn sharing_with_the_owner_itself_is_refused() {
+    owner_with_active_image()
+        .when(by("t1", share(&["t1"])))
+        .then_refused(ErrorCode::InvalidArgument, "t1");
+}
+
+#[test]
+fn sharing_with_nobody_is_refused() {
+    owner_with_active_image()
+        .when(by("t1", share(&[])))
+        .then_refused(ErrorCode::InvalidArgument, "tenants");
+}
+
+#[test]
+fn the_129th_member_is_refused_and_the_128th_accepted() {
+    let mut scenario = owner_with_active_image();
+    let names: Vec<String> = (0..129).map(|i| format!("m{i}")).collect();
+    for name in &names {
+        scenario = scenario.given([register(name)]);
+    }
+    let first: Vec<&str> = names[..128].iter().map(String::as_str).collect();
+    let scenario = scenario.given([by("t1", share(&first))]);
+    assert_eq!(scenario.image(image_id(IMAGE)).members.len(), 128);
+    scenario
+        .when(by("t1", share(&["m128"])))
+        .then_refused(ErrorCode::ShareLimitExceeded, "at most 128");
+}
+
+#[test]
+fn rejected_members_count_towards_the_share_limit() {
+    let mut scenario = owner_with_active_image();
+    scenario.policy.members_per_image_max = 2;
+    scenario
+        .given([
+            by("t1", share(&["t2"])),
+            by(
+                "t2",
+                Command::RejectShare {
+                    image_id: image_id(IMAGE),
+                },
+            ),
+        ])
+        .given([register("t4")])
+        .given([by("t1", share(&["t3"]))])
+        .when(by("t1", share(&["t4"])))
+        .then_refused(ErrorCode::ShareLimitExceeded, "at most 2");
+}
+
+#[test]
+fn sharing_again_with_existing_members_records_nothing_new() {
+    let (events, _) = owner_with_active_image()
+        .given([by("t1", share(&["t2"]))])
+        .when(by("t1", share(&["t2", "t3"])))
+        .then_ok();
+    assert_eq!(
+        events,
+        vec![Event::ImageShared {
+            image_id: image_id(IMAGE),
+            tenants: vec![tenant("t3")],
+            at_ms: match &events[0] {
+                Event::ImageShared { at_ms, .. } => *at_ms,
+                _ => 0,
+            }
+        }]
+    );
+    let (events, _) = owner_with_active_image()
+        .given([by("t1", share(&["t2"]))])
+        .when(by("t1", share(&["t2"])))
+        .then_ok();
+    assert!(events.is_empty());
+}
+
+// Rule 3: members accept or reject.
+
+#[test]
+fn a_member_accepts_a_pending_share_and_then_can_use_the_image() {
+    let (_, state) = owner_with_active_image()
+        .given([by("t1", share(&["t2"]))])
+        .when(by(
+            "t2",
+            Command::AcceptShare {
+                image_id: image_id(IMAGE),
+            },
+        ))
+        .then_ok();
+    let image = &state.images[&image_id(IMAGE)];
+    assert_eq!(image.members[&tenant("t2")], MemberStatus::Accepted);
+    assert_eq!(access(image, &tenant("t2")), Some(Access::SharedAccepted));
+}
+
+#[test]
+fn a_member_can_accept_after_rejecting_and_reject_after_accepting() {
+    let scenario = owner_with_active_image().given([
+        by("t1", share(&["t2"])),
+        by(
+            "t2",
+            Command::RejectShare {
+                image_id: image_id(IMAGE),
+            },
+        ),
+        by(
+            "t2",
+            Command::AcceptShare {
+                image_id: image_id(IMAGE),
+            },
+        ),
+    ]);
+    assert_eq!(
+        scenario.image(image_id(IMAGE)).members[&tenant("t2")],
+        MemberStatus::Accepted
+    );
+    let (_, state) = scenario
+        .when(by(
+            "t2",
+            Command::RejectShare {
+                image_id: image_id(IMAGE),
+            },
+        ))
+        .then_ok();
+    assert_eq!(
+        state.images[&image_id(IMAGE)].members[&tenant("t2")],
+        MemberStatus::Rejected
+    );
+}
+
+#[test]
+fn a_tenant_that_is_not_a_member_cannot_accept_or_reject() {
+    owner_with_active_image()
+        .when(by(
+            "t3",
+            Command::AcceptShare {
+                image_id: image_id(IMAGE),
+            },
+        ))
+        .then_refused(ErrorCode::NotAMember, "t3");
+    owner_with_active_image()
+        .when(by(
+            "t3",
+            Command::RejectShare {
+                image_id: image_id(IMAGE),
+            },
+        ))
+        .then_refused(ErrorCode::NotAMember, "t3");
+}
+
+#[test]
+fn a_pending_or_rejected_share_does_not_make_the_image_visible() {
+    let scenario = owner_with_active_image().given([by("t1", share(&["t2"]))]);
+    assert_eq!(access(scenario.image(image_id(IMAGE)), &tenant("t2")), None);
+    let scenario = scenario.given([by(
+        "t2",
+        Command::RejectShare {
+            image_id: image_id(IMAGE),
+        },
+    )]);
+    assert_eq!(access(scenario.image(image_id(IMAGE)), &tenant("t2")), None);
+}
+
+// Rule 4: the owner stops sharing or deletes at any time.
+
+#[test]
+fn the_owner_stops_sharing_with_some_tenants_or_all() {
+    let scenario = owner_with_active_image().given([
+        by("t1", share(&["t2", "t3"])),
+        by(
+            "t2",
+            Command::AcceptShare {
+                image_id: image_id(IMAGE),
+            },
+        ),
+    ]);
+    let (_, state) = scenario
+        .when(by(
+            "t1",
+            Command::UnshareImage {
+                image_id: image_id(IMAGE),
+                tenants: Some(vec![tenant("t2")]),
+            },
+        ))
+        .then_ok();
+    let image = &state.images[&image_id(IMAGE)];
+    assert!(!image.members.contains_key(&tenant("t2")));
+    assert!(image.members.contains_key(&tenant("t3")));
+    let (_, state) = owner_with_active_image()
+        .given([by("t1", share(&["t2", "t3"]))])
+        .when(by(
+            "t1",
+            Command::UnshareImage {
+                image_id: image_id(IMAGE),
+                tenants: None,
+            },
+        ))
+        .then_ok();
+    assert!(state.images[&image_id(IMAGE)].members.is_empty());
+}
+
+#[test]
+fn deleting_a_shared_image_ends_every_share_and_frees_quota() {
+    let scenario = owner_with_active_image().given([
+        by("t1", share(&["t2"])),
+        by(
+            "t2",
+            Command::AcceptShare {
+                image_id: image_id(IMAGE),
+            },
+        ),
+    ]);
+    assert_eq!(
+        scenario.state.tenants[&tenant("t1")].owned_private_images,
+        1
+    );
+    let (_, state) = scenario
+        .when(by(
+            "t1",
+            Command::DeleteImage {
+                image_id: image_id(IMAGE),
+            },
+        ))
+        .then_ok();
+    let image = &state.images[&image_id(IMAGE)];
+    assert_eq!(image.status, ImageStatus::Deleted);
+    assert!(image.members.is_empty());
+    assert_eq!(access(image, &tenant("t2")), None);
+    assert_eq!(state.tenants[&tenant("t1")].owned_private_images, 0);
+}
+
+#[test]
+fn a_deleted_image_cannot_be_changed_any_more() {
+    owner_with_active_image()
+        .given([by(
+            "t1",
+            Command::DeleteImage {
+                image_id: image_id(IMAGE),
+            },
+        )])
+        .when(by("t1", share(&["t2"])))
+        .then_refused(ErrorCode::NotFound, "deleted");
+}
+
+// Rule 5: protection.
+
+#[test]
+fn a_protected_image_cannot_be_deleted() {
+    Scenario::new()
+        .given([
+            register("t1"),
+            by(
+                "t1",
+                with_create(system_image("web"), |c| c.protected = true),
+            ),
+        ])
+        .when(by(
+            "t1",
+            Command::DeleteImage {
+                image_id: image_id(IMAGE),
+            },
+        ))
+        .then_refused(ErrorCode::Protected, "protected=false");
+}
+
+// Rule 6: quota.
+
+#[test]
+fn a_tenant_cannot_own_more_private_images_than_its_quota() {
+    Scenario::new()
+        .given([
+            op(Command::RegisterTenant {
+                tenant: tenant("t1"),
+                quota: Some(2),
+            }),
+            by("t1", system_image("a")),
+            by("t1", system_image("b")),
+        ])
+        .when(by("t1", system_image("c")))
+        .then_refused(ErrorCode::QuotaExceeded, "quota is 2");
+}
+
+#[test]
+fn the_default_quota_is_100_and_the_operator_can_raise_it() {
+    let scenario = Scenario::new().given([register("t1")]);
+    assert_eq!(scenario.state.tenants[&tenant("t1")].quota, 100);
+    let (_, state) = scenario
+        .when(op(Command::SetQuota {
+            tenant: tenant("t1"),
+            quota: 300,
+        }))
+        .then_ok();
+    assert_eq!(state.tenants[&tenant("t1")].quota, 300);
+}
+
+#[test]
+fn an_unregistered_tenant_cannot_create_images() {
+    Scenario::new()
+        .when(by("t9", system_image("a")))
+        .then_refused(ErrorCode::UnknownTenant, "t9");
+}
+
+#[test]
+fn registering_a_tenant_twice_is_refused() {
+    Scenario::new()
+        .given([register("t1")])
+        .when(register("t1"))
+        .then_refused(ErrorCode::InvalidState, "set-quota");
+}
+
+// Rule 7: public images.
+
+fn publish() -> (Actor, Command) {
+    op(Command::PublishPublicImage(Box::new(PublishPublicImage {
+        name: "ubuntu-22.04".into(),
+        disk: DiskKind::System,
+        os: os(),
+        min_disk_gb: 10,
+        size_bytes: 1,
+        checksum_sha256: "b".repeat(64),
+        tags: Default::default(),
+        description: String::new(),
+    })))
+}
+
+#[test]
+fn a_published_public_image_is_active_at_once_and_visible_to_every_tenant() {
+    let (_, state) = Scenario::new()
+        .given([register("t1")])
+        .when(publish())
+        .then_ok();
+    let image = &state.images[&image_id(IMAGE)];
+    assert_eq!(image.status, ImageStatus::Active);
+    assert_eq!(image.owner, Owner::Platform);
+    assert_eq!(access(image, &tenant("t1")), Some(Access::Public));
+    assert_eq!(access(image, &tenant("anyone")), Some(Access::Public));
+}
+
+#[test]
+fn the_operator_deprecates_and_deletes_public_images_but_not_private_ones() {
+    let scenario = owner_with_active_image().given([publish()]);
+    let (_, state) = scenario
+        .when(op(Command::DeprecateImage {
+            image_id: image_id(2),
+            deprecated: true,
+        }))
+        .then_ok();
+    assert!(state.images[&image_id(2)].deprecated);
+    owner_with_active_image()
+        .when(op(Command::DeprecateImage {
+            image_id: image_id(IMAGE),
+            deprecated: true,
+        }))
+        .then_refused(ErrorCode::InvalidState, "not public");
+    let (_, state) = owner_with_active_image()
+        .given([publish()])
+        .when(op(Command::DeleteImage {
+            image_id: image_id(2),
+        }))
+        .then_ok();
+    assert_eq!(state.images[&image_id(2)].status, ImageStatus::Deleted);
+}
+
+#[test]
+fn a_deprecated_public_image_is_still_usable() {
+    let scenario = owner_with_active_image().given([
+        publish(),
+        op(Command::DeprecateImage {
+            image_id: image_id(2),
+            deprecated: true,
+        }),
+    ]);
+    let answer = usable(
+        &region(),
+        &tenant("t2"),
+        image_id(2),
+        Some(scenario.image(image_id(2))),
+        Purpose::CreateEcs,
+    );
+    assert!(answer.allowed, "{}", answer.reason);
+}
+
+// Rule 8: Marketplace.
+
+fn paid() -> Price {
+    Price::PerHour {
+        amount_minor: 120,
+        currency: Currency(*b"USD"),
+    }
+}
+
+#[test]
+fn a_listed_image_is_visible_to_every_tenant_until_delisted() {
+    let scenario = owner_with_active_image().given([by(
+        "t1",
+        Command::ListOnMarketplace {
+            image_id: image_id(IMAGE),
+            publisher: "Acme".into(),
+            price: paid(),
+        },
+    )]);
+    assert_eq!(
+        access(scenario.image(image_id(IMAGE)), &tenant("t3")),
+        Some(Access::Marketplace)
+    );
+    let (_, state) = scenario
+        .when(by(
+            "t1",
+            Command::DelistFromMarketplace {
+                image_id: image_id(IMAGE),
+            },
+        ))
+        .then_ok();
+    assert_eq!(access(&state.images[&image_id(IMAGE)], &tenant("t3")), None);
+}
+
+#[test]
+fn an_encrypted_or_shared_or_inactive_image_cannot_be_listed() {
+    let list = || {
+        by(
+            "t1",
+            Command::ListOnMarketplace {
+                image_id: image_id(IMAGE),
+                publisher: "Acme".into(),
+                price: Price::Free,
+            },
+        )
+    };
+    Scenario::new()
+        .given([
+            register("t1"),
+            by(
+                "t1",
+                with_create(system_image("web"), |c| {
+                    c.encryption = Some(Encryption {
+                        kms_key_id: "k".into(),
+                    })
+                }),
+            ),
+            op(succeeded(image_id(IMAGE))),
+        ])
+        .when(list())
+        .then_refused(ErrorCode::EncryptedNotShareable, "encrypted");
+    owner_with_active_image()
+        .given([by("t1", share(&["t2"]))])
+        .when(list())
+        .then_refused(ErrorCode::InvalidState, "unshare-image");
+    Scenario::new()
+        .given([register("t1"), by("t1", system_image("web"))])
+        .when(list())
+        .then_refused(ErrorCode::InvalidState, "queued");
+}
+
+#[test]
+fn a_bad_price_is_refused_naming_it() {
+    owner_with_active_image()
+        .when(by(
+            "t1",
+            Command::ListOnMarketplace {
+                image_id: image_id(IMAGE),
+                publisher: "Acme".into(),
+                price: Price::PerHour {
+                    amount_minor: 5,
+                    currency: Currency(*b"usd"),
+                },
+            },
+        ))
+        .then_refused(ErrorCode::InvalidArgument, "usd");
+}
+
+#[test]
+fn usage_of_a_paid_marketplace_image_is_charged_to_the_user() {
+    let scenario = owner_with_active_image().given([by(
+        "t1",
+        Command::ListOnMarketplace {
+            image_id: image_id(IMAGE),
+            publisher: "Acme".into(),
+            price: paid(),
+        },
+    )]);
+    let (events, state) = scenario
+        .when(op(Command::RecordUsage {
+            image_id: image_id(IMAGE),
+            tenant: tenant("t2"),
+            hours: 3,
+        }))
+        .then_ok();
+    assert!(matches!(
+        &events[0],
+        Event::UsageRecorded {
+            charge_minor: 360,
+            ..
+        }
+    ));
+    assert_eq!(state.tenants[&tenant("t2")].charges_minor["USD"], 360);
+    let answer = usable(
+        &region(),
+        &tenant("t2"),
+        image_id(IMAGE),
+        Some(&state.images[&image_id(IMAGE)]),
+        Purpose::CreateEcs,
+    );
+    assert!(answer.allowed);
+    assert_eq!(answer.price, Some(paid()));
+}
+
+#[test]
+fn usage_of_an_image_not_on_the_marketplace_is_refused() {
+    owner_with_active_image()
+        .when(op(Command::RecordUsage {
+            image_id: image_id(IMAGE),
+            tenant: tenant("t2"),
+            hours: 3,
+        }))
+        .then_refused(ErrorCode::InvalidState, "Marketplace");
+}
+
+// Rule 9: copy across regions.
+
+#[test]
+fn a_copy_is_requested_in_the_source_region_with_the_new_images_id() {
+    let (events, state) = owner_with_active_image()
+        .when(by(
+            "t1",
+            Command::CopyImage {
+                image_id: image_id(IMAGE),
+                target_region: RegionId::parse("us-east-1").unwrap(),
+                name: None,
+            },
+        ))
+        .then_ok();
+    assert!(
+        matches!(&events[0], Event::CopyRequested { copy_image_id, .. } if *copy_image_id == image_id(2))
+    );
+    assert_eq!(
+        state.images[&image_id(IMAGE)].copies[0].status,
+        CopyStatus::Requested
+    );
+}
+
+#[test]
+fn copying_an_encrypted_image_is_refused() {
+    Scenario::new()
+        .given([
+            register("t1"),
+            by(
+                "t1",
+                with_create(system_image("web"), |c| {
+                    c.encryption = Some(Encryption {
+                        kms_key_id: "kms-1".into(),
+                    })
+                }),
+            ),
+            op(succeeded(image_id(IMAGE))),
+        ])
+        .when(by(
+            "t1",
+            Command::CopyImage {
+                image_id: image_id(IMAGE),
+                target_region: RegionId::parse("us-east-1").unwrap(),
+                name: None,
+            },
+        ))
+        .then_refused(ErrorCode::EncryptedNotCopyable, "kms-1");
+}
+
+#[test]
+fn copying_to_the_images_own_region_is_refused() {
+    owner_with_active_image()
+        .when(by(
+            "t1",
+            Command::CopyImage {
+                image_id: image_id(IMAGE),
+                target_region: region(),
+                name: None,
+            },
+        ))
+        .then_refused(ErrorCode::InvalidArgument, REGION);
+}
+
+fn receive(owner: &str) -> (Actor, Command) {
+    op(Command::ReceiveCopy(Box::new(ReceiveCopy {
+        copy_image_id: image_id(77),
+        owner: tenant(owner),
+        source_region: RegionId::parse("us-east-1").unwrap(),
+        source_image_id: image_id(5),
+        name: "web".into(),
+        disk: DiskKind::System,
+        os: os(),
+        min_disk_gb: 40,
+        tags: Default::default(),
+        description: String::new(),
+    })))
+}
+
+#[test]
+fn the_target_region_creates_the_copy_as_a_private_image_with_its_lineage() {
+    let (_, state) = Scenario::new()
+        .given([register("t1")])
+        .when(receive("t1"))
+        .then_ok();
+    let copy = &state.images[&image_id(77)];
+    assert_eq!(copy.owner, Owner::Tenant(tenant("t1")));
+    assert_eq!(copy.class, ImageClass::Private);
+    assert_eq!(copy.status, ImageStatus::Saving);
+    assert_eq!(
+        copy.source,
+        Source::Copy {
+            region: RegionId::parse("us-east-1").unwrap(),
+            image_id: image_id(5)
+        }
+    );
+    let answer = usable(
+        &region(),
+        &tenant("t1"),
+        image_id(77),
+        Some(copy),
+        Purpose::CreateEcs,
+    );
+    assert!(!answer.allowed && answer.reason.contains("being copied"));
+}
+
+#[test]
+fn a_copy_for_a_tenant_not_registered_in_the_target_region_is_refused() {
+    Scenario::new()
+        .when(receive("t1"))
+        .then_refused(ErrorCode::UnknownTenant, "t1");
+}
+
+#[test]
+fn the_source_records_how_its_copy_went_once() {
+    let scenario = owner_with_active_image().given([by(
+        "t1",
+        Command::CopyImage {
+            image_id: image_id(IMAGE),
+            target_region: RegionId::parse("us-east-1").unwrap(),
+            name: None,
+        },
+    )]);
+    let outcome = Command::RecordCopyOutcome {
+        image_id: image_id(IMAGE),
+        copy_image_id: image_id(2),
+        outcome: CopyOutcome::Failed {
+            reason: "unknown_tenant".into(),
+        },
+    };
+    let (events, state) = scenario.when(op(outcome.clone())).then_ok();
+    assert_eq!(events.len(), 1);
+    assert!(matches!(
+        state.images[&image_id(IMAGE)].copies[0].status,
+        CopyStatus::Failed { .. }
+    ));
+    let mut again = Scenario::new();
+    again.state = state;
+    let (events, _) = again.when(op(outcome)).then_ok();
+    assert!(events.is_empty(), "a redelivered outcome records nothing");
+}
+
+// Rule 10: usable.
+
+#[test]
+fn an_image_of_another_region_must_be_copied_first() {
+    let answer = usable(
+        &region(),
+        &tenant("t1"),
+        image_id(9),
+        None,
+        Purpose::CreateEcs,
+    );
+    assert!(!answer.allowed && answer.reason.contains("copy-image"));
+}
+
+#[test]
+fn an_image_of_another_tenant_must_be_shared_and_accepted_first() {
+    let scenario = owner_with_active_image();
+    let answer = usable(
+        &region(),
+        &tenant("t2"),
+        image_id(IMAGE),
+        Some(scenario.image(image_id(IMAGE))),
+        Purpose::CreateEcs,
+    );
+    assert!(!answer.allowed && answer.reason.contains("shared"));
+    let scenario = scenario.given([by("t1", share(&["t2"]))]);
+    let answer = usable(
+        &region(),
+        &tenant("t2"),
+        image_id(IMAGE),
+        Some(scenario.image(image_id(IMAGE))),
+        Purpose::CreateEcs,
+    );
+    assert!(!answer.allowed && answer.reason.contains("accept-share"));
+}
+
+#[test]
+fn a_file_image_must_finish_importing_first() {
+    let scenario = Scenario::new().given([
+        register("t1"),
+        by(
+            "t1",
+            with_create(system_image("web"), |c| {
+                c.source = CreateSource::File {
+                    url: "obs://b/web.qcow2".into(),
+                    format: FileFormat::Qcow2,
+                }
+            }),
+        ),
+    ]);
+    let answer = usable(
+        &region(),
+        &tenant("t1"),
+        image_id(IMAGE),
+        Some(scenario.image(image_id(IMAGE))),
+        Purpose::CreateEcs,
+    );
+    assert!(!answer.allowed && answer.reason.contains("imported"));
+}
+
+#[test]
+fn a_data_disk_image_only_creates_evs_disks() {
+    let scenario = Scenario::new().given([
+        register("t1"),
+        by(
+            "t1",
+            with_create(system_image("data"), |c| {
+                c.disk = DiskKind::Data;
+                c.os = None
+            }),
+        ),
+        op(succeeded(image_id(IMAGE))),
+    ]);
+    let image = scenario.image(image_id(IMAGE));
+    assert!(
+        usable(
+            &region(),
+            &tenant("t1"),
+            image_id(IMAGE),
+            Some(image),
+            Purpose::CreateEvs
+        )
+        .allowed
+    );
+    assert!(
+        !usable(
+            &region(),
+            &tenant("t1"),
+            image_id(IMAGE),
+            Some(image),
+            Purpose::CreateEcs
+        )
+        .allowed
+    );
+    assert!(
+        !usable(
+            &region(),
+            &tenant("t1"),
+            image_id(IMAGE),
+            Some(image),
+            Purpose::ChangeOs
+        )
+        .allowed
+    );
+}
+
+#[test]
+fn a_system_image_creates_and_reimages_ecss_but_not_evs_disks() {
+    let scenario = owner_with_active_image();
+    let image = scenario.image(image_id(IMAGE));
+    assert!(
+        usable(
+            &region(),
+            &tenant("t1"),
+            image_id(IMAGE),
+            Some(image),
+            Purpose::CreateEcs
+        )
+        .allowed
+    );
+    assert!(
+        usable(
+            &region(),
+            &tenant("t1"),
+            image_id(IMAGE),
+            Some(image),
+            Purpose::ChangeOs
+        )
+        .allowed
+    );
+    assert!(
+        !usable(
+            &region(),
+            &tenant("t1"),
+            image_id(IMAGE),
+            Some(image),
+            Purpose::CreateEvs
+        )
+        .allowed
+    );
+}
+
+// Validation and the remaining codes.
+
+#[test]
+fn a_bad_name_is_refused_naming_it_and_what_is_accepted() {
+    for bad in ["", " lead", "trail ", "semi;colon", &"n".repeat(129)] {
+        let error = Scenario::new()
+            .given([register("t1")])
+            .when(by("t1", system_image(bad)))
+            .then_refused(ErrorCode::InvalidArgument, "expected 1 to 128");
+        assert!(error.message.contains(&format!("{bad:?}")));
+    }
+}
+
+#[test]
+fn a_system_image_needs_an_os_and_a_data_image_has_none() {
+    Scenario::new()
+        .given([register("t1")])
+        .when(by("t1", with_create(system_image("w"), |c| c.os = None)))
+        .then_refused(ErrorCode::InvalidArgument, "os is missing");
+    Scenario::new()
+        .given([register("t1")])
+        .when(by(
+            "t1",
+            with_create(system_image("w"), |c| c.disk = DiskKind::Data),
+        ))
+        .then_refused(ErrorCode::InvalidArgument, "no os");
+}
+
+#[test]
+fn too_many_or_too_long_tags_and_a_bad_min_disk_are_refused() {
+    let many = (0..11)
+        .map(|i| (format!("k{i}"), "v".to_string()))
+        .collect();
+    Scenario::new()
+        .given([register("t1")])
+        .when(by("t1", with_create(system_image("w"), |c| c.tags = many)))
+        .then_refused(ErrorCode::InvalidArgument, "at most 10 tags");
+    let long = [("k".repeat(37), "v".to_string())].into_iter().collect();
+    Scenario::new()
+        .given([register("t1")])
+        .when(by("t1", with_create(system_image("w"), |c| c.tags = long)))
+        .then_refused(ErrorCode::InvalidArgument, "1 to 36");
+    Scenario::new()
+        .given([register("t1")])
+        .when(by(
+            "t1",
+            with_create(system_image("w"), |c| c.min_disk_gb = 0),
+        ))
+        .then_refused(ErrorCode::InvalidArgument, "1 to 1024");
+}
+
+#[test]
+fn a_stale_expected_version_is_a_conflict() {
+    let mut scenario = owner_with_active_image();
+    scenario.expected_version = Some(1);
+    scenario
+        .when(by("t1", share(&["t2"])))
+        .then_refused(ErrorCode::Conflict, "version 2");
+}
+
+#[test]
+fn an_unknown_image_is_not_found() {
+    Scenario::new()
+        .given([register("t1")])
+        .when(by(
+            "t1",
+            Command::DeleteImage {
+                image_id: image_id(42),
+            },
+        ))
+        .then_refused(ErrorCode::NotFound, "does not exist");
+}
+
+#[test]
+fn a_build_is_reported_only_for_a_queued_or_saving_image() {
+    owner_with_active_image()
+        .when(op(succeeded(image_id(IMAGE))))
+        .then_refused(ErrorCode::InvalidState, "active");
+    let (_, state) = Scenario::new()
+        .given([
+            register("t1"),
+            by("t1", system_image("w")),
+            op(Command::ReportBuild {
+                image_id: image_id(IMAGE),
+                outcome: BuildOutcome::Started,
+                checksum_sha256: None,
+            }),
+        ])
+        .when(op(Command::ReportBuild {
+            image_id: image_id(IMAGE),
+            outcome: BuildOutcome::Failed,
+            checksum_sha256: None,
+        }))
+        .then_ok();
+    assert_eq!(state.images[&image_id(IMAGE)].status, ImageStatus::Killed);
+}
+
+#[test]
+fn every_error_code_has_a_distinct_wire_name() {
+    let names: std::collections::BTreeSet<&str> =
+        ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
+    assert_eq!(names.len(), ErrorCode::ALL.len());
+}

@@ -1,0 +1,208 @@
+//! A given-when-then helper for the rules: `given` commands that must succeed, `when` one more,
+//! `then` expect its events or its error code.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use ims_domain::*;
+
+pub const REGION: &str = "eu-west-0";
+
+pub fn tenant(id: &str) -> TenantId {
+    TenantId::parse(id).unwrap()
+}
+
+pub fn region() -> RegionId {
+    RegionId::parse(REGION).unwrap()
+}
+
+pub fn image_id(n: u128) -> ImageId {
+    ImageId::from_bytes(n.to_be_bytes())
+}
+
+pub fn os() -> Option<Os> {
+    Some(Os {
+        platform: "ubuntu".into(),
+        version: "22.04".into(),
+        arch: "x86_64".into(),
+    })
+}
+
+pub fn system_image(name: &str) -> Command {
+    Command::CreateImage(Box::new(CreateImage {
+        name: name.into(),
+        disk: DiskKind::System,
+        source: CreateSource::Ecs {
+            instance_id: "ecs-42".into(),
+            data_disk_ids: vec![],
+        },
+        os: os(),
+        min_disk_gb: 40,
+        encryption: None,
+        tags: BTreeMap::new(),
+        description: String::new(),
+        protected: false,
+    }))
+}
+
+pub fn with_create(command: Command, change: impl FnOnce(&mut CreateImage)) -> Command {
+    let Command::CreateImage(mut create) = command else {
+        panic!("not a create-image")
+    };
+    change(&mut create);
+    Command::CreateImage(create)
+}
+
+pub fn succeeded(image: ImageId) -> Command {
+    Command::ReportBuild {
+        image_id: image,
+        outcome: BuildOutcome::Succeeded {
+            size_bytes: 1 << 30,
+        },
+        checksum_sha256: Some("a".repeat(64)),
+    }
+}
+
+pub fn register(id: &str) -> (Actor, Command) {
+    (
+        Actor::Operator,
+        Command::RegisterTenant {
+            tenant: tenant(id),
+            quota: None,
+        },
+    )
+}
+
+pub fn by(id: &str, command: Command) -> (Actor, Command) {
+    (Actor::Tenant(tenant(id)), command)
+}
+
+pub fn op(command: Command) -> (Actor, Command) {
+    (Actor::Operator, command)
+}
+
+/// A region's state built from commands, with a clock and an id counter standing in for the
+/// world outside the domain.
+#[derive(Debug)]
+pub struct Scenario {
+    pub state: State,
+    pub policy: SharingPolicy,
+    pub now_ms: u64,
+    pub next_image: u128,
+    pub expected_version: Option<u64>,
+}
+
+impl Scenario {
+    pub fn new() -> Self {
+        Self {
+            state: State::default(),
+            policy: SharingPolicy::default(),
+            now_ms: 1_700_000_000_000,
+            next_image: 1,
+            expected_version: None,
+        }
+    }
+
+    fn context(&self, actor: Actor) -> Context<'_> {
+        Context {
+            actor,
+            region: region(),
+            now_ms: self.now_ms,
+            new_image_id: image_id(self.next_image),
+            expected_version: self.expected_version,
+            policy: &self.policy,
+        }
+    }
+
+    /// Runs `command` through decide and evolve, as a writer would.
+    pub fn run(&mut self, (actor, command): (Actor, Command)) -> Result<Vec<Event>, DomainError> {
+        let result = decide(&self.state, &command, &self.context(actor));
+        if let Ok(events) = &result {
+            for event in events {
+                evolve(&mut self.state, event);
+            }
+            if events.iter().any(|e| matches!(e, Event::ImageCreated(_))) {
+                self.next_image += 1;
+            }
+        }
+        self.now_ms += 1;
+        result
+    }
+
+    /// Applies commands that must succeed.
+    #[track_caller]
+    pub fn given(mut self, commands: impl IntoIterator<Item = (Actor, Command)>) -> Self {
+        for command in commands {
+            let name = command.1.name();
+            if let Err(error) = self.run(command) {
+                panic!("given {name} failed: {error}");
+            }
+        }
+        self
+    }
+
+    pub fn when(mut self, command: (Actor, Command)) -> Then {
+        let before = self.state.clone();
+        let result = self.run(command);
+        Then {
+            result,
+            before,
+            after: self.state,
+        }
+    }
+
+    pub fn image(&self, id: ImageId) -> &Image {
+        &self.state.images[&id]
+    }
+}
+
+/// The outcome of `when`, with the state before and after it.
+#[derive(Debug)]
+pub struct Then {
+    pub result: Result<Vec<Event>, DomainError>,
+    pub before: State,
+    pub after: State,
+}
+
+impl Then {
+    /// The command was refused with `code`, the message names `mentions`, and nothing changed.
+    #[track_caller]
+    pub fn then_refused(self, code: ErrorCode, mentions: &str) -> DomainError {
+        let error = match self.result {
+            Ok(events) => panic!("expected {code}, got events {events:?}"),
+            Err(error) => error,
+        };
+        assert_eq!(error.code, code, "wrong code; message: {}", error.message);
+        assert!(
+            error.message.contains(mentions),
+            "message {:?} does not name {mentions:?}",
+            error.message
+        );
+        assert_eq!(
+            self.before, self.after,
+            "a refused command changed the state"
+        );
+        error
+    }
+
+    /// The command succeeded; returns its events and the new state.
+    #[track_caller]
+    pub fn then_ok(self) -> (Vec<Event>, State) {
+        match self.result {
+            Ok(events) => (events, self.after),
+            Err(error) => panic!("expected success, got {error}"),
+        }
+    }
+}
+
+/// t1 owns an active private system image (id 1); t2 and t3 are registered too.
+pub fn owner_with_active_image() -> Scenario {
+    Scenario::new().given([
+        register("t1"),
+        register("t2"),
+        register("t3"),
+        by("t1", system_image("web")),
+        op(succeeded(image_id(1))),
+    ])
+}
