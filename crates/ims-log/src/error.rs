@@ -1,0 +1,25 @@
+use thiserror::Error;
+
+/// What can go wrong with the log. A failed append leaves nothing acknowledged.
+#[derive(Debug, Error)]
+pub enum LogError {
+    #[error("storage error in the event log: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("i/o error syncing the event log: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("{what} cannot be decoded: {reason}")]
+    Corrupt { what: String, reason: String },
+    #[error("the log is broken at position {position}: {problem}")]
+    Broken { position: u64, problem: String },
+    #[error(
+        "event at position {position} has type {event_type:?} schema version {schema_version}, \
+         which this release cannot read; upgrade ims"
+    )]
+    UnknownSchema {
+        position: u64,
+        event_type: String,
+        schema_version: u16,
+    },
+    #[error("an earlier write or flush failed, so the log refuses appends until it is reopened")]
+    Poisoned,
+}

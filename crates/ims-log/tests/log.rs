@@ -1,0 +1,232 @@
+//! The event log's promises: what is appended reads back, positions have no gaps, the chain
+//! verifies, retries append nothing, stale versions conflict, tampering is found.
+
+use ims_log::*;
+use proptest::prelude::*;
+use uuid::Uuid;
+
+fn command(id: Option<Uuid>, events: &[(&str, u64)]) -> NewCommand {
+    NewCommand {
+        command_id: id,
+        actor: "tenant t1".to_owned(),
+        recorded_at_ms: 1_700_000_000_000,
+        events: events
+            .iter()
+            .map(|(stream, version)| NewEvent {
+                stream: (*stream).to_owned(),
+                stream_version: *version,
+                event_type: "test_event".to_owned(),
+                schema_version: 1,
+                payload: format!("{stream}@{version}").into_bytes(),
+            })
+            .collect(),
+        reply: b"{\"ok\":true}".to_vec(),
+        snapshots: vec![],
+    }
+}
+
+fn open(dir: &tempfile::TempDir) -> EventLog {
+    EventLog::open(dir.path().join("log"), "eu-west-0").unwrap()
+}
+
+#[test]
+fn a_retried_command_id_appends_nothing_and_returns_the_first_result_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = Uuid::now_v7();
+    let first = {
+        let log = open(&dir);
+        let results = log
+            .append(&[command(Some(id), &[("image/a", 1), ("image/a", 2)])])
+            .unwrap();
+        let Appended::New {
+            first_position,
+            last_position,
+            ..
+        } = results[0]
+        else {
+            panic!("{results:?}")
+        };
+        assert_eq!((first_position, last_position), (1, 2));
+        // Within the same group, too.
+        let again = log
+            .append(&[
+                command(Some(id), &[("image/a", 3)]),
+                command(Some(id), &[("image/a", 3)]),
+            ])
+            .unwrap();
+        assert!(
+            again.iter().all(|r| matches!(r, Appended::Duplicate(_))),
+            "{again:?}"
+        );
+        log.head()
+    };
+    let log = open(&dir);
+    assert_eq!(log.head(), first);
+    let results = log.append(&[command(Some(id), &[("image/a", 3)])]).unwrap();
+    assert_eq!(
+        results,
+        vec![Appended::Duplicate(StoredCommand {
+            first_position: 1,
+            last_position: 2,
+            reply: b"{\"ok\":true}".to_vec()
+        })]
+    );
+    assert_eq!(log.head_position(), 2);
+}
+
+#[test]
+fn a_stale_stream_version_conflicts_and_writes_nothing_of_that_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir);
+    log.append(&[command(None, &[("image/a", 1)])]).unwrap();
+    let results = log
+        .append(&[
+            command(None, &[("image/b", 1)]),
+            command(None, &[("image/a", 1)]),
+            command(None, &[("image/a", 2)]),
+        ])
+        .unwrap();
+    assert!(matches!(
+        results[0],
+        Appended::New {
+            first_position: 2,
+            ..
+        }
+    ));
+    assert_eq!(
+        results[1],
+        Appended::Conflict {
+            stream: "image/a".into(),
+            expected_version: 0,
+            actual_version: 1
+        }
+    );
+    assert!(matches!(
+        results[2],
+        Appended::New {
+            first_position: 3,
+            ..
+        }
+    ));
+    assert_eq!(log.stream_version("image/a").unwrap(), 2);
+    assert_eq!(
+        log.read_stream("image/a")
+            .unwrap()
+            .iter()
+            .map(|e| e.position())
+            .collect::<Vec<_>>(),
+        vec![1, 3]
+    );
+}
+
+#[test]
+fn a_changed_byte_in_a_stored_event_is_found_by_verify_at_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        // More events than the tail check of `open` covers, so that the log opens and only a
+        // full verify finds the damage.
+        let log = open(&dir);
+        let total = TAIL_CHECK_EVENTS + 100;
+        let commands: Vec<NewCommand> =
+            (1..=total).map(|v| command(None, &[("image/a", v)])).collect();
+        for group in commands.chunks(256) {
+            log.append(group).unwrap();
+        }
+    }
+    {
+        // Tamper with the stored bytes of position 13 behind the log's back.
+        let db = sled::open(dir.path().join("log")).unwrap();
+        let mut key = vec![b'e'];
+        key.extend_from_slice(&13u64.to_be_bytes());
+        let mut bytes = db.get(&key).unwrap().unwrap().to_vec();
+        let payload_byte = bytes.len() - 70; // inside the payload, before the two hashes
+        bytes[payload_byte] ^= 0x01;
+        db.insert(&key, bytes).unwrap();
+        db.flush().unwrap();
+    }
+    let log = open(&dir);
+    let broken = log.verify(1..=log.head_position()).unwrap().unwrap_err();
+    assert_eq!(broken.position, 13, "{broken:?}");
+    assert!(log.verify(1..=12).unwrap().is_ok());
+}
+
+#[test]
+fn opening_a_log_whose_tail_was_tampered_with_fails_naming_the_position() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(&dir);
+        for version in 1..=5 {
+            log.append(&[command(None, &[("image/a", version)])])
+                .unwrap();
+        }
+    }
+    {
+        let db = sled::open(dir.path().join("log")).unwrap();
+        let mut key = vec![b'e'];
+        key.extend_from_slice(&4u64.to_be_bytes());
+        db.remove(&key).unwrap();
+        db.flush().unwrap();
+    }
+    let error = EventLog::open(dir.path().join("log"), "eu-west-0").unwrap_err();
+    assert!(
+        matches!(error, LogError::Broken { position: 4, .. }),
+        "{error}"
+    );
+}
+
+#[test]
+fn snapshots_are_written_with_their_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir);
+    let mut with_snapshot = command(None, &[("image/a", 1)]);
+    with_snapshot
+        .snapshots
+        .push((b"image/a".to_vec(), b"state".to_vec()));
+    log.append(&[with_snapshot]).unwrap();
+    assert_eq!(log.snapshot(b"image/a").unwrap(), Some(b"state".to_vec()));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(32))]
+
+    #[test]
+    fn any_sequence_of_appends_reads_back_identical_contiguous_and_chained(
+        groups in prop::collection::vec(prop::collection::vec((0u8..4, 1usize..4, any::<bool>()), 1..6), 1..10)
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(&dir);
+        let mut versions = std::collections::HashMap::new();
+        let mut written = Vec::new();
+        for group in groups {
+            let commands: Vec<NewCommand> = group
+                .iter()
+                .map(|(stream, count, with_id)| {
+                    let stream = format!("image/{stream}");
+                    let events: Vec<(String, u64)> = (0..*count)
+                        .map(|_| {
+                            let version = versions.entry(stream.clone()).or_insert(0u64);
+                            *version += 1;
+                            (stream.clone(), *version)
+                        })
+                        .collect();
+                    let events: Vec<(&str, u64)> = events.iter().map(|(s, v)| (s.as_str(), *v)).collect();
+                    command(with_id.then(Uuid::now_v7), &events)
+                })
+                .collect();
+            for result in log.append(&commands).unwrap() {
+                let Appended::New { envelopes, .. } = result else { panic!("{result:?}") };
+                written.extend(envelopes);
+            }
+        }
+        let read: Vec<Envelope> = log.iter_from(1).collect::<Result<_, _>>().unwrap();
+        prop_assert_eq!(&read, &written);
+        for (index, envelope) in read.iter().enumerate() {
+            prop_assert_eq!(envelope.position(), index as u64 + 1);
+        }
+        prop_assert!(log.verify(1..=log.head_position()).unwrap().is_ok());
+        drop(log);
+        let reopened = open(&dir);
+        let again: Vec<Envelope> = reopened.iter_from(1).collect::<Result<_, _>>().unwrap();
+        prop_assert_eq!(again, written);
+    }
+}
