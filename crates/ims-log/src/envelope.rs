@@ -2,34 +2,90 @@
 //!
 //! Record format (schema of the `e` keys, encoded by `codec`):
 //!
+//! Types are encoded by `codec` (bincode 1.3.3 defaults); "bytes (N)" is a u64 length N, then
+//! the N bytes.
+//!
 //! | field | type | meaning |
 //! |---|---|---|
 //! | position | u64 | region-wide index, from 1, no gaps |
-//! | event_id | [u8; 16] | UUID v7 of the event |
+//! | event_id | bytes (16) | UUID v7 of the event |
 //! | stream | String | `image/<uuid>` or `tenant/<id>` |
 //! | stream_version | u64 | index of the event in its stream, from 1 |
-//! | command_id | Option<[u8; 16]> | the command that caused it |
+//! | command_id | Option<bytes (16)> | the command that caused it |
 //! | actor | String | `operator` or `tenant <id>` |
 //! | region | String | the region id |
 //! | recorded_at_ms | u64 | unix milliseconds |
 //! | event_type | String | the stable type tag |
 //! | schema_version | u16 | schema version of `payload` |
 //! | payload | Vec<u8> | the encoded domain event |
-//! | prev_hash | [u8; 32] | `hash` of position - 1 (zeros before position 1) |
-//! | hash | [u8; 32] | SHA-256(prev_hash ‖ encode(all fields above but prev_hash)) |
+//! | prev_hash | bytes (32) | `hash` of position - 1 (zeros before position 1) |
+//! | hash | bytes (32) | SHA-256(prev_hash ‖ encode(all fields above but prev_hash)) |
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::codec;
 
+/// Fixed-size byte strings (ids and hashes) stored as one length-prefixed byte string, which
+/// bincode encodes and decodes as a single copy rather than N one-byte tuple elements.
+mod fixed_bytes {
+    use serde::{de::Error, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer, const N: usize>(
+        bytes: &[u8; N],
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        serializer.serialize_bytes(bytes)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, const N: usize>(
+        deserializer: D,
+    ) -> Result<[u8; N], D::Error> {
+        struct Visitor<const N: usize>;
+        impl<const N: usize> serde::de::Visitor<'_> for Visitor<N> {
+            type Value = [u8; N];
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "{N} bytes")
+            }
+            fn visit_bytes<E: Error>(self, bytes: &[u8]) -> Result<[u8; N], E> {
+                bytes
+                    .try_into()
+                    .map_err(|_| E::invalid_length(bytes.len(), &self))
+            }
+        }
+        deserializer.deserialize_bytes(Visitor::<N>)
+    }
+
+    pub mod option {
+        use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+        #[derive(Serialize, Deserialize)]
+        struct Wrapped(#[serde(with = "super")] [u8; 16]);
+
+        pub fn serialize<S: Serializer>(
+            bytes: &Option<[u8; 16]>,
+            serializer: S,
+        ) -> Result<S::Ok, S::Error> {
+            bytes.map(Wrapped).serialize(serializer)
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(
+            deserializer: D,
+        ) -> Result<Option<[u8; 16]>, D::Error> {
+            Ok(Option::<Wrapped>::deserialize(deserializer)?.map(|w| w.0))
+        }
+    }
+}
+
 /// The fields of an envelope that the hash covers, besides `prev_hash`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnvelopeBody {
     pub position: u64,
+    #[serde(with = "fixed_bytes")]
     pub event_id: [u8; 16],
     pub stream: String,
     pub stream_version: u64,
+    #[serde(with = "fixed_bytes::option")]
     pub command_id: Option<[u8; 16]>,
     pub actor: String,
     pub region: String,
@@ -43,7 +99,9 @@ pub struct EnvelopeBody {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
     pub body: EnvelopeBody,
+    #[serde(with = "fixed_bytes")]
     pub prev_hash: [u8; 32],
+    #[serde(with = "fixed_bytes")]
     pub hash: [u8; 32],
 }
 

@@ -14,7 +14,9 @@ const ROUNDS: u32 = 12;
 #[test]
 #[ignore = "run by acknowledged_appends_survive_sigkill_at_random_moments as its child process"]
 fn crash_child() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let log = EventLog::open(&dir, "eu-west-0").unwrap();
     let mut version = log.stream_version("image/crash").unwrap();
     let mut stdout = std::io::stdout().lock();
@@ -40,7 +42,9 @@ fn crash_child() {
             })
             .collect();
         let results = log.append(&commands).unwrap();
-        let Some(Appended::New { last_position, .. }) = results.last() else { panic!("{results:?}") };
+        let Some(Appended::New { last_position, .. }) = results.last() else {
+            panic!("{results:?}")
+        };
         writeln!(stdout, "{last_position}").unwrap();
         stdout.flush().unwrap();
     }
@@ -50,13 +54,24 @@ fn crash_child() {
 fn acknowledged_appends_survive_sigkill_at_random_moments() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("log");
-    let mut seed = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     let mut acknowledged_max = 0;
     for round in 0..ROUNDS {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let run_for = Duration::from_millis(30 + (seed >> 33) % 300);
         let mut child = Command::new(std::env::current_exe().unwrap())
-            .args(["--exact", "crash_child", "--ignored", "--nocapture", "--test-threads=1"])
+            .args([
+                "--exact",
+                "crash_child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .env(CHILD_ENV, &path)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -64,7 +79,11 @@ fn acknowledged_appends_survive_sigkill_at_random_moments() {
             .unwrap();
         let stdout = child.stdout.take().unwrap();
         let reader = std::thread::spawn(move || {
-            BufReader::new(stdout).lines().map_while(Result::ok).filter_map(|l| l.trim().parse::<u64>().ok()).max()
+            BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+                .filter_map(|l| l.trim().parse::<u64>().ok())
+                .max()
         });
         let started = Instant::now();
         while started.elapsed() < run_for {
@@ -75,14 +94,25 @@ fn acknowledged_appends_survive_sigkill_at_random_moments() {
         if let Some(acknowledged) = reader.join().unwrap() {
             acknowledged_max = acknowledged_max.max(acknowledged);
         }
-        let log = EventLog::open(&path, "eu-west-0").unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
+        let log = EventLog::open(&path, "eu-west-0")
+            .unwrap_or_else(|e| panic!("round {round}: reopen failed: {e}"));
         assert!(
             log.head_position() >= acknowledged_max,
             "round {round}: acknowledged {acknowledged_max} but the log holds {}",
             log.head_position()
         );
-        assert_eq!(log.verify(1..=log.head_position()).unwrap(), Ok(()), "round {round}");
-        assert_eq!(log.stream_version("image/crash").unwrap(), log.head_position());
+        assert_eq!(
+            log.verify(1..=log.head_position()).unwrap(),
+            Ok(()),
+            "round {round}"
+        );
+        assert_eq!(
+            log.stream_version("image/crash").unwrap(),
+            log.head_position()
+        );
     }
-    assert!(acknowledged_max > 0, "the child never acknowledged an append");
+    assert!(
+        acknowledged_max > 0,
+        "the child never acknowledged an append"
+    );
 }

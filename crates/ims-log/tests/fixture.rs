@@ -17,8 +17,14 @@ fn expected_events() -> Vec<Event> {
     let t2 = TenantId::parse("t2").unwrap();
     let image = ImageId::parse("0192f0c1-7a3e-7c2b-9d4e-1a2b3c4d5e6f").unwrap();
     vec![
-        Event::TenantRegistered { tenant: t1.clone(), quota: 100 },
-        Event::TenantRegistered { tenant: t2.clone(), quota: 5 },
+        Event::TenantRegistered {
+            tenant: t1.clone(),
+            quota: 100,
+        },
+        Event::TenantRegistered {
+            tenant: t2.clone(),
+            quota: 5,
+        },
         Event::ImageCreated(Box::new(NewImage {
             id: image,
             region: RegionId::parse("eu-west-0").unwrap(),
@@ -26,24 +32,52 @@ fn expected_events() -> Vec<Event> {
             name: "web-2026".into(),
             class: ImageClass::Private,
             disk: DiskKind::System,
-            source: Source::Ecs { instance_id: "ecs-42".into(), data_disk_ids: vec![] },
-            os: Some(Os { platform: "ubuntu".into(), version: "22.04".into(), arch: "x86_64".into() }),
+            source: Source::Ecs {
+                instance_id: "ecs-42".into(),
+                data_disk_ids: vec![],
+            },
+            os: Some(Os {
+                platform: "ubuntu".into(),
+                version: "22.04".into(),
+                arch: "x86_64".into(),
+            }),
             min_disk_gb: 40,
             size_bytes: None,
             checksum_sha256: None,
             encryption: None,
-            tags: [("env".to_string(), "prod".to_string())].into_iter().collect(),
+            tags: [("env".to_string(), "prod".to_string())]
+                .into_iter()
+                .collect(),
             description: "fixture".into(),
             protected: false,
             status: ImageStatus::Queued,
             at_ms: 1_700_000_000_000,
         })),
-        Event::BuildSucceeded { image_id: image, size_bytes: 1 << 30, checksum_sha256: "ab".repeat(32), at_ms: 1_700_000_000_001 },
-        Event::ImageShared { image_id: image, tenants: vec![t2.clone()], at_ms: 1_700_000_000_002 },
-        Event::ShareAccepted { image_id: image, tenant: t2, at_ms: 1_700_000_000_003 },
+        Event::BuildSucceeded {
+            image_id: image,
+            size_bytes: 1 << 30,
+            checksum_sha256: "ab".repeat(32),
+            at_ms: 1_700_000_000_001,
+        },
+        Event::ImageShared {
+            image_id: image,
+            tenants: vec![t2.clone()],
+            at_ms: 1_700_000_000_002,
+        },
+        Event::ShareAccepted {
+            image_id: image,
+            tenant: t2,
+            at_ms: 1_700_000_000_003,
+        },
         Event::ListedOnMarketplace {
             image_id: image,
-            listing: Listing { publisher: "Acme".into(), price: Price::PerHour { amount_minor: 120, currency: Currency(*b"USD") } },
+            listing: Listing {
+                publisher: "Acme".into(),
+                price: Price::PerHour {
+                    amount_minor: 120,
+                    currency: Currency(*b"USD"),
+                },
+            },
             at_ms: 1_700_000_000_004,
         },
     ]

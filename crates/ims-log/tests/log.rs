@@ -127,8 +127,9 @@ fn a_changed_byte_in_a_stored_event_is_found_by_verify_at_its_position() {
         // full verify finds the damage.
         let log = open(&dir);
         let total = TAIL_CHECK_EVENTS + 100;
-        let commands: Vec<NewCommand> =
-            (1..=total).map(|v| command(None, &[("image/a", v)])).collect();
+        let commands: Vec<NewCommand> = (1..=total)
+            .map(|v| command(None, &[("image/a", v)]))
+            .collect();
         for group in commands.chunks(256) {
             log.append(group).unwrap();
         }
