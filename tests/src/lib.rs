@@ -1,1 +1,237 @@
-//! test helpers
+//! Helpers for the end-to-end tests: a real nats-server on a free port per test, the service
+//! running on a temporary data dir (in this process, or as a child process that can be killed),
+//! and small clients for commands, queries and the log.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use ims_domain::{RegionId, SharingPolicy};
+use ims_log::LogBatch;
+use ims_service::nats_server::{free_port, NatsServer};
+use ims_service::runtime::{run, Config, Roles};
+use ims_wire::Subjects;
+use serde_json::{json, Value};
+
+pub use serde_json;
+
+/// How long a test waits for the service to come up before failing.
+const READY_TIMEOUT: Duration = Duration::from_secs(20);
+
+pub const REGION: &str = "test-1";
+
+/// A NATS client that talks the ims contract of one region.
+#[derive(Clone, Debug)]
+pub struct Client {
+    pub nats: async_nats::Client,
+    pub subjects: Subjects,
+    pub region: RegionId,
+}
+
+impl Client {
+    pub async fn connect(url: &str, region: &str) -> Self {
+        let nats = ims_service::bus::connect(url, "ims-tests")
+            .await
+            .expect("connecting to NATS");
+        Self {
+            nats,
+            subjects: Subjects::default(),
+            region: RegionId::parse(region).unwrap(),
+        }
+    }
+
+    /// Sends raw bytes to a subject and parses the JSON answer.
+    pub async fn request(&self, subject: String, payload: Vec<u8>) -> Value {
+        let message = tokio::time::timeout(
+            Duration::from_secs(30),
+            self.nats.request(subject.clone(), Bytes::from(payload)),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("no answer on {subject} within 30 s"))
+        .unwrap_or_else(|e| panic!("request on {subject} failed: {e}"));
+        serde_json::from_slice(&message.payload).unwrap_or_else(|e| {
+            panic!(
+                "answer on {subject} is not JSON ({e}): {:?}",
+                message.payload
+            )
+        })
+    }
+
+    /// A tenant command; `tenant` is the subject's tenant token.
+    pub async fn command(&self, tenant: &str, name: &str, body: Value) -> Value {
+        let subject = format!(
+            "{}.v1.{}.cmd.{tenant}.{name}",
+            self.subjects.prefix, self.region
+        );
+        self.request(subject, serde_json::to_vec(&body).unwrap())
+            .await
+    }
+
+    /// An operator command.
+    pub async fn op(&self, name: &str, body: Value) -> Value {
+        let subject = self.subjects.operator_command(&self.region, name);
+        self.request(subject, serde_json::to_vec(&body).unwrap())
+            .await
+    }
+
+    /// A tenant query.
+    pub async fn query(&self, tenant: &str, name: &str, body: Value) -> Value {
+        let subject = format!(
+            "{}.v1.{}.q.{tenant}.{name}",
+            self.subjects.prefix, self.region
+        );
+        self.request(subject, serde_json::to_vec(&body).unwrap())
+            .await
+    }
+
+    /// A batch of the log from `from`.
+    pub async fn read_log(&self, from: u64, max: usize) -> LogBatch {
+        let subject = self.subjects.log_read(&self.region);
+        let payload = serde_json::to_vec(&json!({"from": from, "max": max})).unwrap();
+        let message = self
+            .nats
+            .request(subject, Bytes::from(payload))
+            .await
+            .expect("log.read");
+        ims_log::decode(&message.payload, || "log.read reply".into()).expect("a log batch")
+    }
+
+    /// The durable head of the region's log.
+    pub async fn head(&self) -> u64 {
+        self.read_log(1, 1).await.head
+    }
+
+    /// Waits until the command service answers.
+    pub async fn wait_ready(&self) {
+        let started = std::time::Instant::now();
+        loop {
+            let subject = self.subjects.log_read(&self.region);
+            let payload = Bytes::from_static(br#"{"from":1,"max":1}"#);
+            if let Ok(Ok(_)) =
+                tokio::time::timeout(Duration::from_secs(1), self.nats.request(subject, payload))
+                    .await
+            {
+                return;
+            }
+            assert!(
+                started.elapsed() < READY_TIMEOUT,
+                "the service did not come up within {READY_TIMEOUT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Registers tenants with the default quota.
+    pub async fn register(&self, tenants: &[&str]) {
+        for tenant in tenants {
+            let reply = self.op("register-tenant", json!({"tenant": tenant})).await;
+            assert_eq!(reply["ok"], true, "registering {tenant}: {reply}");
+        }
+    }
+
+    /// Creates a system image owned by `tenant` and reports its build: an active private image.
+    pub async fn active_image(&self, tenant: &str, changes: Value) -> String {
+        let mut body = json!({
+            "name": "web-2026", "disk": "system",
+            "source": {"ecs": {"instance_id": "ecs-42", "data_disk_ids": []}},
+            "os": {"platform": "ubuntu", "version": "22.04", "arch": "x86_64"},
+            "min_disk_gb": 40, "tags": {"env": "prod"}
+        });
+        for (key, value) in changes.as_object().cloned().unwrap_or_default() {
+            body[key] = value;
+        }
+        let created = self.command(tenant, "create-image", body).await;
+        assert_eq!(created["ok"], true, "create-image: {created}");
+        let id = created["image_id"].as_str().unwrap().to_owned();
+        let built = self
+            .op("report-build", json!({"image_id": id, "outcome": "succeeded", "size_bytes": 1u64 << 30, "checksum_sha256": "ab".repeat(32)}))
+            .await;
+        assert_eq!(built["ok"], true, "report-build: {built}");
+        id
+    }
+}
+
+/// The error code of a reply, or "" for a success.
+pub fn code(reply: &Value) -> &str {
+    reply["error"]["code"].as_str().unwrap_or("")
+}
+
+/// The service running inside the test process, on its own nats-server and data dir.
+#[derive(Debug)]
+pub struct Service {
+    pub nats: NatsServer,
+    pub data: tempfile::TempDir,
+    pub client: Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Service {
+    pub async fn start() -> Self {
+        Self::start_with(Roles::ALL, &[REGION]).await
+    }
+
+    pub async fn start_with(roles: Roles, regions: &[&str]) -> Self {
+        let nats = NatsServer::start(Some(free_port().unwrap())).expect("starting nats-server");
+        let data = tempfile::tempdir().unwrap();
+        let mut service = Self {
+            client: Client::connect(&nats.url(), regions[0]).await,
+            nats,
+            data,
+            stop: None,
+            task: None,
+        };
+        service.launch(roles, regions);
+        service.client.wait_ready().await;
+        service
+    }
+
+    pub fn config(&self, roles: Roles, regions: &[&str]) -> Config {
+        Config {
+            nats_url: self.nats.url(),
+            data_dir: self.data.path().to_path_buf(),
+            regions: regions
+                .iter()
+                .map(|r| RegionId::parse(r).unwrap())
+                .collect(),
+            http_addr: format!("127.0.0.1:{}", free_port().unwrap())
+                .parse()
+                .unwrap(),
+            subjects: Subjects::default(),
+            roles,
+            policy: SharingPolicy::default(),
+        }
+    }
+
+    fn launch(&mut self, roles: Roles, regions: &[&str]) {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let config = self.config(roles, regions);
+        self.task = Some(tokio::spawn(run(config, async move {
+            let _ = stopped.await;
+        })));
+        self.stop = Some(stop);
+    }
+
+    /// Stops the service gracefully and waits until it has returned.
+    pub async fn stop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await
+                .expect("the service task panicked")
+                .expect("the service failed");
+        }
+    }
+
+    /// Stops and starts the service again on the same data dir and NATS.
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.launch(Roles::ALL, &[REGION]);
+        self.client.wait_ready().await;
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+}

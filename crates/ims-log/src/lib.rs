@@ -20,7 +20,8 @@ pub use codec::{decode, encode};
 pub use envelope::{chain_hash, Envelope, EnvelopeBody};
 pub use error::LogError;
 pub use log::{
-    Appended, Broken, EventLog, Head, NewCommand, NewEvent, StoredCommand, TAIL_CHECK_EVENTS,
+    Appended, Broken, EventLog, Head, LogBatch, NewCommand, NewEvent, StoredCommand,
+    TAIL_CHECK_EVENTS,
 };
 pub use upcast::{decode_event, encode_event};
 

@@ -512,3 +512,10 @@ fn read_head(db: &sled::Db) -> Result<Head, LogError> {
         }),
     }
 }
+
+/// A reply of `ims.v1.<region>.log.read`: a bounded batch of envelopes and the durable head.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogBatch {
+    pub envelopes: Vec<Envelope>,
+    pub head: u64,
+}

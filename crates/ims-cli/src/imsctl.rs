@@ -1,0 +1,4 @@
+//! imsctl
+pub fn main() -> std::process::ExitCode {
+    std::process::ExitCode::SUCCESS
+}

@@ -1,0 +1,175 @@
+//! `imsd`: runs the ims service. Thin glue: flags, logging, signals; the work is in ims-service.
+//! Kept in the library so that the end-to-end tests can run the very same entry point as a child
+//! process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use ims_domain::{RegionId, SharingPolicy};
+use ims_service::nats_server::NatsServer;
+use ims_service::runtime::{run, Config, Roles};
+use ims_wire::Subjects;
+
+/// The ims Image Management Service daemon.
+///
+/// Examples:
+///   imsd run                                  # everything, with its own nats-server
+///   imsd run --regions eu-west-0,us-east-1    # two regions in one process
+///   imsd command --nats-url nats://10.0.0.5:4222 --regions us-east-1
+#[derive(Parser, Debug)]
+#[command(name = "imsd", version, verbatim_doc_comment)]
+struct Cli {
+    #[command(subcommand)]
+    role: Role,
+}
+
+#[derive(Subcommand, Debug)]
+enum Role {
+    /// Run every role (command writer, projectors, query endpoints, HTTP). Without --nats-url it
+    /// starts its own nats-server on loopback (port 4222, or a free one) and stops it on exit.
+    Run(Options),
+    /// Run only the command writer of each region.
+    Command(Options),
+    /// Run only the projectors and NATS query endpoints.
+    Project(Options),
+    /// Run only the HTTP API (needs projectors in this process: use `run` or `project` too).
+    Http(Options),
+}
+
+#[derive(Args, Debug)]
+struct Options {
+    /// NATS server to use; when absent, `run` starts its own on loopback.
+    #[arg(long, env = "IMS_NATS_URL")]
+    nats_url: Option<String>,
+    /// Where the event logs and read models live, one folder per region.
+    #[arg(long, env = "IMS_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// Regions served, comma-separated.
+    #[arg(
+        long,
+        env = "IMS_REGIONS",
+        default_value = "local-1",
+        value_delimiter = ','
+    )]
+    regions: Vec<String>,
+    /// Address of the HTTP API.
+    #[arg(long, env = "IMS_HTTP_ADDR", default_value = "127.0.0.1:8080")]
+    http_addr: SocketAddr,
+    /// First token of every NATS subject.
+    #[arg(long, env = "IMS_SUBJECT_PREFIX", default_value = "ims")]
+    subject_prefix: String,
+    /// Log format on stderr.
+    #[arg(long, env = "IMS_LOG_FORMAT", default_value = "human", value_parser = ["human", "json"])]
+    log_format: String,
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,async_nats=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = terminate.recv() => tracing::info!("SIGTERM received"),
+    }
+}
+
+/// The whole `imsd` program: parses the command line, serves, returns the exit code.
+pub fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("imsd: cannot start the async runtime: {error}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async_main())
+}
+
+async fn async_main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let (options, roles, embedded_allowed) = match cli.role {
+        Role::Run(o) => (o, Roles::ALL, true),
+        Role::Command(o) => (
+            o,
+            Roles {
+                command: true,
+                project: false,
+                http: false,
+            },
+            false,
+        ),
+        Role::Project(o) => (
+            o,
+            Roles {
+                command: false,
+                project: true,
+                http: false,
+            },
+            false,
+        ),
+        Role::Http(o) => (
+            o,
+            Roles {
+                command: false,
+                project: true,
+                http: true,
+            },
+            false,
+        ),
+    };
+    init_logging(&options.log_format);
+    match serve(options, roles, embedded_allowed).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            tracing::error!("{error:#}");
+            eprintln!("imsd: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(options: Options, roles: Roles, embedded_allowed: bool) -> anyhow::Result<()> {
+    let regions = options
+        .regions
+        .iter()
+        .map(|r| RegionId::parse(r.trim()).map_err(|e| anyhow::anyhow!("--regions: {}", e.message)))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut embedded = None;
+    let nats_url = match (options.nats_url, embedded_allowed) {
+        (Some(url), _) => url,
+        (None, true) => {
+            let server = NatsServer::start(None).context("starting the embedded nats-server")?;
+            tracing::info!(url = %server.url(), "started embedded nats-server; imsctl finds it with --nats-url {}", server.url());
+            let url = server.url();
+            embedded = Some(server);
+            url
+        }
+        (None, false) => "nats://127.0.0.1:4222".to_owned(),
+    };
+    let config = Config {
+        nats_url,
+        data_dir: options.data_dir,
+        regions,
+        http_addr: options.http_addr,
+        subjects: Subjects::new(options.subject_prefix),
+        roles,
+        policy: SharingPolicy::default(),
+    };
+    let result = run(config, shutdown_signal()).await;
+    drop(embedded);
+    result
+}

@@ -1,0 +1,220 @@
+//! The command side over NATS (DESIGN.md section 4): tenant commands on
+//! `ims.v1.<region>.cmd.<tenant>.<command>`, operator commands on `ims.v1.<region>.op.<command>`,
+//! history on `ims.v1.<region>.log.read`, and durable events published on
+//! `ims.v1.<region>.events`. Registered with the NATS micro-services API as `ims-command`.
+
+use std::future::Future;
+
+use async_nats::service::ServiceExt;
+use bytes::Bytes;
+use futures::StreamExt;
+use ims_domain::{Actor, RegionId, TenantId};
+use ims_log::{Envelope, EventLog, LogBatch};
+use ims_wire::subjects::POSITION_HEADER;
+use ims_wire::{parse_command, CommandReply, Subjects, WireError, WireErrorCode};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+
+use crate::writer::WriterHandle;
+
+/// The largest command payload accepted. The biggest legitimate command (create-image with ten
+/// tags and a 1024-character description) is under 4 KiB; 64 KiB leaves room and stops abuse.
+pub const COMMAND_PAYLOAD_BYTES_MAX: usize = 64 * 1024;
+
+/// The most events one `log.read` reply carries, so a reply stays well under NATS's 1 MiB.
+pub const LOG_READ_EVENTS_MAX: usize = 1000;
+
+/// Batches of durable events waiting to be published.
+pub const PUBLISH_QUEUE_MAX: usize = 1024;
+
+/// The service's version, as `nats micro info` shows it.
+pub const SERVICE_VERSION: &str = env!("CARGO_PKG_VERSION");
+
+fn reply_bytes(reply: &CommandReply) -> Bytes {
+    Bytes::from(reply.to_json())
+}
+
+fn refuse(code: WireErrorCode, message: impl Into<String>) -> CommandReply {
+    CommandReply::error(WireError::new(code, message))
+}
+
+/// Works out who sends a message on a command subject and which command it is.
+fn actor_and_command(subject: &str, operator: bool) -> Result<(Actor, String), CommandReply> {
+    let (tenant_token, name) = Subjects::tail_tokens(subject).ok_or_else(|| {
+        refuse(
+            WireErrorCode::InvalidArgument,
+            format!("subject {subject:?} has too few tokens"),
+        )
+    })?;
+    if operator {
+        return Ok((Actor::Operator, name.to_owned()));
+    }
+    let tenant = TenantId::parse(tenant_token).map_err(|e| {
+        refuse(
+            WireErrorCode::InvalidArgument,
+            format!("subject tenant token: {}", e.message),
+        )
+    })?;
+    Ok((Actor::Tenant(tenant), name.to_owned()))
+}
+
+/// Answers one command message: checks size, subject and JSON here, the rules in the writer.
+pub async fn handle_command(
+    writer: &WriterHandle,
+    subject: &str,
+    payload: &[u8],
+    operator: bool,
+) -> CommandReply {
+    if payload.len() > COMMAND_PAYLOAD_BYTES_MAX {
+        return refuse(
+            WireErrorCode::PayloadTooLarge,
+            format!(
+                "the payload is {} bytes; commands are at most {COMMAND_PAYLOAD_BYTES_MAX} bytes",
+                payload.len()
+            ),
+        );
+    }
+    let (actor, name) = match actor_and_command(subject, operator) {
+        Ok(found) => found,
+        Err(reply) => return reply,
+    };
+    match parse_command(&name, payload) {
+        Ok(parsed) => writer.execute(actor, parsed).await,
+        Err(error) => CommandReply::error(error),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LogReadRequest {
+    from: u64,
+    #[serde(default = "default_max")]
+    max: usize,
+}
+
+fn default_max() -> usize {
+    LOG_READ_EVENTS_MAX
+}
+
+/// Answers `log.read`: a bincode [`LogBatch`], or a JSON error with the `Ims-Error` header.
+fn read_log(log: &EventLog, payload: &[u8]) -> Result<Bytes, WireError> {
+    let request: LogReadRequest = serde_json::from_slice(payload).map_err(|e| {
+        WireError::new(
+            WireErrorCode::InvalidArgument,
+            format!("log.read expects {{\"from\": n, \"max\": k}}: {e}"),
+        )
+    })?;
+    let max = request.max.clamp(1, LOG_READ_EVENTS_MAX);
+    let envelopes = log.read_range(request.from.max(1), max).map_err(|e| {
+        WireError::new(
+            WireErrorCode::Unavailable,
+            format!("reading the log failed: {e}"),
+        )
+    })?;
+    Ok(Bytes::from(ims_log::encode(&LogBatch {
+        envelopes,
+        head: log.head_position(),
+    })))
+}
+
+/// Publishes durable events in position order, one message each with the `Ims-Position` header.
+pub async fn publish_events(
+    client: async_nats::Client,
+    subject: String,
+    mut batches: mpsc::Receiver<Vec<Envelope>>,
+) {
+    while let Some(batch) = batches.recv().await {
+        for envelope in batch {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert(POSITION_HEADER, envelope.position().to_string().as_str());
+            if let Err(error) = client
+                .publish_with_headers(subject.clone(), headers, Bytes::from(envelope.encode()))
+                .await
+            {
+                // Not fatal: projectors fill gaps from log.read.
+                tracing::warn!(%error, position = envelope.position(), "publishing an event failed");
+            }
+        }
+    }
+}
+
+/// Serves the command endpoints of `region` until `shutdown` completes, then stops taking
+/// commands; commands already queued are still answered by the writer.
+pub async fn serve_commands(
+    client: async_nats::Client,
+    subjects: Subjects,
+    region: RegionId,
+    writer: WriterHandle,
+    log: EventLog,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let service = client
+        .service_builder()
+        .description(format!(
+            "ims command service of region {region}: tenant and operator commands, log.read"
+        ))
+        .metadata(
+            [("region".to_owned(), region.to_string())]
+                .into_iter()
+                .collect(),
+        )
+        .start("ims-command", SERVICE_VERSION)
+        .await
+        .map_err(|e| anyhow::anyhow!("registering the ims-command service: {e}"))?;
+    let add = |name: &'static str, subject: String| {
+        let builder = service.endpoint_builder().name(name);
+        async move {
+            builder
+                .add(subject)
+                .await
+                .map_err(|e| anyhow::anyhow!("adding endpoint {name}: {e}"))
+        }
+    };
+    let mut tenant_commands = add("tenant-commands", subjects.tenant_commands(&region)).await?;
+    let mut operator_commands =
+        add("operator-commands", subjects.operator_commands(&region)).await?;
+    let mut log_read = add("log-read", subjects.log_read(&region)).await?;
+    tracing::info!(%region, "command service ready");
+    tokio::pin!(shutdown);
+    loop {
+        let (request, operator) = tokio::select! {
+            _ = &mut shutdown => break,
+            Some(request) = tenant_commands.next() => (request, false),
+            Some(request) = operator_commands.next() => (request, true),
+            Some(request) = log_read.next() => {
+                let answer = read_log(&log, &request.message.payload);
+                let result = match answer {
+                    Ok(bytes) => request.respond(Ok(bytes)).await,
+                    Err(error) => {
+                        let mut headers = async_nats::HeaderMap::new();
+                        headers.insert("Ims-Error", error.code.as_str());
+                        request.respond_with_headers(Ok(reply_bytes(&CommandReply::error(error))), headers).await
+                    }
+                };
+                if let Err(error) = result {
+                    tracing::debug!(%error, "answering log.read failed");
+                }
+                continue;
+            }
+            else => break,
+        };
+        let writer = writer.clone();
+        tokio::spawn(async move {
+            let reply = handle_command(
+                &writer,
+                &request.message.subject,
+                &request.message.payload,
+                operator,
+            )
+            .await;
+            if let Err(error) = request.respond(Ok(reply_bytes(&reply))).await {
+                tracing::debug!(%error, "answering a command failed");
+            }
+        });
+    }
+    service
+        .stop()
+        .await
+        .map_err(|e| anyhow::anyhow!("stopping the ims-command service: {e}"))?;
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! Starting and stopping the roles of `imsd` for a set of regions, in one process.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use ims_domain::{RegionId, SharingPolicy};
+use ims_log::EventLog;
+use ims_wire::Subjects;
+use tokio::sync::{mpsc, watch};
+
+use crate::command_service::{publish_events, serve_commands, PUBLISH_QUEUE_MAX};
+use crate::writer::spawn_writer;
+
+/// Which parts of the service this process runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Roles {
+    pub command: bool,
+    pub project: bool,
+    pub http: bool,
+}
+
+impl Roles {
+    pub const ALL: Roles = Roles {
+        command: true,
+        project: true,
+        http: true,
+    };
+}
+
+/// Everything `imsd` is configured with (DESIGN.md section 9).
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub nats_url: String,
+    pub data_dir: PathBuf,
+    pub regions: Vec<RegionId>,
+    pub http_addr: SocketAddr,
+    pub subjects: Subjects,
+    pub roles: Roles,
+    pub policy: SharingPolicy,
+}
+
+/// The log directory of `region` under `data_dir`.
+pub fn log_path(data_dir: &std::path::Path, region: &RegionId) -> PathBuf {
+    data_dir.join(region.as_str()).join("log")
+}
+
+/// Runs the configured roles until `shutdown` completes; then stops taking commands, answers and
+/// flushes what is queued, drains NATS and returns.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let client = crate::bus::connect(&config.nats_url, "imsd").await?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut writer_threads = Vec::new();
+    for region in &config.regions {
+        if !config.roles.command {
+            continue;
+        }
+        let path = log_path(&config.data_dir, region);
+        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+        let log = EventLog::open(&path, region.as_str())
+            .with_context(|| format!("opening the log of region {region} at {}", path.display()))?;
+        tracing::info!(%region, path = %path.display(), head = log.head_position(), "event log open");
+        let (published_tx, published_rx) = mpsc::channel(PUBLISH_QUEUE_MAX);
+        let (writer, thread) = spawn_writer(
+            region.clone(),
+            log.clone(),
+            config.policy.clone(),
+            published_tx,
+        );
+        writer_threads.push(thread);
+        let publisher = tokio::spawn(publish_events(
+            client.clone(),
+            config.subjects.events(region),
+            published_rx,
+        ));
+        let stopped = stopped(stop_rx.clone());
+        let (client, subjects, region) = (client.clone(), config.subjects.clone(), region.clone());
+        tasks.spawn(async move {
+            let served = serve_commands(client, subjects, region, writer, log, stopped).await;
+            // The endpoints are closed; the writer ends once the last queued command is
+            // answered, and the publisher once the writer's last events are sent.
+            let _ = publisher.await;
+            served
+        });
+    }
+    shutdown.await;
+    tracing::info!("shutting down: no new commands, finishing the batch in hand");
+    let _ = stop_tx.send(true);
+    let mut result = Ok(());
+    while let Some(joined) = tasks.join_next().await {
+        if let Ok(Err(error)) = joined {
+            result = Err(error);
+        }
+    }
+    for thread in writer_threads {
+        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
+    }
+    client.drain().await.ok();
+    result
+}
+
+/// Completes when the stop flag is raised.
+pub async fn stopped(mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        if stop.changed().await.is_err() {
+            return;
+        }
+    }
+}

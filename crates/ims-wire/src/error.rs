@@ -1,0 +1,126 @@
+//! Error codes and the error body of every failed reply.
+
+use ims_domain::{DomainError, ErrorCode};
+use serde::{Deserialize, Serialize};
+
+/// Every code a reply can carry: the domain's and the transport's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WireErrorCode {
+    InvalidJson,
+    InvalidArgument,
+    UnknownCommand,
+    PayloadTooLarge,
+    NotFound,
+    Forbidden,
+    InvalidState,
+    NotShareable,
+    EncryptedNotShareable,
+    FullEcsNotShareable,
+    UnknownTenant,
+    ShareLimitExceeded,
+    NotAMember,
+    Protected,
+    QuotaExceeded,
+    Conflict,
+    EncryptedNotCopyable,
+    Stale,
+    Unavailable,
+    Internal,
+}
+
+impl WireErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WireErrorCode::InvalidJson => "invalid_json",
+            WireErrorCode::InvalidArgument => "invalid_argument",
+            WireErrorCode::UnknownCommand => "unknown_command",
+            WireErrorCode::PayloadTooLarge => "payload_too_large",
+            WireErrorCode::NotFound => "not_found",
+            WireErrorCode::Forbidden => "forbidden",
+            WireErrorCode::InvalidState => "invalid_state",
+            WireErrorCode::NotShareable => "not_shareable",
+            WireErrorCode::EncryptedNotShareable => "encrypted_not_shareable",
+            WireErrorCode::FullEcsNotShareable => "full_ecs_not_shareable",
+            WireErrorCode::UnknownTenant => "unknown_tenant",
+            WireErrorCode::ShareLimitExceeded => "share_limit_exceeded",
+            WireErrorCode::NotAMember => "not_a_member",
+            WireErrorCode::Protected => "protected",
+            WireErrorCode::QuotaExceeded => "quota_exceeded",
+            WireErrorCode::Conflict => "conflict",
+            WireErrorCode::EncryptedNotCopyable => "encrypted_not_copyable",
+            WireErrorCode::Stale => "stale",
+            WireErrorCode::Unavailable => "unavailable",
+            WireErrorCode::Internal => "internal",
+        }
+    }
+
+    /// The HTTP status that fits the code.
+    pub fn http_status(self) -> u16 {
+        match self {
+            WireErrorCode::InvalidJson
+            | WireErrorCode::InvalidArgument
+            | WireErrorCode::UnknownCommand => 400,
+            WireErrorCode::Forbidden => 403,
+            WireErrorCode::NotFound | WireErrorCode::NotAMember => 404,
+            WireErrorCode::PayloadTooLarge => 413,
+            WireErrorCode::Stale | WireErrorCode::Unavailable => 503,
+            WireErrorCode::Internal => 500,
+            _ => 409,
+        }
+    }
+}
+
+impl From<ErrorCode> for WireErrorCode {
+    fn from(code: ErrorCode) -> Self {
+        match code {
+            ErrorCode::InvalidArgument => WireErrorCode::InvalidArgument,
+            ErrorCode::NotFound => WireErrorCode::NotFound,
+            ErrorCode::Forbidden => WireErrorCode::Forbidden,
+            ErrorCode::InvalidState => WireErrorCode::InvalidState,
+            ErrorCode::NotShareable => WireErrorCode::NotShareable,
+            ErrorCode::EncryptedNotShareable => WireErrorCode::EncryptedNotShareable,
+            ErrorCode::FullEcsNotShareable => WireErrorCode::FullEcsNotShareable,
+            ErrorCode::UnknownTenant => WireErrorCode::UnknownTenant,
+            ErrorCode::ShareLimitExceeded => WireErrorCode::ShareLimitExceeded,
+            ErrorCode::NotAMember => WireErrorCode::NotAMember,
+            ErrorCode::Protected => WireErrorCode::Protected,
+            ErrorCode::QuotaExceeded => WireErrorCode::QuotaExceeded,
+            ErrorCode::Conflict => WireErrorCode::Conflict,
+            ErrorCode::EncryptedNotCopyable => WireErrorCode::EncryptedNotCopyable,
+        }
+    }
+}
+
+/// The `error` object of a failed reply: a stable code and a message for people.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireError {
+    pub code: WireErrorCode,
+    pub message: String,
+}
+
+impl WireError {
+    pub fn new(code: WireErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<DomainError> for WireError {
+    fn from(error: DomainError) -> Self {
+        Self {
+            code: error.code.into(),
+            message: error.message,
+        }
+    }
+}
+
+impl std::fmt::Display for WireError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+impl std::error::Error for WireError {}

@@ -1,0 +1,239 @@
+//! What queries answer (DESIGN.md section 5), as JSON views built by hand from domain state.
+
+use std::collections::BTreeMap;
+
+use ims_domain::{
+    access, Access, CopyStatus, Image, ImageClass, MemberStatus, Owner, Source, TenantId, Usability,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::commands::{DiskDto, OsDto, PriceDto};
+use crate::time::rfc3339;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListingView {
+    pub publisher: String,
+    pub price: PriceDto,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopyView {
+    pub copy_image_id: String,
+    pub target_region: String,
+    /// `requested`, `delivered` or `failed`.
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// One image as a tenant (or an auditor, `viewer: None`) sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageView {
+    pub id: String,
+    pub region: String,
+    pub name: String,
+    /// How the viewer sees it: `public`, `private` (its own), `shared` (an accepted or offered
+    /// share) or `marketplace`.
+    #[serde(rename = "type")]
+    pub image_type: String,
+    pub owner: String,
+    pub disk: DiskDto,
+    pub source: serde_json::Value,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os: Option<OsDto>,
+    pub min_disk_gb: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checksum_sha256: Option<String>,
+    pub encrypted: bool,
+    pub tags: BTreeMap<String, String>,
+    pub description: String,
+    pub protected: bool,
+    pub deprecated: bool,
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listing: Option<ListingView>,
+    /// For a shared image: the viewer's member status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_status: Option<String>,
+    /// For the owner: where copies of this image went.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub copies: Vec<CopyView>,
+    pub created_at: String,
+    pub updated_at: String,
+    pub version: u64,
+}
+
+/// The view type of `image` for `viewer`.
+pub fn image_type(image: &Image, viewer: Option<&TenantId>) -> &'static str {
+    match (viewer.and_then(|v| access(image, v)), image.class) {
+        (Some(Access::Owner), ImageClass::Marketplace) => "marketplace",
+        (Some(Access::Owner), _) => "private",
+        (Some(Access::SharedAccepted), _) => "shared",
+        (_, ImageClass::Public) => "public",
+        (_, ImageClass::Marketplace) => "marketplace",
+        (None, ImageClass::Private) if viewer.is_some() => "shared",
+        (_, ImageClass::Private) => "private",
+    }
+}
+
+fn source_json(source: &Source) -> serde_json::Value {
+    match source {
+        Source::Ecs {
+            instance_id,
+            data_disk_ids,
+        } => {
+            serde_json::json!({"ecs": {"instance_id": instance_id, "data_disk_ids": data_disk_ids}})
+        }
+        Source::File { url, format } => {
+            serde_json::json!({"file": {"url": url, "format": format.as_str()}})
+        }
+        Source::Copy { region, image_id } => {
+            serde_json::json!({"copy": {"region": region.as_str(), "image_id": image_id.to_string()}})
+        }
+        Source::Published => serde_json::json!("published"),
+    }
+}
+
+impl ImageView {
+    pub fn new(image: &Image, viewer: Option<&TenantId>) -> Self {
+        let owner_view = viewer.is_none() || viewer.is_some_and(|v| image.is_owned_by(v));
+        Self {
+            id: image.id.to_string(),
+            region: image.region.to_string(),
+            name: image.name.clone(),
+            image_type: image_type(image, viewer).to_owned(),
+            owner: match &image.owner {
+                Owner::Platform => "platform".to_owned(),
+                Owner::Tenant(t) => t.to_string(),
+            },
+            disk: image.disk.into(),
+            source: source_json(&image.source),
+            os: image.os.as_ref().map(OsDto::from),
+            min_disk_gb: image.min_disk_gb,
+            size_bytes: image.size_bytes,
+            checksum_sha256: image.checksum_sha256.clone(),
+            encrypted: image.encryption.is_some(),
+            tags: image.tags.clone(),
+            description: image.description.clone(),
+            protected: image.protected,
+            deprecated: image.deprecated,
+            status: image.status.as_str().to_owned(),
+            listing: image.listing.as_ref().map(|l| ListingView {
+                publisher: l.publisher.clone(),
+                price: PriceDto::from_domain(&l.price),
+            }),
+            member_status: viewer
+                .and_then(|v| image.members.get(v))
+                .map(|s| s.as_str().to_owned()),
+            copies: if owner_view {
+                image
+                    .copies
+                    .iter()
+                    .map(|c| {
+                        let (status, reason) = match &c.status {
+                            CopyStatus::Requested => ("requested", None),
+                            CopyStatus::Delivered => ("delivered", None),
+                            CopyStatus::Failed { reason } => ("failed", Some(reason.clone())),
+                        };
+                        CopyView {
+                            copy_image_id: c.copy_image_id.to_string(),
+                            target_region: c.target_region.to_string(),
+                            status: status.to_owned(),
+                            reason,
+                        }
+                    })
+                    .collect()
+            } else {
+                Vec::new()
+            },
+            created_at: rfc3339(image.created_at_ms),
+            updated_at: rfc3339(image.updated_at_ms),
+            version: image.version,
+        }
+    }
+}
+
+/// One member of an image, as its owner sees it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberView {
+    pub tenant: String,
+    pub status: String,
+}
+
+impl MemberView {
+    pub fn new(tenant: &TenantId, status: MemberStatus) -> Self {
+        Self {
+            tenant: tenant.to_string(),
+            status: status.as_str().to_owned(),
+        }
+    }
+}
+
+/// Per owned image: how many members in each status, and the limit.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShareCountView {
+    pub image_id: String,
+    pub name: String,
+    pub pending: u32,
+    pub accepted: u32,
+    pub rejected: u32,
+    pub total: u32,
+    pub limit: u32,
+}
+
+/// The answer of `usable` (rule 10).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsableView {
+    pub image_id: String,
+    pub purpose: String,
+    pub allowed: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access: Option<String>,
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price: Option<PriceDto>,
+}
+
+impl UsableView {
+    pub fn new(image_id: String, purpose: &str, answer: &Usability) -> Self {
+        Self {
+            image_id,
+            purpose: purpose.to_owned(),
+            allowed: answer.allowed,
+            access: answer.access.map(|a| a.as_str().to_owned()),
+            reason: answer.reason.clone(),
+            price: answer.price.as_ref().map(PriceDto::from_domain),
+        }
+    }
+}
+
+/// One notification in a tenant's feed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedItem {
+    pub position: u64,
+    pub at: String,
+    /// `share_offered`, `share_revoked`, `shared_image_deleted`, `image_deprecated`,
+    /// `copy_failed`.
+    pub kind: String,
+    pub image_id: String,
+    pub message: String,
+}
+
+/// A page of results; `next_marker` is set when more follow.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_marker: Option<String>,
+    /// The projection position the answer reflects.
+    pub position: u64,
+}
+
+/// A failed query answer has the same shape as a failed command reply.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueryError {
+    pub ok: bool,
+    pub error: crate::WireError,
+}
