@@ -39,9 +39,9 @@ fn refuse(code: WireErrorCode, message: impl Into<String>) -> CommandReply {
 }
 
 /// Works out who sends a message on a command subject and which command it is.
-fn actor_and_command(subject: &str, operator: bool) -> Result<(Actor, String), CommandReply> {
+fn actor_and_command(subject: &str, operator: bool) -> Result<(Actor, String), WireError> {
     let (tenant_token, name) = Subjects::tail_tokens(subject).ok_or_else(|| {
-        refuse(
+        WireError::new(
             WireErrorCode::InvalidArgument,
             format!("subject {subject:?} has too few tokens"),
         )
@@ -50,7 +50,7 @@ fn actor_and_command(subject: &str, operator: bool) -> Result<(Actor, String), C
         return Ok((Actor::Operator, name.to_owned()));
     }
     let tenant = TenantId::parse(tenant_token).map_err(|e| {
-        refuse(
+        WireError::new(
             WireErrorCode::InvalidArgument,
             format!("subject tenant token: {}", e.message),
         )
@@ -76,7 +76,7 @@ pub async fn handle_command(
     }
     let (actor, name) = match actor_and_command(subject, operator) {
         Ok(found) => found,
-        Err(reply) => return reply,
+        Err(error) => return CommandReply::error(error),
     };
     match parse_command(&name, payload) {
         Ok(parsed) => writer.execute(actor, parsed).await,

@@ -1,0 +1,161 @@
+//! Guarantees of DESIGN.md section 7 under failure: an acknowledged command survives kill -9 of
+//! imsd, nothing refused is ever in the log, and a NATS restart needs no imsd restart.
+
+use std::collections::HashSet;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ims_service::nats_server::{free_port, NatsServer};
+use ims_tests::serde_json::{json, Value};
+use ims_tests::{code, Client, Service, REGION};
+
+fn start_imsd(nats_url: &str, data_dir: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_imsd-under-test"))
+        .args(["run", "--nats-url", nats_url, "--regions", REGION])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args([
+            "--http-addr",
+            &format!("127.0.0.1:{}", free_port().unwrap()),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting imsd")
+}
+
+fn create_body(command_id: uuid::Uuid, valid: bool) -> Value {
+    json!({"command_id": command_id.to_string(), "name": "load", "disk": "data",
+           "source": {"file": {"url": "obs://bucket/load.raw", "format": "raw"}},
+           "min_disk_gb": if valid { 10 } else { 0 }})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_command_answered_ok_survives_kill_9_and_nothing_refused_is_in_the_log() {
+    // Proves durability before acknowledgement under concurrent load and an abrupt crash.
+    let nats = NatsServer::start(Some(free_port().unwrap())).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let mut imsd = start_imsd(&nats.url(), data.path());
+    let client = Client::connect(&nats.url(), REGION).await;
+    client.wait_ready().await;
+    let tenants: Vec<String> = (0..8).map(|i| format!("load-{i}")).collect();
+    for tenant in &tenants {
+        let reply = client
+            .op(
+                "register-tenant",
+                json!({"tenant": tenant, "quota": 1_000_000}),
+            )
+            .await;
+        assert_eq!(reply["ok"], true, "{reply}");
+    }
+
+    let answered_ok = Arc::new(Mutex::new(HashSet::new()));
+    let answered_error = Arc::new(Mutex::new(HashSet::new()));
+    let deadline = Instant::now() + Duration::from_millis(1500);
+    let mut load = Vec::new();
+    for worker in 0..32 {
+        let (client, tenant) = (client.clone(), tenants[worker % tenants.len()].clone());
+        let (ok, error) = (answered_ok.clone(), answered_error.clone());
+        load.push(tokio::spawn(async move {
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                n += 1;
+                let id = uuid::Uuid::now_v7();
+                let valid = n % 5 != 0;
+                let subject = format!("ims.v1.{REGION}.cmd.{tenant}.create-image");
+                let payload = ims_tests::serde_json::to_vec(&create_body(id, valid)).unwrap();
+                let sent = tokio::time::timeout(
+                    Duration::from_secs(2),
+                    client.nats.request(subject, payload.into()),
+                )
+                .await;
+                let Ok(Ok(message)) = sent else { continue }; // lost with the crash: neither
+                let reply: Value = ims_tests::serde_json::from_slice(&message.payload).unwrap();
+                if reply["ok"] == true {
+                    ok.lock().unwrap().insert(id);
+                } else {
+                    assert_eq!(code(&reply), "invalid_argument", "{reply}");
+                    error.lock().unwrap().insert(id);
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    imsd.kill().unwrap(); // SIGKILL, mid-load
+    imsd.wait().unwrap();
+    for task in load {
+        task.await.unwrap();
+    }
+
+    let mut imsd = start_imsd(&nats.url(), data.path());
+    client.wait_ready().await;
+    let mut in_log = HashSet::new();
+    let mut from = 1;
+    loop {
+        let batch = client.read_log(from, 1000).await;
+        for envelope in &batch.envelopes {
+            assert_eq!(envelope.position(), from, "positions are contiguous");
+            from += 1;
+            if let Some(id) = envelope.body.command_id {
+                in_log.insert(uuid::Uuid::from_bytes(id));
+            }
+        }
+        if batch.envelopes.is_empty() || from > batch.head {
+            break;
+        }
+    }
+    let ok = answered_ok.lock().unwrap().clone();
+    let refused = answered_error.lock().unwrap().clone();
+    assert!(
+        ok.len() > 50,
+        "the load produced only {} acknowledged commands",
+        ok.len()
+    );
+    let missing: Vec<_> = ok.difference(&in_log).collect();
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged commands are missing after kill -9",
+        missing.len()
+    );
+    assert!(
+        refused.intersection(&in_log).next().is_none(),
+        "a refused command is in the log"
+    );
+    imsd.kill().unwrap();
+    imsd.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imsd_serves_again_after_nats_restarts_without_being_restarted() {
+    // Proves that the service reconnects to NATS by itself and re-subscribes its endpoints.
+    let mut service = Service::start().await;
+    service.client.register(&["t1"]).await;
+    service.nats.restart().unwrap();
+    let started = Instant::now();
+    loop {
+        let subject = format!("ims.v1.{REGION}.op.register-tenant");
+        let sent = tokio::time::timeout(
+            Duration::from_secs(1),
+            service
+                .client
+                .nats
+                .request(subject, br#"{"tenant":"t2"}"#.to_vec().into()),
+        )
+        .await;
+        if let Ok(Ok(message)) = sent {
+            let reply: Value = ims_tests::serde_json::from_slice(&message.payload).unwrap();
+            assert_eq!(reply["ok"], true, "{reply}");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "imsd did not serve again within 20 s of the NATS restart"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let image = service.client.active_image("t1", json!({})).await;
+    assert!(!image.is_empty());
+    service.stop().await;
+}
