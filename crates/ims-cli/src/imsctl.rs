@@ -1,4 +1,560 @@
-//! imsctl
+//! `imsctl`: talks to a running ims over NATS. Every tenant command, every operator command, the
+//! queries and the audit tools; human output by default, `--json` for scripts.
+//!
+//! Exit codes: 0 success, 1 the service refused the request (the error code is printed),
+//! 2 bad usage, 3 the service could not be reached.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use clap::{Args, Parser, Subcommand};
+use serde_json::{json, Map, Value};
+
+/// Talk to the ims Image Management Service.
+///
+/// Examples:
+///   imsctl --tenant acme image create --name web-2026 --disk system --from-ecs ecs-42 \
+///          --os ubuntu/22.04/x86_64 --min-disk-gb 40 --tag env=prod
+///   imsctl --tenant acme image share 0192f0c1-... partner-a partner-b
+///   imsctl --tenant partner-a image accept 0192f0c1-...
+///   imsctl op register-tenant acme --quota 200
+///   imsctl --tenant acme --json images list --type shared
+#[derive(Parser, Debug)]
+#[command(name = "imsctl", version, verbatim_doc_comment)]
+pub struct Cli {
+    /// NATS server of the service.
+    #[arg(
+        long,
+        env = "IMS_NATS_URL",
+        default_value = "nats://127.0.0.1:4222",
+        global = true
+    )]
+    nats_url: String,
+    /// Region to talk to.
+    #[arg(long, env = "IMS_REGION", default_value = "local-1", global = true)]
+    region: String,
+    /// Tenant to act as (tenant commands and queries).
+    #[arg(long, env = "IMS_TENANT", global = true)]
+    tenant: Option<String>,
+    /// First token of every NATS subject.
+    #[arg(long, env = "IMS_SUBJECT_PREFIX", default_value = "ims", global = true)]
+    subject_prefix: String,
+    /// Print the service's JSON answer instead of a summary.
+    #[arg(long, global = true)]
+    json: bool,
+    /// A command id (UUID) for exactly-once retries; generated when absent.
+    #[arg(long, global = true)]
+    command_id: Option<uuid::Uuid>,
+    #[command(subcommand)]
+    command: Top,
+}
+
+#[derive(Subcommand, Debug)]
+enum Top {
+    /// Tenant commands on images (needs --tenant).
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Operator commands.
+    #[command(subcommand)]
+    Op(OpCommand),
+}
+
+#[derive(Args, Debug)]
+struct ImageRef {
+    /// The image id (a UUID).
+    image_id: String,
+    /// Refuse with `conflict` unless the image is at this version.
+    #[arg(long)]
+    expected_version: Option<u64>,
+}
+
+#[derive(Subcommand, Debug)]
+enum ImageCommand {
+    /// Create a private image from an ECS or an image file.
+    Create(CreateArgs),
+    /// Change an image's name, description, tags, minimum disk or protection.
+    Update {
+        #[command(flatten)]
+        image: ImageRef,
+        #[arg(long)]
+        name: Option<String>,
+        #[arg(long)]
+        description: Option<String>,
+        /// Replace all tags; repeat as --tag key=value.
+        #[arg(long = "tag", value_parser = parse_tag)]
+        tags: Vec<(String, String)>,
+        #[arg(long)]
+        min_disk_gb: Option<u32>,
+        #[arg(long)]
+        protected: Option<bool>,
+    },
+    /// Delete an image; every share of it ends.
+    Delete(ImageRef),
+    /// Share an image with tenants of the same region.
+    Share {
+        #[command(flatten)]
+        image: ImageRef,
+        #[arg(required = true)]
+        tenants: Vec<String>,
+    },
+    /// Stop sharing an image with some tenants, or with everyone (--all).
+    Unshare {
+        #[command(flatten)]
+        image: ImageRef,
+        tenants: Vec<String>,
+        #[arg(long, conflicts_with = "tenants")]
+        all: bool,
+    },
+    /// Accept an image shared with you.
+    Accept(ImageRef),
+    /// Reject an image shared with you.
+    Reject(ImageRef),
+    /// Copy an image to another region where you are a registered tenant.
+    Copy {
+        #[command(flatten)]
+        image: ImageRef,
+        /// The target region.
+        #[arg(long = "to")]
+        target_region: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List an image on the Marketplace.
+    ListOnMarketplace {
+        #[command(flatten)]
+        image: ImageRef,
+        #[arg(long)]
+        publisher: String,
+        /// `free`, or `per_hour:AMOUNT_MINOR:CURRENCY` such as per_hour:120:USD.
+        #[arg(long, value_parser = parse_price)]
+        price: Value,
+    },
+    /// Take an image off the Marketplace.
+    Delist(ImageRef),
+}
+
+#[derive(Args, Debug)]
+struct CreateArgs {
+    #[arg(long)]
+    name: String,
+    /// system, data or full_ecs.
+    #[arg(long, value_parser = ["system", "data", "full_ecs"])]
+    disk: String,
+    /// Make the image from this ECS.
+    #[arg(
+        long,
+        conflicts_with = "from_file",
+        required_unless_present = "from_file"
+    )]
+    from_ecs: Option<String>,
+    /// Data disks of the ECS to include (full-ECS images); repeatable.
+    #[arg(long = "data-disk")]
+    data_disks: Vec<String>,
+    /// Import the image from this file URL.
+    #[arg(long)]
+    from_file: Option<String>,
+    /// Format of the file: qcow2, vhd, vhdx, vmdk, raw, qed, vdi, iso, zvhd, zvhd2.
+    #[arg(long, requires = "from_file")]
+    format: Option<String>,
+    /// platform/version/arch, such as ubuntu/22.04/x86_64 (system and full_ecs images).
+    #[arg(long, value_parser = parse_os)]
+    os: Option<Value>,
+    #[arg(long)]
+    min_disk_gb: u32,
+    /// repeat as --tag key=value.
+    #[arg(long = "tag", value_parser = parse_tag)]
+    tags: Vec<(String, String)>,
+    #[arg(long, default_value = "")]
+    description: String,
+    #[arg(long)]
+    protected: bool,
+    /// Encrypt with this KMS key (encrypted images cannot be shared or copied).
+    #[arg(long)]
+    kms_key_id: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum OpCommand {
+    /// Register a tenant in the region.
+    RegisterTenant {
+        tenant: String,
+        #[arg(long)]
+        quota: Option<u32>,
+    },
+    /// Set how many private images a tenant may own.
+    SetQuota { tenant: String, quota: u32 },
+    /// Publish a public image, active at once for every tenant.
+    PublishPublicImage {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "system", value_parser = ["system", "data"])]
+        disk: String,
+        #[arg(long, value_parser = parse_os)]
+        os: Option<Value>,
+        #[arg(long)]
+        min_disk_gb: u32,
+        #[arg(long)]
+        size_bytes: u64,
+        #[arg(long)]
+        checksum_sha256: String,
+        #[arg(long = "tag", value_parser = parse_tag)]
+        tags: Vec<(String, String)>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Hide a public image from lists (it stays usable); --undo shows it again.
+    DeprecateImage {
+        image_id: String,
+        #[arg(long)]
+        undo: bool,
+    },
+    /// Delete a public image.
+    DeleteImage { image_id: String },
+    /// Report a build: started, succeeded (with size and checksum) or failed.
+    ReportBuild {
+        image_id: String,
+        #[arg(long, value_parser = ["started", "succeeded", "failed"])]
+        outcome: String,
+        #[arg(long)]
+        size_bytes: Option<u64>,
+        #[arg(long)]
+        checksum_sha256: Option<String>,
+    },
+    /// Record hours of use of a Marketplace image by a tenant.
+    RecordUsage {
+        image_id: String,
+        #[arg(long)]
+        tenant: String,
+        #[arg(long)]
+        hours: u32,
+    },
+}
+
+fn parse_tag(value: &str) -> Result<(String, String), String> {
+    value
+        .split_once('=')
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .ok_or_else(|| format!("tag {value:?} is not key=value"))
+}
+
+fn parse_os(value: &str) -> Result<Value, String> {
+    let parts: Vec<&str> = value.split('/').collect();
+    match parts.as_slice() {
+        [platform, version, arch] => {
+            Ok(json!({"platform": platform, "version": version, "arch": arch}))
+        }
+        _ => Err(format!(
+            "os {value:?} is not platform/version/arch, such as ubuntu/22.04/x86_64"
+        )),
+    }
+}
+
+fn parse_price(value: &str) -> Result<Value, String> {
+    if value == "free" {
+        return Ok(json!({"model": "free"}));
+    }
+    match value.split(':').collect::<Vec<_>>().as_slice() {
+        ["per_hour", amount, currency] => {
+            let amount: u64 = amount
+                .parse()
+                .map_err(|_| format!("amount {amount:?} is not a whole number of minor units"))?;
+            Ok(json!({"model": "per_hour", "amount_minor": amount, "currency": currency}))
+        }
+        _ => Err(format!(
+            "price {value:?} is not `free` or `per_hour:AMOUNT_MINOR:CURRENCY`"
+        )),
+    }
+}
+
+fn tags_json(tags: &[(String, String)]) -> Value {
+    Value::Object(
+        tags.iter()
+            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+            .collect(),
+    )
+}
+
+fn image_body(image: &ImageRef, extra: Value) -> Value {
+    let mut body = json!({"image_id": image.image_id});
+    if let Some(version) = image.expected_version {
+        body["expected_version"] = json!(version);
+    }
+    merge(body, extra)
+}
+
+fn merge(mut body: Value, extra: Value) -> Value {
+    if let (Some(target), Value::Object(extra)) = (body.as_object_mut(), extra) {
+        target.extend(extra);
+    }
+    body
+}
+
+/// The subject's command name and JSON body of a tenant command.
+fn tenant_request(command: ImageCommand) -> (&'static str, Value) {
+    match command {
+        ImageCommand::Create(args) => {
+            let source = match (args.from_ecs, args.from_file) {
+                (Some(instance_id), _) => {
+                    json!({"ecs": {"instance_id": instance_id, "data_disk_ids": args.data_disks}})
+                }
+                (None, Some(url)) => {
+                    json!({"file": {"url": url, "format": args.format.unwrap_or_else(|| "qcow2".into())}})
+                }
+                (None, None) => unreachable!("clap requires one source"),
+            };
+            let mut body = json!({"name": args.name, "disk": args.disk, "source": source, "min_disk_gb": args.min_disk_gb,
+                "tags": tags_json(&args.tags), "description": args.description, "protected": args.protected});
+            if let Some(os) = args.os {
+                body["os"] = os;
+            }
+            if let Some(key) = args.kms_key_id {
+                body["encryption"] = json!({"kms_key_id": key});
+            }
+            ("create-image", body)
+        }
+        ImageCommand::Update {
+            image,
+            name,
+            description,
+            tags,
+            min_disk_gb,
+            protected,
+        } => {
+            let mut extra = Map::new();
+            if let Some(name) = name {
+                extra.insert("name".into(), json!(name));
+            }
+            if let Some(description) = description {
+                extra.insert("description".into(), json!(description));
+            }
+            if !tags.is_empty() {
+                extra.insert("tags".into(), tags_json(&tags));
+            }
+            if let Some(min_disk_gb) = min_disk_gb {
+                extra.insert("min_disk_gb".into(), json!(min_disk_gb));
+            }
+            if let Some(protected) = protected {
+                extra.insert("protected".into(), json!(protected));
+            }
+            ("update-image", image_body(&image, Value::Object(extra)))
+        }
+        ImageCommand::Delete(image) => ("delete-image", image_body(&image, json!({}))),
+        ImageCommand::Share { image, tenants } => (
+            "share-image",
+            image_body(&image, json!({"tenants": tenants})),
+        ),
+        ImageCommand::Unshare {
+            image,
+            tenants,
+            all,
+        } => {
+            let extra = if all {
+                json!({"all": true})
+            } else {
+                json!({"tenants": tenants})
+            };
+            ("unshare-image", image_body(&image, extra))
+        }
+        ImageCommand::Accept(image) => ("accept-share", image_body(&image, json!({}))),
+        ImageCommand::Reject(image) => ("reject-share", image_body(&image, json!({}))),
+        ImageCommand::Copy {
+            image,
+            target_region,
+            name,
+        } => {
+            let mut extra = json!({"target_region": target_region});
+            if let Some(name) = name {
+                extra["name"] = json!(name);
+            }
+            ("copy-image", image_body(&image, extra))
+        }
+        ImageCommand::ListOnMarketplace {
+            image,
+            publisher,
+            price,
+        } => (
+            "list-on-marketplace",
+            image_body(&image, json!({"publisher": publisher, "price": price})),
+        ),
+        ImageCommand::Delist(image) => ("delist-from-marketplace", image_body(&image, json!({}))),
+    }
+}
+
+fn operator_request(command: OpCommand) -> (&'static str, Value) {
+    match command {
+        OpCommand::RegisterTenant { tenant, quota } => {
+            let mut body = json!({"tenant": tenant});
+            if let Some(quota) = quota {
+                body["quota"] = json!(quota);
+            }
+            ("register-tenant", body)
+        }
+        OpCommand::SetQuota { tenant, quota } => {
+            ("set-quota", json!({"tenant": tenant, "quota": quota}))
+        }
+        OpCommand::PublishPublicImage {
+            name,
+            disk,
+            os,
+            min_disk_gb,
+            size_bytes,
+            checksum_sha256,
+            tags,
+            description,
+        } => {
+            let mut body = json!({"name": name, "disk": disk, "min_disk_gb": min_disk_gb, "size_bytes": size_bytes,
+                "checksum_sha256": checksum_sha256, "tags": tags_json(&tags), "description": description});
+            if let Some(os) = os {
+                body["os"] = os;
+            }
+            ("publish-public-image", body)
+        }
+        OpCommand::DeprecateImage { image_id, undo } => (
+            "deprecate-image",
+            json!({"image_id": image_id, "deprecated": !undo}),
+        ),
+        OpCommand::DeleteImage { image_id } => ("delete-image", json!({"image_id": image_id})),
+        OpCommand::ReportBuild {
+            image_id,
+            outcome,
+            size_bytes,
+            checksum_sha256,
+        } => {
+            let mut body = json!({"image_id": image_id, "outcome": outcome});
+            if let Some(size) = size_bytes {
+                body["size_bytes"] = json!(size);
+            }
+            if let Some(checksum) = checksum_sha256 {
+                body["checksum_sha256"] = json!(checksum);
+            }
+            ("report-build", body)
+        }
+        OpCommand::RecordUsage {
+            image_id,
+            tenant,
+            hours,
+        } => (
+            "record-usage",
+            json!({"image_id": image_id, "tenant": tenant, "hours": hours}),
+        ),
+    }
+}
+
+/// How long imsctl waits for an answer.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+
+async fn request(nats_url: &str, subject: String, body: &Value) -> anyhow::Result<Value> {
+    let client = async_nats::ConnectOptions::new()
+        .name("imsctl")
+        .connection_timeout(Duration::from_secs(5))
+        .connect(nats_url)
+        .await
+        .with_context(|| {
+            format!("cannot reach NATS at {nats_url}; is imsd running? (see its log for the URL)")
+        })?;
+    let payload = Bytes::from(serde_json::to_vec(body)?);
+    let message = tokio::time::timeout(REQUEST_TIMEOUT, client.request(subject.clone(), payload))
+        .await
+        .with_context(|| format!("no answer on {subject} within {REQUEST_TIMEOUT:?}"))?
+        .with_context(|| {
+            format!("no service answers on {subject}; is imsd running for this region?")
+        })?;
+    serde_json::from_slice(&message.payload)
+        .with_context(|| format!("the answer on {subject} is not JSON"))
+}
+
+fn summarize(name: &str, reply: &Value) -> String {
+    if reply["ok"] != true {
+        return format!(
+            "error [{}]: {}",
+            reply["error"]["code"].as_str().unwrap_or("?"),
+            reply["error"]["message"].as_str().unwrap_or("")
+        );
+    }
+    let mut line = format!("ok: {name}");
+    for (key, label) in [
+        ("image_id", "image"),
+        ("tenant", "tenant"),
+        ("copy_image_id", "copy"),
+        ("version", "version"),
+        ("position", "position"),
+    ] {
+        match &reply[key] {
+            Value::Null => {}
+            Value::String(s) => line.push_str(&format!(" {label} {s}")),
+            other => line.push_str(&format!(" {label} {other}")),
+        }
+    }
+    for (key, label) in [
+        ("already_members", "already members"),
+        ("not_members", "not members"),
+    ] {
+        if let Some(list) = reply[key].as_array().filter(|l| !l.is_empty()) {
+            let names: Vec<&str> = list.iter().filter_map(Value::as_str).collect();
+            line.push_str(&format!("; {label}: {}", names.join(", ")));
+        }
+    }
+    if reply["replayed"] == true {
+        line.push_str(" (replayed: this command id was seen before)");
+    }
+    line
+}
+
+/// The whole `imsctl` program.
 pub fn main() -> std::process::ExitCode {
-    std::process::ExitCode::SUCCESS
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("imsctl: cannot start the async runtime: {error}");
+            return std::process::ExitCode::from(3);
+        }
+    };
+    match runtime.block_on(execute(cli)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("imsctl: {error:#}");
+            std::process::ExitCode::from(3)
+        }
+    }
+}
+
+fn tenant_of(tenant: Option<&str>) -> anyhow::Result<&str> {
+    tenant.context("this command acts as a tenant: pass --tenant ID (or set IMS_TENANT)")
+}
+
+async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    let prefix = format!("{}.v1.{}", cli.subject_prefix, cli.region);
+    let command_id = cli.command_id.unwrap_or_else(uuid::Uuid::now_v7);
+    let tenant = cli.tenant.clone();
+    let (subject, name, body) = match cli.command {
+        Top::Image(command) => {
+            let (name, body) = tenant_request(command);
+            (
+                format!("{prefix}.cmd.{}.{name}", tenant_of(tenant.as_deref())?),
+                name,
+                body,
+            )
+        }
+        Top::Op(command) => {
+            let (name, body) = operator_request(command);
+            (format!("{prefix}.op.{name}"), name, body)
+        }
+    };
+    let body = merge(body, json!({"command_id": command_id.to_string()}));
+    let reply = request(&cli.nats_url, subject, &body).await?;
+    if cli.json {
+        println!("{}", serde_json::to_string_pretty(&reply)?);
+    } else {
+        println!("{}", summarize(name, &reply));
+    }
+    Ok(if reply["ok"] == true {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    })
 }

@@ -343,23 +343,39 @@ impl EventLog {
     ) -> Result<Option<Appended>, LogError> {
         let mut expected: HashMap<&str, u64> = HashMap::new();
         for event in &command.events {
-            let current = match expected.get(event.stream.as_str()) {
-                Some(version) => *version,
-                None => match stream_versions.get(&event.stream) {
+            let previous = event.stream_version.saturating_sub(1);
+            let at_previous = match expected
+                .get(event.stream.as_str())
+                .or_else(|| stream_versions.get(&event.stream))
+            {
+                Some(version) => *version == previous,
+                None => self.stream_is_at(&event.stream, previous)?,
+            };
+            if event.stream_version == 0 || !at_previous {
+                let current = match expected
+                    .get(event.stream.as_str())
+                    .or_else(|| stream_versions.get(&event.stream))
+                {
                     Some(version) => *version,
                     None => self.stream_version(&event.stream)?,
-                },
-            };
-            if event.stream_version != current + 1 {
+                };
                 return Ok(Some(Appended::Conflict {
                     stream: event.stream.clone(),
-                    expected_version: event.stream_version - 1,
+                    expected_version: previous,
                     actual_version: current,
                 }));
             }
             expected.insert(&event.stream, event.stream_version);
         }
         Ok(None)
+    }
+
+    /// Whether `stream` holds exactly `version` events: two point reads, cheaper than finding the
+    /// last version with a reverse scan.
+    fn stream_is_at(&self, stream: &str, version: u64) -> Result<bool, LogError> {
+        let db = &self.shared.db;
+        let has_version = version == 0 || db.contains_key(stream_key(stream, version))?;
+        Ok(has_version && !db.contains_key(stream_key(stream, version + 1))?)
     }
 
     /// The current version of `stream`: how many events it holds.

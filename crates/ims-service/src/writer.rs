@@ -308,11 +308,12 @@ impl RegionWriter {
             actor: request.actor.to_string(),
             recorded_at_ms: context.now_ms,
             events: new_events,
-            reply: CommandReply {
-                replayed: true,
-                ..reply.clone()
-            }
-            .to_json(),
+            // Only a command with an id can be replayed, so only then is its reply worth storing.
+            reply: if meta.command_id.is_some() {
+                reply.to_json()
+            } else {
+                Vec::new()
+            },
             snapshots: dirty
                 .iter()
                 .filter_map(|stream| self.snapshot_of(stream))

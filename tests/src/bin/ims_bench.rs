@@ -1,1 +1,193 @@
-fn main() {}
+//! Command throughput of ims against a bare NATS request-reply echo, in one run on loopback, with
+//! 64 concurrent clients each. Every ims answer is durable (appended, flushed and fdatasync'd).
+//!
+//! Run: `cargo run --release -p ims-tests --bin ims-bench [-- SECONDS]`
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use ims_service::nats_server::{free_port, NatsServer};
+use ims_service::runtime::{run, Config, Roles};
+use ims_tests::Client;
+use serde_json::json;
+
+/// Concurrent clients in each phase, as the issue asks.
+const CLIENTS: usize = 64;
+/// NATS connections the clients share (a console or gateway multiplexes like this).
+const CONNECTIONS: usize = 4;
+
+struct Figures {
+    requests_per_second: f64,
+    p50: Duration,
+    p99: Duration,
+}
+
+fn figures(mut latencies: Vec<Duration>, elapsed: Duration) -> Figures {
+    latencies.sort();
+    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
+    Figures {
+        requests_per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
+        p50: at(0.50),
+        p99: at(0.99),
+    }
+}
+
+/// Runs `CLIENTS` loops of `step(client_index, iteration)` for `duration`; returns the figures.
+async fn load<F, Fut>(duration: Duration, step: F) -> Figures
+where
+    F: Fn(usize, u64) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let step = Arc::new(step);
+    let started = Instant::now();
+    let deadline = started + duration;
+    let mut tasks = Vec::new();
+    for client in 0..CLIENTS {
+        let step = step.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut iteration = 0;
+            while Instant::now() < deadline {
+                let sent = Instant::now();
+                step(client, iteration).await;
+                latencies.push(sent.elapsed());
+                iteration += 1;
+            }
+            latencies
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    figures(all, started.elapsed())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let seconds: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    let duration = Duration::from_secs(seconds);
+    let nats = NatsServer::start(Some(free_port()?))?;
+    let data = tempfile::tempdir()?;
+    let region = ims_tests::REGION;
+    let config = Config {
+        nats_url: nats.url(),
+        data_dir: data.path().to_path_buf(),
+        regions: vec![ims_domain::RegionId::parse(region).unwrap()],
+        http_addr: format!("127.0.0.1:{}", free_port()?).parse()?,
+        subjects: ims_wire::Subjects::default(),
+        roles: Roles {
+            command: true,
+            project: false,
+            http: false,
+        },
+        policy: ims_domain::SharingPolicy::default(),
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(run(config, async move {
+        let _ = stopped.await;
+    }));
+    let mut clients = Vec::new();
+    for _ in 0..CONNECTIONS {
+        clients.push(Client::connect(&nats.url(), region).await);
+    }
+    clients[0].wait_ready().await;
+
+    // Phase 1: a bare echo responder, the ceiling of request-reply on this machine.
+    let responder = clients[0].nats.clone();
+    let mut echo = responder.subscribe("bench.echo").await?;
+    responder.flush().await?; // the subscription is on the server before anyone asks
+    tokio::spawn(async move {
+        while let Some(message) = echo.next().await {
+            if let Some(reply) = message.reply {
+                let _ = responder.publish(reply, message.payload).await;
+            }
+        }
+    });
+    let payload = Bytes::from(vec![b'x'; 300]);
+    let echo_clients = clients.clone();
+    let echo_figures = load(duration, move |client, _| {
+        let nats = echo_clients[client % CONNECTIONS].nats.clone();
+        let payload = payload.clone();
+        async move {
+            nats.request("bench.echo", payload).await.expect("echo");
+        }
+    })
+    .await;
+
+    // Phase 2: ims commands, create-image and share/unshare, 64 clients, each its own tenant.
+    let setup = &clients[0];
+    setup.register(&["bench-partner"]).await;
+    let mut images = Vec::new();
+    for client in 0..CLIENTS {
+        let tenant = format!("bench-{client}");
+        let reply = setup
+            .op(
+                "register-tenant",
+                json!({"tenant": tenant, "quota": 1_000_000}),
+            )
+            .await;
+        assert_eq!(reply["ok"], true, "{reply}");
+        images.push(setup.active_image(&tenant, json!({})).await);
+    }
+    let ims_clients = clients.clone();
+    let ims_figures = load(duration, move |client, iteration| {
+        let ims = ims_clients[client % CONNECTIONS].clone();
+        let tenant = format!("bench-{client}");
+        let image = images[client].clone();
+        async move {
+            let reply = match iteration % 4 {
+                0 | 2 => {
+                    let body = json!({"name": "bench", "disk": "data", "min_disk_gb": 10,
+                        "source": {"file": {"url": "obs://bench/disk.raw", "format": "raw"}}});
+                    ims.command(&tenant, "create-image", body).await
+                }
+                1 => {
+                    ims.command(
+                        &tenant,
+                        "share-image",
+                        json!({"image_id": image, "tenants": ["bench-partner"]}),
+                    )
+                    .await
+                }
+                _ => {
+                    ims.command(
+                        &tenant,
+                        "unshare-image",
+                        json!({"image_id": image, "tenants": ["bench-partner"]}),
+                    )
+                    .await
+                }
+            };
+            assert_eq!(reply["ok"], true, "{reply}");
+        }
+    })
+    .await;
+
+    println!(
+        "ims command benchmark: {CLIENTS} concurrent clients, {seconds} s per phase, loopback NATS"
+    );
+    for (name, f) in [
+        ("bare NATS echo", &echo_figures),
+        ("ims create/share (durable)", &ims_figures),
+    ] {
+        println!(
+            "{name:<28} {:>10.0} req/s   p50 {:>8.3} ms   p99 {:>8.3} ms",
+            f.requests_per_second,
+            f.p50.as_secs_f64() * 1e3,
+            f.p99.as_secs_f64() * 1e3
+        );
+    }
+    println!(
+        "ratio ims / echo: {:.2} (target >= 0.5)",
+        ims_figures.requests_per_second / echo_figures.requests_per_second
+    );
+    let _ = stop.send(());
+    service.await??;
+    Ok(())
+}
