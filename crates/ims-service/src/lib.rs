@@ -2,10 +2,16 @@
 //!
 //! Modules: `bus` (the NATS connection), `nats_server` (a nats-server child on loopback),
 //! `writer` (the single writer of a region, group commit), `command_service` (command, operator
-//! and log.read endpoints over NATS).
+//! and log.read endpoints over NATS), `projector` (read models kept up to date from NATS),
+//! `query_service` (queries over NATS), `http` (the HTTP API and metrics), `audit` (readable
+//! history), `runtime` (starting and stopping the roles).
 
+pub mod audit;
 pub mod bus;
 pub mod command_service;
+pub mod http;
 pub mod nats_server;
+pub mod projector;
+pub mod query_service;
 pub mod runtime;
 pub mod writer;

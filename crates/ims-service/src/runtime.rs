@@ -10,7 +10,13 @@ use ims_log::EventLog;
 use ims_wire::Subjects;
 use tokio::sync::{mpsc, watch};
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use crate::command_service::{publish_events, serve_commands, PUBLISH_QUEUE_MAX};
+use crate::http::{prometheus, serve_http, HttpState};
+use crate::projector::{projections_path, run_projector, RegionModels};
+use crate::query_service::serve_queries;
 use crate::writer::spawn_writer;
 
 /// Which parts of the service this process runs.
@@ -49,7 +55,12 @@ pub fn log_path(data_dir: &std::path::Path, region: &RegionId) -> PathBuf {
 /// Runs the configured roles until `shutdown` completes; then stops taking commands, answers and
 /// flushes what is queued, drains NATS and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    if config.roles.http {
+        prometheus(); // installed before the first metric is recorded
+    }
     let client = crate::bus::connect(&config.nats_url, "imsd").await?;
+    let mut logs = HashMap::new();
+    let mut region_models = HashMap::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     let mut writer_threads = Vec::new();
@@ -62,6 +73,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let log = EventLog::open(&path, region.as_str())
             .with_context(|| format!("opening the log of region {region} at {}", path.display()))?;
         tracing::info!(%region, path = %path.display(), head = log.head_position(), "event log open");
+        logs.insert(region.clone(), log.clone());
         let (published_tx, published_rx) = mpsc::channel(PUBLISH_QUEUE_MAX);
         let (writer, thread) = spawn_writer(
             region.clone(),
@@ -85,12 +97,60 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             served
         });
     }
-    shutdown.await;
+    for region in config.regions.iter().filter(|_| config.roles.project) {
+        let path = projections_path(&config.data_dir, region);
+        let models =
+            RegionModels::open(&path, region.clone(), &config.policy).with_context(|| {
+                format!(
+                    "opening the read models of region {region} at {}",
+                    path.display()
+                )
+            })?;
+        let models = Arc::new(models);
+        region_models.insert(region.clone(), models.clone());
+        let (client, subjects) = (client.clone(), config.subjects.clone());
+        let stop = stopped(stop_rx.clone());
+        tasks.spawn(run_projector(
+            client.clone(),
+            subjects.clone(),
+            models.clone(),
+            stop,
+        ));
+        tasks.spawn(serve_queries(
+            client,
+            subjects,
+            models,
+            stopped(stop_rx.clone()),
+        ));
+    }
+    if config.roles.http {
+        let state = HttpState {
+            regions: Arc::new(region_models),
+            logs: Arc::new(logs),
+        };
+        tasks.spawn(serve_http(
+            config.http_addr,
+            state,
+            stopped(stop_rx.clone()),
+        ));
+    }
+    // Run until asked to stop, or until a role fails (a port taken, a log that will not open).
+    let mut result = Ok(());
+    tokio::pin!(shutdown);
+    tokio::select! {
+        _ = &mut shutdown => {}
+        Some(joined) = tasks.join_next() => {
+            result = match joined {
+                Ok(Ok(())) => Err(anyhow::anyhow!("a role of imsd stopped by itself")),
+                Ok(Err(error)) => Err(error),
+                Err(panic) => Err(anyhow::anyhow!("a role of imsd panicked: {panic}")),
+            };
+        }
+    }
     tracing::info!("shutting down: no new commands, finishing the batch in hand");
     let _ = stop_tx.send(true);
-    let mut result = Ok(());
     while let Some(joined) = tasks.join_next().await {
-        if let Ok(Err(error)) = joined {
+        if let (Ok(Err(error)), Ok(())) = (joined, &result) {
             result = Err(error);
         }
     }

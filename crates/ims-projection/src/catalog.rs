@@ -1,0 +1,256 @@
+//! The `catalog` projection: image records and the indexes the queries of DESIGN.md section 5
+//! read, plus each tenant's notification feed.
+//!
+//! Keys (one tree; ids are the 16 bytes of the image id, so each index is in id order, which for
+//! UUID v7 ids is creation order):
+//! - `p`: the checkpoint;
+//! - `i` + id: the image (the domain's `Image`, encoded by the log's codec);
+//! - `v` + tenant + 0 + id: images private to the tenant that it may use (own, accepted shares);
+//! - `g` + id: images every tenant sees (public, Marketplace);
+//! - `m` + tenant + 0 + id: the tenant's memberships, value = member status;
+//! - `o` + tenant + 0 + id: images the tenant owns;
+//! - `f` + tenant + 0 + position + index: the tenant's feed items;
+//! - `F` + position: feed items for every tenant (deprecated public images).
+
+use ims_domain::{
+    evolve, CopyStatus, Event, Image, ImageClass, ImageId, ImageStatus, MemberStatus, State,
+    TenantId,
+};
+use ims_log::Envelope;
+use serde::{Deserialize, Serialize};
+
+use crate::store::{Changes, Store};
+use crate::{Fold, Notice, ProjectionError};
+
+/// A feed item as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FeedRecord {
+    pub kind: String,
+    pub image_id: ImageId,
+    pub message: String,
+    pub at_ms: u64,
+}
+
+pub fn tenant_key(tag: u8, tenant: &TenantId, suffix: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + tenant.as_str().len() + suffix.len());
+    key.push(tag);
+    key.extend_from_slice(tenant.as_str().as_bytes());
+    key.push(0);
+    key.extend_from_slice(suffix);
+    key
+}
+
+pub fn global_key(id: &ImageId) -> Vec<u8> {
+    let mut key = Vec::with_capacity(17);
+    key.push(b'g');
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+pub fn member_status_byte(status: MemberStatus) -> u8 {
+    match status {
+        MemberStatus::Pending => b'p',
+        MemberStatus::Accepted => b'a',
+        MemberStatus::Rejected => b'r',
+    }
+}
+
+pub fn member_status_from_byte(byte: u8) -> MemberStatus {
+    match byte {
+        b'a' => MemberStatus::Accepted,
+        b'r' => MemberStatus::Rejected,
+        _ => MemberStatus::Pending,
+    }
+}
+
+/// The index entries an image has in its current state.
+fn index_entries(image: &Image) -> Vec<(Vec<u8>, Vec<u8>)> {
+    if image.status == ImageStatus::Deleted {
+        return Vec::new();
+    }
+    let id = image.id.as_bytes();
+    let mut entries = Vec::with_capacity(3 + 2 * image.members.len());
+    if let Some(owner) = image.owner.tenant() {
+        entries.push((tenant_key(b'o', owner, id), Vec::new()));
+        entries.push((tenant_key(b'v', owner, id), Vec::new()));
+    }
+    if matches!(image.class, ImageClass::Public | ImageClass::Marketplace) {
+        entries.push((global_key(&image.id), Vec::new()));
+    }
+    for (member, status) in &image.members {
+        entries.push((
+            tenant_key(b'm', member, id),
+            vec![member_status_byte(*status)],
+        ));
+        if *status == MemberStatus::Accepted {
+            entries.push((tenant_key(b'v', member, id), Vec::new()));
+        }
+    }
+    entries.sort();
+    entries
+}
+
+/// Applies the difference between two sorted entry lists.
+fn apply_index_diff(
+    changes: &mut Changes,
+    before: Vec<(Vec<u8>, Vec<u8>)>,
+    after: Vec<(Vec<u8>, Vec<u8>)>,
+) {
+    let mut before = before.into_iter().peekable();
+    let mut after = after.into_iter().peekable();
+    loop {
+        match (before.peek(), after.peek()) {
+            (None, None) => break,
+            (Some(_), None) => changes.remove(before.next().unwrap().0),
+            (None, Some(_)) => {
+                let (key, value) = after.next().unwrap();
+                changes.insert(key, value);
+            }
+            (Some((old_key, old_value)), Some((new_key, new_value))) => {
+                match old_key.cmp(new_key) {
+                    std::cmp::Ordering::Less => changes.remove(before.next().unwrap().0),
+                    std::cmp::Ordering::Greater => {
+                        let (key, value) = after.next().unwrap();
+                        changes.insert(key, value);
+                    }
+                    std::cmp::Ordering::Equal => {
+                        let changed = old_value != new_value;
+                        before.next();
+                        let (key, value) = after.next().unwrap();
+                        if changed {
+                            changes.insert(key, value);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The catalog fold.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Catalog;
+
+impl Fold for Catalog {
+    const NAME: &'static str = "catalog";
+
+    fn apply(
+        &self,
+        store: &Store,
+        changes: &mut Changes,
+        envelope: &Envelope,
+        event: &Event,
+    ) -> Result<Vec<Notice>, ProjectionError> {
+        let Some(id) = event
+            .image_id()
+            .filter(|_| !matches!(event, Event::UsageRecorded { .. }))
+        else {
+            return Ok(Vec::new());
+        };
+        let before = changes.image(store, id)?.map(|image| image.clone());
+        let mut state = State::default();
+        if let Some(image) = before.clone() {
+            state.images.insert(id, image);
+        }
+        evolve(&mut state, event);
+        let Some(after) = state.images.remove(&id) else {
+            return Ok(Vec::new()); // An event about an image this model never saw: nothing to show.
+        };
+        let before_entries = before.as_ref().map(index_entries).unwrap_or_default();
+        apply_index_diff(changes, before_entries, index_entries(&after));
+        let notices = feed_items(before.as_ref(), &after, event, envelope.position());
+        for (index, notice) in notices.iter().enumerate() {
+            let record = FeedRecord {
+                kind: notice.kind.to_owned(),
+                image_id: id,
+                message: notice.message.clone(),
+                at_ms: envelope.body.recorded_at_ms,
+            };
+            let mut suffix = envelope.position().to_be_bytes().to_vec();
+            suffix.extend_from_slice(&(index as u16).to_be_bytes());
+            let key = match &notice.tenant {
+                Some(tenant) => tenant_key(b'f', tenant, &suffix),
+                None => [&[b'F'][..], &suffix].concat(),
+            };
+            changes.insert(key, ims_log::encode(&record));
+        }
+        changes.put_image(after);
+        Ok(notices)
+    }
+}
+
+/// The notifications an event sends, to one tenant each (or to all, `tenant: None`).
+fn feed_items(before: Option<&Image>, after: &Image, event: &Event, position: u64) -> Vec<Notice> {
+    let id = after.id;
+    let name = &after.name;
+    let notice = |tenant: Option<&TenantId>, kind: &'static str, message: String| Notice {
+        tenant: tenant.cloned(),
+        kind,
+        image_id: id,
+        message,
+        position,
+    };
+    let owner = after
+        .owner
+        .tenant()
+        .map_or("the platform".to_owned(), |t| format!("tenant {t}"));
+    match event {
+        Event::ImageShared { tenants, .. } => tenants
+            .iter()
+            .map(|t| {
+                notice(
+                    Some(t),
+                    "share_offered",
+                    format!("{owner} shared image {id} ({name}) with you; accept it to use it"),
+                )
+            })
+            .collect(),
+        Event::ImageUnshared { tenants, .. } => tenants
+            .iter()
+            .map(|t| {
+                notice(
+                    Some(t),
+                    "share_revoked",
+                    format!("{owner} stopped sharing image {id} ({name}) with you"),
+                )
+            })
+            .collect(),
+        Event::ImageDeleted { .. } => before
+            .map(|b| {
+                b.members
+                    .keys()
+                    .map(|t| {
+                        notice(
+                            Some(t),
+                            "shared_image_deleted",
+                            format!(
+                                "{owner} deleted image {id} ({name}), which was shared with you"
+                            ),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default(),
+        Event::ImageDeprecated {
+            deprecated: true, ..
+        } => {
+            vec![notice(None, "image_deprecated", format!("public image {id} ({name}) is deprecated; it stays usable but is hidden from lists"))]
+        }
+        Event::CopyFinished {
+            status: CopyStatus::Failed { reason },
+            copy_image_id,
+            ..
+        } => after
+            .owner
+            .tenant()
+            .map(|t| {
+                vec![notice(
+                    Some(t),
+                    "copy_failed",
+                    format!("the copy {copy_image_id} of image {id} ({name}) failed: {reason}"),
+                )]
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}

@@ -1,0 +1,454 @@
+//! The queries of DESIGN.md section 5, answered from the catalog and usage read models. The same
+//! functions serve NATS (`ims.v1.<region>.q.<tenant>.<query>`) and HTTP.
+
+use ims_domain::{
+    access, usable, Image, ImageId, ImageStatus, MemberStatus, Purpose, RegionId, TenantId,
+};
+use ims_wire::time::rfc3339;
+use ims_wire::views::{
+    image_type, FeedItem, ImageView, MemberView, Page, ShareCountView, UsableView,
+};
+use ims_wire::{WireError, WireErrorCode};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::catalog::{member_status_from_byte, tenant_key, FeedRecord};
+use crate::store::{be_u64, image_key, Store};
+use crate::usage::UsageEntry;
+use crate::ProjectionError;
+
+/// The query names, as in the NATS subjects.
+pub const QUERIES: [&str; 8] = [
+    "visible-images",
+    "shared-with-me",
+    "image",
+    "members",
+    "share-counts",
+    "usable",
+    "feed",
+    "usage",
+];
+
+/// The page size when a query gives none.
+pub const PAGE_LIMIT_DEFAULT: usize = 25;
+/// The largest page a query may ask for: big enough for scripts, small enough for one reply.
+pub const PAGE_LIMIT_MAX: usize = 1000;
+
+/// Parameters of every query; each query reads the ones it needs and refuses unknown ones.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryParams {
+    pub image_id: Option<String>,
+    #[serde(rename = "type")]
+    pub image_type: Option<String>,
+    pub status: Option<String>,
+    pub platform: Option<String>,
+    /// `key` or `key=value`.
+    pub tag: Option<String>,
+    /// A case-insensitive part of the name.
+    pub name: Option<String>,
+    pub include_deprecated: Option<bool>,
+    pub limit: Option<usize>,
+    pub marker: Option<String>,
+    pub purpose: Option<String>,
+    /// Feed and usage: only entries after this position.
+    pub after: Option<u64>,
+    /// Read your writes: answer only once the model has reached this position.
+    pub min_position: Option<u64>,
+}
+
+/// The read models a query reads, and where they are.
+#[derive(Debug)]
+pub struct Models<'a> {
+    pub region: &'a RegionId,
+    pub catalog: &'a Store,
+    pub usage: &'a Store,
+    pub position: u64,
+    pub members_limit: usize,
+}
+
+fn invalid(message: String) -> WireError {
+    WireError::new(WireErrorCode::InvalidArgument, message)
+}
+
+fn internal(error: ProjectionError) -> WireError {
+    WireError::new(
+        WireErrorCode::Internal,
+        format!("reading the read model failed: {error}"),
+    )
+}
+
+fn one_of(field: &str, value: &str, accepted: &[&str]) -> Result<(), WireError> {
+    if accepted.contains(&value) {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "{field} {value:?} is not known; expected one of {}",
+            accepted.join(", ")
+        )))
+    }
+}
+
+fn limit(params: &QueryParams) -> Result<usize, WireError> {
+    match params.limit.unwrap_or(PAGE_LIMIT_DEFAULT) {
+        0 => Err(invalid(format!(
+            "limit 0 returns nothing; expected 1 to {PAGE_LIMIT_MAX}"
+        ))),
+        n if n > PAGE_LIMIT_MAX => Err(invalid(format!(
+            "limit {n} is too large; expected 1 to {PAGE_LIMIT_MAX}"
+        ))),
+        n => Ok(n),
+    }
+}
+
+fn image_id_param(params: &QueryParams) -> Result<ImageId, WireError> {
+    let raw = params
+        .image_id
+        .as_deref()
+        .ok_or_else(|| invalid("image_id is missing; name the image (a UUID)".to_owned()))?;
+    ImageId::parse(raw).map_err(WireError::from)
+}
+
+fn load_image(store: &Store, id: &ImageId) -> Result<Option<Image>, WireError> {
+    match store.get(&image_key(id)).map_err(internal)? {
+        None => Ok(None),
+        Some(bytes) => ims_log::decode(&bytes, || format!("image {id}"))
+            .map(Some)
+            .map_err(|e| internal(e.into())),
+    }
+}
+
+fn id_from_key_suffix(key: &[u8]) -> ImageId {
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&key[key.len() - 16..]);
+    ImageId::from_bytes(bytes)
+}
+
+/// Image ids of an id-ordered index under `prefix`, strictly after `marker`.
+fn ids_after<'a>(
+    store: &'a Store,
+    prefix: &'a [u8],
+    marker: Option<&ImageId>,
+) -> impl Iterator<Item = Result<ImageId, WireError>> + 'a {
+    let mut start = prefix.to_vec();
+    if let Some(marker) = marker {
+        start.extend_from_slice(marker.as_bytes());
+        start.push(0); // just after the marker's own key
+    }
+    store.scan_from(prefix, start).map(|item| {
+        item.map(|(key, _)| id_from_key_suffix(&key))
+            .map_err(internal)
+    })
+}
+
+/// Answers `query` for `tenant`.
+pub fn answer(
+    models: &Models,
+    tenant: &TenantId,
+    query: &str,
+    params: &QueryParams,
+) -> Result<Value, WireError> {
+    match query {
+        "visible-images" => visible_images(models, tenant, params),
+        "shared-with-me" => shared_with_me(models, tenant, params),
+        "image" => {
+            let id = image_id_param(params)?;
+            let image = visible_image(models, tenant, &id)?;
+            Ok(json!(ImageView::new(&image, Some(tenant))))
+        }
+        "members" => {
+            let id = image_id_param(params)?;
+            let image = visible_image(models, tenant, &id)?;
+            if !image.is_owned_by(tenant) {
+                return Err(WireError::new(
+                    WireErrorCode::Forbidden,
+                    format!(
+                        "tenant {tenant} does not own image {id}; only its owner sees its members"
+                    ),
+                ));
+            }
+            let items: Vec<MemberView> = image
+                .members
+                .iter()
+                .map(|(t, s)| MemberView::new(t, *s))
+                .collect();
+            Ok(json!(Page {
+                items,
+                next_marker: None,
+                position: models.position
+            }))
+        }
+        "share-counts" => share_counts(models, tenant),
+        "usable" => {
+            let id = image_id_param(params)?;
+            let purpose_name = params.purpose.as_deref().unwrap_or("create_ecs");
+            let purpose = match purpose_name {
+                "create_ecs" => Purpose::CreateEcs,
+                "change_os" => Purpose::ChangeOs,
+                "create_evs" => Purpose::CreateEvs,
+                other => {
+                    return Err(invalid(format!(
+                    "purpose {other:?} is not known; expected create_ecs, change_os or create_evs"
+                )))
+                }
+            };
+            let image = load_image(models.catalog, &id)?;
+            let answer = usable(models.region, tenant, id, image.as_ref(), purpose);
+            Ok(json!(UsableView::new(
+                id.to_string(),
+                purpose_name,
+                &answer
+            )))
+        }
+        "feed" => feed(models, tenant, params),
+        "usage" => usage(models, tenant, params),
+        other => Err(WireError::new(
+            WireErrorCode::UnknownCommand,
+            format!(
+                "unknown query {other:?}; queries are {}",
+                QUERIES.join(", ")
+            ),
+        )),
+    }
+}
+
+/// The image if `tenant` may see it: its own, public, Marketplace, or shared with it in any status.
+fn visible_image(models: &Models, tenant: &TenantId, id: &ImageId) -> Result<Image, WireError> {
+    let image = load_image(models.catalog, id)?;
+    match image {
+        Some(image)
+            if image.status != ImageStatus::Deleted
+                && (access(&image, tenant).is_some() || image.members.contains_key(tenant)) =>
+        {
+            Ok(image)
+        }
+        _ => Err(WireError::new(
+            WireErrorCode::NotFound,
+            format!(
+                "image {id} does not exist in region {} or tenant {tenant} may not see it",
+                models.region
+            ),
+        )),
+    }
+}
+
+fn visible_images(
+    models: &Models,
+    tenant: &TenantId,
+    params: &QueryParams,
+) -> Result<Value, WireError> {
+    let limit = limit(params)?;
+    if let Some(t) = &params.image_type {
+        one_of("type", t, &["public", "private", "shared", "marketplace"])?;
+    }
+    if let Some(s) = &params.status {
+        one_of("status", s, &["queued", "saving", "active", "killed"])?;
+    }
+    let marker = params
+        .marker
+        .as_deref()
+        .map(ImageId::parse)
+        .transpose()
+        .map_err(WireError::from)?;
+    let tag = params
+        .tag
+        .as_deref()
+        .map(|t| t.split_once('=').map_or((t, None), |(k, v)| (k, Some(v))));
+    let name = params.name.as_ref().map(|n| n.to_lowercase());
+    let own_prefix = tenant_key(b'v', tenant, &[]);
+    let mut own = ids_after(models.catalog, &own_prefix, marker.as_ref()).peekable();
+    let mut global = ids_after(models.catalog, b"g", marker.as_ref()).peekable();
+    let mut items = Vec::with_capacity(limit);
+    let mut next_marker = None;
+    loop {
+        // Merge the two id-ordered indexes.
+        let next = match (own.peek(), global.peek()) {
+            (None, None) => break,
+            (Some(Err(_)), _) | (Some(Ok(_)), None) => own.next(),
+            (_, Some(Err(_))) | (None, Some(Ok(_))) => global.next(),
+            (Some(Ok(a)), Some(Ok(b))) => {
+                if a <= b {
+                    if a == b {
+                        global.next();
+                    }
+                    own.next()
+                } else {
+                    global.next()
+                }
+            }
+        };
+        let id = next.expect("peeked")?;
+        let Some(image) = load_image(models.catalog, &id)? else {
+            continue;
+        };
+        let view_type = image_type(&image, Some(tenant));
+        let keep = (image.class != ims_domain::ImageClass::Public
+            || !image.deprecated
+            || params.include_deprecated == Some(true))
+            && params.image_type.as_deref().is_none_or(|t| t == view_type)
+            && params
+                .status
+                .as_deref()
+                .is_none_or(|s| s == image.status.as_str())
+            && params.platform.as_deref().is_none_or(|p| {
+                image
+                    .os
+                    .as_ref()
+                    .is_some_and(|os| os.platform.eq_ignore_ascii_case(p))
+            })
+            && tag.is_none_or(|(k, v)| {
+                image
+                    .tags
+                    .get(k)
+                    .is_some_and(|value| v.is_none_or(|v| v == value))
+            })
+            && name
+                .as_deref()
+                .is_none_or(|n| image.name.to_lowercase().contains(n));
+        if !keep {
+            continue;
+        }
+        if items.len() == limit {
+            next_marker = items.last().map(|view: &ImageView| view.id.clone());
+            break;
+        }
+        items.push(ImageView::new(&image, Some(tenant)));
+    }
+    Ok(json!(Page {
+        items,
+        next_marker,
+        position: models.position
+    }))
+}
+
+fn shared_with_me(
+    models: &Models,
+    tenant: &TenantId,
+    params: &QueryParams,
+) -> Result<Value, WireError> {
+    if let Some(s) = &params.status {
+        one_of("status", s, &["pending", "accepted", "rejected"])?;
+    }
+    let limit = limit(params)?;
+    let marker = params
+        .marker
+        .as_deref()
+        .map(ImageId::parse)
+        .transpose()
+        .map_err(WireError::from)?;
+    let prefix = tenant_key(b'm', tenant, &[]);
+    let mut start = prefix.clone();
+    if let Some(marker) = &marker {
+        start.extend_from_slice(marker.as_bytes());
+        start.push(0);
+    }
+    let mut items = Vec::new();
+    let mut next_marker = None;
+    for entry in models.catalog.scan_from(&prefix, start) {
+        let (key, value) = entry.map_err(internal)?;
+        let status: MemberStatus = member_status_from_byte(value[0]);
+        if params
+            .status
+            .as_deref()
+            .is_some_and(|s| s != status.as_str())
+        {
+            continue;
+        }
+        let id = id_from_key_suffix(&key);
+        let Some(image) = load_image(models.catalog, &id)? else {
+            continue;
+        };
+        if items.len() == limit {
+            next_marker = items.last().map(|v: &ImageView| v.id.clone());
+            break;
+        }
+        items.push(ImageView::new(&image, Some(tenant)));
+    }
+    Ok(json!(Page {
+        items,
+        next_marker,
+        position: models.position
+    }))
+}
+
+fn share_counts(models: &Models, tenant: &TenantId) -> Result<Value, WireError> {
+    let prefix = tenant_key(b'o', tenant, &[]);
+    let mut items = Vec::new();
+    for id in ids_after(models.catalog, &prefix, None) {
+        let id = id?;
+        let Some(image) = load_image(models.catalog, &id)? else {
+            continue;
+        };
+        let count = |status| image.members.values().filter(|s| **s == status).count() as u32;
+        items.push(ShareCountView {
+            image_id: id.to_string(),
+            name: image.name.clone(),
+            pending: count(MemberStatus::Pending),
+            accepted: count(MemberStatus::Accepted),
+            rejected: count(MemberStatus::Rejected),
+            total: image.members.len() as u32,
+            limit: models.members_limit as u32,
+        });
+    }
+    Ok(json!(Page {
+        items,
+        next_marker: None,
+        position: models.position
+    }))
+}
+
+fn feed(models: &Models, tenant: &TenantId, params: &QueryParams) -> Result<Value, WireError> {
+    let limit = limit(params)?;
+    let after = params.after.unwrap_or(0);
+    let read = |prefix: Vec<u8>| -> Result<Vec<FeedItem>, WireError> {
+        let mut start = prefix.clone();
+        start.extend_from_slice(&(after + 1).to_be_bytes());
+        let mut items = Vec::new();
+        for entry in models.catalog.scan_from(&prefix, start).take(limit) {
+            let (key, value) = entry.map_err(internal)?;
+            let position = be_u64(&key[prefix.len()..]);
+            let record: FeedRecord =
+                ims_log::decode(&value, || "feed item".into()).map_err(|e| internal(e.into()))?;
+            items.push(FeedItem {
+                position,
+                at: rfc3339(record.at_ms),
+                kind: record.kind,
+                image_id: record.image_id.to_string(),
+                message: record.message,
+            });
+        }
+        Ok(items)
+    };
+    let mut items = read(tenant_key(b'f', tenant, &[]))?;
+    items.extend(read(b"F".to_vec())?);
+    items.sort_by_key(|item| item.position);
+    items.truncate(limit);
+    let next_marker = (items.len() == limit)
+        .then(|| items.last().map(|i| i.position.to_string()))
+        .flatten();
+    Ok(json!(Page {
+        items,
+        next_marker,
+        position: models.position
+    }))
+}
+
+fn usage(models: &Models, tenant: &TenantId, params: &QueryParams) -> Result<Value, WireError> {
+    let limit = limit(params)?;
+    let prefix = tenant_key(b'u', tenant, &[]);
+    let mut start = prefix.clone();
+    start.extend_from_slice(&(params.after.unwrap_or(0) + 1).to_be_bytes());
+    let mut items = Vec::new();
+    let mut totals = std::collections::BTreeMap::<String, u64>::new();
+    for entry in models.usage.scan_from(&prefix, start).take(limit) {
+        let (key, value) = entry.map_err(internal)?;
+        let entry: UsageEntry =
+            ims_log::decode(&value, || "usage entry".into()).map_err(|e| internal(e.into()))?;
+        if let Some(currency) = &entry.currency {
+            *totals.entry(currency.clone()).or_default() += entry.charge_minor;
+        }
+        items.push(json!({"position": be_u64(&key[prefix.len()..]), "image_id": entry.image_id.to_string(), "hours": entry.hours,
+            "charge_minor": entry.charge_minor, "currency": entry.currency, "at": rfc3339(entry.at_ms)}));
+    }
+    Ok(json!({"items": items, "totals_minor": totals, "position": models.position}))
+}

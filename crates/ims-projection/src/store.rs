@@ -1,0 +1,158 @@
+//! Where a read model lives: a sled tree (the service) or a sorted map in memory (rebuilds,
+//! audits, benchmarks), and the changes of one batch that are committed to it atomically,
+//! together with the checkpoint.
+
+use std::collections::{BTreeMap, HashMap};
+
+use ims_domain::{Image, ImageId};
+
+use crate::ProjectionError;
+
+/// The key of the checkpoint: the last applied log position.
+pub const CHECKPOINT_KEY: &[u8] = b"p";
+
+/// The backing store of a read model.
+#[derive(Debug)]
+pub enum Store {
+    Sled(sled::Tree),
+    Memory(BTreeMap<Vec<u8>, Vec<u8>>),
+}
+
+impl Store {
+    pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ProjectionError> {
+        Ok(match self {
+            Store::Sled(tree) => tree.get(key)?.map(|v| v.to_vec()),
+            Store::Memory(map) => map.get(key).cloned(),
+        })
+    }
+
+    /// Keys and values from `start` (inclusive) while they start with `prefix`, in key order.
+    pub fn scan_from<'a>(
+        &'a self,
+        prefix: &'a [u8],
+        start: Vec<u8>,
+    ) -> Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), ProjectionError>> + 'a> {
+        match self {
+            Store::Sled(tree) => Box::new(
+                tree.range(start..)
+                    .map(|item| {
+                        item.map(|(k, v)| (k.to_vec(), v.to_vec()))
+                            .map_err(ProjectionError::from)
+                    })
+                    .take_while(move |item| {
+                        item.as_ref().map_or(true, |(k, _)| k.starts_with(prefix))
+                    }),
+            ),
+            Store::Memory(map) => Box::new(
+                map.range(start..)
+                    .take_while(move |(k, _)| k.starts_with(prefix))
+                    .map(|(k, v)| Ok((k.clone(), v.clone()))),
+            ),
+        }
+    }
+
+    /// Every key and value, in key order: what a byte-for-byte comparison reads.
+    pub fn entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ProjectionError> {
+        self.scan_from(b"", Vec::new()).collect()
+    }
+
+    pub fn checkpoint(&self) -> Result<u64, ProjectionError> {
+        Ok(self.get(CHECKPOINT_KEY)?.map_or(0, |bytes| be_u64(&bytes)))
+    }
+}
+
+pub fn be_u64(bytes: &[u8]) -> u64 {
+    let mut buf = [0u8; 8];
+    buf.copy_from_slice(&bytes[..8]);
+    u64::from_be_bytes(buf)
+}
+
+/// The changes of one batch of events: decoded images (each encoded once at commit) and raw key
+/// changes (`None` deletes).
+#[derive(Debug, Default)]
+pub struct Changes {
+    images: HashMap<ImageId, Option<Image>>,
+    keys: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+}
+
+/// The key of an image record.
+pub fn image_key(id: &ImageId) -> [u8; 17] {
+    let mut key = [b'i'; 17];
+    key[1..].copy_from_slice(id.as_bytes());
+    key
+}
+
+impl Changes {
+    /// The image as of the changes so far, loading it from `store` on first use.
+    pub fn image(
+        &mut self,
+        store: &Store,
+        id: ImageId,
+    ) -> Result<Option<&mut Image>, ProjectionError> {
+        if !self.images.contains_key(&id) {
+            let loaded = match store.get(&image_key(&id))? {
+                Some(bytes) => Some(ims_log::decode::<Image>(&bytes, || {
+                    format!("read model record of image {id}")
+                })?),
+                None => None,
+            };
+            self.images.insert(id, loaded);
+        }
+        Ok(self.images.get_mut(&id).and_then(Option::as_mut))
+    }
+
+    pub fn put_image(&mut self, image: Image) {
+        self.images.insert(image.id, Some(image));
+    }
+
+    pub fn get(&self, store: &Store, key: &[u8]) -> Result<Option<Vec<u8>>, ProjectionError> {
+        match self.keys.get(key) {
+            Some(value) => Ok(value.clone()),
+            None => store.get(key),
+        }
+    }
+
+    pub fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
+        self.keys.insert(key, Some(value));
+    }
+
+    pub fn remove(&mut self, key: Vec<u8>) {
+        self.keys.insert(key, None);
+    }
+
+    /// Writes everything and the new checkpoint in one atomic batch.
+    pub fn commit(self, store: &mut Store, checkpoint: u64) -> Result<(), ProjectionError> {
+        let mut keys = self.keys;
+        for (id, image) in self.images {
+            keys.insert(
+                image_key(&id).to_vec(),
+                image.map(|image| ims_log::encode(&image)),
+            );
+        }
+        keys.insert(
+            CHECKPOINT_KEY.to_vec(),
+            Some(checkpoint.to_be_bytes().to_vec()),
+        );
+        match store {
+            Store::Sled(tree) => {
+                let mut batch = sled::Batch::default();
+                for (key, value) in keys {
+                    match value {
+                        Some(value) => batch.insert(key, value),
+                        None => batch.remove(key),
+                    }
+                }
+                tree.apply_batch(batch)?;
+            }
+            Store::Memory(map) => {
+                for (key, value) in keys {
+                    match value {
+                        Some(value) => map.insert(key, value),
+                        None => map.remove(&key),
+                    };
+                }
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,229 @@
+//! The HTTP API (DESIGN.md section 5): the same queries as NATS, plus `/healthz`, `/readyz` and
+//! `/metrics`. Errors carry the same codes as NATS, with fitting statuses.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use ims_domain::{RegionId, TenantId};
+use ims_log::EventLog;
+use ims_projection::queries::QueryParams;
+use ims_wire::views::QueryError;
+use ims_wire::{WireError, WireErrorCode};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::projector::RegionModels;
+
+/// The process-wide Prometheus recorder (installed once, on first use).
+pub fn prometheus() -> &'static PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        // Another recorder may be installed already (an embedding program); then ours just
+        // renders nothing, which /metrics shows honestly.
+        let _ = metrics::set_global_recorder(recorder);
+        handle
+    })
+}
+
+/// What the HTTP handlers share.
+#[derive(Clone, Debug)]
+pub struct HttpState {
+    pub regions: Arc<HashMap<RegionId, Arc<RegionModels>>>,
+    /// Logs of the regions whose writer runs in this process (for history).
+    pub logs: Arc<HashMap<RegionId, EventLog>>,
+}
+
+fn error_response(error: WireError) -> Response {
+    let status =
+        StatusCode::from_u16(error.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    (status, Json(QueryError { ok: false, error })).into_response()
+}
+
+fn models_of(state: &HttpState, region: &str) -> Result<Arc<RegionModels>, WireError> {
+    let region = RegionId::parse(region).map_err(WireError::from)?;
+    state.regions.get(&region).cloned().ok_or_else(|| {
+        let served: Vec<String> = state.regions.keys().map(|r| r.to_string()).collect();
+        WireError::new(
+            WireErrorCode::NotFound,
+            format!(
+                "region {region} is not served here; this server serves {}",
+                served.join(", ")
+            ),
+        )
+    })
+}
+
+async fn query(
+    state: &HttpState,
+    region: &str,
+    tenant: &str,
+    name: &str,
+    mut params: QueryParams,
+    image_id: Option<String>,
+) -> Response {
+    let result = async {
+        let models = models_of(state, region)?;
+        let tenant = TenantId::parse(tenant).map_err(WireError::from)?;
+        if image_id.is_some() {
+            params.image_id = image_id;
+        }
+        models.query(&tenant, name, &params).await
+    }
+    .await;
+    match result {
+        Ok(value) => Json(value).into_response(),
+        Err(error) => error_response(error),
+    }
+}
+
+type Params = Result<Query<QueryParams>, axum::extract::rejection::QueryRejection>;
+
+fn params(params: Params) -> Result<QueryParams, Response> {
+    params.map(|Query(p)| p).map_err(|e| {
+        error_response(WireError::new(
+            WireErrorCode::InvalidArgument,
+            e.body_text(),
+        ))
+    })
+}
+
+macro_rules! tenant_route {
+    ($name:literal) => {
+        |State(state): State<HttpState>,
+         Path((region, tenant)): Path<(String, String)>,
+         p: Params| async move {
+            match params(p) {
+                Ok(p) => query(&state, &region, &tenant, $name, p, None).await,
+                Err(response) => response,
+            }
+        }
+    };
+}
+
+macro_rules! image_route {
+    ($name:literal) => {
+        |State(state): State<HttpState>,
+         Path((region, tenant, id)): Path<(String, String, String)>,
+         p: Params| async move {
+            match params(p) {
+                Ok(p) => query(&state, &region, &tenant, $name, p, Some(id)).await,
+                Err(response) => response,
+            }
+        }
+    };
+}
+
+async fn history(
+    State(state): State<HttpState>,
+    Path((region, id)): Path<(String, String)>,
+) -> Response {
+    let result = (|| {
+        let region = RegionId::parse(&region).map_err(WireError::from)?;
+        let id = ims_domain::ImageId::parse(&id).map_err(WireError::from)?;
+        let log = state.logs.get(&region).ok_or_else(|| WireError::new(WireErrorCode::Unavailable, format!("the log of region {region} is not in this process; ask imsctl audit history over NATS")))?;
+        let envelopes = log
+            .read_stream(&format!("image/{id}"))
+            .map_err(|e| WireError::new(WireErrorCode::Unavailable, e.to_string()))?;
+        if envelopes.is_empty() {
+            return Err(WireError::new(
+                WireErrorCode::NotFound,
+                format!("image {id} has no history in region {region}"),
+            ));
+        }
+        Ok(crate::audit::history_json(&envelopes))
+    })();
+    match result {
+        Ok(value) => Json(value).into_response(),
+        Err(error) => error_response(error),
+    }
+}
+
+async fn ready(State(state): State<HttpState>) -> Response {
+    let behind: Vec<String> = state
+        .regions
+        .values()
+        .filter(|m| !m.caught_up())
+        .map(|m| format!("{} ({} events behind)", m.region, m.lag()))
+        .collect();
+    if behind.is_empty() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("catching up: {}\n", behind.join(", ")),
+        )
+            .into_response()
+    }
+}
+
+/// The router, for serving and for tests.
+pub fn router(state: HttpState) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(ready))
+        .route("/metrics", get(|| async { prometheus().render() }))
+        .route(
+            "/v1/{region}/tenants/{tenant}/images",
+            get(tenant_route!("visible-images")),
+        )
+        .route(
+            "/v1/{region}/tenants/{tenant}/shared-with-me",
+            get(tenant_route!("shared-with-me")),
+        )
+        .route(
+            "/v1/{region}/tenants/{tenant}/share-counts",
+            get(tenant_route!("share-counts")),
+        )
+        .route(
+            "/v1/{region}/tenants/{tenant}/feed",
+            get(tenant_route!("feed")),
+        )
+        .route(
+            "/v1/{region}/tenants/{tenant}/usage",
+            get(tenant_route!("usage")),
+        )
+        .route(
+            "/v1/{region}/tenants/{tenant}/images/{id}",
+            get(image_route!("image")),
+        )
+        .route(
+            "/v1/{region}/tenants/{tenant}/images/{id}/members",
+            get(image_route!("members")),
+        )
+        .route(
+            "/v1/{region}/tenants/{tenant}/images/{id}/usable",
+            get(image_route!("usable")),
+        )
+        .route("/v1/{region}/images/{id}/history", get(history))
+        .fallback(|| async {
+            error_response(WireError::new(
+                WireErrorCode::NotFound,
+                "no such route; see README.md for the HTTP API",
+            ))
+        })
+        .with_state(state)
+}
+
+/// Serves HTTP on `addr` until `stop` completes.
+pub async fn serve_http(
+    addr: SocketAddr,
+    state: HttpState,
+    stop: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("binding HTTP on {addr}: {e}"))?;
+    tracing::info!(%addr, "HTTP API listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(stop)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,277 @@
+//! The projector runtime: keeps a region's read models up to date from NATS, exactly once.
+//!
+//! It subscribes to live events first, then catches up through `log.read` from its checkpoint,
+//! then applies live events in order. Anything at or below the checkpoint is skipped; a gap (a
+//! live message lost, or the publisher behind) is filled from `log.read`; a periodic check finds a
+//! tail that no live message announced. After a restart it resumes from its checkpoint.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use ims_domain::{RegionId, SharingPolicy, TenantId};
+use ims_log::{Envelope, LogBatch};
+use ims_projection::queries::{answer, Models, QueryParams};
+use ims_projection::{Catalog, Notice, ProjectionError, ReadModel, UsageLedger};
+use ims_wire::views::FeedItem;
+use ims_wire::{Subjects, WireError, WireErrorCode};
+use tokio::sync::watch;
+
+/// Events asked for per `log.read` during catch-up: the log's own maximum per reply.
+pub const CATCH_UP_BATCH_EVENTS: usize = 1000;
+
+/// Live events applied together: bounds the atomic batch and the lock hold time.
+pub const LIVE_BATCH_EVENTS_MAX: usize = 512;
+
+/// How often an idle projector asks the log whether it missed a tail.
+pub const TAIL_CHECK_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How long a query with `min_position` waits for the projection before answering `stale`.
+pub const READ_YOUR_WRITES_WAIT_MAX: Duration = Duration::from_secs(2);
+
+/// The read models of one region, shared by the projector (writes) and the queries (reads).
+#[derive(Debug)]
+pub struct RegionModels {
+    pub region: RegionId,
+    models: RwLock<(ReadModel<Catalog>, ReadModel<UsageLedger>)>,
+    position: watch::Sender<u64>,
+    /// The newest log head the projector has heard of.
+    head_seen: AtomicU64,
+    members_limit: usize,
+}
+
+impl RegionModels {
+    /// Opens the read models of `region` under `dir` (one sled database per projection).
+    pub fn open(
+        dir: &Path,
+        region: RegionId,
+        policy: &SharingPolicy,
+    ) -> Result<Self, ProjectionError> {
+        let catalog = ReadModel::open(dir, Catalog)?;
+        let usage = ReadModel::open(dir, UsageLedger)?;
+        let position = catalog.checkpoint().min(usage.checkpoint());
+        Ok(Self {
+            region,
+            models: RwLock::new((catalog, usage)),
+            position: watch::channel(position).0,
+            head_seen: AtomicU64::new(0),
+            members_limit: policy.members_per_image_max,
+        })
+    }
+
+    /// The position every read model has reached.
+    pub fn position(&self) -> u64 {
+        *self.position.borrow()
+    }
+
+    /// Whether the models have caught up with the newest head heard of.
+    pub fn caught_up(&self) -> bool {
+        self.position() >= self.head_seen.load(Ordering::Acquire)
+    }
+
+    pub fn lag(&self) -> u64 {
+        self.head_seen
+            .load(Ordering::Acquire)
+            .saturating_sub(self.position())
+    }
+
+    /// Applies envelopes to every model; returns the notices and the first gap, if any.
+    pub fn apply(
+        &self,
+        envelopes: &[Envelope],
+    ) -> Result<(Vec<Notice>, Option<u64>), ProjectionError> {
+        let mut models = self.models.write().expect("read model lock");
+        let applied = models.0.apply(envelopes)?;
+        models.1.apply(envelopes)?;
+        let position = models.0.checkpoint().min(models.1.checkpoint());
+        drop(models);
+        if let Some(last) = envelopes.last() {
+            self.head_seen.fetch_max(last.position(), Ordering::AcqRel);
+        }
+        self.position.send_replace(position);
+        metrics::gauge!("ims_projection_position", "region" => self.region.to_string())
+            .set(position as f64);
+        metrics::gauge!("ims_projection_lag_events", "region" => self.region.to_string())
+            .set(self.lag() as f64);
+        Ok((applied.notices, applied.gap_at))
+    }
+
+    /// Answers a query, first waiting (bounded) for `min_position` if it asks for one.
+    pub async fn query(
+        &self,
+        tenant: &TenantId,
+        name: &str,
+        params: &QueryParams,
+    ) -> Result<serde_json::Value, WireError> {
+        let started = std::time::Instant::now();
+        if let Some(wanted) = params.min_position {
+            let mut position = self.position.subscribe();
+            let reached = tokio::time::timeout(
+                READ_YOUR_WRITES_WAIT_MAX,
+                position.wait_for(|p| *p >= wanted),
+            )
+            .await;
+            if !matches!(reached, Ok(Ok(_))) {
+                return Err(WireError::new(
+                    WireErrorCode::Stale,
+                    format!("the read model is at position {} and did not reach min_position {wanted} within {READ_YOUR_WRITES_WAIT_MAX:?}; retry", self.position()),
+                ));
+            }
+        }
+        let models = self.models.read().expect("read model lock");
+        let view = Models {
+            region: &self.region,
+            catalog: models.0.store(),
+            usage: models.1.store(),
+            position: self.position(),
+            members_limit: self.members_limit,
+        };
+        let result = answer(&view, tenant, name, params);
+        metrics::histogram!("ims_query_seconds", "query" => name.to_owned())
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    fn saw_head(&self, head: u64) {
+        self.head_seen.fetch_max(head, Ordering::AcqRel);
+    }
+}
+
+/// The read-model folder of `region` under `data_dir`.
+pub fn projections_path(data_dir: &Path, region: &RegionId) -> std::path::PathBuf {
+    data_dir.join(region.as_str()).join("projections")
+}
+
+async fn read_log(
+    client: &async_nats::Client,
+    subjects: &Subjects,
+    region: &RegionId,
+    from: u64,
+) -> anyhow::Result<LogBatch> {
+    let payload =
+        serde_json::to_vec(&serde_json::json!({"from": from, "max": CATCH_UP_BATCH_EVENTS}))?;
+    let message = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.request(subjects.log_read(region), Bytes::from(payload)),
+    )
+    .await??;
+    if let Some(error) = message.headers.as_ref().and_then(|h| h.get("Ims-Error")) {
+        anyhow::bail!("log.read answered {error}");
+    }
+    Ok(ims_log::decode(&message.payload, || {
+        "log.read reply".into()
+    })?)
+}
+
+/// Reads and applies the log from the checkpoint until the head.
+async fn catch_up(
+    client: &async_nats::Client,
+    subjects: &Subjects,
+    models: &RegionModels,
+) -> anyhow::Result<()> {
+    loop {
+        let from = models.position() + 1;
+        let batch = read_log(client, subjects, &models.region, from).await?;
+        models.saw_head(batch.head);
+        if batch.envelopes.is_empty() {
+            return Ok(());
+        }
+        let (_, gap) = models.apply(&batch.envelopes)?;
+        if let Some(gap) = gap {
+            anyhow::bail!("log.read returned a batch with a gap at {gap}");
+        }
+        if models.position() >= batch.head {
+            return Ok(());
+        }
+    }
+}
+
+async fn publish_notices(
+    client: &async_nats::Client,
+    subjects: &Subjects,
+    region: &RegionId,
+    notices: Vec<Notice>,
+) {
+    for notice in notices {
+        let item = FeedItem {
+            position: notice.position,
+            at: ims_wire::time::rfc3339(
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64),
+            ),
+            kind: notice.kind.to_owned(),
+            image_id: notice.image_id.to_string(),
+            message: notice.message,
+        };
+        // Tenant ids never start with '_', so `_all` cannot be a tenant's feed.
+        let subject = match &notice.tenant {
+            Some(tenant) => subjects.feed(region, tenant),
+            None => format!("{}.v1.{region}.feed._all", subjects.prefix),
+        };
+        if let Ok(payload) = serde_json::to_vec(&item) {
+            let _ = client.publish(subject, Bytes::from(payload)).await;
+        }
+    }
+}
+
+/// Runs the projector of one region until `stop` completes.
+pub async fn run_projector(
+    client: async_nats::Client,
+    subjects: Subjects,
+    models: Arc<RegionModels>,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let region = models.region.clone();
+    let mut live = client.subscribe(subjects.events(&region)).await?;
+    let mut tail_check = tokio::time::interval(TAIL_CHECK_INTERVAL);
+    tokio::pin!(stop);
+    let mut need_catch_up = true;
+    loop {
+        if need_catch_up {
+            match catch_up(&client, &subjects, &models).await {
+                Ok(()) => need_catch_up = false,
+                Err(error) => tracing::debug!(%region, %error, "catch-up failed; retrying"),
+            }
+        }
+        tokio::select! {
+            _ = &mut stop => return Ok(()),
+            _ = tail_check.tick() => need_catch_up = true,
+            message = live.next() => {
+                let Some(message) = message else { return Ok(()) };
+                let mut payloads = vec![message.payload];
+                while payloads.len() < LIVE_BATCH_EVENTS_MAX {
+                    match futures::FutureExt::now_or_never(live.next()) {
+                        Some(Some(message)) => payloads.push(message.payload),
+                        _ => break,
+                    }
+                }
+                let envelopes: Vec<Envelope> = payloads
+                    .iter()
+                    .filter_map(|payload| match Envelope::decode(payload) {
+                        Ok(envelope) => Some(envelope),
+                        Err(error) => {
+                            tracing::warn!(%region, %error, "an undecodable live event was ignored; log.read will supply it");
+                            None
+                        }
+                    })
+                    .collect();
+                match models.apply(&envelopes) {
+                    Ok((notices, gap)) => {
+                        if gap.is_some() {
+                            need_catch_up = true;
+                        }
+                        publish_notices(&client, &subjects, &region, notices).await;
+                    }
+                    Err(error) => {
+                        tracing::error!(%region, %error, "applying live events failed");
+                        need_catch_up = true;
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,110 @@
+//! Query endpoints over NATS: `ims.v1.<region>.q.<tenant>.<query>`, registered with the NATS
+//! micro-services API as `ims-query`. Replicas share the default queue group, so NATS spreads
+//! queries over them.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use async_nats::service::ServiceExt;
+use bytes::Bytes;
+use futures::StreamExt;
+use ims_domain::TenantId;
+use ims_projection::queries::QueryParams;
+use ims_wire::views::QueryError;
+use ims_wire::{Subjects, WireError, WireErrorCode};
+
+use crate::command_service::{COMMAND_PAYLOAD_BYTES_MAX, SERVICE_VERSION};
+use crate::projector::RegionModels;
+
+/// Answers one query message with JSON.
+pub async fn handle_query(models: &RegionModels, subject: &str, payload: &[u8]) -> Vec<u8> {
+    let result = async {
+        if payload.len() > COMMAND_PAYLOAD_BYTES_MAX {
+            return Err(WireError::new(
+                WireErrorCode::PayloadTooLarge,
+                format!(
+                    "the query is {} bytes; at most {COMMAND_PAYLOAD_BYTES_MAX} are accepted",
+                    payload.len()
+                ),
+            ));
+        }
+        let (tenant, name) = Subjects::tail_tokens(subject).ok_or_else(|| {
+            WireError::new(
+                WireErrorCode::InvalidArgument,
+                format!("subject {subject:?} has too few tokens"),
+            )
+        })?;
+        let tenant = TenantId::parse(tenant).map_err(|e| {
+            WireError::new(
+                WireErrorCode::InvalidArgument,
+                format!("subject tenant token: {}", e.message),
+            )
+        })?;
+        let params: QueryParams = if payload.iter().all(u8::is_ascii_whitespace) {
+            QueryParams::default()
+        } else {
+            serde_json::from_slice(payload).map_err(|e| {
+                let code = if e.is_syntax() || e.is_eof() {
+                    WireErrorCode::InvalidJson
+                } else {
+                    WireErrorCode::InvalidArgument
+                };
+                WireError::new(code, format!("query {name}: {e}"))
+            })?
+        };
+        models.query(&tenant, name, &params).await
+    }
+    .await;
+    match result {
+        Ok(value) => serde_json::to_vec(&value),
+        Err(error) => serde_json::to_vec(&QueryError { ok: false, error }),
+    }
+    .expect("query answers serialise")
+}
+
+/// Serves the queries of one region until `stop` completes.
+pub async fn serve_queries(
+    client: async_nats::Client,
+    subjects: Subjects,
+    models: Arc<RegionModels>,
+    stop: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let region = models.region.clone();
+    let service = client
+        .service_builder()
+        .description(format!(
+            "ims query service of region {region}: read models of images, shares, feeds"
+        ))
+        .metadata(
+            [("region".to_owned(), region.to_string())]
+                .into_iter()
+                .collect(),
+        )
+        .start("ims-query", SERVICE_VERSION)
+        .await
+        .map_err(|e| anyhow::anyhow!("registering the ims-query service: {e}"))?;
+    let mut queries = service
+        .endpoint_builder()
+        .name("queries")
+        .add(subjects.queries(&region))
+        .await
+        .map_err(|e| anyhow::anyhow!("adding the queries endpoint: {e}"))?;
+    tokio::pin!(stop);
+    loop {
+        let request = tokio::select! {
+            _ = &mut stop => break,
+            request = queries.next() => match request { Some(request) => request, None => break },
+        };
+        let models = models.clone();
+        tokio::spawn(async move {
+            let answer =
+                handle_query(&models, &request.message.subject, &request.message.payload).await;
+            let _ = request.respond(Ok(Bytes::from(answer))).await;
+        });
+    }
+    service
+        .stop()
+        .await
+        .map_err(|e| anyhow::anyhow!("stopping the ims-query service: {e}"))?;
+    Ok(())
+}
