@@ -161,6 +161,7 @@ pub fn code(reply: &Value) -> &str {
 pub struct Service {
     pub nats: NatsServer,
     pub data: tempfile::TempDir,
+    pub http_addr: std::net::SocketAddr,
     pub client: Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
@@ -178,6 +179,9 @@ impl Service {
             client: Client::connect(&nats.url(), regions[0]).await,
             nats,
             data,
+            http_addr: format!("127.0.0.1:{}", free_port().unwrap())
+                .parse()
+                .unwrap(),
             stop: None,
             task: None,
         };
@@ -194,9 +198,7 @@ impl Service {
                 .iter()
                 .map(|r| RegionId::parse(r).unwrap())
                 .collect(),
-            http_addr: format!("127.0.0.1:{}", free_port().unwrap())
-                .parse()
-                .unwrap(),
+            http_addr: self.http_addr,
             subjects: Subjects::default(),
             roles,
             policy: SharingPolicy::default(),
@@ -233,5 +235,83 @@ impl Service {
 
     pub fn data_dir(&self) -> &Path {
         self.data.path()
+    }
+}
+
+/// A plain HTTP/1.1 GET on loopback: the status and the body parsed as JSON (or as a string).
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connecting to the HTTP API");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let chunked = head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked");
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
+    (status, value)
+}
+
+fn dechunk(body: &str) -> String {
+    let mut out = String::new();
+    let mut rest = body;
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if size == 0 {
+            break;
+        }
+        out.push_str(&after[..size]);
+        rest = &after[size..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+impl Client {
+    /// A query that waits until the read models include `min_position`.
+    pub async fn query_at(
+        &self,
+        tenant: &str,
+        name: &str,
+        mut body: Value,
+        min_position: u64,
+    ) -> Value {
+        body["min_position"] = json!(min_position);
+        self.query(tenant, name, body).await
+    }
+
+    /// Ids of the images a tenant sees (first 1000), as of `min_position`.
+    pub async fn visible_ids(&self, tenant: &str, min_position: u64) -> Vec<String> {
+        let page = self
+            .query_at(
+                tenant,
+                "visible-images",
+                json!({"limit": 1000}),
+                min_position,
+            )
+            .await;
+        assert!(page["items"].is_array(), "visible-images failed: {page}");
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["id"].as_str().unwrap().to_owned())
+            .collect()
     }
 }

@@ -1,0 +1,246 @@
+//! The read side end to end: what each tenant sees over NATS and HTTP, read-your-writes, feeds.
+
+use ims_tests::serde_json::{json, Value};
+use ims_tests::{code, http_get, Service, REGION};
+
+fn position(reply: &Value) -> u64 {
+    reply["position"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no position in {reply}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tenant_sees_public_own_accepted_and_marketplace_images_and_nothing_else() {
+    // Proves the visibility rules of sections 2 and 5 through the live projection.
+    let service = Service::start().await;
+    let ims = &service.client;
+    ims.register(&["alice", "bob", "carol"]).await;
+    let public = ims.op("publish-public-image", json!({"name": "ubuntu", "disk": "system", "os": {"platform": "ubuntu", "version": "22.04", "arch": "x86_64"}, "min_disk_gb": 10, "size_bytes": 1, "checksum_sha256": "ab".repeat(32)})).await;
+    let public = public["image_id"].as_str().unwrap().to_owned();
+    let bobs_private = ims
+        .active_image("bob", json!({"name": "bob-private"}))
+        .await;
+    let accepted = ims.active_image("bob", json!({"name": "accepted"})).await;
+    let pending = ims.active_image("bob", json!({"name": "pending"})).await;
+    let rejected = ims.active_image("bob", json!({"name": "rejected"})).await;
+    let market = ims.active_image("carol", json!({"name": "market"})).await;
+    let alices = ims.active_image("alice", json!({"name": "mine"})).await;
+    for image in [&accepted, &pending, &rejected] {
+        let reply = ims
+            .command(
+                "bob",
+                "share-image",
+                json!({"image_id": image, "tenants": ["alice"]}),
+            )
+            .await;
+        assert_eq!(reply["ok"], true, "{reply}");
+    }
+    ims.command("alice", "accept-share", json!({"image_id": accepted}))
+        .await;
+    ims.command("alice", "reject-share", json!({"image_id": rejected}))
+        .await;
+    let last = ims.command("carol", "list-on-marketplace", json!({"image_id": market, "publisher": "Carol Ltd", "price": {"model": "per_hour", "amount_minor": 50, "currency": "EUR"}})).await;
+    let seen = ims.visible_ids("alice", position(&last)).await;
+    let mut expected = vec![
+        public.clone(),
+        accepted.clone(),
+        market.clone(),
+        alices.clone(),
+    ];
+    expected.sort();
+    let mut seen_sorted = seen.clone();
+    seen_sorted.sort();
+    assert_eq!(
+        seen_sorted, expected,
+        "alice sees exactly public, accepted, Marketplace and her own"
+    );
+    let reply = ims
+        .query("alice", "image", json!({"image_id": bobs_private}))
+        .await;
+    assert_eq!(
+        code(&reply),
+        "not_found",
+        "another tenant's private image stays hidden: {reply}"
+    );
+    // A member may look at an image offered to it (to decide), but it is not in its image list.
+    let offered = ims
+        .query("alice", "image", json!({"image_id": pending}))
+        .await;
+    assert_eq!(offered["member_status"], "pending", "{offered}");
+    let inbox = ims
+        .query("alice", "shared-with-me", json!({"status": "pending"}))
+        .await;
+    assert_eq!(inbox["items"][0]["id"], json!(pending), "{inbox}");
+    let typed = ims
+        .query("alice", "visible-images", json!({"type": "shared"}))
+        .await;
+    assert_eq!(typed["items"].as_array().unwrap().len(), 1);
+    assert_eq!(typed["items"][0]["type"], "shared");
+    let usable = ims
+        .query(
+            "alice",
+            "usable",
+            json!({"image_id": market, "purpose": "create_ecs"}),
+        )
+        .await;
+    assert_eq!(usable["allowed"], true, "{usable}");
+    assert_eq!(usable["price"]["amount_minor"], 50);
+    let counts = ims.query("bob", "share-counts", json!({})).await;
+    let accepted_counts = counts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["image_id"] == json!(accepted))
+        .unwrap();
+    assert_eq!(
+        (
+            accepted_counts["accepted"].as_u64(),
+            accepted_counts["limit"].as_u64()
+        ),
+        (Some(1), Some(128))
+    );
+
+    // Stopping a share and deleting an image take them out of alice's list and into her feed.
+    ims.command(
+        "bob",
+        "unshare-image",
+        json!({"image_id": accepted, "all": true}),
+    )
+    .await;
+    let deleted = ims
+        .command("bob", "delete-image", json!({"image_id": pending}))
+        .await;
+    let seen = ims.visible_ids("alice", position(&deleted)).await;
+    assert!(!seen.contains(&accepted) && !seen.contains(&pending));
+    let feed = ims.query("alice", "feed", json!({})).await;
+    let kinds: Vec<&str> = feed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["kind"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"share_revoked")
+            && kinds.contains(&"shared_image_deleted")
+            && kinds.contains(&"share_offered"),
+        "{feed}"
+    );
+    let deleted_image = ims
+        .query("bob", "image", json!({"image_id": pending}))
+        .await;
+    assert_eq!(code(&deleted_image), "not_found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_with_min_position_reads_the_write_and_an_unreachable_one_is_stale() {
+    // Proves read-your-writes: the answer includes the command, or says stale.
+    let service = Service::start().await;
+    let ims = &service.client;
+    ims.register(&["t1"]).await;
+    let image = ims.active_image("t1", json!({})).await;
+    let updated = ims
+        .command(
+            "t1",
+            "update-image",
+            json!({"image_id": image, "name": "renamed"}),
+        )
+        .await;
+    let view = ims
+        .query_at(
+            "t1",
+            "image",
+            json!({"image_id": image}),
+            position(&updated),
+        )
+        .await;
+    assert_eq!(view["name"], "renamed", "{view}");
+    let stale = ims
+        .query_at(
+            "t1",
+            "image",
+            json!({"image_id": image}),
+            position(&updated) + 1000,
+        )
+        .await;
+    assert_eq!(code(&stale), "stale", "{stale}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_api_answers_queries_health_readiness_and_metrics() {
+    // Proves the HTTP API against a real server, with the same codes as NATS.
+    let service = Service::start().await;
+    let ims = &service.client;
+    ims.register(&["t1", "t2"]).await;
+    let image = ims.active_image("t1", json!({})).await;
+    let shared = ims
+        .command(
+            "t1",
+            "share-image",
+            json!({"image_id": image, "tenants": ["t2"]}),
+        )
+        .await;
+    let at = position(&shared);
+    let addr = service.http_addr;
+    let (status, page) = http_get(
+        addr,
+        &format!("/v1/{REGION}/tenants/t1/images?min_position={at}"),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["items"][0]["id"], json!(image));
+    let (status, members) = http_get(
+        addr,
+        &format!("/v1/{REGION}/tenants/t1/images/{image}/members"),
+    )
+    .await;
+    assert_eq!(
+        (status, members["items"][0]["status"].as_str()),
+        (200, Some("pending")),
+        "{members}"
+    );
+    let (status, body) = http_get(
+        addr,
+        &format!("/v1/{REGION}/tenants/t2/images/{image}/members"),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (403, "forbidden"), "{body}");
+    let (status, body) = http_get(
+        addr,
+        &format!("/v1/{REGION}/tenants/t2/images/0192f0c1-7a3e-7c2b-9d4e-1a2b3c4d5e6f"),
+    )
+    .await;
+    assert_eq!((status, code(&body)), (404, "not_found"));
+    let (status, body) =
+        http_get(addr, &format!("/v1/{REGION}/tenants/t1/images?limit=5000")).await;
+    assert_eq!((status, code(&body)), (400, "invalid_argument"));
+    assert!(body["error"]["message"].as_str().unwrap().contains("5000"));
+    let (status, body) =
+        http_get(addr, &format!("/v1/{REGION}/tenants/t1/images?colour=red")).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = http_get(
+        addr,
+        &format!("/v1/{REGION}/tenants/t1/images/{image}/usable?purpose=create_evs"),
+    )
+    .await;
+    assert_eq!(
+        (status, body["allowed"].as_bool()),
+        (200, Some(false)),
+        "{body}"
+    );
+    let (status, history) = http_get(addr, &format!("/v1/{REGION}/images/{image}/history")).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        history["items"].as_array().unwrap().len(),
+        3,
+        "created, built, shared: {history}"
+    );
+    assert_eq!(http_get(addr, "/healthz").await.0, 200);
+    assert_eq!(http_get(addr, "/readyz").await.0, 200);
+    let (status, metrics) = http_get(addr, "/metrics").await;
+    assert_eq!(status, 200);
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.contains("ims_commands_total") && metrics.contains("ims_projection_position"),
+        "{metrics}"
+    );
+}
