@@ -40,15 +40,26 @@ impl Client {
         }
     }
 
-    /// Sends raw bytes to a subject and parses the JSON answer.
+    /// Sends raw bytes to a subject and parses the JSON answer. While nothing listens on the
+    /// subject yet (a service still starting), it retries for up to the ready timeout.
     pub async fn request(&self, subject: String, payload: Vec<u8>) -> Value {
-        let message = tokio::time::timeout(
-            Duration::from_secs(30),
-            self.nats.request(subject.clone(), Bytes::from(payload)),
-        )
-        .await
-        .unwrap_or_else(|_| panic!("no answer on {subject} within 30 s"))
-        .unwrap_or_else(|e| panic!("request on {subject} failed: {e}"));
+        let started = std::time::Instant::now();
+        let message = loop {
+            let sent = self
+                .nats
+                .request(subject.clone(), Bytes::from(payload.clone()));
+            match tokio::time::timeout(Duration::from_secs(30), sent).await {
+                Err(_) => panic!("no answer on {subject} within 30 s"),
+                Ok(Ok(message)) => break message,
+                Ok(Err(error))
+                    if error.kind() == async_nats::RequestErrorKind::NoResponders
+                        && started.elapsed() < READY_TIMEOUT =>
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Ok(Err(error)) => panic!("request on {subject} failed: {error}"),
+            }
+        };
         serde_json::from_slice(&message.payload).unwrap_or_else(|e| {
             panic!(
                 "answer on {subject} is not JSON ({e}): {:?}",
@@ -278,7 +289,7 @@ fn dechunk(body: &str) -> String {
             break;
         }
         out.push_str(&after[..size]);
-        rest = &after[size..].trim_start_matches("\r\n");
+        rest = after[size..].trim_start_matches("\r\n");
     }
     out
 }

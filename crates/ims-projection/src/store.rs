@@ -11,6 +11,9 @@ use crate::ProjectionError;
 /// The key of the checkpoint: the last applied log position.
 pub const CHECKPOINT_KEY: &[u8] = b"p";
 
+/// One stored key and its value.
+pub type Entry = (Vec<u8>, Vec<u8>);
+
 /// The backing store of a read model.
 #[derive(Debug)]
 pub enum Store {
@@ -31,7 +34,7 @@ impl Store {
         &'a self,
         prefix: &'a [u8],
         start: Vec<u8>,
-    ) -> Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), ProjectionError>> + 'a> {
+    ) -> Box<dyn Iterator<Item = Result<Entry, ProjectionError>> + 'a> {
         match self {
             Store::Sled(tree) => Box::new(
                 tree.range(start..)
@@ -52,7 +55,7 @@ impl Store {
     }
 
     /// Every key and value, in key order: what a byte-for-byte comparison reads.
-    pub fn entries(&self) -> Result<Vec<(Vec<u8>, Vec<u8>)>, ProjectionError> {
+    pub fn entries(&self) -> Result<Vec<Entry>, ProjectionError> {
         self.scan_from(b"", Vec::new()).collect()
     }
 
@@ -89,14 +92,14 @@ impl Changes {
         store: &Store,
         id: ImageId,
     ) -> Result<Option<&mut Image>, ProjectionError> {
-        if !self.images.contains_key(&id) {
+        if let std::collections::hash_map::Entry::Vacant(vacant) = self.images.entry(id) {
             let loaded = match store.get(&image_key(&id))? {
                 Some(bytes) => Some(ims_log::decode::<Image>(&bytes, || {
                     format!("read model record of image {id}")
                 })?),
                 None => None,
             };
-            self.images.insert(id, loaded);
+            vacant.insert(loaded);
         }
         Ok(self.images.get_mut(&id).and_then(Option::as_mut))
     }

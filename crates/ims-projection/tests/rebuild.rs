@@ -31,7 +31,7 @@ fn run_commands(commands: &[(u8, usize, u8, usize)]) -> Vec<Envelope> {
     let mut state = State::default();
     let mut envelopes: Vec<Envelope> = Vec::new();
     let mut next_image = 1u8;
-    let mut register = (0..TENANTS.len())
+    let mut all: Vec<(Actor, Command)> = (0..TENANTS.len())
         .map(|i| {
             (
                 Actor::Operator,
@@ -41,8 +41,7 @@ fn run_commands(commands: &[(u8, usize, u8, usize)]) -> Vec<Envelope> {
                 },
             )
         })
-        .collect::<Vec<_>>();
-    let mut all: Vec<(Actor, Command)> = register.drain(..).collect();
+        .collect();
     for (kind, actor, target, other) in commands {
         let me = Actor::Tenant(tenant(*actor));
         let id = image(1 + target % 6);

@@ -86,13 +86,10 @@ async fn query(
 
 type Params = Result<Query<QueryParams>, axum::extract::rejection::QueryRejection>;
 
-fn params(params: Params) -> Result<QueryParams, Response> {
-    params.map(|Query(p)| p).map_err(|e| {
-        error_response(WireError::new(
-            WireErrorCode::InvalidArgument,
-            e.body_text(),
-        ))
-    })
+fn params(params: Params) -> Result<QueryParams, WireError> {
+    params
+        .map(|Query(p)| p)
+        .map_err(|e| WireError::new(WireErrorCode::InvalidArgument, e.body_text()))
 }
 
 macro_rules! tenant_route {
@@ -102,7 +99,7 @@ macro_rules! tenant_route {
          p: Params| async move {
             match params(p) {
                 Ok(p) => query(&state, &region, &tenant, $name, p, None).await,
-                Err(response) => response,
+                Err(error) => error_response(error),
             }
         }
     };
@@ -115,7 +112,7 @@ macro_rules! image_route {
          p: Params| async move {
             match params(p) {
                 Ok(p) => query(&state, &region, &tenant, $name, p, Some(id)).await,
-                Err(response) => response,
+                Err(error) => error_response(error),
             }
         }
     };
