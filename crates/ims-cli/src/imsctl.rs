@@ -58,6 +58,217 @@ enum Top {
     /// Operator commands.
     #[command(subcommand)]
     Op(OpCommand),
+    /// Queries of the read models (needs --tenant).
+    #[command(subcommand)]
+    Images(ImagesQuery),
+}
+
+#[derive(Subcommand, Debug)]
+enum ImagesQuery {
+    /// The images the tenant may use: public, its own, accepted shares, Marketplace.
+    List {
+        /// public, private, shared or marketplace.
+        #[arg(long = "type")]
+        image_type: Option<String>,
+        /// queued, saving, active or killed.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        platform: Option<String>,
+        /// key or key=value.
+        #[arg(long)]
+        tag: Option<String>,
+        /// Part of the name, any case.
+        #[arg(long)]
+        name: Option<String>,
+        /// Show deprecated public images too.
+        #[arg(long)]
+        include_deprecated: bool,
+        #[arg(long, default_value_t = 25)]
+        limit: usize,
+        /// Start after this image id (the next_marker of the previous page).
+        #[arg(long)]
+        marker: Option<String>,
+    },
+    /// Images shared with the tenant and its member status (pending, accepted, rejected).
+    SharedWithMe {
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// One image.
+    Show { image_id: String },
+    /// The members of an image the tenant owns.
+    Members { image_id: String },
+    /// Per owned image: pending, accepted, rejected members and the limit.
+    ShareCounts,
+    /// May the tenant use this image for this purpose, and at what price?
+    Usable {
+        image_id: String,
+        /// create_ecs, change_os or create_evs.
+        #[arg(long, default_value = "create_ecs")]
+        purpose: String,
+    },
+    /// Notifications: shares offered and revoked, shared images deleted, deprecations.
+    Feed {
+        /// Only items after this position.
+        #[arg(long)]
+        after: Option<u64>,
+    },
+    /// The tenant's Marketplace usage charges.
+    Usage,
+}
+
+fn query_request(query: ImagesQuery) -> (&'static str, Value) {
+    let mut body = Map::new();
+    let mut set = |key: &str, value: Value| {
+        if !value.is_null() {
+            body.insert(key.to_owned(), value);
+        }
+    };
+    let name = match query {
+        ImagesQuery::List {
+            image_type,
+            status,
+            platform,
+            tag,
+            name,
+            include_deprecated,
+            limit,
+            marker,
+        } => {
+            set("type", json!(image_type));
+            set("status", json!(status));
+            set("platform", json!(platform));
+            set("tag", json!(tag));
+            set("name", json!(name));
+            set("include_deprecated", json!(include_deprecated));
+            set("limit", json!(limit));
+            set("marker", json!(marker));
+            "visible-images"
+        }
+        ImagesQuery::SharedWithMe { status } => {
+            set("status", json!(status));
+            "shared-with-me"
+        }
+        ImagesQuery::Show { image_id } => {
+            set("image_id", json!(image_id));
+            "image"
+        }
+        ImagesQuery::Members { image_id } => {
+            set("image_id", json!(image_id));
+            "members"
+        }
+        ImagesQuery::ShareCounts => "share-counts",
+        ImagesQuery::Usable { image_id, purpose } => {
+            set("image_id", json!(image_id));
+            set("purpose", json!(purpose));
+            "usable"
+        }
+        ImagesQuery::Feed { after } => {
+            set("after", json!(after));
+            "feed"
+        }
+        ImagesQuery::Usage => "usage",
+    };
+    (name, Value::Object(body))
+}
+
+/// A human rendering of a query answer.
+fn render_query(name: &str, answer: &Value) -> String {
+    if answer["ok"] == false {
+        return summarize(name, answer);
+    }
+    let text = |v: &Value| {
+        v.as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| v.to_string())
+    };
+    let items = answer["items"].as_array().cloned().unwrap_or_default();
+    let mut lines: Vec<String> = match name {
+        "visible-images" | "shared-with-me" => items
+            .iter()
+            .map(|i| {
+                format!(
+                    "{}  {:<11} {:<8} {:<9} {}{}",
+                    text(&i["id"]),
+                    text(&i["type"]),
+                    text(&i["status"]),
+                    text(&i["disk"]),
+                    text(&i["name"]),
+                    i["member_status"]
+                        .as_str()
+                        .map(|s| format!("  [{s}]"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect(),
+        "members" => items
+            .iter()
+            .map(|i| format!("{:<32} {}", text(&i["tenant"]), text(&i["status"])))
+            .collect(),
+        "share-counts" => items
+            .iter()
+            .map(|i| {
+                format!(
+                    "{}  {}  pending {} accepted {} rejected {} ({} of {})",
+                    text(&i["image_id"]),
+                    text(&i["name"]),
+                    i["pending"],
+                    i["accepted"],
+                    i["rejected"],
+                    i["total"],
+                    i["limit"]
+                )
+            })
+            .collect(),
+        "feed" => items
+            .iter()
+            .map(|i| {
+                format!(
+                    "#{} {} {:<22} {}",
+                    i["position"],
+                    text(&i["at"]),
+                    text(&i["kind"]),
+                    text(&i["message"])
+                )
+            })
+            .collect(),
+        "usable" => vec![format!(
+            "{}: {}",
+            if answer["allowed"] == true {
+                "allowed"
+            } else {
+                "refused"
+            },
+            text(&answer["reason"])
+        )],
+        "usage" => {
+            let mut lines: Vec<String> = items
+                .iter()
+                .map(|i| {
+                    format!(
+                        "#{} {} image {} {} h charge {} {}",
+                        i["position"],
+                        text(&i["at"]),
+                        text(&i["image_id"]),
+                        i["hours"],
+                        i["charge_minor"],
+                        text(&i["currency"])
+                    )
+                })
+                .collect();
+            lines.push(format!("totals (minor units): {}", answer["totals_minor"]));
+            lines
+        }
+        _ => vec![serde_json::to_string_pretty(answer).unwrap_or_default()],
+    };
+    if let Some(marker) = answer["next_marker"].as_str() {
+        lines.push(format!("more: --marker {marker}"));
+    }
+    if lines.is_empty() {
+        lines.push("(none)".to_owned());
+    }
+    lines.join("\n")
 }
 
 #[derive(Args, Debug)]
@@ -543,6 +754,22 @@ async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Top::Op(command) => {
             let (name, body) = operator_request(command);
             (format!("{prefix}.op.{name}"), name, body)
+        }
+        Top::Images(query) => {
+            let (name, body) = query_request(query);
+            let subject = format!("{prefix}.q.{}.{name}", tenant_of(tenant.as_deref())?);
+            let answer = request(&cli.nats_url, subject, &body).await?;
+            if cli.json {
+                println!("{}", serde_json::to_string_pretty(&answer)?);
+            } else {
+                println!("{}", render_query(name, &answer));
+            }
+            let failed = answer["ok"] == false;
+            return Ok(if failed {
+                std::process::ExitCode::from(1)
+            } else {
+                std::process::ExitCode::SUCCESS
+            });
         }
     };
     let body = merge(body, json!({"command_id": command_id.to_string()}));

@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    CopyRecord, CopyStatus, Event, Image, ImageClass, ImageStatus, MemberStatus, Owner, State,
-    Tenant,
+    CopyRecord, CopyStatus, Event, Image, ImageClass, ImageStatus, MemberStatus, NewImage, Owner,
+    State, Tenant,
 };
 
 /// Applies `event` to `state`. Each event adds one to the version of its stream's entity.
@@ -49,36 +49,9 @@ pub fn evolve(state: &mut State, event: &Event) {
                     tenant.owned_private_images += 1;
                 }
             }
-            state.images.insert(
-                new.id,
-                Image {
-                    id: new.id,
-                    region: new.region.clone(),
-                    owner: new.owner.clone(),
-                    name: new.name.clone(),
-                    class: new.class,
-                    disk: new.disk,
-                    source: new.source.clone(),
-                    os: new.os.clone(),
-                    min_disk_gb: new.min_disk_gb,
-                    size_bytes: new.size_bytes,
-                    checksum_sha256: new.checksum_sha256.clone(),
-                    encryption: new.encryption.clone(),
-                    tags: new.tags.clone(),
-                    description: new.description.clone(),
-                    protected: new.protected,
-                    deprecated: false,
-                    status: new.status,
-                    listing: None,
-                    members: BTreeMap::new(),
-                    copies: Vec::new(),
-                    created_at_ms: new.at_ms,
-                    updated_at_ms: new.at_ms,
-                    version: 1,
-                },
-            );
+            state.images.insert(new.id, new_image(new));
         }
-        Event::ImageDeleted { image_id, at_ms } => {
+        Event::ImageDeleted { image_id, .. } => {
             let Some(image) = state.images.get_mut(image_id) else {
                 return;
             };
@@ -87,20 +60,42 @@ pub fn evolve(state: &mut State, event: &Event) {
                     tenant.owned_private_images = tenant.owned_private_images.saturating_sub(1);
                 }
             }
-            // Deleting ends every share and every listing (rule 4); recipients are not asked.
-            image.members.clear();
-            image.listing = None;
-            if image.class == ImageClass::Marketplace {
-                image.class = ImageClass::Private;
-            }
-            image.status = ImageStatus::Deleted;
-            touch(image, *at_ms);
+            evolve_image(image, event);
         }
         other => {
             if let Some(image) = other.image_id().and_then(|id| state.images.get_mut(&id)) {
                 evolve_image(image, other);
             }
         }
+    }
+}
+
+/// The image an `ImageCreated` event creates.
+pub fn new_image(new: &NewImage) -> Image {
+    Image {
+        id: new.id,
+        region: new.region.clone(),
+        owner: new.owner.clone(),
+        name: new.name.clone(),
+        class: new.class,
+        disk: new.disk,
+        source: new.source.clone(),
+        os: new.os.clone(),
+        min_disk_gb: new.min_disk_gb,
+        size_bytes: new.size_bytes,
+        checksum_sha256: new.checksum_sha256.clone(),
+        encryption: new.encryption.clone(),
+        tags: new.tags.clone(),
+        description: new.description.clone(),
+        protected: new.protected,
+        deprecated: false,
+        status: new.status,
+        listing: None,
+        members: BTreeMap::new(),
+        copies: Vec::new(),
+        created_at_ms: new.at_ms,
+        updated_at_ms: new.at_ms,
+        version: 1,
     }
 }
 
@@ -117,8 +112,19 @@ fn touch(image: &mut Image, at_ms: u64) {
     image.version += 1;
 }
 
-fn evolve_image(image: &mut Image, event: &Event) {
+/// Applies an event about an existing image to it; events about other things change nothing.
+pub fn evolve_image(image: &mut Image, event: &Event) {
     let at_ms = match event {
+        Event::ImageDeleted { at_ms, .. } => {
+            // Deleting ends every share and every listing (rule 4); recipients are not asked.
+            image.members.clear();
+            image.listing = None;
+            if image.class == ImageClass::Marketplace {
+                image.class = ImageClass::Private;
+            }
+            image.status = ImageStatus::Deleted;
+            *at_ms
+        }
         Event::ImageUpdated(update) => {
             if let Some(name) = &update.name {
                 image.name = name.clone();
@@ -224,8 +230,7 @@ fn evolve_image(image: &mut Image, event: &Event) {
         Event::TenantRegistered { .. }
         | Event::QuotaSet { .. }
         | Event::UsageRecorded { .. }
-        | Event::ImageCreated(_)
-        | Event::ImageDeleted { .. } => return,
+        | Event::ImageCreated(_) => return,
     };
     touch(image, at_ms);
 }

@@ -22,7 +22,7 @@ pub use command::*;
 pub use decide::{decide, parse_file_format, Actor, Context};
 pub use error::{DomainError, ErrorCode};
 pub use event::*;
-pub use evolve::evolve;
+pub use evolve::{evolve, evolve_image, new_image};
 pub use ids::{ImageId, RegionId, TenantId};
 pub use model::*;
 pub use policy::SharingPolicy;

@@ -1,1 +1,38 @@
-fn main() {}
+//! Rebuild speed of the read models from a log, in memory and into sled.
+//! Run: `cargo bench -p ims-projection --bench projection`
+
+use std::time::Instant;
+
+use ims_projection::synthetic::mixed_log;
+use ims_projection::{Catalog, ReadModel};
+
+/// Events applied per batch: what a catch-up applies per `log.read`-sized chunk, times ten.
+const BATCH_EVENTS: usize = 10_000;
+
+fn main() {
+    let total = 1_000_000;
+    let started = Instant::now();
+    let log = mixed_log(total, 1_000);
+    println!(
+        "generated and sealed {total} events in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let started = Instant::now();
+    let mut memory = ReadModel::in_memory(Catalog);
+    for chunk in log.chunks(BATCH_EVENTS) {
+        memory.apply(chunk).unwrap();
+    }
+    let memory_rate = total as f64 / started.elapsed().as_secs_f64();
+    println!("rebuild visible-images (catalog) in memory:   {memory_rate:>12.0} events/s (target >= 1,000,000)");
+
+    let sled_events = 200_000;
+    let dir = tempfile::tempdir().unwrap();
+    let mut on_disk = ReadModel::open(dir.path(), Catalog).unwrap();
+    let started = Instant::now();
+    for chunk in log[..sled_events].chunks(BATCH_EVENTS) {
+        on_disk.apply(chunk).unwrap();
+    }
+    let sled_rate = sled_events as f64 / started.elapsed().as_secs_f64();
+    println!("rebuild visible-images (catalog) into sled:   {sled_rate:>12.0} events/s ({sled_events} events)");
+}

@@ -13,8 +13,8 @@
 //! - `F` + position: feed items for every tenant (deprecated public images).
 
 use ims_domain::{
-    evolve, CopyStatus, Event, Image, ImageClass, ImageId, ImageStatus, MemberStatus, State,
-    TenantId,
+    evolve_image, new_image, CopyStatus, Event, Image, ImageClass, ImageId, ImageStatus,
+    MemberStatus, TenantId,
 };
 use ims_log::Envelope;
 use serde::{Deserialize, Serialize};
@@ -147,18 +147,47 @@ impl Fold for Catalog {
         else {
             return Ok(Vec::new());
         };
-        let before = changes.image(store, id)?.map(|image| image.clone());
-        let mut state = State::default();
-        if let Some(image) = before.clone() {
-            state.images.insert(id, image);
-        }
-        evolve(&mut state, event);
-        let Some(after) = state.images.remove(&id) else {
-            return Ok(Vec::new()); // An event about an image this model never saw: nothing to show.
+        // Only these events can change who sees an image; the others leave every index alone.
+        let reindex = matches!(
+            event,
+            Event::ImageCreated(_)
+                | Event::ImageDeleted { .. }
+                | Event::ImageShared { .. }
+                | Event::ImageUnshared { .. }
+                | Event::ShareAccepted { .. }
+                | Event::ShareRejected { .. }
+                | Event::ListedOnMarketplace { .. }
+                | Event::DelistedFromMarketplace { .. }
+        );
+        let (before_entries, members_before) = match changes.image(store, id)? {
+            Some(image) if reindex => {
+                let members = matches!(event, Event::ImageDeleted { .. })
+                    .then(|| image.members.keys().cloned().collect::<Vec<TenantId>>());
+                (index_entries(image), members)
+            }
+            _ => (Vec::new(), None),
         };
-        let before_entries = before.as_ref().map(index_entries).unwrap_or_default();
-        apply_index_diff(changes, before_entries, index_entries(&after));
-        let notices = feed_items(before.as_ref(), &after, event, envelope.position());
+        let after = match (event, changes.image(store, id)?) {
+            (Event::ImageCreated(new), _) => {
+                changes.put_image(new_image(new));
+                changes.image(store, id)?.expect("just put")
+            }
+            (_, Some(image)) => {
+                evolve_image(image, event);
+                image
+            }
+            // An event about an image this model never saw: nothing to show.
+            (_, None) => return Ok(Vec::new()),
+        };
+        let notices = feed_items(members_before.as_deref(), after, event, envelope.position());
+        let after_entries = if reindex {
+            index_entries(after)
+        } else {
+            Vec::new()
+        };
+        if reindex {
+            apply_index_diff(changes, before_entries, after_entries);
+        }
         for (index, notice) in notices.iter().enumerate() {
             let record = FeedRecord {
                 kind: notice.kind.to_owned(),
@@ -174,13 +203,17 @@ impl Fold for Catalog {
             };
             changes.insert(key, ims_log::encode(&record));
         }
-        changes.put_image(after);
         Ok(notices)
     }
 }
 
 /// The notifications an event sends, to one tenant each (or to all, `tenant: None`).
-fn feed_items(before: Option<&Image>, after: &Image, event: &Event, position: u64) -> Vec<Notice> {
+fn feed_items(
+    members_before: Option<&[TenantId]>,
+    after: &Image,
+    event: &Event,
+    position: u64,
+) -> Vec<Notice> {
     let id = after.id;
     let name = &after.name;
     let notice = |tenant: Option<&TenantId>, kind: &'static str, message: String| Notice {
@@ -215,10 +248,10 @@ fn feed_items(before: Option<&Image>, after: &Image, event: &Event, position: u6
                 )
             })
             .collect(),
-        Event::ImageDeleted { .. } => before
-            .map(|b| {
-                b.members
-                    .keys()
+        Event::ImageDeleted { .. } => members_before
+            .map(|members| {
+                members
+                    .iter()
                     .map(|t| {
                         notice(
                             Some(t),

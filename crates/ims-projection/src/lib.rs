@@ -13,6 +13,7 @@
 pub mod catalog;
 pub mod queries;
 pub mod store;
+pub mod synthetic;
 pub mod usage;
 
 use std::path::Path;
