@@ -61,6 +61,68 @@ enum Top {
     /// Queries of the read models (needs --tenant).
     #[command(subcommand)]
     Images(ImagesQuery),
+    /// History, time travel, verification and export, online or offline (--data-dir).
+    Audit(AuditArgs),
+}
+
+#[derive(Args, Debug)]
+struct AuditArgs {
+    /// Work offline on this data dir (the service must be stopped) instead of over NATS.
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
+    #[command(subcommand)]
+    command: AuditCommand,
+}
+
+#[derive(Args, Debug)]
+#[group(required = true, multiple = false)]
+struct Moment {
+    /// A time, RFC 3339, such as 2026-11-28T07:00:00Z.
+    #[arg(long)]
+    at: Option<String>,
+    /// A log position.
+    #[arg(long)]
+    position: Option<u64>,
+}
+
+#[derive(Subcommand, Debug)]
+enum AuditCommand {
+    /// Every event about an image (--image) and/or a tenant (--tenant), in order.
+    History {
+        #[arg(long)]
+        image: Option<String>,
+    },
+    /// Answer a query as it was at a past time or position (needs --tenant).
+    AsOf {
+        #[command(flatten)]
+        moment: Moment,
+        /// visible-images, shared-with-me, members or share-counts.
+        #[arg(long, default_value = "visible-images", value_parser = ["visible-images", "shared-with-me", "members", "share-counts", "image", "usable"])]
+        query: String,
+        /// The image, for members.
+        #[arg(long)]
+        image: Option<String>,
+    },
+    /// The tenants that could use an image at a moment, and through what.
+    WhoCouldUse {
+        #[arg(long)]
+        image: String,
+        #[command(flatten)]
+        moment: Moment,
+    },
+    /// Check positions, the hash chain from position 1, and every read model against a rebuild.
+    Verify,
+    /// Export events as JSON Lines (one event a line, hashes included; schema in ARCHITECTURE.md).
+    Export {
+        #[arg(long, default_value_t = 1)]
+        from: u64,
+        /// Last position (default: the head).
+        #[arg(long)]
+        to: Option<u64>,
+        /// Write to this file instead of stdout.
+        #[arg(long)]
+        output: Option<std::path::PathBuf>,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -755,6 +817,17 @@ async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             let (name, body) = operator_request(command);
             (format!("{prefix}.op.{name}"), name, body)
         }
+        Top::Audit(args) => {
+            return audit(
+                args,
+                &cli.nats_url,
+                &cli.region,
+                &cli.subject_prefix,
+                tenant.as_deref(),
+                cli.json,
+            )
+            .await;
+        }
         Top::Images(query) => {
             let (name, body) = query_request(query);
             let subject = format!("{prefix}.q.{}.{name}", tenant_of(tenant.as_deref())?);
@@ -784,4 +857,256 @@ async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     } else {
         std::process::ExitCode::from(1)
     })
+}
+
+fn progress_bar(total: u64, json: bool, what: &str) -> indicatif::ProgressBar {
+    if json || total < 10_000 {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
+
+fn moment(moment: &Moment) -> anyhow::Result<ims_service::audit::Until> {
+    use ims_service::audit::Until;
+    match (&moment.at, moment.position) {
+        (Some(at), _) => Ok(Until::Time(
+            ims_wire::time::parse_rfc3339(at).map_err(anyhow::Error::msg)?,
+        )),
+        (None, Some(position)) => Ok(Until::Position(position)),
+        (None, None) => anyhow::bail!("give --at TIME or --position N"),
+    }
+}
+
+async fn audit(
+    args: AuditArgs,
+    nats_url: &str,
+    region: &str,
+    prefix: &str,
+    tenant: Option<&str>,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    use ims_service::audit::{self as audit, LiveModels, LogSource};
+    let region = ims_domain::RegionId::parse(region)
+        .map_err(|e| anyhow::anyhow!("--region: {}", e.message))?;
+    let subjects = ims_wire::Subjects::new(prefix);
+    let source = match &args.data_dir {
+        Some(dir) => {
+            let path = ims_service::runtime::log_path(dir, &region);
+            let log = ims_log::EventLog::open(&path, region.as_str()).with_context(|| {
+                format!(
+                    "opening the log at {} (is imsd still running on it?)",
+                    path.display()
+                )
+            })?;
+            LogSource::Offline(log)
+        }
+        None => {
+            let client = async_nats::ConnectOptions::new()
+                .name("imsctl-audit")
+                .connect(nats_url)
+                .await
+                .with_context(|| format!("cannot reach NATS at {nats_url}"))?;
+            LogSource::Online {
+                client,
+                subjects: subjects.clone(),
+                region: region.clone(),
+            }
+        }
+    };
+    let tenant = tenant
+        .map(ims_domain::TenantId::parse)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--tenant: {}", e.message))?;
+    let parse_image =
+        |id: &str| ims_domain::ImageId::parse(id).map_err(|e| anyhow::anyhow!("{}", e.message));
+    let head = source.head().await?;
+    let print = |value: &Value, human: String| {
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(value).unwrap_or_default()
+            );
+        } else {
+            println!("{human}");
+        }
+    };
+    match args.command {
+        AuditCommand::History { image } => {
+            let image = image.as_deref().map(parse_image).transpose()?;
+            if image.is_none() && tenant.is_none() {
+                anyhow::bail!("give --image ID and/or --tenant T");
+            }
+            let bar = progress_bar(head, json, "reading history");
+            let items =
+                audit::history(&source, image, tenant.as_ref(), |p| bar.set_position(p)).await?;
+            bar.finish_and_clear();
+            let human = items
+                .iter()
+                .map(|i| {
+                    format!(
+                        "#{} {} {} cmd {} {}",
+                        i["position"],
+                        i["recorded_at"].as_str().unwrap_or(""),
+                        i["actor"].as_str().unwrap_or(""),
+                        i["command_id"].as_str().unwrap_or("-"),
+                        i["summary"].as_str().unwrap_or("")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
+            print(
+                &json!({"items": items}),
+                if human.is_empty() {
+                    "(no events)".into()
+                } else {
+                    human
+                },
+            );
+        }
+        AuditCommand::AsOf {
+            moment: at,
+            query,
+            image,
+        } => {
+            let tenant = tenant.context("audit as-of answers for a tenant: pass --tenant T")?;
+            let bar = progress_bar(head, json, "replaying");
+            let replayed =
+                audit::replay(&source, &region, moment(&at)?, |p| bar.set_position(p)).await?;
+            bar.finish_and_clear();
+            let params = ims_projection::queries::QueryParams {
+                image_id: image,
+                limit: Some(1000),
+                include_deprecated: Some(true),
+                ..Default::default()
+            };
+            let answer = replayed.query(&tenant, &query, &params)?;
+            print(
+                &answer,
+                format!(
+                    "as of position {}:\n{}",
+                    replayed.position,
+                    render_query(&query, &answer)
+                ),
+            );
+        }
+        AuditCommand::WhoCouldUse { image, moment: at } => {
+            let image = parse_image(&image)?;
+            let bar = progress_bar(head, json, "replaying");
+            let replayed =
+                audit::replay(&source, &region, moment(&at)?, |p| bar.set_position(p)).await?;
+            bar.finish_and_clear();
+            let answer = replayed.who_could_use(image);
+            let lines: Vec<String> = answer["tenants"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|t| {
+                    format!(
+                        "{:<32} {}",
+                        t["tenant"].as_str().unwrap_or(""),
+                        t["through"].as_str().unwrap_or("")
+                    )
+                })
+                .collect();
+            print(
+                &answer,
+                format!(
+                    "image {image} as of position {}:\n{}",
+                    replayed.position,
+                    if lines.is_empty() {
+                        "(no tenant)".to_owned()
+                    } else {
+                        lines.join("\n")
+                    }
+                ),
+            );
+        }
+        AuditCommand::Verify => {
+            let bar = progress_bar(head, json, "verifying the chain");
+            let chain = audit::verify_chain(&source, |p| bar.set_position(p)).await?;
+            bar.finish_and_clear();
+            let projections = args
+                .data_dir
+                .as_ref()
+                .map(|dir| ims_service::projector::projections_path(dir, &region));
+            let live = match (&projections, &source) {
+                (Some(dir), _) => LiveModels::Offline(dir),
+                (None, LogSource::Online { client, .. }) => LiveModels::Online {
+                    client,
+                    subjects: &subjects,
+                    region: &region,
+                },
+                (None, LogSource::Offline(_)) => unreachable!("offline has a data dir"),
+            };
+            let models = match (&chain, &projections) {
+                (Ok(_), Some(dir)) if !dir.exists() => Vec::new(),
+                (Ok(_), _) => audit::verify_models(&source, &region, live).await?,
+                (Err(_), _) => Vec::new(),
+            };
+            let ok = chain.is_ok() && models.iter().all(|(_, difference)| difference.is_none());
+            let value = json!({
+                "ok": ok,
+                "head": head,
+                "chain": match &chain { Ok(_) => json!({"ok": true}), Err((position, problem)) => json!({"ok": false, "first_bad_position": position, "problem": problem}) },
+                "models": models.iter().map(|(name, difference)| json!({"model": name, "equal_to_rebuild": difference.is_none(), "first_difference": difference})).collect::<Vec<_>>(),
+            });
+            let mut human = vec![match &chain {
+                Ok(head) => format!("chain: ok, positions 1..={head} contiguous, every hash valid"),
+                Err((position, problem)) => {
+                    format!("chain: BROKEN at position {position}: {problem}")
+                }
+            }];
+            for (name, difference) in &models {
+                human.push(match difference {
+                    None => format!("read model {name}: equal to a rebuild from position 1"),
+                    Some(difference) => {
+                        format!("read model {name}: DIFFERS from a rebuild: {difference}")
+                    }
+                });
+            }
+            print(&value, human.join("\n"));
+            return Ok(if ok {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::from(1)
+            });
+        }
+        AuditCommand::Export { from, to, output } => {
+            use std::io::Write as _;
+            let to = to.unwrap_or(head).min(head);
+            let mut out: Box<dyn std::io::Write> = match &output {
+                Some(path) => Box::new(std::io::BufWriter::new(
+                    std::fs::File::create(path)
+                        .with_context(|| format!("creating {}", path.display()))?,
+                )),
+                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+            };
+            let bar = progress_bar(
+                to.saturating_sub(from) + 1,
+                output.is_none() || json,
+                "exporting",
+            );
+            source
+                .scan(from, to, |batch| {
+                    for envelope in batch {
+                        serde_json::to_writer(&mut out, &audit::event_json(envelope))?;
+                        out.write_all(b"\n")?;
+                    }
+                    bar.inc(batch.len() as u64);
+                    Ok(true)
+                })
+                .await?;
+            out.flush()?;
+            bar.finish_and_clear();
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }

@@ -20,7 +20,7 @@ pub use codec::{decode, encode};
 pub use envelope::{chain_hash, Envelope, EnvelopeBody};
 pub use error::LogError;
 pub use log::{
-    Appended, Broken, EventLog, Head, LogBatch, NewCommand, NewEvent, StoredCommand,
+    open_sled, Appended, Broken, EventLog, Head, LogBatch, NewCommand, NewEvent, StoredCommand,
     TAIL_CHECK_EVENTS,
 };
 pub use upcast::{decode_event, encode_event};

@@ -157,10 +157,7 @@ impl EventLog {
     /// [`TAIL_CHECK_EVENTS`] events: contiguous positions, a valid chain, and a head that matches.
     pub fn open(path: impl AsRef<Path>, region: &str) -> Result<Self, LogError> {
         let path = path.as_ref().to_path_buf();
-        let db = sled::Config::new()
-            .path(&path)
-            .cache_capacity(64 << 20)
-            .open()?;
+        let db = open_sled(sled::Config::new().path(&path).cache_capacity(64 << 20))?;
         // sled 0.34's flush uses sync_file_range, which does not reach the device's cache; an
         // fdatasync on its data file after each flush makes an acknowledged append survive power
         // loss too (DESIGN.md section 3).
@@ -505,6 +502,28 @@ impl EventLog {
             }));
         }
         Ok(Ok(()))
+    }
+}
+
+/// How long an open waits for a database that another handle (of this process, just dropped,
+/// whose sled threads are still winding down) or a previous process still locks.
+pub const OPEN_LOCK_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Opens a sled database, waiting up to [`OPEN_LOCK_WAIT_MAX`] for its file lock: sled releases
+/// the lock only when its background threads have finished, a moment after the last handle is
+/// dropped.
+pub fn open_sled(config: sled::Config) -> Result<sled::Db, sled::Error> {
+    let started = std::time::Instant::now();
+    loop {
+        match config.open() {
+            Err(sled::Error::Io(error))
+                if error.to_string().contains("could not acquire lock")
+                    && started.elapsed() < OPEN_LOCK_WAIT_MAX =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
     }
 }
 

@@ -81,10 +81,11 @@ pub struct ReadModel<F> {
 impl<F: Fold> ReadModel<F> {
     /// Opens (or creates) the model under `dir/<name>`.
     pub fn open(dir: &Path, fold: F) -> Result<Self, ProjectionError> {
-        let db = sled::Config::new()
-            .path(dir.join(F::NAME))
-            .cache_capacity(256 << 20)
-            .open()?;
+        let db = ims_log::open_sled(
+            sled::Config::new()
+                .path(dir.join(F::NAME))
+                .cache_capacity(256 << 20),
+        )?;
         let store = Store::Sled(db.open_tree("model")?);
         let checkpoint = store.checkpoint()?;
         Ok(Self {

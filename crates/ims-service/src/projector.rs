@@ -135,6 +135,36 @@ impl RegionModels {
         result
     }
 
+    /// Up to `max` rows of a model's store after key `after`, with the model's checkpoint: what
+    /// an online `audit verify` compares with its own rebuild.
+    pub fn rows(
+        &self,
+        model: &str,
+        after: Option<&[u8]>,
+        max: usize,
+    ) -> Result<(u64, Vec<ims_projection::store::Entry>), WireError> {
+        let models = self.models.read().expect("read model lock");
+        let (store, checkpoint) = match model {
+            "catalog" => (models.0.store(), models.0.checkpoint()),
+            "usage" => (models.1.store(), models.1.checkpoint()),
+            other => {
+                return Err(WireError::new(
+                    WireErrorCode::InvalidArgument,
+                    format!("model {other:?} is not known; expected catalog or usage"),
+                ))
+            }
+        };
+        let start = after
+            .map(|key| [key, &[0u8][..]].concat())
+            .unwrap_or_default();
+        let rows = store
+            .scan_from(b"", start)
+            .take(max)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| WireError::new(WireErrorCode::Internal, e.to_string()))?;
+        Ok((checkpoint, rows))
+    }
+
     fn saw_head(&self, head: u64) {
         self.head_seen.fetch_max(head, Ordering::AcqRel);
     }

@@ -62,6 +62,56 @@ pub async fn handle_query(models: &RegionModels, subject: &str, payload: &[u8]) 
     .expect("query answers serialise")
 }
 
+/// The most rows one `audit.rows` reply carries.
+pub const AUDIT_ROWS_MAX: usize = 2000;
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RowsRequest {
+    model: String,
+    after: Option<String>,
+    max: Option<usize>,
+}
+
+/// Answers `ims.v1.<region>.audit.rows`: a page of a read model's raw rows (hex) and its
+/// checkpoint, for `imsctl audit verify` against a running service.
+fn audit_rows(models: &RegionModels, payload: &[u8]) -> Vec<u8> {
+    let result = (|| {
+        let request: RowsRequest = serde_json::from_slice(payload).map_err(|e| {
+            WireError::new(
+                WireErrorCode::InvalidArgument,
+                format!("audit.rows expects {{\"model\", \"after\", \"max\"}}: {e}"),
+            )
+        })?;
+        let after = request
+            .after
+            .as_deref()
+            .map(hex::decode)
+            .transpose()
+            .map_err(|e| {
+                WireError::new(
+                    WireErrorCode::InvalidArgument,
+                    format!("after is not hex: {e}"),
+                )
+            })?;
+        let max = request
+            .max
+            .unwrap_or(AUDIT_ROWS_MAX)
+            .clamp(1, AUDIT_ROWS_MAX);
+        let (checkpoint, rows) = models.rows(&request.model, after.as_deref(), max)?;
+        let rows: Vec<[String; 2]> = rows
+            .iter()
+            .map(|(k, v)| [hex::encode(k), hex::encode(v)])
+            .collect();
+        Ok(serde_json::json!({"checkpoint": checkpoint, "rows": rows}))
+    })();
+    match result {
+        Ok(value) => serde_json::to_vec(&value),
+        Err(error) => serde_json::to_vec(&QueryError { ok: false, error }),
+    }
+    .expect("answers serialise")
+}
+
 /// Serves the queries of one region until `stop` completes.
 pub async fn serve_queries(
     client: async_nats::Client,
@@ -89,10 +139,22 @@ pub async fn serve_queries(
         .add(subjects.queries(&region))
         .await
         .map_err(|e| anyhow::anyhow!("adding the queries endpoint: {e}"))?;
+    let mut rows = service
+        .endpoint_builder()
+        .name("audit-rows")
+        .add(format!("{}.v1.{region}.audit.rows", subjects.prefix))
+        .await
+        .map_err(|e| anyhow::anyhow!("adding the audit-rows endpoint: {e}"))?;
     tokio::pin!(stop);
     loop {
         let request = tokio::select! {
             _ = &mut stop => break,
+            request = rows.next() => {
+                let Some(request) = request else { break };
+                let answer = audit_rows(&models, &request.message.payload);
+                let _ = request.respond(Ok(Bytes::from(answer))).await;
+                continue;
+            }
             request = queries.next() => match request { Some(request) => request, None => break },
         };
         let models = models.clone();

@@ -1,0 +1,331 @@
+//! Audit end to end: verify finds a tampered byte at its position, as-of answers what the live
+//! queries answered then, who-could-use follows every sharing transition, and an export can be
+//! checked with nothing but SHA-256.
+
+use std::process::Command;
+
+use ims_domain::{ImageId, RegionId, TenantId};
+use ims_log::EventLog;
+use ims_projection::queries::QueryParams;
+use ims_service::audit::{replay, LogSource, Until};
+use ims_service::runtime::log_path;
+use ims_tests::serde_json::{json, Value};
+use ims_tests::{Service, REGION};
+use sha2::{Digest, Sha256};
+
+fn imsctl(args: &[&str]) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_imsctl-under-test"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.code() != Some(3),
+        "imsctl could not work: {stderr}"
+    );
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+    )
+}
+
+fn online(service: &Service) -> LogSource {
+    LogSource::Online {
+        client: service.client.nats.clone(),
+        subjects: Default::default(),
+        region: RegionId::parse(REGION).unwrap(),
+    }
+}
+
+fn tenant(id: &str) -> TenantId {
+    TenantId::parse(id).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn as_of_answers_what_the_live_queries_answered_at_each_moment() {
+    // Proves time travel: record live answers during a scripted run, then replay each moment.
+    let service = Service::start().await;
+    let ims = &service.client;
+    ims.register(&["owner", "a", "b"]).await;
+    let image = ims.active_image("owner", json!({})).await;
+    let steps = [
+        (
+            "owner",
+            "share-image",
+            json!({"image_id": image, "tenants": ["a", "b"]}),
+        ),
+        ("a", "accept-share", json!({"image_id": image})),
+        ("b", "reject-share", json!({"image_id": image})),
+        (
+            "owner",
+            "unshare-image",
+            json!({"image_id": image, "tenants": ["a"]}),
+        ),
+        (
+            "owner",
+            "list-on-marketplace",
+            json!({"image_id": image, "publisher": "Owner Inc", "price": {"model": "free"}}),
+        ),
+        ("owner", "delete-image", json!({"image_id": image})),
+    ];
+    let mut recorded: Vec<(u64, String, &str, Value)> = Vec::new();
+    for (actor, command, body) in steps.iter().cloned() {
+        if command == "list-on-marketplace" {
+            ims.command(
+                "owner",
+                "unshare-image",
+                json!({"image_id": image, "all": true}),
+            )
+            .await;
+        }
+        let reply = ims.command(actor, command, body).await;
+        assert_eq!(reply["ok"], true, "{command}: {reply}");
+        let at = reply["position"].as_u64().unwrap();
+        for viewer in ["owner", "a", "b"] {
+            for query in ["visible-images", "shared-with-me", "share-counts"] {
+                let answer = ims
+                    .query_at(
+                        viewer,
+                        query,
+                        json!({"limit": 1000, "include_deprecated": true}),
+                        at,
+                    )
+                    .await;
+                recorded.push((at, viewer.to_owned(), query, answer));
+            }
+        }
+        let members = ims
+            .query_at("owner", "members", json!({"image_id": image}), at)
+            .await;
+        recorded.push((at, "owner".to_owned(), "members", members));
+    }
+    let source = online(&service);
+    let region = RegionId::parse(REGION).unwrap();
+    for (at, viewer, query, live) in recorded {
+        let then = replay(&source, &region, Until::Position(at), |_| {})
+            .await
+            .unwrap();
+        let params = QueryParams {
+            limit: Some(1000),
+            include_deprecated: Some(true),
+            image_id: Some(image.clone()),
+            ..Default::default()
+        };
+        let answer = then.query(&tenant(&viewer), query, &params).unwrap_or_else(|e| json!({"ok": false, "error": {"code": e.to_string().split(':').next().unwrap_or(""), "message": e.to_string()}}));
+        if live["ok"] == false {
+            assert_eq!(
+                answer["ok"], false,
+                "at {at}, {viewer} {query}: live {live}, as-of {answer}"
+            );
+        } else {
+            assert_eq!(answer, live, "at {at}, {viewer} {query}");
+        }
+    }
+    // And by time: the moment of the share, given as the event's recorded time.
+    let share_event = &source.batch(4, 1).await.unwrap().envelopes[0];
+    let then = replay(
+        &source,
+        &region,
+        Until::Time(share_event.body.recorded_at_ms),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    assert!(then.position >= 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_could_use_follows_share_accept_reject_unshare_and_delete() {
+    // Proves who-could-use at each sharing transition.
+    let service = Service::start().await;
+    let ims = &service.client;
+    ims.register(&["owner", "a", "b"]).await;
+    let image = ims.active_image("owner", json!({})).await;
+    let mut moments: Vec<(u64, Vec<&str>)> = vec![(ims.head().await, vec!["owner"])];
+    let script: [(&str, &str, Value, &[&str]); 6] = [
+        (
+            "owner",
+            "share-image",
+            json!({"image_id": image, "tenants": ["a", "b"]}),
+            &["owner"],
+        ),
+        (
+            "a",
+            "accept-share",
+            json!({"image_id": image}),
+            &["a", "owner"],
+        ),
+        (
+            "b",
+            "accept-share",
+            json!({"image_id": image}),
+            &["a", "b", "owner"],
+        ),
+        (
+            "b",
+            "reject-share",
+            json!({"image_id": image}),
+            &["a", "owner"],
+        ),
+        (
+            "owner",
+            "unshare-image",
+            json!({"image_id": image, "tenants": ["a"]}),
+            &["owner"],
+        ),
+        ("owner", "delete-image", json!({"image_id": image}), &[]),
+    ];
+    for (actor, command, body, expected) in script {
+        let reply = ims.command(actor, command, body).await;
+        moments.push((reply["position"].as_u64().unwrap(), expected.to_vec()));
+    }
+    let source = online(&service);
+    let region = RegionId::parse(REGION).unwrap();
+    let id = ImageId::parse(&image).unwrap();
+    let accepted_at = moments[2].0;
+    for (position, expected) in moments {
+        let then = replay(&source, &region, Until::Position(position), |_| {})
+            .await
+            .unwrap();
+        let answer = then.who_could_use(id);
+        let tenants: Vec<&str> = answer["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["tenant"].as_str().unwrap())
+            .collect();
+        assert_eq!(tenants, expected, "at position {position}: {answer}");
+    }
+    let moments_accepted = accepted_at.to_string();
+    let (code, out) = imsctl(&[
+        "--nats-url",
+        &service.nats.url(),
+        "--region",
+        REGION,
+        "audit",
+        "who-could-use",
+        "--image",
+        &image,
+        "--position",
+        &moments_accepted,
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("accepted_share") && out.contains("owner"),
+        "{out}"
+    );
+}
+
+fn check_export_independently(lines: &str) -> Result<u64, u64> {
+    let mut prev = [0u8; 32].to_vec();
+    let mut count = 0;
+    for line in lines.lines() {
+        let event: Value = ims_tests::serde_json::from_str(line).unwrap();
+        let position = event["position"].as_u64().unwrap();
+        let body = hex::decode(event["body_hex"].as_str().unwrap()).unwrap();
+        let prev_hash = hex::decode(event["prev_hash"].as_str().unwrap()).unwrap();
+        let hash = hex::decode(event["hash"].as_str().unwrap()).unwrap();
+        let mut hasher = Sha256::new();
+        hasher.update(&prev_hash);
+        hasher.update(&body);
+        if prev_hash != prev || hasher.finalize().to_vec() != hash || position != count + 1 {
+            return Err(position);
+        }
+        prev = hash;
+        count += 1;
+    }
+    Ok(count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_byte_is_found_by_verify_and_by_an_independent_check_of_the_export_at_the_same_position(
+) {
+    // Proves tamper evidence end to end, offline, with the CLI's exit codes.
+    const TAMPERED: u64 = 40;
+    let mut service = Service::start().await;
+    let ims = &service.client;
+    ims.op("register-tenant", json!({"tenant": "t1", "quota": 100_000}))
+        .await;
+    let mut tasks = Vec::new();
+    for _ in 0..16 {
+        let ims = ims.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..70 {
+                ims.command("t1", "create-image", json!({"name": "x", "disk": "data", "min_disk_gb": 1, "source": {"file": {"url": "u", "format": "raw"}}})).await;
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let head = ims.head().await;
+    assert!(
+        head > ims_log::TAIL_CHECK_EVENTS + TAMPERED,
+        "the tampered event must lie before the tail that open checks"
+    );
+    let (code, out) = imsctl(&[
+        "--nats-url",
+        &service.nats.url(),
+        "--region",
+        REGION,
+        "audit",
+        "verify",
+    ]);
+    assert_eq!(code, 0, "online verify of an intact log: {out}");
+    service.stop().await;
+    let data_dir = service.data_dir().to_str().unwrap().to_owned();
+    let (code, export) = imsctl(&[
+        "--region",
+        REGION,
+        "audit",
+        "--data-dir",
+        &data_dir,
+        "export",
+    ]);
+    assert_eq!(code, 0);
+    assert_eq!(check_export_independently(&export), Ok(head));
+
+    {
+        let db = sled::open(log_path(
+            service.data_dir(),
+            &RegionId::parse(REGION).unwrap(),
+        ))
+        .unwrap();
+        let key = [&[b'e'][..], &TAMPERED.to_be_bytes()].concat();
+        let mut bytes = db.get(&key).unwrap().unwrap().to_vec();
+        let at = bytes.len() - 100; // inside the payload, before the two hashes
+        bytes[at] ^= 0x20;
+        db.insert(key, bytes).unwrap();
+        db.flush().unwrap();
+    }
+    let (code, out) = imsctl(&[
+        "--region",
+        REGION,
+        "--json",
+        "audit",
+        "--data-dir",
+        &data_dir,
+        "verify",
+    ]);
+    assert_eq!(code, 1, "verify fails on a tampered log: {out}");
+    let report: Value = ims_tests::serde_json::from_str(&out).unwrap();
+    assert_eq!(report["chain"]["first_bad_position"], TAMPERED, "{report}");
+    let (_, export) = imsctl(&[
+        "--region",
+        REGION,
+        "audit",
+        "--data-dir",
+        &data_dir,
+        "export",
+    ]);
+    assert_eq!(check_export_independently(&export), Err(TAMPERED));
+    let log = EventLog::open(
+        log_path(service.data_dir(), &RegionId::parse(REGION).unwrap()),
+        REGION,
+    )
+    .unwrap();
+    assert_eq!(
+        log.verify(1..=head).unwrap().unwrap_err().position,
+        TAMPERED
+    );
+}
