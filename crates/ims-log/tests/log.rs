@@ -136,11 +136,11 @@ fn a_changed_byte_in_a_stored_event_is_found_by_verify_at_its_position() {
     }
     {
         // Tamper with the stored bytes of position 13 behind the log's back.
-        let db = sled::open(dir.path().join("log")).unwrap();
+        let db = ims_log::open_sled(sled::Config::new().path(dir.path().join("log"))).unwrap();
         let mut key = vec![b'e'];
         key.extend_from_slice(&13u64.to_be_bytes());
         let mut bytes = db.get(&key).unwrap().unwrap().to_vec();
-        let payload_byte = bytes.len() - 70; // inside the payload, before the two hashes
+        let payload_byte = bytes.len() - 100; // inside the payload, before the two hashes
         bytes[payload_byte] ^= 0x01;
         db.insert(&key, bytes).unwrap();
         db.flush().unwrap();
@@ -162,7 +162,7 @@ fn opening_a_log_whose_tail_was_tampered_with_fails_naming_the_position() {
         }
     }
     {
-        let db = sled::open(dir.path().join("log")).unwrap();
+        let db = ims_log::open_sled(sled::Config::new().path(dir.path().join("log"))).unwrap();
         let mut key = vec![b'e'];
         key.extend_from_slice(&4u64.to_be_bytes());
         db.remove(&key).unwrap();
