@@ -286,10 +286,10 @@ async fn a_changed_byte_is_found_by_verify_and_by_an_independent_check_of_the_ex
     assert_eq!(check_export_independently(&export), Ok(head));
 
     {
-        let db = ims_log::open_sled(
-            sled::Config::new()
-                .path(log_path(service.data_dir(), &RegionId::parse(REGION)).unwrap()),
-        )
+        let db = ims_log::open_sled(sled::Config::new().path(log_path(
+            service.data_dir(),
+            &RegionId::parse(REGION).unwrap(),
+        )))
         .unwrap();
         let key = [&[b'e'][..], &TAMPERED.to_be_bytes()].concat();
         let mut bytes = db.get(&key).unwrap().unwrap().to_vec();
