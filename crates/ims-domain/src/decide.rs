@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
-    BuildOutcome, Command, CopyOutcome, CopyStatus, CreateImage, CreateSource, DiskKind,
+    BuildOutcome, Command, CopyOutcome, CopySpec, CopyStatus, CreateImage, CreateSource, DiskKind,
     DomainError, ErrorCode, Event, FileFormat, Image, ImageClass, ImageId, ImageStatus,
     ImageUpdated, Listing, MemberStatus, NewImage, Os, Owner, Price, PublishPublicImage,
     ReceiveCopy, RegionId, SharingPolicy, Source, State, Tenant, TenantId, UpdateImage,
@@ -141,11 +141,22 @@ pub fn decide(
             if let Some(name) = name {
                 check_name(name, context.policy)?;
             }
+            let Owner::Tenant(owner) = image.owner.clone() else {
+                unreachable!("owned_image only returns a tenant's image to a tenant")
+            };
             Ok(vec![Event::CopyRequested {
                 image_id: *image_id,
                 copy_image_id: context.new_image_id,
                 target_region: target_region.clone(),
-                name: name.clone(),
+                copy: Box::new(CopySpec {
+                    owner,
+                    name: name.clone().unwrap_or_else(|| image.name.clone()),
+                    disk: image.disk,
+                    os: image.os.clone(),
+                    min_disk_gb: image.min_disk_gb,
+                    tags: image.tags.clone(),
+                    description: image.description.clone(),
+                }),
                 at_ms,
             }])
         }

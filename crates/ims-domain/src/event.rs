@@ -37,6 +37,19 @@ pub struct NewImage {
     pub at_ms: u64,
 }
 
+/// What a copy is made of: the source's metadata at the time of the request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CopySpec {
+    pub owner: TenantId,
+    /// The copy's name: the one asked for, or the source's.
+    pub name: String,
+    pub disk: DiskKind,
+    pub os: Option<Os>,
+    pub min_disk_gb: u32,
+    pub tags: BTreeMap<String, String>,
+    pub description: String,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageUpdated {
     pub image_id: ImageId,
@@ -113,11 +126,13 @@ pub enum Event {
         image_id: ImageId,
         at_ms: u64,
     },
+    /// The source side of a copy (rule 9): everything the target region needs to create the copy,
+    /// as the source was when the copy was asked for, so the copy saga is driven by the log alone.
     CopyRequested {
         image_id: ImageId,
         copy_image_id: ImageId,
         target_region: RegionId,
-        name: Option<String>,
+        copy: Box<CopySpec>,
         at_ms: u64,
     },
     CopyFinished {

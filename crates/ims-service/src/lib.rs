@@ -4,11 +4,12 @@
 //! `writer` (the single writer of a region, group commit), `command_service` (command, operator
 //! and log.read endpoints over NATS), `projector` (read models kept up to date from NATS),
 //! `query_service` (queries over NATS), `http` (the HTTP API and metrics), `audit` (readable
-//! history), `runtime` (starting and stopping the roles).
+//! history), `copy_saga` (cross-region copies), `runtime` (starting and stopping the roles).
 
 pub mod audit;
 pub mod bus;
 pub mod command_service;
+pub mod copy_saga;
 pub mod http;
 pub mod nats_server;
 pub mod projector;

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::command_service::{publish_events, serve_commands, PUBLISH_QUEUE_MAX};
+use crate::copy_saga::{run_copy_saga, CopySaga};
 use crate::http::{prometheus, serve_http, HttpState};
 use crate::projector::{projections_path, run_projector, RegionModels};
 use crate::query_service::serve_queries;
@@ -82,6 +83,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             published_tx,
         );
         writer_threads.push(thread);
+        let saga = CopySaga::open(
+            client.clone(),
+            config.subjects.clone(),
+            region.clone(),
+            &config.data_dir.join(region.as_str()).join("copy-saga"),
+        )
+        .with_context(|| format!("opening the copy saga of region {region}"))?;
+        tasks.spawn(run_copy_saga(saga, stopped(stop_rx.clone())));
         let publisher = tokio::spawn(publish_events(
             client.clone(),
             config.subjects.events(region),

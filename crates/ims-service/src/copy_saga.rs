@@ -1,0 +1,288 @@
+//! The copy saga of a region (rule 9): for every `copy_requested` event in the region's log it
+//! creates the copy in the target region (`receive-copy`) and records the outcome back in the
+//! source region (`record-copy-outcome`).
+//!
+//! It is driven by the log, not by memory: it reads the log through `log.read` from its own
+//! checkpoint (a tiny sled database), and both commands carry command ids derived from the source
+//! event's id, so a redelivery, a crash between the two steps or a restart can never create two
+//! copies or record an outcome twice: the target and the source answer a repeat with the first
+//! reply. A failure (target tenant not registered, quota, source deleted meanwhile, target
+//! region silent for too long) is recorded as an outcome the owner sees, never dropped.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use ims_domain::{CopySpec, Event, ImageId, RegionId};
+use ims_log::{decode_event, Envelope, LogBatch};
+use ims_wire::commands::{DiskDto, OsDto, ReceiveCopyDto, RecordCopyOutcomeDto};
+use ims_wire::{CommandReply, Subjects};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+/// How often an idle saga looks for new copy requests.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How long a target region may stay silent before the copy is recorded as failed.
+pub const TARGET_SILENCE_MAX: Duration = Duration::from_secs(30);
+
+/// How long one request to a region may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+
+const CHECKPOINT_KEY: &[u8] = b"p";
+
+/// The command id of the outcome of the copy asked for by event `event_id`: a name-based UUID
+/// (version 8) from a SHA-256 of the event id, different from the event id the target gets.
+pub fn outcome_command_id(event_id: [u8; 16]) -> uuid::Uuid {
+    let digest = Sha256::new()
+        .chain_update(b"ims record-copy-outcome")
+        .chain_update(event_id)
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// Why a step must be tried again later.
+#[derive(Debug)]
+struct Retry(String);
+
+/// Sends a command and returns its reply; no responder or a timeout is a `Retry`.
+async fn send(
+    client: &async_nats::Client,
+    subject: String,
+    body: &Value,
+) -> Result<CommandReply, Retry> {
+    let payload = Bytes::from(serde_json::to_vec(body).map_err(|e| Retry(e.to_string()))?);
+    match tokio::time::timeout(REQUEST_TIMEOUT, client.request(subject.clone(), payload)).await {
+        Err(_) => Err(Retry(format!(
+            "{subject} did not answer within {REQUEST_TIMEOUT:?}"
+        ))),
+        Ok(Err(error)) => Err(Retry(format!("{subject}: {error}"))),
+        Ok(Ok(message)) => serde_json::from_slice(&message.payload)
+            .map_err(|e| Retry(format!("{subject} answered garbage: {e}"))),
+    }
+}
+
+/// The saga of one source region.
+#[derive(Debug)]
+pub struct CopySaga {
+    client: async_nats::Client,
+    subjects: Subjects,
+    region: RegionId,
+    db: sled::Db,
+    checkpoint: u64,
+    /// When the current copy's target was first found silent.
+    silent_since: Option<Instant>,
+}
+
+impl CopySaga {
+    pub fn open(
+        client: async_nats::Client,
+        subjects: Subjects,
+        region: RegionId,
+        dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let db = ims_log::open_sled(sled::Config::new().path(dir))?;
+        let checkpoint = db.get(CHECKPOINT_KEY)?.map_or(0, |v| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&v[..8]);
+            u64::from_be_bytes(bytes)
+        });
+        Ok(Self {
+            client,
+            subjects,
+            region,
+            db,
+            checkpoint,
+            silent_since: None,
+        })
+    }
+
+    fn save_checkpoint(&mut self, position: u64) -> anyhow::Result<()> {
+        self.checkpoint = position;
+        self.db
+            .insert(CHECKPOINT_KEY, &position.to_be_bytes()[..])?;
+        Ok(())
+    }
+
+    async fn read_log(&self) -> Result<LogBatch, Retry> {
+        let body = json!({"from": self.checkpoint + 1, "max": 1000});
+        let payload = Bytes::from(serde_json::to_vec(&body).map_err(|e| Retry(e.to_string()))?);
+        let message = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            self.client
+                .request(self.subjects.log_read(&self.region), payload),
+        )
+        .await
+        .map_err(|_| Retry("log.read timed out".into()))?
+        .map_err(|e| Retry(format!("log.read: {e}")))?;
+        ims_log::decode(&message.payload, || "log.read reply".into())
+            .map_err(|e| Retry(e.to_string()))
+    }
+
+    /// Processes what the log holds past the checkpoint; stops at the first step to retry.
+    async fn step(&mut self) -> anyhow::Result<()> {
+        let batch = match self.read_log().await {
+            Ok(batch) => batch,
+            Err(Retry(why)) => {
+                tracing::debug!(region = %self.region, why, "copy saga cannot read the log yet");
+                return Ok(());
+            }
+        };
+        for envelope in &batch.envelopes {
+            if envelope.body.event_type == "copy_requested" {
+                if let Event::CopyRequested {
+                    image_id,
+                    copy_image_id,
+                    target_region,
+                    copy,
+                    ..
+                } = decode_event(envelope)?
+                {
+                    if let Err(Retry(why)) = self
+                        .copy(envelope, image_id, copy_image_id, &target_region, &copy)
+                        .await
+                    {
+                        tracing::info!(region = %self.region, %copy_image_id, why, "copy step will be retried");
+                        return Ok(());
+                    }
+                }
+            }
+            self.save_checkpoint(envelope.position())?;
+        }
+        Ok(())
+    }
+
+    async fn copy(
+        &mut self,
+        envelope: &Envelope,
+        image_id: ImageId,
+        copy_image_id: ImageId,
+        target: &RegionId,
+        spec: &CopySpec,
+    ) -> Result<(), Retry> {
+        let outcome = match self.source_deleted(envelope, image_id, spec).await {
+            true => Err(format!(
+                "source image {image_id} was deleted before the copy was made"
+            )),
+            false => {
+                self.create_in_target(envelope, image_id, copy_image_id, target, spec)
+                    .await?
+            }
+        };
+        let (outcome, reason) = match outcome {
+            Ok(()) => ("delivered", String::new()),
+            Err(reason) => ("failed", reason),
+        };
+        let body = serde_json::to_value(RecordCopyOutcomeDto {
+            image_id: image_id.to_string(),
+            copy_image_id: copy_image_id.to_string(),
+            outcome: outcome.to_owned(),
+            reason,
+        })
+        .map_err(|e| Retry(e.to_string()))?;
+        let mut body = body;
+        body["command_id"] = json!(outcome_command_id(envelope.body.event_id).to_string());
+        let reply = send(
+            &self.client,
+            self.subjects
+                .operator_command(&self.region, "record-copy-outcome"),
+            &body,
+        )
+        .await?;
+        if let Some(error) = reply.error.filter(|_| !reply.ok) {
+            if error.code == ims_wire::WireErrorCode::Unavailable {
+                return Err(Retry(error.to_string()));
+            }
+            tracing::error!(region = %self.region, %copy_image_id, %error, "the source region refused the copy outcome");
+        }
+        self.silent_since = None;
+        Ok(())
+    }
+
+    /// Whether the source was deleted since the request: asked of the region's read models when
+    /// they answer; without them the copy goes ahead (the outcome is recorded either way).
+    async fn source_deleted(
+        &self,
+        envelope: &Envelope,
+        image_id: ImageId,
+        spec: &CopySpec,
+    ) -> bool {
+        let subject = self.subjects.query(&self.region, &spec.owner, "image");
+        let body = json!({"image_id": image_id.to_string(), "min_position": envelope.position()});
+        match send(&self.client, subject, &body).await {
+            Ok(reply) => reply
+                .error
+                .is_some_and(|e| e.code == ims_wire::WireErrorCode::NotFound),
+            Err(_) => false,
+        }
+    }
+
+    /// Creates the copy in the target region: `Ok(Ok)` created (now or by an earlier try),
+    /// `Ok(Err(reason))` refused for good, `Err` to retry.
+    async fn create_in_target(
+        &mut self,
+        envelope: &Envelope,
+        image_id: ImageId,
+        copy_image_id: ImageId,
+        target: &RegionId,
+        spec: &CopySpec,
+    ) -> Result<Result<(), String>, Retry> {
+        let dto = ReceiveCopyDto {
+            copy_image_id: copy_image_id.to_string(),
+            owner: spec.owner.to_string(),
+            source_region: self.region.to_string(),
+            source_image_id: image_id.to_string(),
+            name: spec.name.clone(),
+            disk: DiskDto::from(spec.disk),
+            os: spec.os.as_ref().map(OsDto::from),
+            min_disk_gb: spec.min_disk_gb,
+            tags: spec.tags.clone(),
+            description: spec.description.clone(),
+        };
+        let mut body = serde_json::to_value(dto).map_err(|e| Retry(e.to_string()))?;
+        // The source event's id: a repeat is answered with the first reply, never a second copy.
+        body["command_id"] = json!(uuid::Uuid::from_bytes(envelope.body.event_id).to_string());
+        match send(
+            &self.client,
+            self.subjects.operator_command(target, "receive-copy"),
+            &body,
+        )
+        .await
+        {
+            Ok(reply) if reply.ok => Ok(Ok(())),
+            Ok(reply) => match reply.error {
+                Some(error) if error.code == ims_wire::WireErrorCode::Unavailable => {
+                    Err(Retry(error.to_string()))
+                }
+                Some(error) => Ok(Err(format!("region {target} refused the copy: {error}"))),
+                None => Ok(Err(format!("region {target} refused the copy"))),
+            },
+            Err(Retry(why)) => {
+                let since = *self.silent_since.get_or_insert_with(Instant::now);
+                if since.elapsed() > TARGET_SILENCE_MAX {
+                    return Ok(Err(format!(
+                        "region {target} did not answer for {TARGET_SILENCE_MAX:?}: {why}"
+                    )));
+                }
+                Err(Retry(why))
+            }
+        }
+    }
+}
+
+/// Runs the copy saga of `region` until `stop` completes.
+pub async fn run_copy_saga(
+    mut saga: CopySaga,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    tokio::pin!(stop);
+    loop {
+        saga.step().await?;
+        tokio::select! {
+            _ = &mut stop => return Ok(()),
+            _ = tokio::time::sleep(POLL_INTERVAL) => {}
+        }
+    }
+}
