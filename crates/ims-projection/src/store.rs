@@ -71,11 +71,12 @@ pub fn be_u64(bytes: &[u8]) -> u64 {
 }
 
 /// The changes of one batch of events: decoded images (each encoded once at commit) and raw key
-/// changes (`None` deletes).
+/// changes in the order they were made (`None` deletes; a later change to a key wins). Folds only
+/// write keys other than image records, so the key changes need no lookup structure.
 #[derive(Debug, Default)]
 pub struct Changes {
     images: HashMap<ImageId, Option<Image>>,
-    keys: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    keys: Vec<(Vec<u8>, Option<Vec<u8>>)>,
 }
 
 /// The key of an image record.
@@ -108,34 +109,27 @@ impl Changes {
         self.images.insert(image.id, Some(image));
     }
 
-    pub fn get(&self, store: &Store, key: &[u8]) -> Result<Option<Vec<u8>>, ProjectionError> {
-        match self.keys.get(key) {
-            Some(value) => Ok(value.clone()),
-            None => store.get(key),
-        }
-    }
-
     pub fn insert(&mut self, key: Vec<u8>, value: Vec<u8>) {
-        self.keys.insert(key, Some(value));
+        self.keys.push((key, Some(value)));
     }
 
     pub fn remove(&mut self, key: Vec<u8>) {
-        self.keys.insert(key, None);
+        self.keys.push((key, None));
     }
 
     /// Writes everything and the new checkpoint in one atomic batch.
     pub fn commit(self, store: &mut Store, checkpoint: u64) -> Result<(), ProjectionError> {
         let mut keys = self.keys;
         for (id, image) in self.images {
-            keys.insert(
+            keys.push((
                 image_key(&id).to_vec(),
                 image.map(|image| ims_log::encode(&image)),
-            );
+            ));
         }
-        keys.insert(
+        keys.push((
             CHECKPOINT_KEY.to_vec(),
             Some(checkpoint.to_be_bytes().to_vec()),
-        );
+        ));
         match store {
             Store::Sled(tree) => {
                 let mut batch = sled::Batch::default();
