@@ -326,3 +326,27 @@ impl Client {
             .collect()
     }
 }
+
+/// Starts `imsd <role>` (the binary at `binary`, as built for the tests) on `nats_url` and
+/// `data_dir` for `regions` (comma-separated), quietly, on a free HTTP port.
+pub fn spawn_imsd(
+    binary: &str,
+    role: &str,
+    nats_url: &str,
+    data_dir: &Path,
+    regions: &str,
+) -> std::process::Child {
+    std::process::Command::new(binary)
+        .args([role, "--nats-url", nats_url, "--regions", regions])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args([
+            "--http-addr",
+            &format!("127.0.0.1:{}", free_port().unwrap()),
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting imsd")
+}

@@ -2,7 +2,6 @@
 //! target region, reports failures back to the owner, survives kill -9, and works the same with
 //! the regions in one process or two.
 
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use ims_domain::{CopyStatus, Event, Source};
@@ -202,24 +201,19 @@ async fn copying_to_a_region_where_the_tenant_is_not_registered_ends_in_a_visibl
     );
 }
 
-fn imsd(nats_url: &str, data_dir: &std::path::Path, role: &str, regions: &str) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_imsd-under-test"))
-        .args([
-            role,
-            "--nats-url",
-            nats_url,
-            "--regions",
-            regions,
-            "--http-addr",
-            &format!("127.0.0.1:{}", free_port().unwrap()),
-        ])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+fn imsd(
+    nats_url: &str,
+    data_dir: &std::path::Path,
+    role: &str,
+    regions: &str,
+) -> std::process::Child {
+    ims_tests::spawn_imsd(
+        env!("CARGO_BIN_EXE_imsd-under-test"),
+        role,
+        nats_url,
+        data_dir,
+        regions,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -227,7 +221,7 @@ async fn fifty_copies_survive_kill_9_of_the_saga_and_arrive_exactly_once() {
     // Proves the saga is log-driven and idempotent: crashes anywhere never lose or double a copy.
     let nats = NatsServer::start(Some(free_port().unwrap())).unwrap();
     let data = tempfile::tempdir().unwrap();
-    let mut child = imsd(&nats.url(), data.path(), "run", "test-1,test-2");
+    let mut child: std::process::Child = imsd(&nats.url(), data.path(), "run", "test-1,test-2");
     let a = Client::connect(&nats.url(), A).await;
     let b = Client::connect(&nats.url(), B).await;
     a.wait_ready().await;

@@ -1,7 +1,7 @@
 //! The projector runtime against a real NATS: it catches up on a long log, resumes after kill -9
 //! without skipping or double-applying, and fills a lost live message from log.read.
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -78,15 +78,13 @@ async fn write_events(client: &Client, count: usize) {
 }
 
 fn start_projector(nats_url: &str, data_dir: &std::path::Path) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_imsd-under-test"))
-        .args(["project", "--nats-url", nats_url, "--regions", REGION])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    ims_tests::spawn_imsd(
+        env!("CARGO_BIN_EXE_imsd-under-test"),
+        "project",
+        nats_url,
+        data_dir,
+        REGION,
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

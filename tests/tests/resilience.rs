@@ -2,7 +2,6 @@
 //! imsd, nothing refused is ever in the log, and a NATS restart needs no imsd restart.
 
 use std::collections::HashSet;
-use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -10,20 +9,14 @@ use ims_service::nats_server::{free_port, NatsServer};
 use ims_tests::serde_json::{json, Value};
 use ims_tests::{code, Client, Service, REGION};
 
-fn start_imsd(nats_url: &str, data_dir: &std::path::Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_imsd-under-test"))
-        .args(["run", "--nats-url", nats_url, "--regions", REGION])
-        .arg("--data-dir")
-        .arg(data_dir)
-        .args([
-            "--http-addr",
-            &format!("127.0.0.1:{}", free_port().unwrap()),
-        ])
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("starting imsd")
+fn start_imsd(nats_url: &str, data_dir: &std::path::Path) -> std::process::Child {
+    ims_tests::spawn_imsd(
+        env!("CARGO_BIN_EXE_imsd-under-test"),
+        "run",
+        nats_url,
+        data_dir,
+        REGION,
+    )
 }
 
 fn create_body(command_id: uuid::Uuid, valid: bool) -> Value {
