@@ -2,7 +2,7 @@
 //! audits, benchmarks), and the changes of one batch that are committed to it atomically,
 //! together with the checkpoint.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use ims_domain::{Image, ImageId};
 
@@ -18,7 +18,9 @@ pub type Entry = (Vec<u8>, Vec<u8>);
 #[derive(Debug)]
 pub enum Store {
     Sled(sled::Tree),
-    Memory(BTreeMap<Vec<u8>, Vec<u8>>),
+    /// Unordered, so that a rebuild pays no key comparisons; scans sort what they match, which
+    /// suits the one-off queries of audits.
+    Memory(HashMap<Vec<u8>, Vec<u8>>),
 }
 
 impl Store {
@@ -46,11 +48,15 @@ impl Store {
                         item.as_ref().map_or(true, |(k, _)| k.starts_with(prefix))
                     }),
             ),
-            Store::Memory(map) => Box::new(
-                map.range(start..)
-                    .take_while(move |(k, _)| k.starts_with(prefix))
-                    .map(|(k, v)| Ok((k.clone(), v.clone()))),
-            ),
+            Store::Memory(map) => {
+                let mut matched: Vec<Entry> = map
+                    .iter()
+                    .filter(|(k, _)| k.starts_with(prefix) && k.as_slice() >= start.as_slice())
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                matched.sort_unstable();
+                Box::new(matched.into_iter().map(Ok))
+            }
         }
     }
 
