@@ -280,7 +280,10 @@ impl RegionWriter {
         };
         let mut reply = self.success_reply(command, &events, &context);
         if events.is_empty() {
-            reply.position = Some(self.log.head_position());
+            // Nothing to record, but the answer reflects the commands before it in this batch:
+            // their last position is what a read-your-writes query must wait for.
+            let queued: usize = to_append.iter().map(|c| c.events.len()).sum();
+            reply.position = Some(self.log.head_position() + queued as u64);
             return Outcome::NoChange(reply);
         }
         let mut new_events = Vec::with_capacity(events.len());
@@ -300,9 +303,8 @@ impl RegionWriter {
                 }
             }
         }
-        if let Some(StreamId::Image(id)) = events.first().map(Event::stream) {
-            reply.version = self.state.images.get(&id).map(|image| image.version);
-        }
+        // The version of the entity the command changed (the first event's stream), after it.
+        reply.version = events.first().map(|event| self.version_of(&event.stream()));
         to_append.push(NewCommand {
             command_id: meta.command_id,
             actor: request.actor.to_string(),
