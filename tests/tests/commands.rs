@@ -47,6 +47,11 @@ async fn sharing_rules_hold_over_nats_with_their_error_codes() {
         .await;
     assert_eq!(again["ok"], true);
     assert_eq!(again["already_members"], json!(["m000"]));
+    assert_eq!(
+        again["position"], shared["position"],
+        "nothing recorded, same position to wait for"
+    );
+    assert_eq!(again["version"], shared["version"]);
 
     let encrypted = ims
         .active_image("owner", json!({"encryption": {"kms_key_id": "kms-1"}}))
@@ -125,6 +130,10 @@ async fn quota_and_public_image_rules_hold_over_nats() {
         .op("register-tenant", json!({"tenant": "small", "quota": 1}))
         .await;
     assert_eq!(reply["ok"], true);
+    assert_eq!(
+        reply["version"], 1,
+        "a tenant's version after its registration: {reply}"
+    );
     ims.register(&["other"]).await;
     let first = ims.command("small", "create-image", json!({"name": "a", "disk": "data", "source": {"file": {"url": "obs://b/a.qcow2", "format": "qcow2"}}, "min_disk_gb": 10})).await;
     assert_eq!(first["ok"], true, "{first}");
