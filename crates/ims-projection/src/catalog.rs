@@ -134,6 +134,14 @@ pub struct Catalog;
 impl Fold for Catalog {
     const NAME: &'static str = "catalog";
 
+    fn wants(&self, event_type: &str) -> bool {
+        // Tenant events are not about images.
+        !matches!(
+            event_type,
+            "tenant_registered" | "quota_set" | "usage_recorded"
+        )
+    }
+
     fn apply(
         &self,
         store: &Store,

@@ -51,6 +51,12 @@ pub trait Fold {
     /// The projection's name: its folder under the region's `projections/`.
     const NAME: &'static str;
 
+    /// Whether events of this type tag can change the model; the others are not even decoded,
+    /// so a model that reads few event types costs little to keep up.
+    fn wants(&self, _event_type: &str) -> bool {
+        true
+    }
+
     fn apply(
         &self,
         store: &Store,
@@ -130,11 +136,13 @@ impl<F: Fold> ReadModel<F> {
                 applied.gap_at = Some(checkpoint + 1);
                 break;
             }
-            let event = decode_event(envelope)?;
-            applied.notices.extend(
-                self.fold
-                    .apply(&self.store, &mut changes, envelope, &event)?,
-            );
+            if self.fold.wants(&envelope.body.event_type) {
+                let event = decode_event(envelope)?;
+                let notices = self
+                    .fold
+                    .apply(&self.store, &mut changes, envelope, &event)?;
+                applied.notices.extend(notices);
+            }
             checkpoint = position;
             applied.applied += 1;
         }

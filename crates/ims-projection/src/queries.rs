@@ -124,21 +124,38 @@ fn id_from_key_suffix(key: &[u8]) -> ImageId {
     ImageId::from_bytes(bytes)
 }
 
+/// The `marker` parameter: the image id a page starts after.
+fn marker(params: &QueryParams) -> Result<Option<ImageId>, WireError> {
+    params
+        .marker
+        .as_deref()
+        .map(ImageId::parse)
+        .transpose()
+        .map_err(WireError::from)
+}
+
+/// The first key of an id-ordered index under `prefix` that comes after `marker`.
+fn start_after(prefix: &[u8], marker: Option<&ImageId>) -> Vec<u8> {
+    let mut start = prefix.to_vec();
+    if let Some(marker) = marker {
+        start.extend_from_slice(marker.as_bytes());
+        start.push(0); // just after the marker's own key
+    }
+    start
+}
+
 /// Image ids of an id-ordered index under `prefix`, strictly after `marker`.
 fn ids_after<'a>(
     store: &'a Store,
     prefix: &'a [u8],
     marker: Option<&ImageId>,
 ) -> impl Iterator<Item = Result<ImageId, WireError>> + 'a {
-    let mut start = prefix.to_vec();
-    if let Some(marker) = marker {
-        start.extend_from_slice(marker.as_bytes());
-        start.push(0); // just after the marker's own key
-    }
-    store.scan_from(prefix, start).map(|item| {
-        item.map(|(key, _)| id_from_key_suffix(&key))
-            .map_err(internal)
-    })
+    store
+        .scan_from(prefix, start_after(prefix, marker))
+        .map(|item| {
+            item.map(|(key, _)| id_from_key_suffix(&key))
+                .map_err(internal)
+        })
 }
 
 /// Answers `query` for `tenant`.
@@ -244,12 +261,7 @@ fn visible_images(
     if let Some(s) = &params.status {
         one_of("status", s, &["queued", "saving", "active", "killed"])?;
     }
-    let marker = params
-        .marker
-        .as_deref()
-        .map(ImageId::parse)
-        .transpose()
-        .map_err(WireError::from)?;
+    let marker = marker(params)?;
     let tag = params
         .tag
         .as_deref()
@@ -330,21 +342,14 @@ fn shared_with_me(
         one_of("status", s, &["pending", "accepted", "rejected"])?;
     }
     let limit = limit(params)?;
-    let marker = params
-        .marker
-        .as_deref()
-        .map(ImageId::parse)
-        .transpose()
-        .map_err(WireError::from)?;
+    let marker = marker(params)?;
     let prefix = tenant_key(b'm', tenant, &[]);
-    let mut start = prefix.clone();
-    if let Some(marker) = &marker {
-        start.extend_from_slice(marker.as_bytes());
-        start.push(0);
-    }
     let mut items = Vec::new();
     let mut next_marker = None;
-    for entry in models.catalog.scan_from(&prefix, start) {
+    for entry in models
+        .catalog
+        .scan_from(&prefix, start_after(&prefix, marker.as_ref()))
+    {
         let (key, value) = entry.map_err(internal)?;
         let status: MemberStatus = member_status_from_byte(value[0]);
         if params

@@ -25,6 +25,10 @@ pub struct UsageLedger;
 impl Fold for UsageLedger {
     const NAME: &'static str = "usage";
 
+    fn wants(&self, event_type: &str) -> bool {
+        event_type == "usage_recorded"
+    }
+
     fn apply(
         &self,
         _: &Store,
