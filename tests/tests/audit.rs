@@ -291,11 +291,21 @@ async fn a_changed_byte_is_found_by_verify_and_by_an_independent_check_of_the_ex
             &RegionId::parse(REGION).unwrap(),
         )))
         .unwrap();
-        let key = [&[b'e'][..], &TAMPERED.to_be_bytes()].concat();
-        let mut bytes = db.get(&key).unwrap().unwrap().to_vec();
-        let at = bytes.len() - 100; // inside the payload, before the two hashes
-        bytes[at] ^= 0x20;
-        db.insert(key, bytes).unwrap();
+        // Records hold one append each, stored under their last position: the first key at or
+        // after the tampered position holds it.
+        let (key, value) = db
+            .range([&[b'e'][..], &TAMPERED.to_be_bytes()].concat()..)
+            .next()
+            .unwrap()
+            .unwrap();
+        let last_position = u64::from_be_bytes(key[1..].try_into().unwrap());
+        let mut envelopes = ims_log::decode_record(&value, last_position).unwrap();
+        let tampered = envelopes
+            .iter_mut()
+            .find(|envelope| envelope.position() == TAMPERED)
+            .unwrap();
+        tampered.body.payload[0] ^= 0x20;
+        db.insert(key, ims_log::encode_record(&envelopes)).unwrap();
         db.flush().unwrap();
     }
     let (code, out) = imsctl(&[

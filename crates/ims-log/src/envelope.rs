@@ -1,6 +1,7 @@
 //! The stored record of one event: the envelope of DESIGN.md section 3 and its hash chain.
 //!
-//! Record format (schema of the `e` keys, encoded by `codec`):
+//! Record format (one envelope; an `e` key holds the envelopes of one append, see
+//! `log::encode_record`; encoded by `codec`):
 //!
 //! Types are encoded by `codec` (bincode 1.3.3 defaults); "bytes (N)" is a u64 length N, then
 //! the N bytes.

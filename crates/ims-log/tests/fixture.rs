@@ -136,3 +136,40 @@ fn the_first_releases_log_still_reads_and_verifies() {
     assert_eq!(events, expected);
     assert!(envelopes.iter().all(|e| e.body.schema_version == 1));
 }
+
+#[test]
+fn appends_after_the_first_releases_events_read_back_with_them() {
+    // The first release stored one event per key; later appends store a record per append.
+    let dir = tempfile::tempdir().unwrap();
+    copy_dir(&fixture_dir(), dir.path());
+    let log = EventLog::open(dir.path(), "eu-west-0").unwrap();
+    let t3 = TenantId::parse("t3").unwrap();
+    let more: Vec<NewCommand> = (0..3u32)
+        .map(|n| NewCommand {
+            command_id: None,
+            actor: "operator".into(),
+            recorded_at_ms: 1_700_000_000_100,
+            events: vec![new_event(
+                &Event::QuotaSet {
+                    tenant: t3.clone(),
+                    quota: n,
+                },
+                u64::from(n) + 1,
+            )],
+            reply: vec![],
+            snapshots: vec![],
+        })
+        .collect();
+    log.append(&more).unwrap();
+    drop(log);
+    let log = EventLog::open(dir.path(), "eu-west-0").unwrap();
+    let old = expected_events().len() as u64;
+    assert_eq!(log.head_position(), old + 3);
+    assert_eq!(log.verify(1..=old + 3).unwrap(), Ok(()));
+    let positions: Vec<u64> = log
+        .iter_from(old - 1)
+        .map(|e| e.unwrap().position())
+        .collect();
+    assert_eq!(positions, (old - 1..=old + 3).collect::<Vec<_>>());
+    assert_eq!(log.read_stream("tenant/t3").unwrap().len(), 3);
+}

@@ -135,14 +135,14 @@ fn a_changed_byte_in_a_stored_event_is_found_by_verify_at_its_position() {
         }
     }
     {
-        // Tamper with the stored bytes of position 13 behind the log's back.
+        // Tamper with the stored bytes of position 13 behind the log's back: it sits inside the
+        // record of the first append (positions 1 to 256), stored under position 256.
         let db = ims_log::open_sled(sled::Config::new().path(dir.path().join("log"))).unwrap();
         let mut key = vec![b'e'];
-        key.extend_from_slice(&13u64.to_be_bytes());
-        let mut bytes = db.get(&key).unwrap().unwrap().to_vec();
-        let payload_byte = bytes.len() - 100; // inside the payload, before the two hashes
-        bytes[payload_byte] ^= 0x01;
-        db.insert(&key, bytes).unwrap();
+        key.extend_from_slice(&256u64.to_be_bytes());
+        let mut envelopes = decode_record(&db.get(&key).unwrap().unwrap(), 256).unwrap();
+        envelopes[12].body.payload[0] ^= 0x01;
+        db.insert(&key, encode_record(&envelopes)).unwrap();
         db.flush().unwrap();
     }
     let log = open(&dir);
