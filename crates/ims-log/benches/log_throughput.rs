@@ -1,6 +1,9 @@
 //! Durable append and scan throughput of the event log, each next to raw sled doing the same work
 //! in the same run, with the ratio. Run: `cargo bench -p ims-log --bench log_throughput`.
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Instant;
 
 use ims_domain::{Event, ImageId, TenantId};
@@ -76,6 +79,36 @@ fn raw_sled_inserts(
     (total as f64 / started.elapsed().as_secs_f64(), db, dir)
 }
 
+/// Rounds of each measurement; the medians are printed. Raw sled and the log alternate, so that
+/// a noisy neighbour or a busy disk slows both rather than skewing the ratio.
+const ROUNDS: usize = 5;
+
+fn median(mut rates: Vec<f64>) -> f64 {
+    rates.sort_by(f64::total_cmp);
+    rates[rates.len() / 2]
+}
+
+fn raw_scan(db: &sled::Db) -> f64 {
+    let started = Instant::now();
+    let mut scanned = 0u64;
+    for item in db.iter() {
+        let (_, value) = item.unwrap();
+        let decoded: Vec<u8> = ims_log::decode(&value, || "raw".into()).unwrap();
+        scanned += u64::from(!decoded.is_empty());
+    }
+    scanned as f64 / started.elapsed().as_secs_f64()
+}
+
+fn log_scan(log: &EventLog) -> f64 {
+    let started = Instant::now();
+    let mut scanned = 0u64;
+    for envelope in log.iter_from(1) {
+        decode_event(&envelope.unwrap()).unwrap();
+        scanned += 1;
+    }
+    scanned as f64 / started.elapsed().as_secs_f64()
+}
+
 fn main() {
     let envelope_len = {
         let dir = tempfile::tempdir().unwrap();
@@ -83,51 +116,38 @@ fn main() {
         log.append(&[command(0)]).unwrap();
         log.read_range(1, 1).unwrap()[0].encode().len()
     };
-    println!("event log benchmark: {EVENTS_PER_RUN} events of {envelope_len} bytes per run");
-    let (raw_insert_rate, raw_db, _raw_dir) = raw_sled_inserts(envelope_len, EVENTS_PER_RUN, 0);
-    println!("raw sled: insert 256 values then one flush      {raw_insert_rate:>12.0} values/s");
-    let (raw_indexed_rate, _, _) = raw_sled_inserts(envelope_len, EVENTS_PER_RUN, 2);
     println!(
-        "raw sled: same, plus 2 index keys per value     {raw_indexed_rate:>12.0} values/s  ({:.2} of plain raw sled)",
-        raw_indexed_rate / raw_insert_rate
+        "event log benchmark: {EVENTS_PER_RUN} events of {envelope_len} bytes per run, median of {ROUNDS} rounds"
     );
-    let mut big_log = None;
-    for group in [1u64, 16, 256] {
-        let total = if group == 1 {
-            EVENTS_PER_RUN / 20
-        } else {
-            EVENTS_PER_RUN
-        };
-        let (rate, log, dir) = log_appends(group, total);
-        println!(
-            "log: durable appends, groups of {group:>3}            {rate:>12.0} events/s  ({:.2} of raw sled, {:.2} of raw sled with the same keys)",
-            rate / raw_insert_rate,
-            rate / raw_indexed_rate
-        );
-        if group == 256 {
-            big_log = Some((log, dir));
-        }
+    let (mut raw, mut raw_indexed, mut logged) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut raw_scans, mut log_scans) = (Vec::new(), Vec::new());
+    for _ in 0..ROUNDS {
+        let (rate, raw_db, _raw_dir) = raw_sled_inserts(envelope_len, EVENTS_PER_RUN, 0);
+        raw.push(rate);
+        raw_indexed.push(raw_sled_inserts(envelope_len, EVENTS_PER_RUN, 2).0);
+        let (rate, log, _log_dir) = log_appends(256, EVENTS_PER_RUN);
+        logged.push(rate);
+        raw_scans.push(raw_scan(&raw_db));
+        log_scans.push(log_scan(&log));
     }
-    let (log, _dir) = big_log.unwrap();
-
-    let started = Instant::now();
-    let mut scanned = 0u64;
-    for item in raw_db.iter() {
-        let (_, value) = item.unwrap();
-        let decoded: Vec<u8> = ims_log::decode(&value, || "raw".into()).unwrap();
-        scanned += u64::from(!decoded.is_empty());
+    let (raw, raw_indexed, logged) = (median(raw), median(raw_indexed), median(logged));
+    println!("raw sled: insert 256 values then one flush      {raw:>12.0} values/s");
+    println!(
+        "raw sled: same, plus 2 index keys per value     {raw_indexed:>12.0} values/s  ({:.2} of plain raw sled)",
+        raw_indexed / raw
+    );
+    for group in [1u64, 16] {
+        let total = EVENTS_PER_RUN / if group == 1 { 20 } else { 1 };
+        let rate = log_appends(group, total).0;
+        println!("log: durable appends, groups of {group:>3}            {rate:>12.0} events/s  (one fsync per group)");
     }
-    let raw_scan_rate = scanned as f64 / started.elapsed().as_secs_f64();
+    println!(
+        "log: durable appends, groups of 256            {logged:>12.0} events/s  ({:.2} of raw sled, {:.2} of raw sled with the same keys)",
+        logged / raw,
+        logged / raw_indexed
+    );
+    let (raw_scan_rate, log_scan_rate) = (median(raw_scans), median(log_scans));
     println!("raw sled: scan and decode                        {raw_scan_rate:>12.0} values/s");
-
-    let started = Instant::now();
-    let mut scanned = 0u64;
-    for envelope in log.iter_from(1) {
-        let envelope = envelope.unwrap();
-        decode_event(&envelope).unwrap();
-        scanned += 1;
-    }
-    let log_scan_rate = scanned as f64 / started.elapsed().as_secs_f64();
     println!(
         "log: scan and decode (envelope + event)          {log_scan_rate:>12.0} events/s  ({:.2} of raw sled)",
         log_scan_rate / raw_scan_rate

@@ -1,6 +1,9 @@
 //! Rebuild speed of the read models from a log, in memory and into sled.
 //! Run: `cargo bench -p ims-projection --bench projection`
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Instant;
 
 use ims_projection::synthetic::mixed_log;

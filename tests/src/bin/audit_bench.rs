@@ -2,6 +2,9 @@
 //!
 //! Run: `cargo run --release -p ims-tests --bin audit-bench [-- EVENTS]`
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::time::Instant;
 
 use ims_domain::RegionId;

@@ -3,6 +3,9 @@
 //!
 //! Run: `cargo run --release -p ims-tests --bin http-bench [-- REQUESTS]`
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
