@@ -31,6 +31,15 @@ pub struct FeedRecord {
     pub at_ms: u64,
 }
 
+/// A [`FeedRecord`] borrowed from a [`Notice`]: the same encoding, without copying the message.
+#[derive(Serialize)]
+struct FeedRecordRef<'a> {
+    kind: &'a str,
+    image_id: ImageId,
+    message: &'a str,
+    at_ms: u64,
+}
+
 pub fn tenant_key(tag: u8, tenant: &TenantId, suffix: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(2 + tenant.as_str().len() + suffix.len());
     key.push(tag);
@@ -63,21 +72,59 @@ pub fn member_status_from_byte(byte: u8) -> MemberStatus {
     }
 }
 
-/// The index entries an image has in its current state.
-fn index_entries(image: &Image) -> Vec<(Vec<u8>, Vec<u8>)> {
+/// Which of an image's index entries an event can change.
+#[derive(Clone, Copy)]
+enum Reindex<'a> {
+    /// Every entry (created, deleted, listed, delisted).
+    All,
+    /// Only the membership entries of these tenants (shared, unshared, accepted, rejected).
+    Members(&'a [TenantId]),
+}
+
+impl Reindex<'_> {
+    /// The entries this event can change, or `None` when it changes no index.
+    fn of(event: &Event) -> Option<Reindex<'_>> {
+        match event {
+            Event::ImageCreated(_)
+            | Event::ImageDeleted { .. }
+            | Event::ListedOnMarketplace { .. }
+            | Event::DelistedFromMarketplace { .. } => Some(Reindex::All),
+            Event::ImageShared { tenants, .. } | Event::ImageUnshared { tenants, .. } => {
+                Some(Reindex::Members(tenants))
+            }
+            Event::ShareAccepted { tenant, .. } | Event::ShareRejected { tenant, .. } => {
+                Some(Reindex::Members(std::slice::from_ref(tenant)))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// The index entries of `image` in its current state, within `scope`, sorted.
+fn index_entries(image: &Image, scope: Reindex) -> Vec<(Vec<u8>, Vec<u8>)> {
     if image.status == ImageStatus::Deleted {
         return Vec::new();
     }
     let id = image.id.as_bytes();
     let mut entries = Vec::with_capacity(3 + 2 * image.members.len());
-    if let Some(owner) = image.owner.tenant() {
-        entries.push((tenant_key(b'o', owner, id), Vec::new()));
-        entries.push((tenant_key(b'v', owner, id), Vec::new()));
-    }
-    if matches!(image.class, ImageClass::Public | ImageClass::Marketplace) {
-        entries.push((global_key(&image.id), Vec::new()));
-    }
-    for (member, status) in &image.members {
+    let members: Box<dyn Iterator<Item = (&TenantId, &MemberStatus)>> = match scope {
+        Reindex::All => {
+            if let Some(owner) = image.owner.tenant() {
+                entries.push((tenant_key(b'o', owner, id), Vec::new()));
+                entries.push((tenant_key(b'v', owner, id), Vec::new()));
+            }
+            if matches!(image.class, ImageClass::Public | ImageClass::Marketplace) {
+                entries.push((global_key(&image.id), Vec::new()));
+            }
+            Box::new(image.members.iter())
+        }
+        Reindex::Members(tenants) => Box::new(
+            tenants
+                .iter()
+                .filter_map(|t| image.members.get_key_value(t)),
+        ),
+    };
+    for (member, status) in members {
         entries.push((
             tenant_key(b'm', member, id),
             vec![member_status_byte(*status)],
@@ -88,6 +135,12 @@ fn index_entries(image: &Image) -> Vec<(Vec<u8>, Vec<u8>)> {
     }
     entries.sort();
     entries
+}
+
+/// Every index entry `image` should have: what the fold's scoped updates must add up to, which
+/// the tests check against whole rebuilds.
+pub fn all_index_entries(image: &Image) -> Vec<(Vec<u8>, Vec<u8>)> {
+    index_entries(image, Reindex::All)
 }
 
 /// Applies the difference between two sorted entry lists.
@@ -156,22 +209,12 @@ impl Fold for Catalog {
             return Ok(Vec::new());
         };
         // Only these events can change who sees an image; the others leave every index alone.
-        let reindex = matches!(
-            event,
-            Event::ImageCreated(_)
-                | Event::ImageDeleted { .. }
-                | Event::ImageShared { .. }
-                | Event::ImageUnshared { .. }
-                | Event::ShareAccepted { .. }
-                | Event::ShareRejected { .. }
-                | Event::ListedOnMarketplace { .. }
-                | Event::DelistedFromMarketplace { .. }
-        );
-        let (before_entries, members_before) = match changes.image(store, id)? {
-            Some(image) if reindex => {
+        let reindex = Reindex::of(event);
+        let (before_entries, members_before) = match (changes.image(store, id)?, reindex) {
+            (Some(image), Some(scope)) => {
                 let members = matches!(event, Event::ImageDeleted { .. })
                     .then(|| image.members.keys().cloned().collect::<Vec<TenantId>>());
-                (index_entries(image), members)
+                (index_entries(image, scope), members)
             }
             _ => (Vec::new(), None),
         };
@@ -188,19 +231,15 @@ impl Fold for Catalog {
             (_, None) => return Ok(Vec::new()),
         };
         let notices = feed_items(members_before.as_deref(), after, event, envelope.position());
-        let after_entries = if reindex {
-            index_entries(after)
-        } else {
-            Vec::new()
-        };
-        if reindex {
+        if let Some(scope) = reindex {
+            let after_entries = index_entries(after, scope);
             apply_index_diff(changes, before_entries, after_entries);
         }
         for (index, notice) in notices.iter().enumerate() {
-            let record = FeedRecord {
-                kind: notice.kind.to_owned(),
+            let record = FeedRecordRef {
+                kind: notice.kind,
                 image_id: id,
-                message: notice.message.clone(),
+                message: &notice.message,
                 at_ms: envelope.body.recorded_at_ms,
             };
             let mut suffix = envelope.position().to_be_bytes().to_vec();
@@ -231,47 +270,45 @@ fn feed_items(
         message,
         position,
     };
-    let owner = after
-        .owner
-        .tenant()
-        .map_or("the platform".to_owned(), |t| format!("tenant {t}"));
+    // The same message to every recipient: rendered once.
+    let to_each = |tenants: &[TenantId], kind: &'static str, message: &str| -> Vec<Notice> {
+        tenants
+            .iter()
+            .map(|t| notice(Some(t), kind, message.to_owned()))
+            .collect()
+    };
+    // Rendered only for the events that notify: most events notify no one.
+    let owner = || {
+        after
+            .owner
+            .tenant()
+            .map_or("the platform".to_owned(), |t| format!("tenant {t}"))
+    };
     match event {
-        Event::ImageShared { tenants, .. } => tenants
-            .iter()
-            .map(|t| {
-                notice(
-                    Some(t),
-                    "share_offered",
-                    format!("{owner} shared image {id} ({name}) with you; accept it to use it"),
-                )
-            })
-            .collect(),
-        Event::ImageUnshared { tenants, .. } => tenants
-            .iter()
-            .map(|t| {
-                notice(
-                    Some(t),
-                    "share_revoked",
-                    format!("{owner} stopped sharing image {id} ({name}) with you"),
-                )
-            })
-            .collect(),
-        Event::ImageDeleted { .. } => members_before
-            .map(|members| {
-                members
-                    .iter()
-                    .map(|t| {
-                        notice(
-                            Some(t),
-                            "shared_image_deleted",
-                            format!(
-                                "{owner} deleted image {id} ({name}), which was shared with you"
-                            ),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
+        Event::ImageShared { tenants, .. } => to_each(
+            tenants,
+            "share_offered",
+            &format!(
+                "{} shared image {id} ({name}) with you; accept it to use it",
+                owner()
+            ),
+        ),
+        Event::ImageUnshared { tenants, .. } => to_each(
+            tenants,
+            "share_revoked",
+            &format!("{} stopped sharing image {id} ({name}) with you", owner()),
+        ),
+        Event::ImageDeleted { .. } => match members_before {
+            Some(members) if !members.is_empty() => to_each(
+                members,
+                "shared_image_deleted",
+                &format!(
+                    "{} deleted image {id} ({name}), which was shared with you",
+                    owner()
+                ),
+            ),
+            _ => Vec::new(),
+        },
         Event::ImageDeprecated {
             deprecated: true, ..
         } => {

@@ -16,6 +16,7 @@ pub mod store;
 pub mod synthetic;
 pub mod usage;
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use ims_domain::{Event, ImageId, TenantId};
@@ -104,8 +105,18 @@ impl<F: Fold> ReadModel<F> {
 
     /// A model in memory, for rebuilds and comparisons.
     pub fn in_memory(fold: F) -> Self {
+        Self::in_memory_for(fold, 0)
+    }
+
+    /// A model in memory for a rebuild of about `events` events: its map is sized up front
+    /// (about one key per event), rather than rehashed a score of times as it grows.
+    pub fn in_memory_for(fold: F, events: u64) -> Self {
+        let capacity = usize::try_from(events).unwrap_or(usize::MAX);
         Self {
-            store: Store::Memory(Default::default()),
+            store: Store::Memory(HashMap::with_capacity_and_hasher(
+                capacity,
+                Default::default(),
+            )),
             checkpoint: 0,
             fold,
             _db: None,

@@ -149,6 +149,7 @@ impl Changes {
                 tree.apply_batch(batch)?;
             }
             Store::Memory(map) => {
+                map.reserve(keys.len());
                 for (key, value) in keys {
                     match value {
                         Some(value) => map.insert(key, value),

@@ -212,6 +212,30 @@ proptest! {
     }
 
     #[test]
+    fn the_indexes_hold_exactly_the_entries_of_the_images_they_index(commands in any_commands()) {
+        // The fold updates only the entries an event can change; computed from scratch for every
+        // image, the entries must be the same.
+        let envelopes = run_commands(&commands);
+        let mut catalog = ReadModel::in_memory(Catalog);
+        catalog.apply(&envelopes).unwrap();
+        let entries = catalog.store().entries().unwrap();
+        let mut expected: Vec<(Vec<u8>, Vec<u8>)> = entries
+            .iter()
+            .filter(|(key, _)| key[0] == b'i')
+            .flat_map(|(_, value)| {
+                let image: Image = ims_log::decode(value, || "image".into()).unwrap();
+                ims_projection::catalog::all_index_entries(&image)
+            })
+            .collect();
+        expected.sort();
+        let indexed: Vec<(Vec<u8>, Vec<u8>)> = entries
+            .into_iter()
+            .filter(|(key, _)| matches!(key[0], b'o' | b'v' | b'g' | b'm'))
+            .collect();
+        prop_assert_eq!(indexed, expected);
+    }
+
+    #[test]
     fn pagination_returns_every_visible_image_exactly_once(commands in any_commands(), limit in 1usize..5) {
         let envelopes = run_commands(&commands);
         let mut catalog = ReadModel::in_memory(Catalog);

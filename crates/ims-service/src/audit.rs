@@ -316,7 +316,7 @@ pub async fn replay(
     let mut replayed = Replayed {
         region: region.clone(),
         position: 0,
-        catalog: ReadModel::in_memory(Catalog),
+        catalog: ReadModel::in_memory_for(Catalog, to),
         usage: ReadModel::in_memory(UsageLedger),
         state: State::default(),
     };
