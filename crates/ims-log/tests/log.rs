@@ -152,6 +152,36 @@ fn a_changed_byte_in_a_stored_event_is_found_by_verify_at_its_position() {
 }
 
 #[test]
+fn a_record_that_no_longer_decodes_is_reported_at_its_first_position() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let log = open(&dir);
+        let commands: Vec<NewCommand> = (1..=TAIL_CHECK_EVENTS + 30)
+            .map(|v| command(None, &[("image/a", v)]))
+            .collect();
+        for group in commands.chunks(10) {
+            log.append(group).unwrap();
+        }
+    }
+    {
+        // Cut the record of positions 11 to 20 short, behind the log's back.
+        let db = ims_log::open_sled(sled::Config::new().path(dir.path().join("log"))).unwrap();
+        let key = [&[b'e'][..], &20u64.to_be_bytes()].concat();
+        let bytes = db.get(&key).unwrap().unwrap();
+        db.insert(&key, &bytes[..bytes.len() / 2]).unwrap();
+        db.flush().unwrap();
+    }
+    let log = open(&dir);
+    let broken = log.verify(1..=log.head_position()).unwrap().unwrap_err();
+    assert_eq!(broken.position, 11, "{broken:?}");
+    assert!(log.verify(1..=10).unwrap().is_ok());
+    // A range after it needs the hash of position 20 to start from, which is lost with it.
+    let broken = log.verify(21..=log.head_position()).unwrap().unwrap_err();
+    assert_eq!(broken.position, 20, "{broken:?}");
+    assert!(log.verify(31..=log.head_position()).unwrap().is_ok());
+}
+
+#[test]
 fn opening_a_log_whose_tail_was_tampered_with_fails_naming_the_position() {
     let dir = tempfile::tempdir().unwrap();
     {

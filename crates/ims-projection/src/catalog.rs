@@ -107,8 +107,20 @@ fn index_entries(image: &Image, scope: Reindex) -> Vec<(Vec<u8>, Vec<u8>)> {
     }
     let id = image.id.as_bytes();
     let mut entries = Vec::with_capacity(3 + 2 * image.members.len());
-    let members: Box<dyn Iterator<Item = (&TenantId, &MemberStatus)>> = match scope {
+    let mut add_member = |member: &TenantId, status: MemberStatus| {
+        entries.push((
+            tenant_key(b'm', member, id),
+            vec![member_status_byte(status)],
+        ));
+        if status == MemberStatus::Accepted {
+            entries.push((tenant_key(b'v', member, id), Vec::new()));
+        }
+    };
+    match scope {
         Reindex::All => {
+            for (member, status) in &image.members {
+                add_member(member, *status);
+            }
             if let Some(owner) = image.owner.tenant() {
                 entries.push((tenant_key(b'o', owner, id), Vec::new()));
                 entries.push((tenant_key(b'v', owner, id), Vec::new()));
@@ -116,21 +128,13 @@ fn index_entries(image: &Image, scope: Reindex) -> Vec<(Vec<u8>, Vec<u8>)> {
             if matches!(image.class, ImageClass::Public | ImageClass::Marketplace) {
                 entries.push((global_key(&image.id), Vec::new()));
             }
-            Box::new(image.members.iter())
         }
-        Reindex::Members(tenants) => Box::new(
-            tenants
-                .iter()
-                .filter_map(|t| image.members.get_key_value(t)),
-        ),
-    };
-    for (member, status) in members {
-        entries.push((
-            tenant_key(b'm', member, id),
-            vec![member_status_byte(*status)],
-        ));
-        if *status == MemberStatus::Accepted {
-            entries.push((tenant_key(b'v', member, id), Vec::new()));
+        Reindex::Members(tenants) => {
+            for tenant in tenants {
+                if let Some(status) = image.members.get(tenant) {
+                    add_member(tenant, *status);
+                }
+            }
         }
     }
     entries.sort();
