@@ -34,7 +34,8 @@ pub fn seal(events: Vec<Event>) -> Vec<Envelope> {
     envelopes
 }
 
-fn image_id(n: u64) -> ImageId {
+/// The id of synthetic image `n`.
+pub fn image_id(n: u64) -> ImageId {
     let mut bytes = [0u8; 16];
     bytes[0] = 1; // sorts after the zero ids tests use
     bytes[8..].copy_from_slice(&n.to_be_bytes());
@@ -78,45 +79,42 @@ fn created(id: ImageId, owner: Owner, class: ImageClass, at_ms: u64) -> Event {
     }))
 }
 
-/// About `events` events over `tenants` tenants: each private image is created, built, shared
-/// with two other tenants, accepted by one, updated, and one in ten is deleted.
-pub fn mixed_log(events: usize, tenants: u64) -> Vec<Envelope> {
-    let mut out = Vec::with_capacity(events + 8);
-    for t in 0..tenants {
-        out.push(Event::TenantRegistered {
+/// The registrations of `tenants` tenants, each with room for a million images.
+pub fn registrations(tenants: u64) -> Vec<Event> {
+    (0..tenants)
+        .map(|t| Event::TenantRegistered {
             tenant: tenant(t),
             quota: 1_000_000,
-        });
-    }
-    let mut n = 0u64;
-    while out.len() < events {
-        let id = image_id(n);
-        let owner = tenant(n % tenants);
-        let (a, b) = (tenant((n + 1) % tenants), tenant((n + 2) % tenants));
-        let at_ms = 1_700_000_000_000 + n;
-        out.push(created(
-            id,
-            Owner::Tenant(owner),
-            ImageClass::Private,
-            at_ms,
-        ));
-        out.push(Event::BuildSucceeded {
+        })
+        .collect()
+}
+
+/// The events of private image `n` of [`mixed_log`]: created, built, shared with two other
+/// tenants, accepted by one, updated, and deleted if `n % 10 == 9`; all on the image's stream.
+pub fn image_lifecycle(n: u64, tenants: u64) -> Vec<Event> {
+    let id = image_id(n);
+    let owner = tenant(n % tenants);
+    let (a, b) = (tenant((n + 1) % tenants), tenant((n + 2) % tenants));
+    let at_ms = 1_700_000_000_000 + n;
+    let mut events = vec![
+        created(id, Owner::Tenant(owner), ImageClass::Private, at_ms),
+        Event::BuildSucceeded {
             image_id: id,
             size_bytes: 1 << 30,
             checksum_sha256: "ab".repeat(32),
             at_ms,
-        });
-        out.push(Event::ImageShared {
+        },
+        Event::ImageShared {
             image_id: id,
             tenants: vec![a.clone(), b],
             at_ms,
-        });
-        out.push(Event::ShareAccepted {
+        },
+        Event::ShareAccepted {
             image_id: id,
             tenant: a,
             at_ms,
-        });
-        out.push(Event::ImageUpdated(Box::new(ImageUpdated {
+        },
+        Event::ImageUpdated(Box::new(ImageUpdated {
             image_id: id,
             name: None,
             description: Some("updated".into()),
@@ -124,13 +122,25 @@ pub fn mixed_log(events: usize, tenants: u64) -> Vec<Envelope> {
             min_disk_gb: None,
             protected: None,
             at_ms,
-        })));
-        if n % 10 == 9 {
-            out.push(Event::ImageDeleted {
-                image_id: id,
-                at_ms,
-            });
-        }
+        })),
+    ];
+    if n % 10 == 9 {
+        events.push(Event::ImageDeleted {
+            image_id: id,
+            at_ms,
+        });
+    }
+    events
+}
+
+/// About `events` events over `tenants` tenants: the registrations, then image lifecycles
+/// ([`image_lifecycle`]) until the count is reached.
+pub fn mixed_log(events: usize, tenants: u64) -> Vec<Envelope> {
+    let mut out = Vec::with_capacity(events + 8);
+    out.extend(registrations(tenants));
+    let mut n = 0u64;
+    while out.len() < events {
+        out.extend(image_lifecycle(n, tenants));
         n += 1;
     }
     out.truncate(events);
