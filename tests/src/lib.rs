@@ -336,6 +336,18 @@ pub fn spawn_imsd(
     data_dir: &Path,
     regions: &str,
 ) -> std::process::Child {
+    spawn_imsd_with_env(binary, role, nats_url, data_dir, regions, &[])
+}
+
+/// [`spawn_imsd`] with extra environment variables (test hooks).
+pub fn spawn_imsd_with_env(
+    binary: &str,
+    role: &str,
+    nats_url: &str,
+    data_dir: &Path,
+    regions: &str,
+    env: &[(&str, &str)],
+) -> std::process::Child {
     std::process::Command::new(binary)
         .args([role, "--nats-url", nats_url, "--regions", regions])
         .arg("--data-dir")
@@ -345,6 +357,7 @@ pub fn spawn_imsd(
             &format!("127.0.0.1:{}", free_port().unwrap()),
         ])
         .env("RUST_LOG", "warn")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()

@@ -83,7 +83,10 @@ async fn a_copy_arrives_in_the_target_region_and_becomes_usable_after_its_transf
     let image = a
         .active_image("owner", json!({"name": "golden", "tags": {"tier": "gold"}}))
         .await;
-    let before = a.query("owner", "image", json!({"image_id": image})).await;
+    // As of the build: the projection may not have applied it yet.
+    let before = a
+        .query_at("owner", "image", json!({"image_id": image}), a.head().await)
+        .await;
     let copy = a
         .command(
             "owner",
@@ -266,6 +269,71 @@ async fn fifty_copies_survive_kill_9_of_the_saga_and_arrive_exactly_once() {
         (50, 50),
         "exactly 50 copies, none twice"
     );
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_made_before_a_crash_is_recorded_delivered_even_if_the_source_was_deleted_meanwhile()
+{
+    // Proves the saga finishes what it asked for: region b made the copy, the process died before
+    // region a recorded the outcome, and the source was deleted in between. The outcome must say
+    // what region b holds, not "failed".
+    let nats = NatsServer::start(Some(free_port().unwrap())).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let hold_the_window = [(ims_service::copy_saga::PAUSE_AFTER_RECEIVE_ENV, "60000")];
+    let mut child = ims_tests::spawn_imsd_with_env(
+        env!("CARGO_BIN_EXE_imsd-under-test"),
+        "run",
+        &nats.url(),
+        data.path(),
+        "test-1,test-2",
+        &hold_the_window,
+    );
+    let a = Client::connect(&nats.url(), A).await;
+    let b = Client::connect(&nats.url(), B).await;
+    a.wait_ready().await;
+    b.wait_ready().await;
+    a.register(&["owner"]).await;
+    b.register(&["owner"]).await;
+    let image = a.active_image("owner", json!({})).await;
+    let copy = a
+        .command(
+            "owner",
+            "copy-image",
+            json!({"image_id": image, "target_region": B}),
+        )
+        .await;
+    assert_eq!(copy["ok"], true, "{copy}");
+    eventually("the copy made in region b", || async {
+        copies_in(&events(&b).await).len() == 1
+    })
+    .await;
+    // The saga now holds before recording the outcome: delete the source, then crash.
+    let deleted = a
+        .command("owner", "delete-image", json!({"image_id": image}))
+        .await;
+    assert_eq!(deleted["ok"], true, "{deleted}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut child = imsd(&nats.url(), data.path(), "run", "test-1,test-2");
+    a.wait_ready().await;
+    let outcomes = || async {
+        events(&a)
+            .await
+            .into_iter()
+            .filter_map(|e| match e {
+                Event::CopyFinished { status, .. } => Some(status),
+                _ => None,
+            })
+            .collect::<Vec<CopyStatus>>()
+    };
+    eventually("the copy's outcome recorded in region a", || async {
+        !outcomes().await.is_empty()
+    })
+    .await;
+    assert_eq!(outcomes().await, vec![CopyStatus::Delivered]);
+    assert_eq!(copies_in(&events(&b).await).len(), 1, "exactly one copy");
     child.kill().unwrap();
     child.wait().unwrap();
 }

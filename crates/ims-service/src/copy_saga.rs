@@ -8,6 +8,12 @@
 //! copies or record an outcome twice: the target and the source answer a repeat with the first
 //! reply. A failure (target tenant not registered, quota, source deleted meanwhile, target
 //! region silent for too long) is recorded as an outcome the owner sees, never dropped.
+//!
+//! Once the saga has asked the target for a copy it finishes that request, even if the source is
+//! deleted before the outcome is recorded: the target may already hold the copy, and asking again
+//! (same command id) is the only way to learn it. So the saga notes durably that it asked before
+//! it asks, and a retry after a crash asks again rather than reporting a failure while a copy
+//! exists.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -30,6 +36,13 @@ pub const TARGET_SILENCE_MAX: Duration = Duration::from_secs(30);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 
 const CHECKPOINT_KEY: &[u8] = b"p";
+
+/// Marks a copy request the target was asked for: `a` + the source event's id.
+const ASKED: u8 = b'a';
+
+/// Test hook: milliseconds the saga waits after the target made a copy and before it records the
+/// outcome, so that a test can stop the process inside that window. Unset in production.
+pub const PAUSE_AFTER_RECEIVE_ENV: &str = "IMS_TEST_COPY_SAGA_PAUSE_AFTER_RECEIVE_MS";
 
 /// The command id of the outcome of the copy asked for by event `event_id`: a name-based UUID
 /// (version 8) from a SHA-256 of the event id, different from the event id the target gets.
@@ -99,6 +112,28 @@ impl CopySaga {
         })
     }
 
+    fn asked_key(envelope: &Envelope) -> [u8; 17] {
+        let mut key = [ASKED; 17];
+        key[1..].copy_from_slice(&envelope.body.event_id);
+        key
+    }
+
+    /// Whether the target was asked for the copy of `envelope` before (by an earlier try).
+    fn was_asked(&self, envelope: &Envelope) -> Result<bool, Retry> {
+        self.db
+            .contains_key(Self::asked_key(envelope))
+            .map_err(|e| Retry(format!("reading the copy saga's state: {e}")))
+    }
+
+    /// Notes, durably, that the target is about to be asked for the copy of `envelope`.
+    fn note_asked(&self, envelope: &Envelope) -> Result<(), Retry> {
+        self.db
+            .insert(Self::asked_key(envelope), &[][..])
+            .and_then(|_| self.db.flush())
+            .map(|_| ())
+            .map_err(|e| Retry(format!("writing the copy saga's state: {e}")))
+    }
+
     fn save_checkpoint(&mut self, position: u64) -> anyhow::Result<()> {
         self.checkpoint = position;
         self.db
@@ -162,15 +197,24 @@ impl CopySaga {
         target: &RegionId,
         spec: &CopySpec,
     ) -> Result<(), Retry> {
-        let outcome = match self.source_deleted(envelope, image_id, spec).await {
-            true => Err(format!(
-                "source image {image_id} was deleted before the copy was made"
-            )),
-            false => {
-                self.create_in_target(envelope, image_id, copy_image_id, target, spec)
-                    .await?
-            }
-        };
+        let outcome =
+            if !self.was_asked(envelope)? && self.source_deleted(envelope, image_id, spec).await {
+                Err(format!(
+                    "source image {image_id} was deleted before the copy was made"
+                ))
+            } else {
+                self.note_asked(envelope)?;
+                let created = self
+                    .create_in_target(envelope, image_id, copy_image_id, target, spec)
+                    .await?;
+                if let Some(pause) = std::env::var(PAUSE_AFTER_RECEIVE_ENV)
+                    .ok()
+                    .and_then(|ms| ms.parse().ok())
+                {
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+                created
+            };
         let (outcome, reason) = match outcome {
             Ok(()) => ("delivered", String::new()),
             Err(reason) => ("failed", reason),
@@ -197,6 +241,11 @@ impl CopySaga {
             }
             tracing::error!(region = %self.region, %copy_image_id, %error, "the source region refused the copy outcome");
         }
+        // The outcome is recorded: a later repeat of this step gets the same reply from the
+        // source region whatever it decides, so the note is no longer needed.
+        self.db
+            .remove(Self::asked_key(envelope))
+            .map_err(|e| Retry(format!("writing the copy saga's state: {e}")))?;
         self.silent_since = None;
         Ok(())
     }
