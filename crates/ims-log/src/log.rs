@@ -5,7 +5,11 @@
 //! Keys (one tree, the first byte says what a key is):
 //! - `e` + position (u64 big-endian): an event record holding the events of one append, stored
 //!   under the position of its last event (see [`encode_record`]);
-//! - `s` + stream + `0x00` + stream version (u64 big-endian): the position of that event;
+//! - `S` + stream + `0x00` + chunk (u32 big-endian): the stream index, the positions of versions
+//!   `chunk * 64 + 1` to `chunk * 64 + 64` of the stream, as u64 big-endian each (a key per 64
+//!   events of a stream rather than per event: sled holds memory per key, about 38 bytes, from the
+//!   moment it opens a database); the first release kept a key per event (`s` + stream + `0x00` +
+//!   version), which `open` converts;
 //! - `c` + command id (16 bytes): a [`StoredCommand`];
 //! - `h`: the head, position (u64 big-endian) then hash (32 bytes);
 //! - `n` + key: a snapshot written by the command writer in the same batch as its events.
@@ -22,7 +26,11 @@ use uuid::Uuid;
 use crate::{codec, Envelope, EnvelopeBody, LogError};
 
 const EVENT: u8 = b'e';
-const STREAM: u8 = b's';
+/// The stream index of the first release: a key per event. Converted by `open`.
+const STREAM_PER_EVENT: u8 = b's';
+const STREAM: u8 = b'S';
+/// Positions per key of the stream index.
+const STREAM_CHUNK_EVENTS: u64 = 64;
 const COMMAND: u8 = b'c';
 const HEAD: &[u8] = b"h";
 const SNAPSHOT: u8 = b'n';
@@ -120,18 +128,24 @@ fn event_key(position: u64) -> [u8; 9] {
     key
 }
 
-fn stream_prefix(stream: &str) -> Vec<u8> {
+fn stream_prefix(tag: u8, stream: &str) -> Vec<u8> {
     let mut key = Vec::with_capacity(stream.len() + 10);
-    key.push(STREAM);
+    key.push(tag);
     key.extend_from_slice(stream.as_bytes());
     key.push(0);
     key
 }
 
-fn stream_key(stream: &str, version: u64) -> Vec<u8> {
-    let mut key = stream_prefix(stream);
-    key.extend_from_slice(&version.to_be_bytes());
+/// The key of the chunk of the stream index that holds `version` (from 1).
+fn stream_chunk_key(stream: &str, version: u64) -> Vec<u8> {
+    let chunk = u32::try_from((version - 1) / STREAM_CHUNK_EVENTS).expect("under 2^38 versions");
+    let mut key = stream_prefix(STREAM, stream);
+    key.extend_from_slice(&chunk.to_be_bytes());
     key
+}
+
+fn positions(chunk: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    chunk.chunks_exact(8).map(be_u64)
 }
 
 fn command_key(command_id: &Uuid) -> [u8; 17] {
@@ -199,8 +213,38 @@ impl EventLog {
                 poisoned: AtomicBool::new(false),
             }),
         };
+        log.convert_stream_index()?;
         log.check_tail(head)?;
         Ok(log)
+    }
+
+    /// Converts a stream index of the first release (a key per event) into chunks, in one atomic
+    /// batch. Logs written since have none, so this costs one empty scan.
+    fn convert_stream_index(&self) -> Result<(), LogError> {
+        let db = &self.shared.db;
+        let mut batch = sled::Batch::default();
+        let mut chunks: std::collections::BTreeMap<Vec<u8>, Vec<u8>> = Default::default();
+        for item in db.scan_prefix([STREAM_PER_EVENT]) {
+            let (key, position) = item?;
+            // `s` + stream + 0x00 + version (8 bytes), versions in order within a stream.
+            let stream = String::from_utf8_lossy(&key[1..key.len() - 9]).into_owned();
+            let version = be_u64(&key[key.len() - 8..]);
+            chunks
+                .entry(stream_chunk_key(&stream, version))
+                .or_default()
+                .extend_from_slice(&position);
+            batch.remove(key);
+        }
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        for (key, chunk) in chunks {
+            batch.insert(key, chunk);
+        }
+        db.apply_batch(batch)?;
+        db.flush()?;
+        self.shared.data_file.sync_data()?;
+        Ok(())
     }
 
     fn check_tail(&self, head: Head) -> Result<(), LogError> {
@@ -270,6 +314,8 @@ impl EventLog {
         let mut batch = sled::Batch::default();
         let mut next = *head;
         let mut stream_versions: HashMap<String, u64> = HashMap::new();
+        // The stream-index chunks this group changes, as they will be written.
+        let mut chunks: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
         let mut seen_commands: HashMap<Uuid, StoredCommand> = HashMap::new();
         let mut results = Vec::with_capacity(commands.len());
         for command in commands {
@@ -304,10 +350,20 @@ impl EventLog {
                     payload: event.payload.clone(),
                 };
                 let envelope = Envelope::seal(body, next.hash);
-                batch.insert(
-                    stream_key(&event.stream, event.stream_version),
-                    &envelope.position().to_be_bytes()[..],
-                );
+                let key = stream_chunk_key(&event.stream, event.stream_version);
+                let chunk = match chunks.entry(key) {
+                    std::collections::hash_map::Entry::Occupied(chunk) => chunk.into_mut(),
+                    std::collections::hash_map::Entry::Vacant(vacant) => {
+                        // A version that opens a chunk needs no read: the chunk is new.
+                        let stored = if (event.stream_version - 1) % STREAM_CHUNK_EVENTS == 0 {
+                            Vec::new()
+                        } else {
+                            db.get(vacant.key())?.map_or_else(Vec::new, |v| v.to_vec())
+                        };
+                        vacant.insert(stored)
+                    }
+                };
+                chunk.extend_from_slice(&envelope.position().to_be_bytes());
                 stream_versions.insert(event.stream.clone(), event.stream_version);
                 next = Head {
                     position: envelope.position(),
@@ -334,6 +390,9 @@ impl EventLog {
             });
         }
         if next != *head {
+            for (key, chunk) in chunks {
+                batch.insert(key, chunk);
+            }
             let record = encode_record(results.iter().flat_map(|result| match result {
                 Appended::New { envelopes, .. } => envelopes.as_slice(),
                 _ => &[],
@@ -396,12 +455,22 @@ impl EventLog {
         Ok(None)
     }
 
-    /// Whether `stream` holds exactly `version` events: two point reads, cheaper than finding the
-    /// last version with a reverse scan.
+    /// Whether `stream` holds exactly `version` events: one point read (two when `version` fills
+    /// a chunk), cheaper than finding the last chunk with a reverse scan.
     fn stream_is_at(&self, stream: &str, version: u64) -> Result<bool, LogError> {
         let db = &self.shared.db;
-        let has_version = version == 0 || db.contains_key(stream_key(stream, version))?;
-        Ok(has_version && !db.contains_key(stream_key(stream, version + 1))?)
+        let held_with = |version: u64| -> Result<u64, LogError> {
+            Ok(db
+                .get(stream_chunk_key(stream, version))?
+                .map_or(0, |chunk| chunk.len() as u64 / 8))
+        };
+        // Chunks fill in order, so the chunk that would take `version + 1` tells it all, unless
+        // `version` ends a chunk: then that chunk must be full.
+        let in_chunk = version % STREAM_CHUNK_EVENTS;
+        if held_with(version + 1)? != in_chunk {
+            return Ok(false);
+        }
+        Ok(in_chunk != 0 || version == 0 || held_with(version)? == STREAM_CHUNK_EVENTS)
     }
 
     /// The current version of `stream`: how many events it holds.
@@ -409,10 +478,14 @@ impl EventLog {
         let last = self
             .shared
             .db
-            .scan_prefix(stream_prefix(stream))
+            .scan_prefix(stream_prefix(STREAM, stream))
             .next_back()
             .transpose()?;
-        Ok(last.map_or(0, |(key, _)| be_u64(&key[key.len() - 8..])))
+        Ok(last.map_or(0, |(key, chunk)| {
+            let mut number = [0u8; 4];
+            number.copy_from_slice(&key[key.len() - 4..]);
+            u64::from(u32::from_be_bytes(number)) * STREAM_CHUNK_EVENTS + chunk.len() as u64 / 8
+        }))
     }
 
     /// What the first append with `command_id` got, if there was one.
@@ -480,9 +553,11 @@ impl EventLog {
         let until = self.head_position();
         let mut envelopes = Vec::new();
         let mut record: Vec<Envelope> = Vec::new();
-        for item in self.shared.db.scan_prefix(stream_prefix(stream)) {
-            let (_, position) = item?;
-            let position = be_u64(&position);
+        let mut stream_positions = Vec::new();
+        for item in self.shared.db.scan_prefix(stream_prefix(STREAM, stream)) {
+            stream_positions.extend(positions(&item?.1));
+        }
+        for position in stream_positions {
             if position > until {
                 break;
             }

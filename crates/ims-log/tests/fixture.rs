@@ -135,6 +135,17 @@ fn the_first_releases_log_still_reads_and_verifies() {
     let events: Vec<Event> = envelopes.iter().map(|e| decode_event(e).unwrap()).collect();
     assert_eq!(events, expected);
     assert!(envelopes.iter().all(|e| e.body.schema_version == 1));
+    // The first release's stream index (a key per event) was converted on open.
+    let image_stream = "image/0192f0c1-7a3e-7c2b-9d4e-1a2b3c4d5e6f";
+    assert_eq!(log.stream_version(image_stream).unwrap(), 5);
+    let stream: Vec<u64> = log
+        .read_stream(image_stream)
+        .unwrap()
+        .iter()
+        .map(|e| e.position())
+        .collect();
+    assert_eq!(stream, vec![3, 4, 5, 6, 7]);
+    assert_eq!(log.stream_version("tenant/t2").unwrap(), 1);
 }
 
 #[test]

@@ -120,6 +120,58 @@ fn a_stale_stream_version_conflicts_and_writes_nothing_of_that_command() {
 }
 
 #[test]
+fn long_streams_keep_their_order_and_versions_across_index_chunks_and_restarts() {
+    // The stream index keeps 64 positions per key: cross those boundaries in uneven groups, with
+    // another stream interleaved, and check versions, order and conflicts at the boundaries.
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = Vec::new();
+    {
+        let log = open(&dir);
+        let mut version = 0u64;
+        for size in [1usize, 62, 1, 2, 63, 64, 7] {
+            let mut group = Vec::new();
+            for _ in 0..size {
+                version += 1;
+                group.push(command(
+                    None,
+                    &[("image/long", version), ("image/other", version)],
+                ));
+            }
+            for appended in log.append(&group).unwrap() {
+                let Appended::New { first_position, .. } = appended else {
+                    panic!("not appended: {appended:?}");
+                };
+                expected.push(first_position);
+            }
+        }
+        assert_eq!(log.stream_version("image/long").unwrap(), 200);
+        for stale in [63, 64, 128] {
+            let refused = log
+                .append(&[command(None, &[("image/long", stale + 1)])])
+                .unwrap();
+            assert_eq!(
+                refused[0],
+                Appended::Conflict {
+                    stream: "image/long".into(),
+                    expected_version: stale,
+                    actual_version: 200
+                }
+            );
+        }
+    }
+    let log = open(&dir);
+    assert_eq!(log.stream_version("image/long").unwrap(), 200);
+    let read: Vec<(u64, u64)> = log
+        .read_stream("image/long")
+        .unwrap()
+        .iter()
+        .map(|e| (e.body.stream_version, e.position()))
+        .collect();
+    assert_eq!(read, (1..=200).zip(expected).collect::<Vec<_>>());
+    assert_eq!(log.read_stream("image/other").unwrap().len(), 200);
+}
+
+#[test]
 fn a_changed_byte_in_a_stored_event_is_found_by_verify_at_its_position() {
     let dir = tempfile::tempdir().unwrap();
     {
