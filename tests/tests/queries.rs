@@ -85,6 +85,15 @@ async fn a_tenant_sees_public_own_accepted_and_marketplace_images_and_nothing_el
         .await;
     assert_eq!(usable["allowed"], true, "{usable}");
     assert_eq!(usable["price"]["amount_minor"], 50);
+    let member_counts = ims.query("alice", "share-counts", json!({})).await;
+    assert!(
+        member_counts["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["image_id"] != json!(accepted)),
+        "share counts list the tenant's own images, not those shared with it: {member_counts}"
+    );
     let counts = ims.query("bob", "share-counts", json!({})).await;
     let accepted_counts = counts["items"]
         .as_array()

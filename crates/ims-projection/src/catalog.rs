@@ -5,10 +5,10 @@
 //! UUID v7 ids is creation order):
 //! - `p`: the checkpoint;
 //! - `i` + id: the image (the domain's `Image`, encoded by the log's codec);
-//! - `v` + tenant + 0 + id: images private to the tenant that it may use (own, accepted shares);
+//! - `v` + tenant + 0 + id: images private to the tenant that it may use, value [`OWNED`] for its
+//!   own images and empty for accepted shares (one key for both roles: sled holds memory per key);
 //! - `g` + id: images every tenant sees (public, Marketplace);
 //! - `m` + tenant + 0 + id: the tenant's memberships, value = member status;
-//! - `o` + tenant + 0 + id: images the tenant owns;
 //! - `f` + tenant + 0 + position + index: the tenant's feed items;
 //! - `F` + position: feed items for every tenant (deprecated public images).
 
@@ -39,6 +39,9 @@ struct FeedRecordRef<'a> {
     message: &'a str,
     at_ms: u64,
 }
+
+/// The value of a `v` entry for an image the tenant owns.
+pub const OWNED: &[u8] = b"o";
 
 pub fn tenant_key(tag: u8, tenant: &TenantId, suffix: &[u8]) -> Vec<u8> {
     let mut key = Vec::with_capacity(2 + tenant.as_str().len() + suffix.len());
@@ -122,8 +125,7 @@ fn index_entries(image: &Image, scope: Reindex) -> Vec<(Vec<u8>, Vec<u8>)> {
                 add_member(member, *status);
             }
             if let Some(owner) = image.owner.tenant() {
-                entries.push((tenant_key(b'o', owner, id), Vec::new()));
-                entries.push((tenant_key(b'v', owner, id), Vec::new()));
+                entries.push((tenant_key(b'v', owner, id), OWNED.to_vec()));
             }
             if matches!(image.class, ImageClass::Public | ImageClass::Marketplace) {
                 entries.push((global_key(&image.id), Vec::new()));

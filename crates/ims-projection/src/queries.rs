@@ -12,7 +12,7 @@ use ims_wire::{WireError, WireErrorCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::catalog::{member_status_from_byte, tenant_key, FeedRecord};
+use crate::catalog::{member_status_from_byte, tenant_key, FeedRecord, OWNED};
 use crate::store::{be_u64, image_key, Store};
 use crate::usage::UsageEntry;
 use crate::ProjectionError;
@@ -377,9 +377,17 @@ fn shared_with_me(
 }
 
 fn share_counts(models: &Models, tenant: &TenantId) -> Result<Value, WireError> {
-    let prefix = tenant_key(b'o', tenant, &[]);
+    let prefix = tenant_key(b'v', tenant, &[]);
     let mut items = Vec::new();
-    for id in ids_after(models.catalog, &prefix, None) {
+    let owned = models
+        .catalog
+        .scan_from(&prefix, prefix.clone())
+        .filter(|item| item.as_ref().map_or(true, |(_, value)| value == OWNED))
+        .map(|item| {
+            item.map(|(key, _)| id_from_key_suffix(&key))
+                .map_err(internal)
+        });
+    for id in owned {
         let id = id?;
         let Some(image) = load_image(models.catalog, &id)? else {
             continue;
