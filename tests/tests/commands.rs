@@ -196,6 +196,75 @@ async fn a_retry_with_the_same_command_id_appends_nothing_and_returns_the_first_
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_the_writer_decides_on_the_same_images_and_quotas_as_before() {
+    // Proves that lazily loaded state (images folded from their streams, tenants from their
+    // snapshots) is the state the writer had: versions, members and quota counts carry over.
+    let mut service = Service::start().await;
+    let ims = service.client.clone();
+    ims.register(&["owner", "a", "b"]).await;
+    let quota = ims
+        .op("set-quota", json!({"tenant": "owner", "quota": 2}))
+        .await;
+    assert_eq!(quota["ok"], true, "{quota}");
+    let image = ims.active_image("owner", json!({})).await;
+    let shared = ims
+        .command(
+            "owner",
+            "share-image",
+            json!({"image_id": image, "tenants": ["a", "b"]}),
+        )
+        .await;
+    assert_eq!(shared["ok"], true, "{shared}");
+    let accepted = ims
+        .command("a", "accept-share", json!({"image_id": image}))
+        .await;
+    assert_eq!(accepted["ok"], true, "{accepted}");
+    let second = ims.active_image("owner", json!({})).await;
+    let version = accepted["version"].as_u64().unwrap();
+
+    service.restart().await;
+    let ims = service.client.clone();
+    let again = ims
+        .command(
+            "owner",
+            "share-image",
+            json!({"image_id": image, "tenants": ["a", "b"]}),
+        )
+        .await;
+    assert_eq!(again["already_members"], json!(["a", "b"]), "{again}");
+    let stale = ims
+        .command(
+            "owner",
+            "update-image",
+            json!({"image_id": image, "expected_version": version - 1, "description": "x"}),
+        )
+        .await;
+    assert_eq!(code(&stale), "conflict", "{stale}");
+    let current = ims
+        .command(
+            "owner",
+            "update-image",
+            json!({"image_id": image, "expected_version": version, "description": "x"}),
+        )
+        .await;
+    assert_eq!(current["version"], version + 1, "{current}");
+    let over_quota = ims
+        .command(
+            "owner",
+            "create-image",
+            json!({"name": "third", "disk": "data", "min_disk_gb": 1,
+            "source": {"file": {"url": "u", "format": "raw"}}}),
+        )
+        .await;
+    assert_eq!(code(&over_quota), "quota_exceeded", "{over_quota}");
+    let deleted = ims
+        .command("owner", "delete-image", json!({"image_id": second}))
+        .await;
+    assert_eq!(deleted["ok"], true, "{deleted}");
+    service.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_expected_version_gets_conflict() {
     // Proves optimistic concurrency: a command decided on an old version is refused.
     let service = Service::start().await;

@@ -3,7 +3,9 @@
 //! log as one durable write, then answers every command and hands the events to the publisher.
 //!
 //! The writer holds only the entities that recent commands touched: before deciding, it loads
-//! the images and tenants a command names from the snapshots the log keeps with each append.
+//! the images a command names by folding their streams (a handful of events each, found through
+//! the log's stream index), and the tenants from the snapshots the log keeps with each append (a
+//! tenant's count of owned images comes from other streams' events, so its stream is not enough).
 //! That keeps start-up instant and memory bounded however long the log is.
 
 use std::collections::{BTreeSet, HashMap};
@@ -287,19 +289,23 @@ impl RegionWriter {
             return Outcome::NoChange(reply);
         }
         let mut new_events = Vec::with_capacity(events.len());
-        let mut dirty: BTreeSet<StreamId> = BTreeSet::new();
+        // Tenants whose snapshot changes: their own events, and their images' creation and
+        // deletion (the count of owned images).
+        let mut dirty: BTreeSet<TenantId> = BTreeSet::new();
         for event in &events {
             evolve(&mut self.state, event);
             let stream = event.stream();
             new_events.push(ims_log::new_event(event, self.version_of(&stream)));
-            dirty.insert(stream);
+            if let StreamId::Tenant(tenant) = stream {
+                dirty.insert(tenant);
+            }
             if matches!(event, Event::ImageCreated(_) | Event::ImageDeleted { .. }) {
                 if let Some(owner) = event
                     .image_id()
                     .and_then(|id| self.state.images.get(&id))
                     .and_then(|i| i.owner.tenant())
                 {
-                    dirty.insert(StreamId::Tenant(owner.clone()));
+                    dirty.insert(owner.clone());
                 }
             }
         }
@@ -318,7 +324,7 @@ impl RegionWriter {
             },
             snapshots: dirty
                 .iter()
-                .filter_map(|stream| self.snapshot_of(stream))
+                .filter_map(|tenant| self.tenant_snapshot(tenant))
                 .collect(),
         });
         Outcome::Append(to_append.len() - 1, reply)
@@ -396,20 +402,23 @@ impl RegionWriter {
         }
     }
 
-    fn snapshot_of(&self, stream: &StreamId) -> Option<(Vec<u8>, Vec<u8>)> {
-        let key = stream.to_string().into_bytes();
-        match stream {
-            StreamId::Image(id) => self
-                .state
-                .images
-                .get(id)
-                .map(|image| (key, ims_log::encode(image))),
-            StreamId::Tenant(id) => self
-                .state
-                .tenants
-                .get(id)
-                .map(|tenant| (key, ims_log::encode(tenant))),
+    fn tenant_snapshot(&self, tenant: &TenantId) -> Option<(Vec<u8>, Vec<u8>)> {
+        let key = StreamId::Tenant(tenant.clone()).to_string().into_bytes();
+        self.state
+            .tenants
+            .get(tenant)
+            .map(|loaded| (key, ims_log::encode(loaded)))
+    }
+
+    /// An image as its stream's events leave it. (Image snapshots that earlier builds wrote are
+    /// not read: nothing keeps them up to date any more.)
+    fn load_image(&self, id: ImageId) -> Result<Option<ims_domain::Image>, LogError> {
+        // `evolve` changes an image only for events of its own stream.
+        let mut folded = State::default();
+        for envelope in self.log.read_stream(&StreamId::Image(id).to_string())? {
+            evolve(&mut folded, &ims_log::decode_event(&envelope)?);
         }
+        Ok(folded.images.remove(&id))
     }
 
     /// Loads what `command` reads: its images, their owners, its tenants and the actor.
@@ -421,12 +430,7 @@ impl RegionWriter {
         }
         for id in touches.images {
             if !self.state.images.contains_key(&id) {
-                if let Some(bytes) = self
-                    .log
-                    .snapshot(StreamId::Image(id).to_string().as_bytes())?
-                {
-                    let image: ims_domain::Image =
-                        ims_log::decode(&bytes, || format!("snapshot of image {id}"))?;
+                if let Some(image) = self.load_image(id)? {
                     self.state.images.insert(id, image);
                 }
             }

@@ -43,8 +43,8 @@ fn main() -> anyhow::Result<std::process::ExitCode> {
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-/// Writes the region: every event appended for real (records, indexes, chain), each image's
-/// snapshot with its last event and the tenants' with the last command, as the writer does; and
+/// Writes the region: every event appended for real (records, indexes, chain), the tenants'
+/// snapshots with the last command, as the writer does; and
 /// the read models folded from the appended envelopes, as the projector does.
 fn build(data: &std::path::Path, events: u64) -> anyhow::Result<u64> {
     let region = RegionId::parse(REGION)?;
@@ -98,15 +98,8 @@ fn build(data: &std::path::Path, events: u64) -> anyhow::Result<u64> {
             evolve(&mut state, event);
             group.push(command(event, version));
         }
-        // The writer keeps what it decided in its snapshots; the image is not needed here after.
-        let id = image_id(images);
-        if let Some(image) = state.images.remove(&id) {
-            let snapshots = &mut group.last_mut().expect("a lifecycle has events").snapshots;
-            snapshots.push((
-                StreamId::Image(id).to_string().into_bytes(),
-                ims_log::encode(&image),
-            ));
-        }
+        // The writer folds an image from its stream when it needs it; only tenants have snapshots.
+        state.images.remove(&image_id(images));
         images += 1;
         if group.len() >= GROUP_COMMANDS {
             flush(&mut group, &mut written)?;
