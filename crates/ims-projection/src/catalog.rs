@@ -192,6 +192,8 @@ pub struct Catalog;
 
 impl Fold for Catalog {
     const NAME: &'static str = "catalog";
+    /// 2: owned images are `v` entries marked [`OWNED`] (1 had a separate `o` index).
+    const LAYOUT: u32 = 2;
 
     fn wants(&self, event_type: &str) -> bool {
         // Tenant events are not about images.

@@ -49,8 +49,13 @@ pub struct Notice {
 
 /// One projection's fold: how an event changes its read model.
 pub trait Fold {
-    /// The projection's name: its folder under the region's `projections/`.
+    /// The projection's name, as audits and `audit.rows` call it.
     const NAME: &'static str;
+
+    /// The version of the model's key layout. A model lives in `<NAME>.v<LAYOUT>` under the
+    /// region's `projections/`, so a new layout starts from an empty folder and the projector
+    /// rebuilds it from the log; the old folder can be deleted.
+    const LAYOUT: u32;
 
     /// Whether events of this type tag can change the model; the others are not even decoded,
     /// so a model that reads few event types costs little to keep up.
@@ -90,7 +95,7 @@ impl<F: Fold> ReadModel<F> {
     pub fn open(dir: &Path, fold: F) -> Result<Self, ProjectionError> {
         let db = ims_log::open_sled(
             sled::Config::new()
-                .path(dir.join(F::NAME))
+                .path(dir.join(format!("{}.v{}", F::NAME, F::LAYOUT)))
                 .cache_capacity(256 << 20),
         )?;
         let store = Store::Sled(db.open_tree("model")?);

@@ -24,6 +24,7 @@ pub struct UsageLedger;
 
 impl Fold for UsageLedger {
     const NAME: &'static str = "usage";
+    const LAYOUT: u32 = 1;
 
     fn wants(&self, event_type: &str) -> bool {
         event_type == "usage_recorded"

@@ -177,6 +177,21 @@ fn any_commands() -> impl Strategy<Value = Vec<(u8, usize, u8, usize)>> {
     prop::collection::vec((any::<u8>(), 0usize..4, any::<u8>(), 0usize..4), 1..120)
 }
 
+#[test]
+fn a_model_lives_in_a_folder_named_after_its_layout_so_a_new_layout_starts_empty() {
+    let dir = tempfile::tempdir().unwrap();
+    let envelopes = run_commands(&[(0, 0, 0, 0), (0, 1, 1, 0)]);
+    {
+        let mut catalog = ReadModel::open(dir.path(), Catalog).unwrap();
+        catalog.apply(&envelopes).unwrap();
+    }
+    assert!(dir.path().join("catalog.v2").is_dir());
+    // A model of another layout in the same place is not read: this one starts at position 0.
+    std::fs::rename(dir.path().join("catalog.v2"), dir.path().join("catalog.v1")).unwrap();
+    let catalog = ReadModel::open(dir.path(), Catalog).unwrap();
+    assert_eq!(catalog.checkpoint(), 0);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
