@@ -30,7 +30,11 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(url: &str, region: &str) -> Self {
-        let nats = ims_service::bus::connect(url, "ims-tests")
+        // No request timeout of the client's own (10 s by default): `request` bounds each wait
+        // itself, at 30 s, which a loaded 2-core CI machine needs.
+        let nats = ims_service::bus::options("ims-tests")
+            .request_timeout(None)
+            .connect(url)
             .await
             .expect("connecting to NATS");
         Self {
@@ -99,11 +103,13 @@ impl Client {
     pub async fn read_log(&self, from: u64, max: usize) -> LogBatch {
         let subject = self.subjects.log_read(&self.region);
         let payload = serde_json::to_vec(&json!({"from": from, "max": max})).unwrap();
-        let message = self
-            .nats
-            .request(subject, Bytes::from(payload))
-            .await
-            .expect("log.read");
+        let message = tokio::time::timeout(
+            Duration::from_secs(30),
+            self.nats.request(subject, Bytes::from(payload)),
+        )
+        .await
+        .expect("log.read answers within 30 s")
+        .expect("log.read");
         ims_log::decode(&message.payload, || "log.read reply".into()).expect("a log batch")
     }
 

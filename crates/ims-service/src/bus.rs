@@ -10,6 +10,14 @@ const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(2);
 /// Connects to `url`, retrying until the server is there; later drops are reconnected by the
 /// client, and subscriptions (service endpoints included) are restored with the connection.
 pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
+    options(name)
+        .connect(url)
+        .await
+        .with_context(|| format!("connecting to NATS at {url}"))
+}
+
+/// The options of [`connect`], for callers that change one (a request timeout, say).
+pub fn options(name: &str) -> async_nats::ConnectOptions {
     async_nats::ConnectOptions::new()
         .name(name)
         .retry_on_initial_connect()
@@ -21,7 +29,4 @@ pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client
         .event_callback(|event| async move {
             tracing::info!(%event, "nats connection event");
         })
-        .connect(url)
-        .await
-        .with_context(|| format!("connecting to NATS at {url}"))
 }
