@@ -333,6 +333,30 @@ impl Client {
     }
 }
 
+/// A child process that is killed when dropped, so that a failing test leaves nothing running.
+#[derive(Debug)]
+pub struct KilledOnDrop(pub std::process::Child);
+
+impl std::ops::Deref for KilledOnDrop {
+    type Target = std::process::Child;
+    fn deref(&self) -> &Self::Target {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for KilledOnDrop {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
+    }
+}
+
+impl Drop for KilledOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Starts `imsd <role>` (the binary at `binary`, as built for the tests) on `nats_url` and
 /// `data_dir` for `regions` (comma-separated), quietly, on a free HTTP port.
 pub fn spawn_imsd(
@@ -341,7 +365,7 @@ pub fn spawn_imsd(
     nats_url: &str,
     data_dir: &Path,
     regions: &str,
-) -> std::process::Child {
+) -> KilledOnDrop {
     spawn_imsd_with_env(binary, role, nats_url, data_dir, regions, &[])
 }
 
@@ -353,8 +377,8 @@ pub fn spawn_imsd_with_env(
     data_dir: &Path,
     regions: &str,
     env: &[(&str, &str)],
-) -> std::process::Child {
-    std::process::Command::new(binary)
+) -> KilledOnDrop {
+    let child = std::process::Command::new(binary)
         .args([role, "--nats-url", nats_url, "--regions", regions])
         .arg("--data-dir")
         .arg(data_dir)
@@ -367,5 +391,6 @@ pub fn spawn_imsd_with_env(
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
         .spawn()
-        .expect("starting imsd")
+        .expect("starting imsd");
+    KilledOnDrop(child)
 }

@@ -209,7 +209,7 @@ fn imsd(
     data_dir: &std::path::Path,
     role: &str,
     regions: &str,
-) -> std::process::Child {
+) -> ims_tests::KilledOnDrop {
     ims_tests::spawn_imsd(
         env!("CARGO_BIN_EXE_imsd-under-test"),
         role,
@@ -224,7 +224,7 @@ async fn fifty_copies_survive_kill_9_of_the_saga_and_arrive_exactly_once() {
     // Proves the saga is log-driven and idempotent: crashes anywhere never lose or double a copy.
     let nats = NatsServer::start(Some(free_port().unwrap())).unwrap();
     let data = tempfile::tempdir().unwrap();
-    let mut child: std::process::Child = imsd(&nats.url(), data.path(), "run", "test-1,test-2");
+    let mut child = imsd(&nats.url(), data.path(), "run", "test-1,test-2");
     let a = Client::connect(&nats.url(), A).await;
     let b = Client::connect(&nats.url(), B).await;
     a.wait_ready().await;

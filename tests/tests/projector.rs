@@ -77,7 +77,7 @@ async fn write_events(client: &Client, count: usize) {
     }
 }
 
-fn start_projector(nats_url: &str, data_dir: &std::path::Path) -> std::process::Child {
+fn start_projector(nats_url: &str, data_dir: &std::path::Path) -> ims_tests::KilledOnDrop {
     ims_tests::spawn_imsd(
         env!("CARGO_BIN_EXE_imsd-under-test"),
         "project",

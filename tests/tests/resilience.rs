@@ -9,7 +9,7 @@ use ims_service::nats_server::{free_port, NatsServer};
 use ims_tests::serde_json::{json, Value};
 use ims_tests::{code, Client, Service, REGION};
 
-fn start_imsd(nats_url: &str, data_dir: &std::path::Path) -> std::process::Child {
+fn start_imsd(nats_url: &str, data_dir: &std::path::Path) -> ims_tests::KilledOnDrop {
     ims_tests::spawn_imsd(
         env!("CARGO_BIN_EXE_imsd-under-test"),
         "run",
