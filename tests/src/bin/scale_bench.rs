@@ -217,7 +217,7 @@ async fn bench(events: u64, kept: Option<std::path::PathBuf>) -> anyhow::Result<
         page["items"].as_array().map_or(0, Vec::len),
         started.elapsed().as_secs_f64() * 1e3
     );
-    // A command on an image written by the build, so the writer loads it from its snapshot.
+    // A command on an image written by the build: the writer folds it from its stream first.
     let old_image = image_id(7).to_string();
     let started = Instant::now();
     let reply = client
