@@ -18,7 +18,7 @@
 //! | recorded_at_ms | u64 | unix milliseconds |
 //! | event_type | String | the stable type tag |
 //! | schema_version | u16 | schema version of `payload` |
-//! | payload | Vec<u8> | the encoded domain event |
+//! | payload | `Vec<u8>` | the encoded domain event |
 //! | prev_hash | bytes (32) | `hash` of position - 1 (zeros before position 1) |
 //! | hash | bytes (32) | SHA-256(prev_hash ‖ encode(all fields above but prev_hash)) |
 

@@ -21,7 +21,7 @@ pub use envelope::{chain_hash, Envelope, EnvelopeBody};
 pub use error::LogError;
 pub use log::{
     decode_record, encode_record, open_sled, Appended, Broken, EventLog, Head, LogBatch,
-    NewCommand, NewEvent, StoredCommand, TAIL_CHECK_EVENTS,
+    NewCommand, NewEvent, StoredCommand, OPEN_LOCK_WAIT_MAX, TAIL_CHECK_EVENTS,
 };
 pub use upcast::{decode_event, encode_event};
 
