@@ -57,19 +57,43 @@ fn copies_in(events: &[Event]) -> Vec<String> {
         .collect()
 }
 
-fn delivered_in(events: &[Event]) -> usize {
+/// The outcomes of copies recorded in a region's events, in log order.
+fn outcomes_in(events: &[Event]) -> Vec<CopyStatus> {
     events
         .iter()
-        .filter(|e| {
-            matches!(
-                e,
-                Event::CopyFinished {
-                    status: CopyStatus::Delivered,
-                    ..
-                }
-            )
+        .filter_map(|e| match e {
+            Event::CopyFinished { status, .. } => Some(status.clone()),
+            _ => None,
         })
+        .collect()
+}
+
+fn delivered_in(events: &[Event]) -> usize {
+    outcomes_in(events)
+        .iter()
+        .filter(|status| **status == CopyStatus::Delivered)
         .count()
+}
+
+/// Asks region a (`a`) to copy `image` of tenant `owner` to region b; returns the reply.
+async fn request_copy(a: &Client, image: &str) -> Value {
+    a.command(
+        "owner",
+        "copy-image",
+        json!({"image_id": image, "target_region": B}),
+    )
+    .await
+}
+
+/// Clients of regions a and b, both answering, with tenant `owner` registered in each.
+async fn owner_in_both_regions(nats_url: &str) -> (Client, Client) {
+    let a = Client::connect(nats_url, A).await;
+    let b = Client::connect(nats_url, B).await;
+    a.wait_ready().await;
+    b.wait_ready().await;
+    a.register(&["owner"]).await;
+    b.register(&["owner"]).await;
+    (a, b)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,13 +111,7 @@ async fn a_copy_arrives_in_the_target_region_and_becomes_usable_after_its_transf
     let before = a
         .query_at("owner", "image", json!({"image_id": image}), a.head().await)
         .await;
-    let copy = a
-        .command(
-            "owner",
-            "copy-image",
-            json!({"image_id": image, "target_region": B}),
-        )
-        .await;
+    let copy = request_copy(a, &image).await;
     assert_eq!(copy["ok"], true, "{copy}");
     let copy_id = copy["copy_image_id"].as_str().unwrap().to_owned();
     eventually("the copy in region b", || async {
@@ -163,22 +181,10 @@ async fn copying_to_a_region_where_the_tenant_is_not_registered_ends_in_a_visibl
     let encrypted = a
         .active_image("owner", json!({"encryption": {"kms_key_id": "kms-9"}}))
         .await;
-    let refused = a
-        .command(
-            "owner",
-            "copy-image",
-            json!({"image_id": encrypted, "target_region": B}),
-        )
-        .await;
+    let refused = request_copy(a, &encrypted).await;
     assert_eq!(code(&refused), "encrypted_not_copyable", "{refused}");
     let image = a.active_image("owner", json!({})).await;
-    let copy = a
-        .command(
-            "owner",
-            "copy-image",
-            json!({"image_id": image, "target_region": B}),
-        )
-        .await;
+    let copy = request_copy(a, &image).await;
     assert_eq!(copy["ok"], true);
     eventually("the failed copy at the source", || async {
         let view = a.query("owner", "image", json!({"image_id": image})).await;
@@ -225,24 +231,13 @@ async fn fifty_copies_survive_kill_9_of_the_saga_and_arrive_exactly_once() {
     let nats = NatsServer::start(Some(free_port().unwrap())).unwrap();
     let data = tempfile::tempdir().unwrap();
     let mut child = imsd(&nats.url(), data.path(), "run", "test-1,test-2");
-    let a = Client::connect(&nats.url(), A).await;
-    let b = Client::connect(&nats.url(), B).await;
-    a.wait_ready().await;
-    b.wait_ready().await;
-    a.register(&["owner"]).await;
-    b.register(&["owner"]).await;
+    let (a, b) = owner_in_both_regions(&nats.url()).await;
     let image = a.active_image("owner", json!({})).await;
     let mut requested = 0;
     let mut seed = 0x9e3779b97f4a7c15u64;
     for round in 0..4 {
         for _ in 0..(if round < 3 { 13 } else { 50 - requested }) {
-            let reply = a
-                .command(
-                    "owner",
-                    "copy-image",
-                    json!({"image_id": image, "target_region": B}),
-                )
-                .await;
+            let reply = request_copy(&a, &image).await;
             assert_eq!(reply["ok"], true, "{reply}");
             requested += 1;
         }
@@ -290,20 +285,9 @@ async fn a_copy_made_before_a_crash_is_recorded_delivered_even_if_the_source_was
         "test-1,test-2",
         &hold_the_window,
     );
-    let a = Client::connect(&nats.url(), A).await;
-    let b = Client::connect(&nats.url(), B).await;
-    a.wait_ready().await;
-    b.wait_ready().await;
-    a.register(&["owner"]).await;
-    b.register(&["owner"]).await;
+    let (a, b) = owner_in_both_regions(&nats.url()).await;
     let image = a.active_image("owner", json!({})).await;
-    let copy = a
-        .command(
-            "owner",
-            "copy-image",
-            json!({"image_id": image, "target_region": B}),
-        )
-        .await;
+    let copy = request_copy(&a, &image).await;
     assert_eq!(copy["ok"], true, "{copy}");
     eventually("the copy made in region b", || async {
         copies_in(&events(&b).await).len() == 1
@@ -318,21 +302,11 @@ async fn a_copy_made_before_a_crash_is_recorded_delivered_even_if_the_source_was
     child.wait().unwrap();
     let mut child = imsd(&nats.url(), data.path(), "run", "test-1,test-2");
     a.wait_ready().await;
-    let outcomes = || async {
-        events(&a)
-            .await
-            .into_iter()
-            .filter_map(|e| match e {
-                Event::CopyFinished { status, .. } => Some(status),
-                _ => None,
-            })
-            .collect::<Vec<CopyStatus>>()
-    };
     eventually("the copy's outcome recorded in region a", || async {
-        !outcomes().await.is_empty()
+        !outcomes_in(&events(&a).await).is_empty()
     })
     .await;
-    assert_eq!(outcomes().await, vec![CopyStatus::Delivered]);
+    assert_eq!(outcomes_in(&events(&a).await), vec![CopyStatus::Delivered]);
     assert_eq!(copies_in(&events(&b).await).len(), 1, "exactly one copy");
     child.kill().unwrap();
     child.wait().unwrap();
@@ -345,21 +319,10 @@ async fn two_regions_in_two_processes_copy_the_same_as_in_one() {
     let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let mut process_a = imsd(&nats.url(), data_a.path(), "run", A);
     let mut process_b = imsd(&nats.url(), data_b.path(), "command", B);
-    let a = Client::connect(&nats.url(), A).await;
-    let b = Client::connect(&nats.url(), B).await;
-    a.wait_ready().await;
-    b.wait_ready().await;
-    a.register(&["owner"]).await;
-    b.register(&["owner"]).await;
+    let (a, b) = owner_in_both_regions(&nats.url()).await;
     let image = a.active_image("owner", json!({})).await;
     for _ in 0..3 {
-        let reply = a
-            .command(
-                "owner",
-                "copy-image",
-                json!({"image_id": image, "target_region": B}),
-            )
-            .await;
+        let reply = request_copy(&a, &image).await;
         assert_eq!(reply["ok"], true, "{reply}");
     }
     eventually("3 delivered copies", || async {

@@ -148,6 +148,57 @@ fn positions(chunk: &[u8]) -> impl Iterator<Item = u64> + '_ {
     chunk.chunks_exact(8).map(be_u64)
 }
 
+/// One chunk of the stream index as an append sees it.
+#[derive(Default)]
+struct Chunk {
+    positions: Vec<u8>,
+    changed: bool,
+}
+
+impl Chunk {
+    /// How many positions it holds.
+    fn len(&self) -> u64 {
+        self.positions.len() as u64 / 8
+    }
+
+    fn push_position(&mut self, position: u64) {
+        self.positions.extend_from_slice(&position.to_be_bytes());
+        self.changed = true;
+    }
+}
+
+/// The stream-index chunks one append reads (each from sled at most once, for the version
+/// checks and then for the events) and changes.
+#[derive(Default)]
+struct Chunks(HashMap<Vec<u8>, Chunk>);
+
+impl Chunks {
+    /// The chunk at `key`, read from `db` on first use unless `stored` says it cannot exist yet.
+    fn get(&mut self, db: &sled::Db, key: Vec<u8>, stored: bool) -> Result<&mut Chunk, LogError> {
+        match self.0.entry(key) {
+            std::collections::hash_map::Entry::Occupied(chunk) => Ok(chunk.into_mut()),
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                let positions = match stored {
+                    true => db.get(vacant.key())?.map_or_else(Vec::new, |v| v.to_vec()),
+                    false => Vec::new(),
+                };
+                Ok(vacant.insert(Chunk {
+                    positions,
+                    changed: false,
+                }))
+            }
+        }
+    }
+
+    /// The chunks the append changed, to write with it.
+    fn changed(self) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> {
+        self.0
+            .into_iter()
+            .filter(|(_, chunk)| chunk.changed)
+            .map(|(key, chunk)| (key, chunk.positions))
+    }
+}
+
 fn command_key(command_id: &Uuid) -> [u8; 17] {
     let mut key = [COMMAND; 17];
     key[1..].copy_from_slice(command_id.as_bytes());
@@ -314,8 +365,7 @@ impl EventLog {
         let mut batch = sled::Batch::default();
         let mut next = *head;
         let mut stream_versions: HashMap<String, u64> = HashMap::new();
-        // The stream-index chunks this group changes, as they will be written.
-        let mut chunks: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
+        let mut chunks = Chunks::default();
         let mut seen_commands: HashMap<Uuid, StoredCommand> = HashMap::new();
         let mut results = Vec::with_capacity(commands.len());
         for command in commands {
@@ -329,7 +379,9 @@ impl EventLog {
                     continue;
                 }
             }
-            if let Some(conflict) = self.first_conflict(command, &mut stream_versions)? {
+            if let Some(conflict) =
+                self.first_conflict(command, &mut stream_versions, &mut chunks)?
+            {
                 results.push(conflict);
                 continue;
             }
@@ -350,20 +402,12 @@ impl EventLog {
                     payload: event.payload.clone(),
                 };
                 let envelope = Envelope::seal(body, next.hash);
+                // A version that opens a chunk needs no read: the chunk is new.
+                let opens_chunk = (event.stream_version - 1) % STREAM_CHUNK_EVENTS == 0;
                 let key = stream_chunk_key(&event.stream, event.stream_version);
-                let chunk = match chunks.entry(key) {
-                    std::collections::hash_map::Entry::Occupied(chunk) => chunk.into_mut(),
-                    std::collections::hash_map::Entry::Vacant(vacant) => {
-                        // A version that opens a chunk needs no read: the chunk is new.
-                        let stored = if (event.stream_version - 1) % STREAM_CHUNK_EVENTS == 0 {
-                            Vec::new()
-                        } else {
-                            db.get(vacant.key())?.map_or_else(Vec::new, |v| v.to_vec())
-                        };
-                        vacant.insert(stored)
-                    }
-                };
-                chunk.extend_from_slice(&envelope.position().to_be_bytes());
+                chunks
+                    .get(db, key, !opens_chunk)?
+                    .push_position(envelope.position());
                 stream_versions.insert(event.stream.clone(), event.stream_version);
                 next = Head {
                     position: envelope.position(),
@@ -390,7 +434,7 @@ impl EventLog {
             });
         }
         if next != *head {
-            for (key, chunk) in chunks {
+            for (key, chunk) in chunks.changed() {
                 batch.insert(key, chunk);
             }
             let record = encode_record(results.iter().flat_map(|result| match result {
@@ -425,6 +469,7 @@ impl EventLog {
         &self,
         command: &NewCommand,
         stream_versions: &mut HashMap<String, u64>,
+        chunks: &mut Chunks,
     ) -> Result<Option<Appended>, LogError> {
         let mut expected: HashMap<&str, u64> = HashMap::new();
         for event in &command.events {
@@ -434,7 +479,7 @@ impl EventLog {
                 .or_else(|| stream_versions.get(&event.stream))
             {
                 Some(version) => *version == previous,
-                None => self.stream_is_at(&event.stream, previous)?,
+                None => self.stream_is_at(&event.stream, previous, chunks)?,
             };
             if event.stream_version == 0 || !at_previous {
                 let current = match expected
@@ -455,14 +500,20 @@ impl EventLog {
         Ok(None)
     }
 
-    /// Whether `stream` holds exactly `version` events: one point read (two when `version` fills
-    /// a chunk), cheaper than finding the last chunk with a reverse scan.
-    fn stream_is_at(&self, stream: &str, version: u64) -> Result<bool, LogError> {
+    /// Whether `stream` holds exactly `version` events: one chunk of the stream index read (two
+    /// when `version` fills a chunk), cheaper than finding the last chunk with a reverse scan. The
+    /// chunks read stay in `chunks` for the append that follows.
+    fn stream_is_at(
+        &self,
+        stream: &str,
+        version: u64,
+        chunks: &mut Chunks,
+    ) -> Result<bool, LogError> {
         let db = &self.shared.db;
-        let held_with = |version: u64| -> Result<u64, LogError> {
-            Ok(db
-                .get(stream_chunk_key(stream, version))?
-                .map_or(0, |chunk| chunk.len() as u64 / 8))
+        let mut held_with = |version: u64| -> Result<u64, LogError> {
+            Ok(chunks
+                .get(db, stream_chunk_key(stream, version), true)?
+                .len())
         };
         // Chunks fill in order, so the chunk that would take `version + 1` tells it all, unless
         // `version` ends a chunk: then that chunk must be full.

@@ -144,18 +144,27 @@ fn start_after(prefix: &[u8], marker: Option<&ImageId>) -> Vec<u8> {
     start
 }
 
+/// Image ids and values of an id-ordered index under `prefix`, strictly after `marker`.
+fn entries_after<'a>(
+    store: &'a Store,
+    prefix: &'a [u8],
+    marker: Option<&ImageId>,
+) -> impl Iterator<Item = Result<(ImageId, Vec<u8>), WireError>> + 'a {
+    store
+        .scan_from(prefix, start_after(prefix, marker))
+        .map(|item| {
+            item.map(|(key, value)| (id_from_key_suffix(&key), value))
+                .map_err(internal)
+        })
+}
+
 /// Image ids of an id-ordered index under `prefix`, strictly after `marker`.
 fn ids_after<'a>(
     store: &'a Store,
     prefix: &'a [u8],
     marker: Option<&ImageId>,
 ) -> impl Iterator<Item = Result<ImageId, WireError>> + 'a {
-    store
-        .scan_from(prefix, start_after(prefix, marker))
-        .map(|item| {
-            item.map(|(key, _)| id_from_key_suffix(&key))
-                .map_err(internal)
-        })
+    entries_after(store, prefix, marker).map(|entry| entry.map(|(id, _)| id))
 }
 
 /// Answers `query` for `tenant`.
@@ -346,11 +355,8 @@ fn shared_with_me(
     let prefix = tenant_key(b'm', tenant, &[]);
     let mut items = Vec::new();
     let mut next_marker = None;
-    for entry in models
-        .catalog
-        .scan_from(&prefix, start_after(&prefix, marker.as_ref()))
-    {
-        let (key, value) = entry.map_err(internal)?;
+    for entry in entries_after(models.catalog, &prefix, marker.as_ref()) {
+        let (id, value) = entry?;
         let status: MemberStatus = member_status_from_byte(value[0]);
         if params
             .status
@@ -359,7 +365,6 @@ fn shared_with_me(
         {
             continue;
         }
-        let id = id_from_key_suffix(&key);
         let Some(image) = load_image(models.catalog, &id)? else {
             continue;
         };
@@ -379,16 +384,11 @@ fn shared_with_me(
 fn share_counts(models: &Models, tenant: &TenantId) -> Result<Value, WireError> {
     let prefix = tenant_key(b'v', tenant, &[]);
     let mut items = Vec::new();
-    let owned = models
-        .catalog
-        .scan_from(&prefix, prefix.clone())
-        .filter(|item| item.as_ref().map_or(true, |(_, value)| value == OWNED))
-        .map(|item| {
-            item.map(|(key, _)| id_from_key_suffix(&key))
-                .map_err(internal)
-        });
-    for id in owned {
-        let id = id?;
+    for entry in entries_after(models.catalog, &prefix, None) {
+        let (id, value) = entry?;
+        if value != OWNED {
+            continue; // an accepted share: the tenant may use it but does not own it
+        }
         let Some(image) = load_image(models.catalog, &id)? else {
             continue;
         };
