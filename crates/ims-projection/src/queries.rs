@@ -144,6 +144,42 @@ fn start_after(prefix: &[u8], marker: Option<&ImageId>) -> Vec<u8> {
     start
 }
 
+/// A page of image views as a scan fills it: up to `limit` views, and the marker of the next page
+/// once one more image matches.
+struct ImagePage {
+    items: Vec<ImageView>,
+    limit: usize,
+    next_marker: Option<String>,
+}
+
+impl ImagePage {
+    fn new(limit: usize) -> Self {
+        Self {
+            items: Vec::with_capacity(limit),
+            limit,
+            next_marker: None,
+        }
+    }
+
+    /// Adds the view of `image`; `false` once the page is full, when the scan should stop.
+    fn add(&mut self, image: &Image, tenant: &TenantId) -> bool {
+        if self.items.len() == self.limit {
+            self.next_marker = self.items.last().map(|view| view.id.clone());
+            return false;
+        }
+        self.items.push(ImageView::new(image, Some(tenant)));
+        true
+    }
+
+    fn answer(self, position: u64) -> Value {
+        json!(Page {
+            items: self.items,
+            next_marker: self.next_marker,
+            position
+        })
+    }
+}
+
 /// Image ids and values of an id-ordered index under `prefix`, strictly after `marker`.
 fn entries_after<'a>(
     store: &'a Store,
@@ -279,8 +315,7 @@ fn visible_images(
     let own_prefix = tenant_key(b'v', tenant, &[]);
     let mut own = ids_after(models.catalog, &own_prefix, marker.as_ref()).peekable();
     let mut global = ids_after(models.catalog, b"g", marker.as_ref()).peekable();
-    let mut items = Vec::with_capacity(limit);
-    let mut next_marker = None;
+    let mut page = ImagePage::new(limit);
     loop {
         // Merge the two id-ordered indexes.
         let next = match (own.peek(), global.peek()) {
@@ -326,20 +361,11 @@ fn visible_images(
             && name
                 .as_deref()
                 .is_none_or(|n| image.name.to_lowercase().contains(n));
-        if !keep {
-            continue;
-        }
-        if items.len() == limit {
-            next_marker = items.last().map(|view: &ImageView| view.id.clone());
+        if keep && !page.add(&image, tenant) {
             break;
         }
-        items.push(ImageView::new(&image, Some(tenant)));
     }
-    Ok(json!(Page {
-        items,
-        next_marker,
-        position: models.position
-    }))
+    Ok(page.answer(models.position))
 }
 
 fn shared_with_me(
@@ -353,8 +379,7 @@ fn shared_with_me(
     let limit = limit(params)?;
     let marker = marker(params)?;
     let prefix = tenant_key(b'm', tenant, &[]);
-    let mut items = Vec::new();
-    let mut next_marker = None;
+    let mut page = ImagePage::new(limit);
     for entry in entries_after(models.catalog, &prefix, marker.as_ref()) {
         let (id, value) = entry?;
         let status: MemberStatus = member_status_from_byte(value[0]);
@@ -368,17 +393,11 @@ fn shared_with_me(
         let Some(image) = load_image(models.catalog, &id)? else {
             continue;
         };
-        if items.len() == limit {
-            next_marker = items.last().map(|v: &ImageView| v.id.clone());
+        if !page.add(&image, tenant) {
             break;
         }
-        items.push(ImageView::new(&image, Some(tenant)));
     }
-    Ok(json!(Page {
-        items,
-        next_marker,
-        position: models.position
-    }))
+    Ok(page.answer(models.position))
 }
 
 fn share_counts(models: &Models, tenant: &TenantId) -> Result<Value, WireError> {
