@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use ims_domain::{CopySpec, Event, ImageId, RegionId};
-use ims_log::{decode_event, Envelope, LogBatch};
+use ims_log::{decode_event, LogBatch};
 use ims_wire::commands::{DiskDto, OsDto, ReceiveCopyDto, RecordCopyOutcomeDto};
 use ims_wire::{CommandReply, Subjects};
 use serde_json::{json, Value};
@@ -54,6 +54,18 @@ pub fn outcome_command_id(event_id: [u8; 16]) -> uuid::Uuid {
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&digest[..16]);
     uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// One `copy_requested` event of the log: the copy it asks for, and the event's id and position,
+/// from which the saga's command ids, notes and freshness checks derive.
+#[derive(Debug)]
+struct CopyRequest {
+    event_id: [u8; 16],
+    position: u64,
+    image_id: ImageId,
+    copy_image_id: ImageId,
+    target: RegionId,
+    spec: CopySpec,
 }
 
 /// Why a step must be tried again later.
@@ -112,23 +124,23 @@ impl CopySaga {
         })
     }
 
-    fn asked_key(envelope: &Envelope) -> [u8; 17] {
+    fn asked_key(request: &CopyRequest) -> [u8; 17] {
         let mut key = [ASKED; 17];
-        key[1..].copy_from_slice(&envelope.body.event_id);
+        key[1..].copy_from_slice(&request.event_id);
         key
     }
 
-    /// Whether the target was asked for the copy of `envelope` before (by an earlier try).
-    fn was_asked(&self, envelope: &Envelope) -> Result<bool, Retry> {
+    /// Whether the target was asked for `request`'s copy before (by an earlier try).
+    fn was_asked(&self, request: &CopyRequest) -> Result<bool, Retry> {
         self.db
-            .contains_key(Self::asked_key(envelope))
+            .contains_key(Self::asked_key(request))
             .map_err(|e| Retry(format!("reading the copy saga's state: {e}")))
     }
 
-    /// Notes, durably, that the target is about to be asked for the copy of `envelope`.
-    fn note_asked(&self, envelope: &Envelope) -> Result<(), Retry> {
+    /// Notes, durably, that the target is about to be asked for `request`'s copy.
+    fn note_asked(&self, request: &CopyRequest) -> Result<(), Retry> {
         self.db
-            .insert(Self::asked_key(envelope), &[][..])
+            .insert(Self::asked_key(request), &[][..])
             .and_then(|_| self.db.flush())
             .map(|_| ())
             .map_err(|e| Retry(format!("writing the copy saga's state: {e}")))
@@ -175,10 +187,15 @@ impl CopySaga {
                     ..
                 } = decode_event(envelope)?
                 {
-                    if let Err(Retry(why)) = self
-                        .copy(envelope, image_id, copy_image_id, &target_region, &copy)
-                        .await
-                    {
+                    let request = CopyRequest {
+                        event_id: envelope.body.event_id,
+                        position: envelope.position(),
+                        image_id,
+                        copy_image_id,
+                        target: target_region,
+                        spec: *copy,
+                    };
+                    if let Err(Retry(why)) = self.copy(&request).await {
                         tracing::info!(region = %self.region, %copy_image_id, why, "copy step will be retried");
                         return Ok(());
                     }
@@ -189,32 +206,28 @@ impl CopySaga {
         Ok(())
     }
 
-    async fn copy(
-        &mut self,
-        envelope: &Envelope,
-        image_id: ImageId,
-        copy_image_id: ImageId,
-        target: &RegionId,
-        spec: &CopySpec,
-    ) -> Result<(), Retry> {
-        let outcome =
-            if !self.was_asked(envelope)? && self.source_deleted(envelope, image_id, spec).await {
-                Err(format!(
-                    "source image {image_id} was deleted before the copy was made"
-                ))
-            } else {
-                self.note_asked(envelope)?;
-                let created = self
-                    .create_in_target(envelope, image_id, copy_image_id, target, spec)
-                    .await?;
-                if let Some(pause) = std::env::var(PAUSE_AFTER_RECEIVE_ENV)
-                    .ok()
-                    .and_then(|ms| ms.parse().ok())
-                {
-                    tokio::time::sleep(Duration::from_millis(pause)).await;
-                }
-                created
-            };
+    async fn copy(&mut self, request: &CopyRequest) -> Result<(), Retry> {
+        let CopyRequest {
+            event_id,
+            image_id,
+            copy_image_id,
+            ..
+        } = request;
+        let outcome = if !self.was_asked(request)? && self.source_deleted(request).await {
+            Err(format!(
+                "source image {image_id} was deleted before the copy was made"
+            ))
+        } else {
+            self.note_asked(request)?;
+            let created = self.create_in_target(request).await?;
+            if let Some(pause) = std::env::var(PAUSE_AFTER_RECEIVE_ENV)
+                .ok()
+                .and_then(|ms| ms.parse().ok())
+            {
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+            }
+            created
+        };
         let (outcome, reason) = match outcome {
             Ok(()) => ("delivered", String::new()),
             Err(reason) => ("failed", reason),
@@ -227,7 +240,7 @@ impl CopySaga {
         })
         .map_err(|e| Retry(e.to_string()))?;
         let mut body = body;
-        body["command_id"] = json!(outcome_command_id(envelope.body.event_id).to_string());
+        body["command_id"] = json!(outcome_command_id(*event_id).to_string());
         let reply = send(
             &self.client,
             self.subjects
@@ -244,7 +257,7 @@ impl CopySaga {
         // The outcome is recorded: a later repeat of this step gets the same reply from the
         // source region whatever it decides, so the note is no longer needed.
         self.db
-            .remove(Self::asked_key(envelope))
+            .remove(Self::asked_key(request))
             .map_err(|e| Retry(format!("writing the copy saga's state: {e}")))?;
         self.silent_since = None;
         Ok(())
@@ -252,14 +265,12 @@ impl CopySaga {
 
     /// Whether the source was deleted since the request: asked of the region's read models when
     /// they answer; without them the copy goes ahead (the outcome is recorded either way).
-    async fn source_deleted(
-        &self,
-        envelope: &Envelope,
-        image_id: ImageId,
-        spec: &CopySpec,
-    ) -> bool {
-        let subject = self.subjects.query(&self.region, &spec.owner, "image");
-        let body = json!({"image_id": image_id.to_string(), "min_position": envelope.position()});
+    async fn source_deleted(&self, request: &CopyRequest) -> bool {
+        let subject = self
+            .subjects
+            .query(&self.region, &request.spec.owner, "image");
+        let body =
+            json!({"image_id": request.image_id.to_string(), "min_position": request.position});
         match send(&self.client, subject, &body).await {
             Ok(reply) => reply
                 .error
@@ -272,12 +283,15 @@ impl CopySaga {
     /// `Ok(Err(reason))` refused for good, `Err` to retry.
     async fn create_in_target(
         &mut self,
-        envelope: &Envelope,
-        image_id: ImageId,
-        copy_image_id: ImageId,
-        target: &RegionId,
-        spec: &CopySpec,
+        request: &CopyRequest,
     ) -> Result<Result<(), String>, Retry> {
+        let CopyRequest {
+            image_id,
+            copy_image_id,
+            target,
+            spec,
+            ..
+        } = request;
         let dto = ReceiveCopyDto {
             copy_image_id: copy_image_id.to_string(),
             owner: spec.owner.to_string(),
@@ -292,7 +306,7 @@ impl CopySaga {
         };
         let mut body = serde_json::to_value(dto).map_err(|e| Retry(e.to_string()))?;
         // The source event's id: a repeat is answered with the first reply, never a second copy.
-        body["command_id"] = json!(uuid::Uuid::from_bytes(envelope.body.event_id).to_string());
+        body["command_id"] = json!(uuid::Uuid::from_bytes(request.event_id).to_string());
         match send(
             &self.client,
             self.subjects.operator_command(target, "receive-copy"),
