@@ -27,6 +27,7 @@ fn sample_event(n: u64) -> Event {
 
 fn command(n: u64) -> NewCommand {
     NewCommand {
+        digest: None,
         command_id: Some(uuid::Uuid::now_v7()),
         actor: "tenant tenant-a".into(),
         recorded_at_ms: 1_700_000_000_000,

@@ -10,7 +10,10 @@
 //!   events of a stream rather than per event: sled holds memory per key, about 38 bytes, from the
 //!   moment it opens a database); the first release kept a key per event (`s` + stream + `0x00` +
 //!   version), which `open` converts;
-//! - `c` + command id (16 bytes): a [`StoredCommand`];
+//! - `a` + command id (16 bytes) + actor: a [`StoredCommand`], with the digest of the command;
+//!   command ids are scoped by actor, so one principal can never see another's reply;
+//! - `c` + command id (16 bytes): a command record of releases before actor scoping (no digest),
+//!   still honoured for the actor its events name;
 //! - `h`: the head, position (u64 big-endian) then hash (32 bytes);
 //! - `n` + key: a snapshot written by the command writer in the same batch as its events.
 
@@ -31,7 +34,9 @@ const STREAM_PER_EVENT: u8 = b's';
 const STREAM: u8 = b'S';
 /// Positions per key of the stream index.
 const STREAM_CHUNK_EVENTS: u64 = 64;
-const COMMAND: u8 = b'c';
+/// Command records of releases before actor scoping: the id alone.
+const COMMAND_UNSCOPED: u8 = b'c';
+const COMMAND: u8 = b'a';
 const HEAD: &[u8] = b"h";
 const SNAPSHOT: u8 = b'n';
 
@@ -63,6 +68,9 @@ pub struct NewCommand {
     pub actor: String,
     pub recorded_at_ms: u64,
     pub events: Vec<NewEvent>,
+    /// A digest of what the command asked, kept with its command id so that a retry can be told
+    /// apart from another command reusing the id.
+    pub digest: Option<[u8; 32]>,
     /// The reply to return to a retry with the same command id.
     pub reply: Vec<u8>,
     /// Snapshots to write in the same batch (key, value).
@@ -75,6 +83,16 @@ pub struct StoredCommand {
     pub first_position: u64,
     pub last_position: u64,
     pub reply: Vec<u8>,
+    /// The command's digest; `None` for records of releases that kept none.
+    pub digest: Option<[u8; 32]>,
+}
+
+/// The command record of releases before actor scoping, as stored under `c` keys.
+#[derive(Deserialize)]
+struct UnscopedCommand {
+    first_position: u64,
+    last_position: u64,
+    reply: Vec<u8>,
 }
 
 /// The result of one command of a group.
@@ -199,8 +217,16 @@ impl Chunks {
     }
 }
 
-fn command_key(command_id: &Uuid) -> [u8; 17] {
-    let mut key = [COMMAND; 17];
+fn command_key(actor: &str, command_id: &Uuid) -> Vec<u8> {
+    let mut key = Vec::with_capacity(17 + actor.len());
+    key.push(COMMAND);
+    key.extend_from_slice(command_id.as_bytes());
+    key.extend_from_slice(actor.as_bytes());
+    key
+}
+
+fn unscoped_command_key(command_id: &Uuid) -> [u8; 17] {
+    let mut key = [COMMAND_UNSCOPED; 17];
     key[1..].copy_from_slice(command_id.as_bytes());
     key
 }
@@ -366,13 +392,13 @@ impl EventLog {
         let mut next = *head;
         let mut stream_versions: HashMap<String, u64> = HashMap::new();
         let mut chunks = Chunks::default();
-        let mut seen_commands: HashMap<Uuid, StoredCommand> = HashMap::new();
+        let mut seen_commands: HashMap<(Uuid, &str), StoredCommand> = HashMap::new();
         let mut results = Vec::with_capacity(commands.len());
         for command in commands {
             if let Some(id) = command.command_id {
-                let earlier = match seen_commands.get(&id) {
+                let earlier = match seen_commands.get(&(id, command.actor.as_str())) {
                     Some(stored) => Some(stored.clone()),
-                    None => self.command(&id)?,
+                    None => self.command(&command.actor, &id)?,
                 };
                 if let Some(stored) = earlier {
                     results.push(Appended::Duplicate(stored));
@@ -423,9 +449,10 @@ impl EventLog {
                     first_position,
                     last_position: next.position,
                     reply: command.reply.clone(),
+                    digest: command.digest,
                 };
-                batch.insert(&command_key(&id)[..], codec::encode(&stored));
-                seen_commands.insert(id, stored);
+                batch.insert(command_key(&command.actor, &id), codec::encode(&stored));
+                seen_commands.insert((id, command.actor.as_str()), stored);
             }
             results.push(Appended::New {
                 first_position,
@@ -539,14 +566,35 @@ impl EventLog {
         }))
     }
 
-    /// What the first append with `command_id` got, if there was one.
-    pub fn command(&self, command_id: &Uuid) -> Result<Option<StoredCommand>, LogError> {
-        match self.shared.db.get(command_key(command_id))? {
-            None => Ok(None),
-            Some(bytes) => {
-                codec::decode(&bytes, || format!("command record {command_id}")).map(Some)
-            }
+    /// What the first append of `actor` with `command_id` got, if there was one. Another
+    /// actor's use of the same id is not seen.
+    pub fn command(
+        &self,
+        actor: &str,
+        command_id: &Uuid,
+    ) -> Result<Option<StoredCommand>, LogError> {
+        if let Some(bytes) = self.shared.db.get(command_key(actor, command_id))? {
+            return codec::decode(&bytes, || format!("command record {command_id}")).map(Some);
         }
+        let Some(bytes) = self.shared.db.get(unscoped_command_key(command_id))? else {
+            return Ok(None);
+        };
+        let old: UnscopedCommand =
+            codec::decode(&bytes, || format!("command record {command_id}"))?;
+        // An unscoped record counts only for the actor that its events were recorded for.
+        let first = self.read_range(old.first_position, 1)?;
+        if first
+            .first()
+            .is_none_or(|envelope| envelope.body.actor != actor)
+        {
+            return Ok(None);
+        }
+        Ok(Some(StoredCommand {
+            first_position: old.first_position,
+            last_position: old.last_position,
+            reply: old.reply,
+            digest: None,
+        }))
     }
 
     /// A snapshot written with an append.

@@ -26,6 +26,7 @@ fn crash_child() {
             .map(|_| {
                 version += 1;
                 NewCommand {
+                    digest: None,
                     command_id: Some(uuid::Uuid::now_v7()),
                     actor: "tenant t1".into(),
                     recorded_at_ms: 1,

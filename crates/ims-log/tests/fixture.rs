@@ -98,6 +98,7 @@ fn write_fixture() {
         let version = versions.entry(event.stream()).or_insert(0);
         *version += 1;
         let command = NewCommand {
+            digest: None,
             command_id: None,
             actor: "operator".into(),
             recorded_at_ms: 1_700_000_000_000,
@@ -157,6 +158,7 @@ fn appends_after_the_first_releases_events_read_back_with_them() {
     let t3 = TenantId::parse("t3").unwrap();
     let more: Vec<NewCommand> = (0..3u32)
         .map(|n| NewCommand {
+            digest: None,
             command_id: None,
             actor: "operator".into(),
             recorded_at_ms: 1_700_000_000_100,

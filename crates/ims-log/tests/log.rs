@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 fn command(id: Option<Uuid>, events: &[(&str, u64)]) -> NewCommand {
     NewCommand {
+        digest: None,
         command_id: id,
         actor: "tenant t1".to_owned(),
         recorded_at_ms: 1_700_000_000_000,
@@ -68,10 +69,40 @@ fn a_retried_command_id_appends_nothing_and_returns_the_first_result_after_a_res
         vec![Appended::Duplicate(StoredCommand {
             first_position: 1,
             last_position: 2,
-            reply: b"{\"ok\":true}".to_vec()
+            reply: b"{\"ok\":true}".to_vec(),
+            digest: None,
         })]
     );
     assert_eq!(log.head_position(), 2);
+}
+
+#[test]
+fn the_same_command_id_from_another_actor_is_a_new_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir);
+    let id = Uuid::now_v7();
+    let mut acme = command(Some(id), &[("image/a", 1)]);
+    acme.actor = "tenant acme".into();
+    acme.digest = Some([1; 32]);
+    let mut evil = command(Some(id), &[("image/b", 1)]);
+    evil.actor = "tenant evil".into();
+    let results = log.append(&[acme, evil]).unwrap();
+    assert!(
+        results.iter().all(|r| matches!(r, Appended::New { .. })),
+        "{results:?}"
+    );
+    assert_eq!(
+        log.command("tenant acme", &id).unwrap().unwrap().digest,
+        Some([1; 32])
+    );
+    assert_eq!(
+        log.command("tenant evil", &id)
+            .unwrap()
+            .unwrap()
+            .first_position,
+        2
+    );
+    assert_eq!(log.command("tenant nobody", &id).unwrap(), None);
 }
 
 #[test]

@@ -159,7 +159,7 @@ impl RegionWriter {
     fn write_batch(&mut self, batch: Vec<CommandRequest>) {
         let mut decided = Vec::with_capacity(batch.len());
         let mut to_append: Vec<NewCommand> = Vec::new();
-        let mut first_with_id: HashMap<uuid::Uuid, usize> = HashMap::new();
+        let mut first_with_id = HashMap::new();
         for request in batch {
             let outcome =
                 self.decide_one(&request, &mut to_append, &mut first_with_id, decided.len());
@@ -242,16 +242,23 @@ impl RegionWriter {
         &mut self,
         request: &CommandRequest,
         to_append: &mut Vec<NewCommand>,
-        first_with_id: &mut HashMap<uuid::Uuid, usize>,
+        first_with_id: &mut HashMap<(String, uuid::Uuid), (usize, [u8; 32])>,
         index: usize,
     ) -> Outcome {
         let ParsedCommand { meta, command } = &request.parsed;
+        let actor = request.actor.to_string();
         if let Some(id) = meta.command_id {
-            if let Some(first) = first_with_id.get(&id) {
+            if let Some((first, digest)) = first_with_id.get(&(actor.clone(), id)) {
+                if *digest != meta.digest {
+                    return Outcome::Refused(reused_id_reply(&id));
+                }
                 return Outcome::FollowerOf(*first);
             }
-            first_with_id.insert(id, index);
-            match self.log.command(&id) {
+            first_with_id.insert((actor.clone(), id), (index, meta.digest));
+            match self.log.command(&actor, &id) {
+                Ok(Some(stored)) if stored.digest.is_some_and(|d| d != meta.digest) => {
+                    return Outcome::Refused(reused_id_reply(&id))
+                }
                 Ok(Some(stored)) => return Outcome::Replayed(stored_reply(&stored)),
                 Ok(None) => {}
                 Err(error) => {
@@ -313,7 +320,8 @@ impl RegionWriter {
         reply.version = events.first().map(|event| self.version_of(&event.stream()));
         to_append.push(NewCommand {
             command_id: meta.command_id,
-            actor: request.actor.to_string(),
+            digest: Some(meta.digest),
+            actor,
             recorded_at_ms: context.now_ms,
             events: new_events,
             // Only a command with an id can be replayed, so only then is its reply worth storing.
@@ -453,6 +461,17 @@ impl RegionWriter {
         }
         Ok(())
     }
+}
+
+/// The refusal of a command id that its sender already used for another command.
+fn reused_id_reply(id: &uuid::Uuid) -> CommandReply {
+    error_reply(
+        WireErrorCode::Conflict,
+        format!(
+            "command_id {id} was already used by you for a different command; a retry must \
+             repeat the same command, and a new command needs a new command_id"
+        ),
+    )
 }
 
 fn stored_reply(stored: &ims_log::StoredCommand) -> CommandReply {

@@ -48,6 +48,10 @@ pub struct CommandMeta {
     pub command_id: Option<Uuid>,
     /// The version the image must be at, or `conflict`.
     pub expected_version: Option<u64>,
+    /// SHA-256 of what the command asks (its name, `expected_version` and canonical JSON body
+    /// without `command_id`): a retry has the same digest, another command reusing the id does
+    /// not, whatever the key order or spacing of either.
+    pub digest: [u8; 32],
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -385,7 +389,7 @@ pub fn parse_command(name: &str, payload: &[u8]) -> Result<ParsedCommand, WireEr
             "{name}: the payload must be a JSON object, got {value}"
         )));
     };
-    let meta = CommandMeta {
+    let mut meta = CommandMeta {
         command_id: match object.remove("command_id") {
             None | Some(serde_json::Value::Null) => None,
             Some(serde_json::Value::String(id)) => Some(Uuid::parse_str(&id).map_err(|_| {
@@ -399,9 +403,23 @@ pub fn parse_command(name: &str, payload: &[u8]) -> Result<ParsedCommand, WireEr
                 invalid(format!("expected_version {version} is not a version; expected a whole number >= 1"))
             })?),
         },
+        digest: [0; 32],
     };
+    meta.digest = command_digest(name, meta.expected_version, &value);
     let command = to_command(name, value)?;
     Ok(ParsedCommand { meta, command })
+}
+
+/// See [`CommandMeta::digest`]. serde_json's maps are sorted by key, so the body serialises the
+/// same way whatever order the client sent.
+fn command_digest(name: &str, expected_version: Option<u64>, body: &serde_json::Value) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(name.as_bytes());
+    hasher.update([0]);
+    hasher.update(expected_version.unwrap_or(0).to_be_bytes());
+    hasher.update(serde_json::to_vec(body).unwrap_or_default());
+    hasher.finalize().into()
 }
 
 fn to_command(name: &str, value: serde_json::Value) -> Result<Command, WireError> {

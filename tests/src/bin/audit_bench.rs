@@ -26,6 +26,7 @@ async fn main() -> anyhow::Result<()> {
         let commands: Vec<NewCommand> = chunk
             .iter()
             .map(|e| NewCommand {
+                digest: None,
                 command_id: None,
                 actor: e.body.actor.clone(),
                 recorded_at_ms: e.body.recorded_at_ms,

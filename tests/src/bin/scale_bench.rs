@@ -81,6 +81,7 @@ fn build(data: &std::path::Path, events: u64) -> anyhow::Result<u64> {
         Ok(())
     };
     let command = |event: &ims_domain::Event, version: u64| NewCommand {
+        digest: None,
         command_id: Some(uuid::Uuid::now_v7()),
         actor: "operator".to_owned(),
         recorded_at_ms: 1_700_000_000_000,
