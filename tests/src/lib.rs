@@ -1,6 +1,8 @@
-//! Helpers for the end-to-end tests: a real nats-server on a free port per test, the service
-//! running on a temporary data dir (in this process, or as a child process that can be killed),
-//! and small clients for commands, queries and the log.
+//! Helpers for the end-to-end tests: a real nats-server on a free port per test, configured with
+//! the auth callout of its data dir, the service running on a temporary data dir (in this
+//! process, or as a child process that can be killed), and small clients for commands, queries
+//! and the log. Every test runs with authentication on: the client connects with the bootstrap
+//! operator token and issues a credential for each tenant (and an auditor) it acts as.
 
 use std::path::Path;
 use std::time::Duration;
@@ -8,6 +10,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use ims_domain::{RegionId, SharingPolicy};
 use ims_log::LogBatch;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ims_identity::setup::NatsKeys;
+use ims_service::bus::BusAuth;
 use ims_service::nats_server::{free_port, NatsServer};
 use ims_service::runtime::{run, Config, Roles};
 use ims_wire::Subjects;
@@ -20,38 +27,188 @@ const READY_TIMEOUT: Duration = Duration::from_secs(20);
 
 pub const REGION: &str = "test-1";
 
-/// A NATS client that talks the ims contract of one region.
+/// Starts nats-server on a free port with the configuration (accounts, auth callout) of the
+/// keys in `data_dir`, creating them when missing.
+pub fn secured_nats(data_dir: &Path) -> NatsServer {
+    let keys = NatsKeys::load_or_create(data_dir).expect("creating the NATS keys");
+    NatsServer::start_with_config(
+        Some(free_port().unwrap()),
+        &data_dir.join("nats").join("nats-server.conf"),
+        |listen| keys.server_config(listen),
+    )
+    .expect("starting nats-server")
+}
+
+/// Copies the NATS keys of one data dir into another: the processes of one deployment share them.
+pub fn share_nats_keys(from: &Path, to: &Path) {
+    let (from, to) = (from.join("nats"), to.join("nats"));
+    std::fs::create_dir_all(&to).unwrap();
+    for name in ["callout-issuer.nk", "service.nk", "system.nk"] {
+        std::fs::copy(from.join(name), to.join(name)).unwrap();
+    }
+}
+
+/// The bootstrap operator token of `data_dir`, waiting until imsd has written it.
+pub async fn operator_token(data_dir: &Path) -> String {
+    let path = ims_identity::setup::operator_token_path(data_dir);
+    let started = std::time::Instant::now();
+    loop {
+        if let Ok(token) = std::fs::read_to_string(&path) {
+            if token.ends_with('\n') {
+                return token.trim().to_owned();
+            }
+        }
+        assert!(
+            started.elapsed() < READY_TIMEOUT,
+            "imsd wrote no {} within {READY_TIMEOUT:?}",
+            path.display()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Connects to NATS as `auth` says, with no request timeout of the client's own (10 s by
+/// default): `request` bounds each wait itself, at 30 s, which a loaded 2-core CI machine needs.
+pub async fn connect_nats(url: &str, auth: BusAuth) -> async_nats::Client {
+    auth.apply(ims_service::bus::options("ims-tests"))
+        .request_timeout(None)
+        .connect(url)
+        .await
+        .expect("connecting to NATS")
+}
+
+/// Whose connection a request goes out on.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+enum Holder {
+    Tenant(String),
+    Auditor,
+}
+
+/// A NATS client that talks the ims contract of one region. `nats` is the operator's connection
+/// (or the service's, for tests that assemble the service's parts themselves); commands and
+/// queries of a tenant go out on that tenant's own connection, and log reads on an auditor's,
+/// each with a credential issued on first use, as the permissions of DESIGN.md section 10 need.
 #[derive(Clone, Debug)]
 pub struct Client {
     pub nats: async_nats::Client,
     pub subjects: Subjects,
     pub region: RegionId,
+    url: String,
+    /// True when `nats` is the service's own connection, which may do everything.
+    as_service: bool,
+    holders: Arc<tokio::sync::Mutex<HashMap<Holder, async_nats::Client>>>,
 }
 
 impl Client {
-    pub async fn connect(url: &str, region: &str) -> Self {
-        // No request timeout of the client's own (10 s by default): `request` bounds each wait
-        // itself, at 30 s, which a loaded 2-core CI machine needs.
-        let nats = ims_service::bus::options("ims-tests")
-            .request_timeout(None)
-            .connect(url)
-            .await
-            .expect("connecting to NATS");
+    /// Connects as the operator of `data_dir` (its bootstrap token).
+    pub async fn connect(url: &str, region: &str, data_dir: &Path) -> Self {
+        let token = operator_token(data_dir).await;
+        let nats = connect_nats(url, BusAuth::Token(token)).await;
+        Self::with(nats, url, region, false)
+    }
+
+    /// Connects as the service itself (its nkey in `data_dir`), for tests that run the service's
+    /// parts without the identity role.
+    pub async fn connect_as_service(url: &str, region: &str, data_dir: &Path) -> Self {
+        let keys = NatsKeys::load_or_create(data_dir).unwrap();
+        let nats = connect_nats(url, BusAuth::Nkey(keys.service.seed().unwrap())).await;
+        Self::with(nats, url, region, true)
+    }
+
+    fn with(nats: async_nats::Client, url: &str, region: &str, as_service: bool) -> Self {
         Self {
             nats,
             subjects: Subjects::default(),
             region: RegionId::parse(region).unwrap(),
+            url: url.to_owned(),
+            as_service,
+            holders: Default::default(),
         }
+    }
+
+    /// Issues a credential over the operator's connection: the whole token.
+    pub async fn issue(&self, role: &str, tenant: Option<&str>) -> String {
+        let body = json!({"role": role, "tenant": tenant});
+        let reply = self
+            .request_on(
+                &self.nats,
+                self.subjects.iam("issue-credential"),
+                serde_json::to_vec(&body).unwrap(),
+            )
+            .await;
+        assert_eq!(reply["ok"], true, "issuing a {role} credential: {reply}");
+        reply["token"].as_str().unwrap().to_owned()
+    }
+
+    /// A connection with a fresh credential of `role` (and `tenant`).
+    pub async fn connect_with_new_credential(
+        &self,
+        role: &str,
+        tenant: Option<&str>,
+    ) -> async_nats::Client {
+        let token = self.issue(role, tenant).await;
+        connect_nats(&self.url, BusAuth::Token(token)).await
+    }
+
+    /// The connection a request on `subject` goes out on.
+    async fn connection_for(&self, subject: &str) -> async_nats::Client {
+        if self.as_service {
+            return self.nats.clone();
+        }
+        let tokens: Vec<&str> = subject.split('.').collect();
+        let holder = match tokens.as_slice() {
+            [_, "v1", _, "cmd" | "q", tenant, _] => Holder::Tenant((*tenant).to_owned()),
+            [_, "v1", _, "log", "read"] | [_, "v1", _, "audit", _] => Holder::Auditor,
+            _ => return self.nats.clone(),
+        };
+        let mut holders = self.holders.lock().await;
+        if let Some(connection) = holders.get(&holder) {
+            return connection.clone();
+        }
+        let connection = match &holder {
+            Holder::Tenant(tenant) => {
+                self.connect_with_new_credential("tenant", Some(tenant))
+                    .await
+            }
+            Holder::Auditor => self.connect_with_new_credential("auditor", None).await,
+        };
+        holders.insert(holder, connection.clone());
+        connection
+    }
+
+    /// A connection of a tenant, with a credential issued for it (cached).
+    pub async fn tenant_connection(&self, tenant: &str) -> async_nats::Client {
+        self.connection_for(&self.subjects.query(
+            &self.region,
+            &ims_domain::TenantId::parse(tenant).unwrap(),
+            "x",
+        ))
+        .await
+    }
+
+    /// An auditor's connection (cached).
+    pub async fn auditor_connection(&self) -> async_nats::Client {
+        self.connection_for(&self.subjects.log_read(&self.region))
+            .await
     }
 
     /// Sends raw bytes to a subject and parses the JSON answer. While nothing listens on the
     /// subject yet (a service still starting), it retries for up to the ready timeout.
     pub async fn request(&self, subject: String, payload: Vec<u8>) -> Value {
+        let connection = self.connection_for(&subject).await;
+        self.request_on(&connection, subject, payload).await
+    }
+
+    /// [`Client::request`] on a given connection.
+    pub async fn request_on(
+        &self,
+        connection: &async_nats::Client,
+        subject: String,
+        payload: Vec<u8>,
+    ) -> Value {
         let started = std::time::Instant::now();
         let message = loop {
-            let sent = self
-                .nats
-                .request(subject.clone(), Bytes::from(payload.clone()));
+            let sent = connection.request(subject.clone(), Bytes::from(payload.clone()));
             match tokio::time::timeout(Duration::from_secs(30), sent).await {
                 Err(_) => panic!("no answer on {subject} within 30 s"),
                 Ok(Ok(message)) => break message,
@@ -103,9 +260,10 @@ impl Client {
     pub async fn read_log(&self, from: u64, max: usize) -> LogBatch {
         let subject = self.subjects.log_read(&self.region);
         let payload = serde_json::to_vec(&json!({"from": from, "max": max})).unwrap();
+        let connection = self.connection_for(&subject).await;
         let message = tokio::time::timeout(
             Duration::from_secs(30),
-            self.nats.request(subject, Bytes::from(payload)),
+            connection.request(subject, Bytes::from(payload)),
         )
         .await
         .expect("log.read answers within 30 s")
@@ -121,11 +279,14 @@ impl Client {
     /// Waits until the command service answers.
     pub async fn wait_ready(&self) {
         let started = std::time::Instant::now();
+        let connection = self
+            .connection_for(&self.subjects.log_read(&self.region))
+            .await;
         loop {
             let subject = self.subjects.log_read(&self.region);
             let payload = Bytes::from_static(br#"{"from":1,"max":1}"#);
             if let Ok(Ok(_)) =
-                tokio::time::timeout(Duration::from_secs(1), self.nats.request(subject, payload))
+                tokio::time::timeout(Duration::from_secs(1), connection.request(subject, payload))
                     .await
             {
                 return;
@@ -190,45 +351,71 @@ impl Service {
     }
 
     pub async fn start_with(roles: Roles, regions: &[&str]) -> Self {
-        let nats = NatsServer::start(Some(free_port().unwrap())).expect("starting nats-server");
+        if std::env::var_os("IMS_TEST_LOG").is_some() {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::from_env("IMS_TEST_LOG"))
+                .with_test_writer()
+                .try_init();
+        }
         let data = tempfile::tempdir().unwrap();
-        let mut service = Self {
-            client: Client::connect(&nats.url(), regions[0]).await,
+        let nats = secured_nats(data.path());
+        let http_addr = format!("127.0.0.1:{}", free_port().unwrap())
+            .parse()
+            .unwrap();
+        let (stop, task) = launch(Self::config_for(
+            &nats,
+            data.path(),
+            http_addr,
+            roles,
+            regions,
+        ));
+        let service = Self {
+            client: Client::connect(&nats.url(), regions[0], data.path()).await,
             nats,
             data,
-            http_addr: format!("127.0.0.1:{}", free_port().unwrap())
-                .parse()
-                .unwrap(),
-            stop: None,
-            task: None,
+            http_addr,
+            stop: Some(stop),
+            task: Some(task),
         };
-        service.launch(roles, regions);
         service.client.wait_ready().await;
         service
     }
 
-    pub fn config(&self, roles: Roles, regions: &[&str]) -> Config {
+    fn config_for(
+        nats: &NatsServer,
+        data_dir: &Path,
+        http_addr: std::net::SocketAddr,
+        roles: Roles,
+        regions: &[&str],
+    ) -> Config {
         Config {
-            nats_url: self.nats.url(),
-            data_dir: self.data.path().to_path_buf(),
+            nats_url: nats.url(),
+            data_dir: data_dir.to_path_buf(),
             regions: regions
                 .iter()
                 .map(|r| RegionId::parse(r).unwrap())
                 .collect(),
-            http_addr: self.http_addr,
+            http_addr,
             subjects: Subjects::default(),
             roles,
             policy: SharingPolicy::default(),
+            insecure_no_auth: false,
         }
     }
 
+    pub fn config(&self, roles: Roles, regions: &[&str]) -> Config {
+        Self::config_for(&self.nats, self.data.path(), self.http_addr, roles, regions)
+    }
+
     fn launch(&mut self, roles: Roles, regions: &[&str]) {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let config = self.config(roles, regions);
-        self.task = Some(tokio::spawn(run(config, async move {
-            let _ = stopped.await;
-        })));
+        let (stop, task) = launch(self.config(roles, regions));
+        self.task = Some(task);
         self.stop = Some(stop);
+    }
+
+    /// An HTTP GET with `token` as the bearer credential.
+    pub async fn http_get_as(&self, token: &str, path: &str) -> (u16, Value) {
+        http_get_with(self.http_addr, path, Some(token)).await
     }
 
     /// Stops the service gracefully and waits until it has returned.
@@ -255,13 +442,36 @@ impl Service {
     }
 }
 
-/// A plain HTTP/1.1 GET on loopback: the status and the body parsed as JSON (or as a string).
+type ServiceTask = tokio::task::JoinHandle<anyhow::Result<()>>;
+
+/// Runs the service with `config` in this process until the returned sender fires.
+fn launch(config: Config) -> (tokio::sync::oneshot::Sender<()>, ServiceTask) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(run(config, async move {
+        let _ = stopped.await;
+    }));
+    (stop, task)
+}
+
+/// A plain HTTP/1.1 GET on loopback without credentials: the status and the body parsed as JSON
+/// (or as a string).
 pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> (u16, Value) {
+    http_get_with(addr, path, None).await
+}
+
+/// [`http_get`] with an optional bearer token.
+pub async fn http_get_with(
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: Option<&str>,
+) -> (u16, Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr)
         .await
         .expect("connecting to the HTTP API");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let authorization = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Connection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
     stream.read_to_end(&mut response).await.unwrap();

@@ -29,9 +29,9 @@ fn imsctl(args: &[&str]) -> (i32, String) {
     )
 }
 
-fn online(service: &Service) -> LogSource {
+async fn online(service: &Service) -> LogSource {
     LogSource::Online {
-        client: service.client.nats.clone(),
+        client: service.client.auditor_connection().await,
         subjects: Default::default(),
         region: RegionId::parse(REGION).unwrap(),
     }
@@ -99,7 +99,7 @@ async fn as_of_answers_what_the_live_queries_answered_at_each_moment() {
             .await;
         recorded.push((at, "owner".to_owned(), "members", members));
     }
-    let source = online(&service);
+    let source = online(&service).await;
     let region = RegionId::parse(REGION).unwrap();
     for (at, viewer, query, live) in recorded {
         let then = replay(&source, &region, Until::Position(at), |_| {})
@@ -179,7 +179,7 @@ async fn who_could_use_follows_share_accept_reject_unshare_and_delete() {
         let reply = ims.command(actor, command, body).await;
         moments.push((reply["position"].as_u64().unwrap(), expected.to_vec()));
     }
-    let source = online(&service);
+    let source = online(&service).await;
     let region = RegionId::parse(REGION).unwrap();
     let id = ImageId::parse(&image).unwrap();
     let accepted_at = moments[2].0;
@@ -197,7 +197,10 @@ async fn who_could_use_follows_share_accept_reject_unshare_and_delete() {
         assert_eq!(tenants, expected, "at position {position}: {answer}");
     }
     let moments_accepted = accepted_at.to_string();
+    let auditor = service.client.issue("auditor", None).await;
     let (code, out) = imsctl(&[
+        "--token",
+        &auditor,
         "--nats-url",
         &service.nats.url(),
         "--region",
@@ -263,7 +266,10 @@ async fn a_changed_byte_is_found_by_verify_and_by_an_independent_check_of_the_ex
         head > ims_log::TAIL_CHECK_EVENTS + TAMPERED,
         "the tampered event must lie before the tail that open checks"
     );
+    let auditor = service.client.issue("auditor", None).await;
     let (code, out) = imsctl(&[
+        "--token",
+        &auditor,
         "--nats-url",
         &service.nats.url(),
         "--region",

@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use ims_domain::{CopyStatus, Event, Source};
-use ims_service::nats_server::{free_port, NatsServer};
 use ims_service::runtime::Roles;
 use ims_tests::serde_json::{json, Value};
 use ims_tests::{code, Client, Service};
@@ -86,9 +85,9 @@ async fn request_copy(a: &Client, image: &str) -> Value {
 }
 
 /// Clients of regions a and b, both answering, with tenant `owner` registered in each.
-async fn owner_in_both_regions(nats_url: &str) -> (Client, Client) {
-    let a = Client::connect(nats_url, A).await;
-    let b = Client::connect(nats_url, B).await;
+async fn owner_in_both_regions(nats_url: &str, data_dir: &std::path::Path) -> (Client, Client) {
+    let a = Client::connect(nats_url, A, data_dir).await;
+    let b = Client::connect(nats_url, B, data_dir).await;
     a.wait_ready().await;
     b.wait_ready().await;
     a.register(&["owner"]).await;
@@ -101,7 +100,7 @@ async fn a_copy_arrives_in_the_target_region_and_becomes_usable_after_its_transf
     // Proves the happy path: owner, lineage and status in region b; region a's image unchanged.
     let service = Service::start_with(Roles::ALL, &[A, B]).await;
     let a = &service.client;
-    let b = Client::connect(&service.nats.url(), B).await;
+    let b = Client::connect(&service.nats.url(), B, service.data_dir()).await;
     a.register(&["owner"]).await;
     b.register(&["owner"]).await;
     let image = a
@@ -228,10 +227,10 @@ fn imsd(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_copies_survive_kill_9_of_the_saga_and_arrive_exactly_once() {
     // Proves the saga is log-driven and idempotent: crashes anywhere never lose or double a copy.
-    let nats = NatsServer::start(Some(free_port().unwrap())).unwrap();
     let data = tempfile::tempdir().unwrap();
+    let nats = ims_tests::secured_nats(data.path());
     let mut child = imsd(&nats.url(), data.path(), "run", "test-1,test-2");
-    let (a, b) = owner_in_both_regions(&nats.url()).await;
+    let (a, b) = owner_in_both_regions(&nats.url(), data.path()).await;
     let image = a.active_image("owner", json!({})).await;
     let mut requested = 0;
     let mut seed = 0x9e3779b97f4a7c15u64;
@@ -274,8 +273,8 @@ async fn a_copy_made_before_a_crash_is_recorded_delivered_even_if_the_source_was
     // Proves the saga finishes what it asked for: region b made the copy, the process died before
     // region a recorded the outcome, and the source was deleted in between. The outcome must say
     // what region b holds, not "failed".
-    let nats = NatsServer::start(Some(free_port().unwrap())).unwrap();
     let data = tempfile::tempdir().unwrap();
+    let nats = ims_tests::secured_nats(data.path());
     let hold_the_window = [(ims_service::copy_saga::PAUSE_AFTER_RECEIVE_ENV, "60000")];
     let mut child = ims_tests::spawn_imsd_with_env(
         env!("CARGO_BIN_EXE_imsd-under-test"),
@@ -285,7 +284,7 @@ async fn a_copy_made_before_a_crash_is_recorded_delivered_even_if_the_source_was
         "test-1,test-2",
         &hold_the_window,
     );
-    let (a, b) = owner_in_both_regions(&nats.url()).await;
+    let (a, b) = owner_in_both_regions(&nats.url(), data.path()).await;
     let image = a.active_image("owner", json!({})).await;
     let copy = request_copy(&a, &image).await;
     assert_eq!(copy["ok"], true, "{copy}");
@@ -315,11 +314,13 @@ async fn a_copy_made_before_a_crash_is_recorded_delivered_even_if_the_source_was
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_regions_in_two_processes_copy_the_same_as_in_one() {
     // Proves the regions only meet over NATS: region b's writer runs in a process of its own.
-    let nats = NatsServer::start(Some(free_port().unwrap())).unwrap();
     let (data_a, data_b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let nats = ims_tests::secured_nats(data_a.path());
+    // The processes of one deployment share the NATS keys; process a runs the identity role.
+    ims_tests::share_nats_keys(data_a.path(), data_b.path());
     let mut process_a = imsd(&nats.url(), data_a.path(), "run", A);
     let mut process_b = imsd(&nats.url(), data_b.path(), "command", B);
-    let (a, b) = owner_in_both_regions(&nats.url()).await;
+    let (a, b) = owner_in_both_regions(&nats.url(), data_a.path()).await;
     let image = a.active_image("owner", json!({})).await;
     for _ in 0..3 {
         let reply = request_copy(&a, &image).await;

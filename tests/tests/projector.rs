@@ -10,7 +10,6 @@ use ims_domain::{RegionId, SharingPolicy};
 use ims_log::{Envelope, EventLog};
 use ims_projection::{Catalog, ReadModel, UsageLedger};
 use ims_service::command_service::serve_commands;
-use ims_service::nats_server::{free_port, NatsServer};
 use ims_service::projector::{projections_path, run_projector, RegionModels};
 use ims_service::runtime::Roles;
 use ims_service::writer::spawn_writer;
@@ -95,6 +94,7 @@ async fn a_projector_started_after_10000_events_catches_up_and_resumes_after_kil
             command: true,
             project: false,
             http: false,
+            identity: true,
         },
         &[REGION],
     )
@@ -103,6 +103,7 @@ async fn a_projector_started_after_10000_events_catches_up_and_resumes_after_kil
     let head = service.client.head().await;
     assert!(head >= 10_000, "only {head} events");
     let projector_dir = tempfile::tempdir().unwrap();
+    ims_tests::share_nats_keys(service.data_dir(), projector_dir.path());
     for round in 0..3u64 {
         let mut projector = start_projector(&service.nats.url(), projector_dir.path());
         tokio::time::sleep(Duration::from_millis(60 + 70 * round)).await;
@@ -134,11 +135,11 @@ async fn a_projector_started_after_10000_events_catches_up_and_resumes_after_kil
 async fn a_lost_live_event_is_filled_from_log_read() {
     // Proves gap filling: the publisher "loses" position 3, the projector still applies it once.
     const LOST: u64 = 3;
-    let nats = NatsServer::start(Some(free_port().unwrap())).unwrap();
-    let client = Client::connect(&nats.url(), REGION).await;
+    let data = tempfile::tempdir().unwrap();
+    let nats = ims_tests::secured_nats(data.path());
+    let client = Client::connect_as_service(&nats.url(), REGION, data.path()).await;
     let region = RegionId::parse(REGION).unwrap();
     let subjects = Subjects::default();
-    let data = tempfile::tempdir().unwrap();
     let log = EventLog::open(data.path().join("log"), REGION).unwrap();
     let (published_tx, mut published_rx) = tokio::sync::mpsc::channel::<Vec<Envelope>>(64);
     let (writer, _thread) = spawn_writer(

@@ -1,7 +1,7 @@
 //! The read side end to end: what each tenant sees over NATS and HTTP, read-your-writes, feeds.
 
 use ims_tests::serde_json::{json, Value};
-use ims_tests::{code, http_get, Service, REGION};
+use ims_tests::{code, http_get, http_get_with, Service, REGION};
 
 fn position(reply: &Value) -> u64 {
     reply["position"]
@@ -190,16 +190,20 @@ async fn the_http_api_answers_queries_health_readiness_and_metrics() {
         .await;
     let at = position(&shared);
     let addr = service.http_addr;
-    let (status, page) = http_get(
+    let t1 = ims.issue("tenant", Some("t1")).await;
+    let t2 = ims.issue("tenant", Some("t2")).await;
+    let (status, page) = http_get_with(
         addr,
         &format!("/v1/{REGION}/tenants/t1/images?min_position={at}"),
+        Some(&t1),
     )
     .await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["items"][0]["id"], json!(image));
-    let (status, members) = http_get(
+    let (status, members) = http_get_with(
         addr,
         &format!("/v1/{REGION}/tenants/t1/images/{image}/members"),
+        Some(&t1),
     )
     .await;
     assert_eq!(
@@ -207,28 +211,39 @@ async fn the_http_api_answers_queries_health_readiness_and_metrics() {
         (200, Some("pending")),
         "{members}"
     );
-    let (status, body) = http_get(
+    let (status, body) = http_get_with(
         addr,
         &format!("/v1/{REGION}/tenants/t2/images/{image}/members"),
+        Some(&t2),
     )
     .await;
     assert_eq!((status, code(&body)), (403, "forbidden"), "{body}");
-    let (status, body) = http_get(
+    let (status, body) = http_get_with(
         addr,
         &format!("/v1/{REGION}/tenants/t2/images/0192f0c1-7a3e-7c2b-9d4e-1a2b3c4d5e6f"),
+        Some(&t2),
     )
     .await;
     assert_eq!((status, code(&body)), (404, "not_found"));
-    let (status, body) =
-        http_get(addr, &format!("/v1/{REGION}/tenants/t1/images?limit=5000")).await;
+    let (status, body) = http_get_with(
+        addr,
+        &format!("/v1/{REGION}/tenants/t1/images?limit=5000"),
+        Some(&t1),
+    )
+    .await;
     assert_eq!((status, code(&body)), (400, "invalid_argument"));
     assert!(body["error"]["message"].as_str().unwrap().contains("5000"));
-    let (status, body) =
-        http_get(addr, &format!("/v1/{REGION}/tenants/t1/images?colour=red")).await;
+    let (status, body) = http_get_with(
+        addr,
+        &format!("/v1/{REGION}/tenants/t1/images?colour=red"),
+        Some(&t1),
+    )
+    .await;
     assert_eq!(status, 400, "{body}");
-    let (status, body) = http_get(
+    let (status, body) = http_get_with(
         addr,
         &format!("/v1/{REGION}/tenants/t1/images/{image}/usable?purpose=create_evs"),
+        Some(&t1),
     )
     .await;
     assert_eq!(
@@ -236,7 +251,12 @@ async fn the_http_api_answers_queries_health_readiness_and_metrics() {
         (200, Some(false)),
         "{body}"
     );
-    let (status, history) = http_get(addr, &format!("/v1/{REGION}/images/{image}/history")).await;
+    let (status, history) = http_get_with(
+        addr,
+        &format!("/v1/{REGION}/images/{image}/history"),
+        Some(&t1),
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(
         history["items"].as_array().unwrap().len(),
@@ -252,4 +272,77 @@ async fn the_http_api_answers_queries_health_readiness_and_metrics() {
         metrics.contains("ims_commands_total") && metrics.contains("ims_projection_position"),
         "{metrics}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_v1_route_needs_a_live_credential_and_the_right_tenant() {
+    // Proves the HTTP trust boundary: 401 without a live credential, 403 for another tenant's
+    // path, 200 for the tenant itself, operators and auditors, and history only for its owner.
+    let service = Service::start().await;
+    let ims = &service.client;
+    ims.register(&["t1", "t2"]).await;
+    let image = ims.active_image("t1", json!({})).await;
+    let shared = ims
+        .command(
+            "t1",
+            "share-image",
+            json!({"image_id": image, "tenants": ["t2"]}),
+        )
+        .await;
+    let at = position(&shared);
+    let [t1, t2, operator, auditor, revoked] = [
+        ims.issue("tenant", Some("t1")).await,
+        ims.issue("tenant", Some("t2")).await,
+        ims.issue("operator", None).await,
+        ims.issue("auditor", None).await,
+        ims.issue("tenant", Some("t1")).await,
+    ];
+    let revoked_key = revoked.split('_').nth(1).unwrap().to_owned();
+    let reply = ims
+        .request_on(
+            &ims.nats,
+            ims.subjects.iam("revoke-credential"),
+            ims_tests::serde_json::to_vec(&json!({"key_id": revoked_key})).unwrap(),
+        )
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let malformed = "ims_nope";
+    let unknown = format!("ims_0123456789abcdef_{}", "0".repeat(64));
+    let tenant_routes = [
+        format!("/v1/{REGION}/tenants/t1/images?min_position={at}"),
+        format!("/v1/{REGION}/tenants/t1/shared-with-me"),
+        format!("/v1/{REGION}/tenants/t1/share-counts"),
+        format!("/v1/{REGION}/tenants/t1/feed"),
+        format!("/v1/{REGION}/tenants/t1/usage"),
+        format!("/v1/{REGION}/tenants/t1/images/{image}"),
+        format!("/v1/{REGION}/tenants/t1/images/{image}/members"),
+        format!("/v1/{REGION}/tenants/t1/images/{image}/usable"),
+    ];
+    let history = format!("/v1/{REGION}/images/{image}/history");
+    for route in tenant_routes.iter().chain([&history]) {
+        let (status, body) = http_get(service.http_addr, route).await;
+        assert_eq!(
+            (status, code(&body)),
+            (401, "unauthenticated"),
+            "{route}: {body}"
+        );
+        for bad in [malformed, unknown.as_str(), revoked.as_str()] {
+            let (status, body) = service.http_get_as(bad, route).await;
+            assert_eq!(status, 401, "{route} with a bad token: {body}");
+        }
+        for good in [&t1, &operator, &auditor] {
+            let (status, body) = service.http_get_as(good, route).await;
+            assert_eq!(status, 200, "{route}: {body}");
+        }
+    }
+    for route in &tenant_routes {
+        let (status, body) = service.http_get_as(&t2, route).await;
+        assert_eq!((status, code(&body)), (403, "forbidden"), "{route}: {body}");
+    }
+    // Another tenant's image history answers as if there were none: it reveals nothing.
+    let (status, body) = service.http_get_as(&t2, &history).await;
+    assert_eq!((status, code(&body)), (404, "not_found"), "{body}");
+    // The secret never appears in what the service answers or exports.
+    let (_, listed) = service.http_get_as(&auditor, &tenant_routes[0]).await;
+    assert!(!listed.to_string().contains(&t1[21..]));
 }

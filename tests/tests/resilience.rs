@@ -5,7 +5,6 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use ims_service::nats_server::{free_port, NatsServer};
 use ims_tests::serde_json::{json, Value};
 use ims_tests::{code, Client, Service, REGION};
 
@@ -28,10 +27,10 @@ fn create_body(command_id: uuid::Uuid, valid: bool) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_command_answered_ok_survives_kill_9_and_nothing_refused_is_in_the_log() {
     // Proves durability before acknowledgement under concurrent load and an abrupt crash.
-    let nats = NatsServer::start(Some(free_port().unwrap())).unwrap();
     let data = tempfile::tempdir().unwrap();
+    let nats = ims_tests::secured_nats(data.path());
     let mut imsd = start_imsd(&nats.url(), data.path());
-    let client = Client::connect(&nats.url(), REGION).await;
+    let client = Client::connect(&nats.url(), REGION, data.path()).await;
     client.wait_ready().await;
     let tenants: Vec<String> = (0..8).map(|i| format!("load-{i}")).collect();
     for tenant in &tenants {
@@ -49,7 +48,8 @@ async fn every_command_answered_ok_survives_kill_9_and_nothing_refused_is_in_the
     let deadline = Instant::now() + Duration::from_millis(1500);
     let mut load = Vec::new();
     for worker in 0..32 {
-        let (client, tenant) = (client.clone(), tenants[worker % tenants.len()].clone());
+        let tenant = tenants[worker % tenants.len()].clone();
+        let connection = client.tenant_connection(&tenant).await;
         let (ok, error) = (answered_ok.clone(), answered_error.clone());
         load.push(tokio::spawn(async move {
             let mut n = 0u64;
@@ -61,7 +61,7 @@ async fn every_command_answered_ok_survives_kill_9_and_nothing_refused_is_in_the
                 let payload = ims_tests::serde_json::to_vec(&create_body(id, valid)).unwrap();
                 let sent = tokio::time::timeout(
                     Duration::from_secs(2),
-                    client.nats.request(subject, payload.into()),
+                    connection.request(subject, payload.into()),
                 )
                 .await;
                 let Ok(Ok(message)) = sent else { continue }; // lost with the crash: neither

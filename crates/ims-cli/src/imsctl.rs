@@ -20,6 +20,10 @@ use serde_json::{json, Map, Value};
 ///   imsctl --tenant partner-a image accept 0192f0c1-...
 ///   imsctl op register-tenant acme --quota 200
 ///   imsctl --tenant acme --json images list --type shared
+///   imsctl op credential issue tenant acme        # prints acme's token, once
+///
+/// Credentials: --token, else IMS_TOKEN, else --token-file, else ./data/operator.token (the
+/// bootstrap operator token `imsd run` writes) when it exists.
 #[derive(Parser, Debug)]
 #[command(name = "imsctl", version, verbatim_doc_comment)]
 pub struct Cli {
@@ -43,6 +47,12 @@ pub struct Cli {
     /// Print the service's JSON answer instead of a summary.
     #[arg(long, global = true)]
     json: bool,
+    /// The credential to connect with, ims_<key_id>_<secret>.
+    #[arg(long, env = "IMS_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// A file holding the credential (one line).
+    #[arg(long, global = true)]
+    token_file: Option<std::path::PathBuf>,
     /// A command id (UUID) for exactly-once retries; generated when absent.
     #[arg(long, global = true)]
     command_id: Option<uuid::Uuid>,
@@ -449,6 +459,16 @@ struct CreateArgs {
 
 #[derive(Subcommand, Debug)]
 enum OpCommand {
+    #[command(flatten)]
+    Catalog(CatalogOpCommand),
+    /// Issue, revoke and list credentials (the identity log records each grant).
+    #[command(subcommand)]
+    Credential(CredentialCommand),
+}
+
+/// Operator commands of a region's catalog.
+#[derive(Subcommand, Debug)]
+enum CatalogOpCommand {
     /// Register a tenant in the region.
     RegisterTenant {
         tenant: String,
@@ -502,6 +522,25 @@ enum OpCommand {
         #[arg(long)]
         hours: u32,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum CredentialCommand {
+    /// Issue a credential and print its token (shown this once; only its digest is kept).
+    ///
+    /// Examples: `imsctl op credential issue tenant acme`, `imsctl op credential issue auditor`.
+    Issue {
+        /// What the holder may do.
+        #[arg(value_parser = ["tenant", "operator", "auditor"])]
+        role: String,
+        /// The tenant a `tenant` credential acts as.
+        #[arg(required_if_eq("role", "tenant"))]
+        for_tenant: Option<String>,
+    },
+    /// Revoke a credential: refused at its next connect, its connections closed.
+    Revoke { key_id: String },
+    /// List every credential, revoked ones included (never a secret).
+    List,
 }
 
 fn parse_tag(value: &str) -> Result<(String, String), String> {
@@ -654,19 +693,19 @@ fn tenant_request(command: ImageCommand) -> (&'static str, Value) {
     }
 }
 
-fn operator_request(command: OpCommand) -> (&'static str, Value) {
+fn operator_request(command: CatalogOpCommand) -> (&'static str, Value) {
     match command {
-        OpCommand::RegisterTenant { tenant, quota } => {
+        CatalogOpCommand::RegisterTenant { tenant, quota } => {
             let mut body = json!({"tenant": tenant});
             if let Some(quota) = quota {
                 body["quota"] = json!(quota);
             }
             ("register-tenant", body)
         }
-        OpCommand::SetQuota { tenant, quota } => {
+        CatalogOpCommand::SetQuota { tenant, quota } => {
             ("set-quota", json!({"tenant": tenant, "quota": quota}))
         }
-        OpCommand::PublishPublicImage {
+        CatalogOpCommand::PublishPublicImage {
             name,
             disk,
             os,
@@ -683,12 +722,14 @@ fn operator_request(command: OpCommand) -> (&'static str, Value) {
             }
             ("publish-public-image", body)
         }
-        OpCommand::DeprecateImage { image_id, undo } => (
+        CatalogOpCommand::DeprecateImage { image_id, undo } => (
             "deprecate-image",
             json!({"image_id": image_id, "deprecated": !undo}),
         ),
-        OpCommand::DeleteImage { image_id } => ("delete-image", json!({"image_id": image_id})),
-        OpCommand::ReportBuild {
+        CatalogOpCommand::DeleteImage { image_id } => {
+            ("delete-image", json!({"image_id": image_id}))
+        }
+        CatalogOpCommand::ReportBuild {
             image_id,
             outcome,
             size_bytes,
@@ -703,7 +744,7 @@ fn operator_request(command: OpCommand) -> (&'static str, Value) {
             }
             ("report-build", body)
         }
-        OpCommand::RecordUsage {
+        CatalogOpCommand::RecordUsage {
             image_id,
             tenant,
             hours,
@@ -717,15 +758,64 @@ fn operator_request(command: OpCommand) -> (&'static str, Value) {
 /// How long imsctl waits for an answer.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 
-async fn request(nats_url: &str, subject: String, body: &Value) -> anyhow::Result<Value> {
-    let client = async_nats::ConnectOptions::new()
-        .name("imsctl")
+/// Where imsctl looks for a credential when none is given.
+const DEFAULT_TOKEN_FILE: &str = "./data/operator.token";
+
+/// The credential to connect with: --token / IMS_TOKEN, --token-file, or ./data/operator.token.
+fn resolve_token(
+    token: Option<String>,
+    token_file: Option<&std::path::Path>,
+) -> anyhow::Result<Option<String>> {
+    if let Some(token) = token {
+        return Ok(Some(token.trim().to_owned()));
+    }
+    let read = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .map(|text| text.trim().to_owned())
+            .with_context(|| format!("reading the token file {}", path.display()))
+    };
+    if let Some(path) = token_file {
+        return read(path).map(Some);
+    }
+    let default = std::path::Path::new(DEFAULT_TOKEN_FILE);
+    if default.exists() {
+        return read(default).map(Some);
+    }
+    Ok(None)
+}
+
+async fn connect(
+    nats_url: &str,
+    token: Option<&str>,
+    name: &str,
+) -> anyhow::Result<async_nats::Client> {
+    let auth = match token {
+        Some(token) => ims_service::bus::BusAuth::Token(token.to_owned()),
+        None => ims_service::bus::BusAuth::None,
+    };
+    auth.apply(async_nats::ConnectOptions::new())
+        .name(name)
         .connection_timeout(Duration::from_secs(5))
         .connect(nats_url)
         .await
         .with_context(|| {
-            format!("cannot reach NATS at {nats_url}; is imsd running? (see its log for the URL)")
-        })?;
+            let hint = if token.is_some() {
+                "is imsd running, and is the credential live? (see imsd's log for the URL)"
+            } else {
+                "no credential was given: pass --token, set IMS_TOKEN, or use --token-file \
+                 (imsd run writes the operator's to ./data/operator.token)"
+            };
+            format!("cannot connect to NATS at {nats_url}; {hint}")
+        })
+}
+
+async fn request(
+    nats_url: &str,
+    token: Option<&str>,
+    subject: String,
+    body: &Value,
+) -> anyhow::Result<Value> {
+    let client = connect(nats_url, token, "imsctl").await?;
     let payload = Bytes::from(serde_json::to_vec(body)?);
     let message = tokio::time::timeout(REQUEST_TIMEOUT, client.request(subject.clone(), payload))
         .await
@@ -804,7 +894,12 @@ async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let prefix = format!("{}.v1.{}", cli.subject_prefix, cli.region);
     let command_id = cli.command_id.unwrap_or_else(uuid::Uuid::now_v7);
     let tenant = cli.tenant.clone();
+    let token = resolve_token(cli.token.clone(), cli.token_file.as_deref())?;
+    let token = token.as_deref();
     let (subject, name, body) = match cli.command {
+        Top::Op(OpCommand::Credential(command)) => {
+            return credential(command, &cli.nats_url, token, &cli.subject_prefix, cli.json).await;
+        }
         Top::Image(command) => {
             let (name, body) = tenant_request(command);
             (
@@ -813,7 +908,7 @@ async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 body,
             )
         }
-        Top::Op(command) => {
+        Top::Op(OpCommand::Catalog(command)) => {
             let (name, body) = operator_request(command);
             (format!("{prefix}.op.{name}"), name, body)
         }
@@ -821,6 +916,7 @@ async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             return audit(
                 args,
                 &cli.nats_url,
+                token,
                 &cli.region,
                 &cli.subject_prefix,
                 tenant.as_deref(),
@@ -831,7 +927,7 @@ async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Top::Images(query) => {
             let (name, body) = query_request(query);
             let subject = format!("{prefix}.q.{}.{name}", tenant_of(tenant.as_deref())?);
-            let answer = request(&cli.nats_url, subject, &body).await?;
+            let answer = request(&cli.nats_url, token, subject, &body).await?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
             } else {
@@ -846,7 +942,7 @@ async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
     };
     let body = merge(body, json!({"command_id": command_id.to_string()}));
-    let reply = request(&cli.nats_url, subject, &body).await?;
+    let reply = request(&cli.nats_url, token, subject, &body).await?;
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&reply)?);
     } else {
@@ -857,6 +953,83 @@ async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     } else {
         std::process::ExitCode::from(1)
     })
+}
+
+/// `imsctl op credential …`: the identity subjects `ims.v1.iam.*`.
+async fn credential(
+    command: CredentialCommand,
+    nats_url: &str,
+    token: Option<&str>,
+    prefix: &str,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    use ims_wire::iam::{IamReply, IssueCredential, RevokeCredential};
+    let subjects = ims_wire::Subjects::new(prefix);
+    let (subject, body) = match &command {
+        CredentialCommand::Issue { role, for_tenant } => (
+            subjects.iam("issue-credential"),
+            serde_json::to_value(IssueCredential {
+                role: role.clone(),
+                tenant: for_tenant.clone(),
+            })?,
+        ),
+        CredentialCommand::Revoke { key_id } => (
+            subjects.iam("revoke-credential"),
+            serde_json::to_value(RevokeCredential {
+                key_id: key_id.clone(),
+            })?,
+        ),
+        CredentialCommand::List => (subjects.iam("list-credentials"), json!({})),
+    };
+    let answer = request(nats_url, token, subject, &body).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    }
+    let reply: IamReply =
+        serde_json::from_value(answer).context("the identity service's answer")?;
+    if let Some(error) = &reply.error {
+        if !json {
+            println!("error [{}]: {}", error.code.as_str(), error.message);
+        }
+        return Ok(std::process::ExitCode::from(1));
+    }
+    if json {
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    match command {
+        CredentialCommand::Issue { .. } => {
+            let view = reply
+                .credential
+                .context("an issue reply without its credential")?;
+            println!(
+                "issued {} credential {} (identity log position {}); the token, shown only now:\n{}",
+                view.tenant.map_or(view.role.clone(), |t| format!("{} {t}", view.role)),
+                view.key_id,
+                reply.position.unwrap_or_default(),
+                reply.token.unwrap_or_default()
+            );
+        }
+        CredentialCommand::Revoke { key_id } => println!(
+            "revoked {key_id} (identity log position {}); its connections are being closed",
+            reply.position.unwrap_or_default()
+        ),
+        CredentialCommand::List => {
+            let mut table = String::from("KEY ID            ROLE      TENANT        ISSUED BY                  ISSUED AT             REVOKED AT\n");
+            for c in &reply.credentials {
+                table.push_str(&format!(
+                    "{:<17} {:<9} {:<13} {:<26} {:<21} {}\n",
+                    c.key_id,
+                    c.role,
+                    c.tenant.as_deref().unwrap_or("-"),
+                    c.issued_by,
+                    c.issued_at,
+                    c.revoked_at.as_deref().unwrap_or("-")
+                ));
+            }
+            print!("{table}");
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
 }
 
 fn progress_bar(total: u64, json: bool, what: &str) -> indicatif::ProgressBar {
@@ -888,6 +1061,7 @@ fn moment(moment: &Moment) -> anyhow::Result<ims_service::audit::Until> {
 async fn audit(
     args: AuditArgs,
     nats_url: &str,
+    token: Option<&str>,
     region: &str,
     prefix: &str,
     tenant: Option<&str>,
@@ -909,11 +1083,7 @@ async fn audit(
             LogSource::Offline(log)
         }
         None => {
-            let client = async_nats::ConnectOptions::new()
-                .name("imsctl-audit")
-                .connect(nats_url)
-                .await
-                .with_context(|| format!("cannot reach NATS at {nats_url}"))?;
+            let client = connect(nats_url, token, "imsctl-audit").await?;
             LogSource::Online {
                 client,
                 subjects: subjects.clone(),

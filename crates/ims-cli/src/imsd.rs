@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use ims_domain::{RegionId, SharingPolicy};
 use ims_service::nats_server::NatsServer;
-use ims_service::runtime::{run, Config, Roles};
+use ims_service::runtime::{prepare_identity, run, Config, Roles};
 use ims_wire::Subjects;
 
 /// The ims Image Management Service daemon.
@@ -18,6 +18,10 @@ use ims_wire::Subjects;
 ///   imsd run                                  # everything, with its own nats-server
 ///   imsd run --regions eu-west-0,us-east-1    # two regions in one process
 ///   imsd command --nats-url nats://10.0.0.5:4222 --regions us-east-1
+///   imsd nats-config --data-dir ./data --listen 0.0.0.0:4222 > nats.conf
+///
+/// Credentials are required from the first start: `run` writes an operator token to
+/// <data-dir>/operator.token (mode 0600), which imsctl uses by default.
 #[derive(Parser, Debug)]
 #[command(name = "imsd", version, verbatim_doc_comment)]
 struct Cli {
@@ -36,6 +40,22 @@ enum Role {
     Project(Options),
     /// Run only the HTTP API (needs projectors in this process: use `run` or `project` too).
     Http(Options),
+    /// Run only the identity role: nats-server's auth callout and the credential subjects
+    /// (ims.v1.iam.*). One process of a deployment runs it; it owns <data-dir>/iam/log.
+    Identity(Options),
+    /// Print a complete nats-server configuration (accounts and the auth callout) for the keys
+    /// of a data dir, creating them and the bootstrap operator token when missing.
+    NatsConfig(NatsConfigOptions),
+}
+
+#[derive(Args, Debug)]
+struct NatsConfigOptions {
+    /// The data dir whose keys the configuration names (the identity role's data dir).
+    #[arg(long, env = "IMS_DATA_DIR", default_value = "./data")]
+    data_dir: PathBuf,
+    /// The address nats-server listens on.
+    #[arg(long, default_value = "127.0.0.1:4222")]
+    listen: String,
 }
 
 #[derive(Args, Debug)]
@@ -63,6 +83,10 @@ struct Options {
     /// Log format on stderr.
     #[arg(long, env = "IMS_LOG_FORMAT", default_value = "human", value_parser = ["human", "json"])]
     log_format: String,
+    /// Turn authentication off on NATS and HTTP: any client may act as anyone. For
+    /// experiments on a laptop only; imsd warns at start and every minute.
+    #[arg(long, env = "IMS_INSECURE_NO_AUTH")]
+    insecure_no_auth: bool,
 }
 
 fn init_logging(format: &str) {
@@ -102,35 +126,48 @@ pub fn main() -> std::process::ExitCode {
 
 async fn async_main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let only = Roles {
+        command: false,
+        project: false,
+        http: false,
+        identity: false,
+    };
     let (options, roles, embedded_allowed) = match cli.role {
         Role::Run(o) => (o, Roles::ALL, true),
         Role::Command(o) => (
             o,
             Roles {
                 command: true,
-                project: false,
-                http: false,
+                ..only
             },
             false,
         ),
         Role::Project(o) => (
             o,
             Roles {
-                command: false,
                 project: true,
-                http: false,
+                ..only
             },
             false,
         ),
         Role::Http(o) => (
             o,
             Roles {
-                command: false,
                 project: true,
                 http: true,
+                ..only
             },
             false,
         ),
+        Role::Identity(o) => (
+            o,
+            Roles {
+                identity: true,
+                ..only
+            },
+            false,
+        ),
+        Role::NatsConfig(o) => return print_nats_config(o),
     };
     init_logging(&options.log_format);
     match serve(options, roles, embedded_allowed).await {
@@ -152,8 +189,19 @@ async fn serve(options: Options, roles: Roles, embedded_allowed: bool) -> anyhow
     let mut embedded = None;
     let nats_url = match (options.nats_url, embedded_allowed) {
         (Some(url), _) => url,
-        (None, true) => {
+        (None, true) if options.insecure_no_auth => {
             let server = NatsServer::start(None).context("starting the embedded nats-server")?;
+            let url = server.url();
+            embedded = Some(server);
+            url
+        }
+        (None, true) => {
+            let (keys, _) = prepare_identity(&options.data_dir, true)?;
+            let config_path = options.data_dir.join("nats").join("nats-server.conf");
+            let server = NatsServer::start_with_config(None, &config_path, |listen| {
+                keys.server_config(listen)
+            })
+            .context("starting the embedded nats-server")?;
             tracing::info!(url = %server.url(), "started embedded nats-server; imsctl finds it with --nats-url {}", server.url());
             let url = server.url();
             embedded = Some(server);
@@ -169,8 +217,22 @@ async fn serve(options: Options, roles: Roles, embedded_allowed: bool) -> anyhow
         subjects: Subjects::new(options.subject_prefix),
         roles,
         policy: SharingPolicy::default(),
+        insecure_no_auth: options.insecure_no_auth,
     };
     let result = run(config, shutdown_signal()).await;
     drop(embedded);
     result
+}
+
+fn print_nats_config(options: NatsConfigOptions) -> std::process::ExitCode {
+    match prepare_identity(&options.data_dir, true) {
+        Ok((keys, _)) => {
+            print!("{}", keys.server_config(&options.listen));
+            std::process::ExitCode::SUCCESS
+        }
+        Err(error) => {
+            eprintln!("imsd: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
 }

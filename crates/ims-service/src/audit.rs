@@ -204,6 +204,17 @@ pub fn describe(event: &Event) -> String {
     }
 }
 
+/// The owner of the image whose stream `envelopes` is, as its events leave it (`None` for a
+/// public image or one that does not decode).
+pub fn image_owner(envelopes: &[Envelope]) -> Option<ims_domain::TenantId> {
+    let mut state = ims_domain::State::default();
+    for envelope in envelopes {
+        ims_domain::evolve(&mut state, &ims_log::decode_event(envelope).ok()?);
+    }
+    let image = state.images.into_values().next()?;
+    image.owner.tenant().cloned()
+}
+
 /// The history of one stream as JSON: every event in order.
 pub fn history_json(envelopes: &[Envelope]) -> Value {
     json!({"items": envelopes.iter().map(event_json).collect::<Vec<_>>()})

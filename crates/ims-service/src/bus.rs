@@ -7,10 +7,54 @@ use anyhow::Context as _;
 /// The longest pause between two reconnect attempts.
 const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(2);
 
+/// How a connection proves who it is to nats-server.
+#[derive(Clone)]
+pub enum BusAuth {
+    /// The service's own nkey user (a seed from `<data-dir>/nats/`), exempt from the callout.
+    Nkey(String),
+    /// A client credential `ims_<key_id>_<secret>`, checked by the auth callout.
+    Token(String),
+    /// `--insecure-no-auth`: nothing.
+    None,
+}
+
+impl std::fmt::Debug for BusAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the seed or the secret.
+        f.write_str(match self {
+            BusAuth::Nkey(_) => "BusAuth::Nkey(…)",
+            BusAuth::Token(_) => "BusAuth::Token(…)",
+            BusAuth::None => "BusAuth::None",
+        })
+    }
+}
+
+impl BusAuth {
+    /// Applies the credential to `options`; a token also sets the inbox prefix
+    /// `_INBOX.<key_id>` that the token's permissions allow.
+    pub fn apply(&self, options: async_nats::ConnectOptions) -> async_nats::ConnectOptions {
+        match self {
+            BusAuth::Nkey(seed) => options.nkey(seed.clone()),
+            BusAuth::Token(token) => {
+                let key_id = token
+                    .trim()
+                    .split('_')
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_owned();
+                options
+                    .token(token.trim().to_owned())
+                    .custom_inbox_prefix(format!("_INBOX.{key_id}"))
+            }
+            BusAuth::None => options,
+        }
+    }
+}
+
 /// Connects to `url`, retrying until the server is there; later drops are reconnected by the
 /// client, and subscriptions (service endpoints included) are restored with the connection.
-pub async fn connect(url: &str, name: &str) -> anyhow::Result<async_nats::Client> {
-    options(name)
+pub async fn connect(url: &str, name: &str, auth: &BusAuth) -> anyhow::Result<async_nats::Client> {
+    auth.apply(options(name))
         .connect(url)
         .await
         .with_context(|| format!("connecting to NATS at {url}"))

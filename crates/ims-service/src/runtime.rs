@@ -13,12 +13,16 @@ use tokio::sync::{mpsc, watch};
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use crate::bus::BusAuth;
 use crate::command_service::{publish_events, serve_commands, PUBLISH_QUEUE_MAX};
 use crate::copy_saga::{run_copy_saga, CopySaga};
 use crate::http::{prometheus, serve_http, HttpState};
+use crate::identity::{Authenticator, IdentityEndpoints, IdentityService};
 use crate::projector::{projections_path, run_projector, RegionModels};
 use crate::query_service::serve_queries;
 use crate::writer::spawn_writer;
+use ims_identity::setup::{bootstrap_operator, NatsKeys};
+use ims_identity::Directory;
 
 /// Which parts of the service this process runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,6 +30,9 @@ pub struct Roles {
     pub command: bool,
     pub project: bool,
     pub http: bool,
+    /// The identity role: the auth callout and `ims.v1.iam.*`. One process of a deployment runs
+    /// it, since it owns `<data-dir>/iam/log`.
+    pub identity: bool,
 }
 
 impl Roles {
@@ -33,6 +40,7 @@ impl Roles {
         command: true,
         project: true,
         http: true,
+        identity: true,
     };
 }
 
@@ -46,6 +54,43 @@ pub struct Config {
     pub subjects: Subjects,
     pub roles: Roles,
     pub policy: SharingPolicy,
+    /// `--insecure-no-auth`: no credentials anywhere. For experiments only.
+    pub insecure_no_auth: bool,
+}
+
+/// How often `--insecure-no-auth` repeats its warning.
+const INSECURE_WARNING_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What a process needs to prove who it is and check others: the service's NATS keys, and the
+/// identity directory when the identity role runs here.
+#[derive(Debug)]
+struct Security {
+    keys: Arc<NatsKeys>,
+    directory: Option<Directory>,
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Prepares a data dir's identity: its NATS keys, and (for the identity role) the identity log.
+/// Also what `imsd nats-config` runs first.
+pub fn prepare_identity(
+    data_dir: &std::path::Path,
+    identity_role: bool,
+) -> anyhow::Result<(NatsKeys, Option<Directory>)> {
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let keys = NatsKeys::load_or_create(data_dir)
+        .with_context(|| format!("loading the NATS keys under {}", data_dir.display()))?;
+    if !identity_role {
+        return Ok((keys, None));
+    }
+    let directory = Directory::open(data_dir)
+        .with_context(|| format!("opening the identity log under {}", data_dir.display()))?;
+    Ok((keys, Some(directory)))
 }
 
 /// The log directory of `region` under `data_dir`.
@@ -59,7 +104,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     if config.roles.http {
         prometheus(); // installed before the first metric is recorded
     }
-    let client = crate::bus::connect(&config.nats_url, "imsd").await?;
+    let security = if config.insecure_no_auth {
+        tracing::warn!("--insecure-no-auth: NO AUTHENTICATION. Any client can act and read as any tenant or the operator. Never use this outside an experiment.");
+        None
+    } else {
+        let (keys, directory) = prepare_identity(&config.data_dir, config.roles.identity)?;
+        Some(Security {
+            keys: Arc::new(keys),
+            directory,
+        })
+    };
+    let service_auth = match &security {
+        Some(security) => BusAuth::Nkey(security.keys.service.seed()?),
+        None => BusAuth::None,
+    };
+    let client = crate::bus::connect(&config.nats_url, "imsd", &service_auth).await?;
     let mut logs = HashMap::new();
     let mut region_models = HashMap::new();
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -132,10 +191,58 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             stopped(stop_rx.clone()),
         ));
     }
+    if config.insecure_no_auth {
+        tasks.spawn(async {
+            let mut every = tokio::time::interval(INSECURE_WARNING_EVERY);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                tracing::warn!("--insecure-no-auth is still on: nobody is authenticated");
+            }
+        });
+    }
+    if let (Some(security), true) = (&security, config.roles.identity) {
+        let directory = security
+            .directory
+            .clone()
+            .expect("the identity role opened the directory");
+        let system = crate::bus::connect(
+            &config.nats_url,
+            "imsd-system",
+            &BusAuth::Nkey(security.keys.system.seed()?),
+        )
+        .await?;
+        let identity = Arc::new(IdentityService::new(
+            directory.clone(),
+            security.keys.clone(),
+            config.subjects.clone(),
+        ));
+        let endpoints = IdentityEndpoints::start(client.clone(), Some(system), identity).await?;
+        tasks.spawn(endpoints.serve(stopped(stop_rx.clone())));
+        // Written only now that the callout answers: whoever reads the token can connect at once.
+        if let Some(path) = bootstrap_operator(&config.data_dir, &directory, now_ms())
+            .context("issuing the bootstrap operator credential")?
+        {
+            tracing::info!(path = %path.display(), "bootstrap operator token written (mode 0600); imsctl reads it from there");
+        }
+    }
     if config.roles.http {
+        let authenticator = match &security {
+            None => Authenticator::Open,
+            Some(Security {
+                directory: Some(directory),
+                ..
+            }) => Authenticator::Local(directory.clone()),
+            Some(_) => Authenticator::Remote {
+                client: client.clone(),
+                subject: config.subjects.iam("authenticate"),
+                cache: Default::default(),
+            },
+        };
         let state = HttpState {
             regions: Arc::new(region_models),
             logs: Arc::new(logs),
+            authenticator,
         };
         tasks.spawn(serve_http(
             config.http_addr,

@@ -27,6 +27,8 @@ pub enum WireErrorCode {
     Stale,
     Unavailable,
     Internal,
+    /// No live credential (HTTP 401).
+    Unauthenticated,
 }
 
 impl WireErrorCode {
@@ -52,6 +54,7 @@ impl WireErrorCode {
             WireErrorCode::Stale => "stale",
             WireErrorCode::Unavailable => "unavailable",
             WireErrorCode::Internal => "internal",
+            WireErrorCode::Unauthenticated => "unauthenticated",
         }
     }
 
@@ -61,6 +64,7 @@ impl WireErrorCode {
             WireErrorCode::InvalidJson
             | WireErrorCode::InvalidArgument
             | WireErrorCode::UnknownCommand => 400,
+            WireErrorCode::Unauthenticated => 401,
             WireErrorCode::Forbidden => 403,
             WireErrorCode::NotFound | WireErrorCode::NotAMember => 404,
             WireErrorCode::PayloadTooLarge => 413,

@@ -4,11 +4,12 @@
 //! Wire types are separate from the domain types and converted by hand, so the domain can change
 //! without breaking clients and the wire can change without touching the rules. Modules:
 //! `subjects` (names of NATS subjects), `error` (codes and error bodies), `commands` (JSON
-//! commands to domain commands), `reply` (command replies), `views` (what queries answer),
+//! commands to domain commands), `reply` (command replies), `iam` (credentials), `views` (what queries answer),
 //! `time` (RFC 3339).
 
 pub mod commands;
 pub mod error;
+pub mod iam;
 pub mod reply;
 pub mod subjects;
 pub mod time;

@@ -71,6 +71,11 @@ impl Subjects {
         format!("{}.feed.{tenant}", self.region(region))
     }
 
+    /// `ims.v1.iam.<name>`: the identity context's subjects (`iam` is never a region id).
+    pub fn iam(&self, name: &str) -> String {
+        format!("{}.v1.iam.{name}", self.prefix)
+    }
+
     /// The last two tokens of a `cmd` or `q` subject: the tenant token and the name. Whatever
     /// the tokens hold, they are returned raw for the caller to validate.
     pub fn tail_tokens(subject: &str) -> Option<(&str, &str)> {

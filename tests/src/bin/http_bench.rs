@@ -32,27 +32,33 @@ async fn main() -> anyhow::Result<()> {
         models.apply(chunk)?;
     }
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
+    // Authentication on, as deployed: every request carries the tenant's bearer token.
+    let directory = ims_identity::Directory::open(dir.path())?;
+    let tenant = ims_domain::TenantId::parse("tenant-0").unwrap();
+    let (token, _, _) = directory.issue(ims_identity::Role::Tenant(tenant), "bench", 0)?;
+    let token = token.reveal();
     let state = HttpState {
         regions: Arc::new(HashMap::from([(region, Arc::new(models))])),
         logs: Arc::new(HashMap::new()),
+        authenticator: ims_service::identity::Authenticator::Local(directory),
     };
     tokio::spawn(serve_http(addr, state, std::future::pending()));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let path = "/v1/bench-1/tenants/tenant-0/images";
-    let (status, page) = ims_tests::http_get(addr, path).await;
+    let (status, page) = ims_tests::http_get_with(addr, path, Some(&token)).await;
     assert_eq!(status, 200, "{page}");
     assert_eq!(page["items"].as_array().map(Vec::len), Some(25));
-    let all = ims_tests::http_get(addr, &format!("{path}?limit=1000"))
+    let all = ims_tests::http_get_with(addr, &format!("{path}?limit=1000"), Some(&token))
         .await
         .1;
     assert_eq!(all["items"].as_array().map(Vec::len), Some(1000));
     for _ in 0..200 {
-        ims_tests::http_get(addr, path).await; // warm-up
+        ims_tests::http_get_with(addr, path, Some(&token)).await; // warm-up
     }
     let mut latencies = Vec::with_capacity(requests);
     for _ in 0..requests {
         let started = Instant::now();
-        let (status, _) = ims_tests::http_get(addr, path).await;
+        let (status, _) = ims_tests::http_get_with(addr, path, Some(&token)).await;
         latencies.push(started.elapsed());
         assert_eq!(status, 200);
     }

@@ -1,5 +1,7 @@
 //! Command throughput of ims against a bare NATS request-reply echo, in one run on loopback, with
 //! 64 concurrent clients each. Every ims answer is durable (appended, flushed and fdatasync'd).
+//! Authentication is on in both phases: each client is a tenant with its own credential and
+//! connection, and the echo answers on the service's own (nkey) connection, as imsd does.
 //!
 //! Run: `cargo run --release -p ims-tests --bin ims-bench [-- SECONDS]`
 
@@ -11,15 +13,13 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use ims_service::nats_server::{free_port, NatsServer};
+use ims_service::nats_server::free_port;
 use ims_service::runtime::{run, Config, Roles};
 use ims_tests::Client;
 use serde_json::json;
 
 /// Concurrent clients in each phase, as the issue asks.
 const CLIENTS: usize = 64;
-/// NATS connections the clients share (a console or gateway multiplexes like this).
-const CONNECTIONS: usize = 4;
 
 struct Figures {
     requests_per_second: f64,
@@ -75,8 +75,8 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let duration = Duration::from_secs(seconds);
-    let nats = NatsServer::start(Some(free_port()?))?;
     let data = tempfile::tempdir()?;
+    let nats = ims_tests::secured_nats(data.path());
     let region = ims_tests::REGION;
     let config = Config {
         nats_url: nats.url(),
@@ -88,22 +88,28 @@ async fn main() -> anyhow::Result<()> {
             command: true,
             project: false,
             http: false,
+            identity: true,
         },
         policy: ims_domain::SharingPolicy::default(),
+        insecure_no_auth: false,
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let service = tokio::spawn(run(config, async move {
         let _ = stopped.await;
     }));
-    let mut clients = Vec::new();
-    for _ in 0..CONNECTIONS {
-        clients.push(Client::connect(&nats.url(), region).await);
+    let ims = Client::connect(&nats.url(), region, data.path()).await;
+    ims.wait_ready().await;
+    let mut tenant_connections = Vec::new();
+    for client in 0..CLIENTS {
+        tenant_connections.push(ims.tenant_connection(&format!("bench-{client}")).await);
     }
-    clients[0].wait_ready().await;
 
-    // Phase 1: a bare echo responder, the ceiling of request-reply on this machine.
-    let responder = clients[0].nats.clone();
-    let mut echo = responder.subscribe("bench.echo").await?;
+    // Phase 1: a bare echo responder, the ceiling of request-reply on this machine, on a subject
+    // each tenant may publish to.
+    let responder = Client::connect_as_service(&nats.url(), region, data.path())
+        .await
+        .nats;
+    let mut echo = responder.subscribe("ims.v1.bench-echo.q.*.echo").await?;
     responder.flush().await?; // the subscription is on the server before anyone asks
     tokio::spawn(async move {
         while let Some(message) = echo.next().await {
@@ -113,18 +119,19 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     let payload = Bytes::from(vec![b'x'; 300]);
-    let echo_clients = clients.clone();
+    let echo_connections = tenant_connections.clone();
     let echo_figures = load(duration, move |client, _| {
-        let nats = echo_clients[client % CONNECTIONS].nats.clone();
+        let nats = echo_connections[client].clone();
         let payload = payload.clone();
         async move {
-            nats.request("bench.echo", payload).await.expect("echo");
+            let subject = format!("ims.v1.bench-echo.q.bench-{client}.echo");
+            nats.request(subject, payload).await.expect("echo");
         }
     })
     .await;
 
     // Phase 2: ims commands, create-image and share/unshare, 64 clients, each its own tenant.
-    let setup = &clients[0];
+    let setup = &ims;
     setup.register(&["bench-partner"]).await;
     let mut images = Vec::new();
     for client in 0..CLIENTS {
@@ -138,9 +145,9 @@ async fn main() -> anyhow::Result<()> {
         assert_eq!(reply["ok"], true, "{reply}");
         images.push(setup.active_image(&tenant, json!({})).await);
     }
-    let ims_clients = clients.clone();
+    let ims_client = ims.clone();
     let ims_figures = load(duration, move |client, iteration| {
-        let ims = ims_clients[client % CONNECTIONS].clone();
+        let ims = ims_client.clone();
         let tenant = format!("bench-{client}");
         let image = images[client].clone();
         async move {

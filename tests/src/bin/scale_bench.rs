@@ -15,10 +15,10 @@ use std::time::{Duration, Instant};
 use ims_domain::{evolve, RegionId, SharingPolicy, State, StreamId};
 use ims_log::{new_event, Appended, EventLog, NewCommand};
 use ims_projection::synthetic::{image_id, image_lifecycle, registrations, tenant};
-use ims_service::nats_server::{free_port, NatsServer};
+use ims_service::nats_server::free_port;
 use ims_service::projector::{projections_path, RegionModels};
 use ims_service::runtime::log_path;
-use ims_tests::{http_get, Client, REGION};
+use ims_tests::{http_get, http_get_with, Client, REGION};
 use serde_json::json;
 
 /// Set in the child that runs `imsd`: the bench starts itself as the service, so that the
@@ -174,7 +174,7 @@ async fn bench(events: u64, kept: Option<std::path::PathBuf>) -> anyhow::Result<
         size_on_disk(&data.join(REGION).join("log")) as f64 / 1e9
     );
 
-    let nats = NatsServer::start(Some(free_port()?))?;
+    let nats = ims_tests::secured_nats(data);
     let http: std::net::SocketAddr = format!("127.0.0.1:{}", free_port()?).parse()?;
     let started = Instant::now();
     let mut child = std::process::Command::new(std::env::current_exe()?)
@@ -207,11 +207,13 @@ async fn bench(events: u64, kept: Option<std::path::PathBuf>) -> anyhow::Result<
         memory_mib(child.id()).0
     );
 
-    let client = Client::connect(&nats.url(), REGION).await;
+    let client = Client::connect(&nats.url(), REGION, data).await;
+    // The operator reads any tenant's paths over HTTP.
+    let token = ims_tests::operator_token(data).await;
     let owner = tenant(7);
     let started = Instant::now();
     let path = format!("/v1/{REGION}/tenants/{owner}/images");
-    let (status, page) = http_get(http, &path).await;
+    let (status, page) = http_get_with(http, &path, Some(&token)).await;
     anyhow::ensure!(status == 200, "visible-images answered {status}: {page}");
     println!(
         "first page of visible-images of {owner} over HTTP: {} items in {:.1} ms",
@@ -235,10 +237,20 @@ async fn bench(events: u64, kept: Option<std::path::PathBuf>) -> anyhow::Result<
     );
     for n in 0..200 {
         let t = tenant(n % TENANTS);
-        let (status, _) = http_get(http, &format!("/v1/{REGION}/tenants/{t}/images")).await;
+        let (status, _) = http_get_with(
+            http,
+            &format!("/v1/{REGION}/tenants/{t}/images"),
+            Some(&token),
+        )
+        .await;
         anyhow::ensure!(status == 200);
         let id = image_id(n * 97 % images);
-        http_get(http, &format!("/v1/{REGION}/tenants/{t}/images/{id}")).await;
+        http_get_with(
+            http,
+            &format!("/v1/{REGION}/tenants/{t}/images/{id}"),
+            Some(&token),
+        )
+        .await;
     }
     let (rss, peak) = memory_mib(child.id());
     println!(
