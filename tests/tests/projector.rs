@@ -238,3 +238,56 @@ async fn a_lost_live_event_is_filled_from_log_read() {
     drop(models);
     tokio::time::sleep(Duration::from_millis(50)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forged_event_that_breaks_the_hash_chain_is_refused_and_the_model_equals_a_rebuild() {
+    // Proves the projector's chain check: an event at the next position whose prev_hash is not
+    // the last applied hash is refused (and counted), and the real event applies in its place.
+    let mut service = Service::start().await;
+    let ims = &service.client;
+    ims.register(&["t1"]).await;
+    let genuine = ims.read_log(1, 1).await.envelopes.remove(0);
+    let mut body = genuine.body.clone();
+    body.position = 2;
+    body.actor = "forger".into();
+    let forged = Envelope::seal(body, [7; 32]);
+    // Only the service may publish events; the forgery comes from inside that boundary.
+    let service_side =
+        Client::connect_as_service(&service.nats.url(), REGION, service.data_dir()).await;
+    let mut headers = async_nats::HeaderMap::new();
+    headers.insert(POSITION_HEADER, "2");
+    service_side
+        .nats
+        .publish_with_headers(
+            Subjects::default().events(&RegionId::parse(REGION).unwrap()),
+            headers,
+            Bytes::from(forged.encode()),
+        )
+        .await
+        .unwrap();
+    service_side.nats.flush().await.unwrap();
+    let started = Instant::now();
+    loop {
+        let (_, metrics) = ims_tests::http_get(service.http_addr, "/metrics").await;
+        if metrics
+            .as_str()
+            .unwrap_or("")
+            .contains("ims_projection_chain_breaks_total")
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the forged event was not refused: {metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    ims.register(&["t2"]).await;
+    let visible = ims.visible_ids("t2", 2).await;
+    assert!(visible.is_empty(), "{visible:?}");
+    let log = whole_log(ims).await;
+    assert_eq!(log.len(), 2);
+    service.stop().await;
+    let dir = projections_path(service.data_dir(), &RegionId::parse(REGION).unwrap());
+    assert_equals_rebuild(&dir, &log);
+}

@@ -79,6 +79,10 @@ pub struct Applied {
     pub notices: Vec<Notice>,
     /// Set when an envelope past checkpoint + 1 arrived: the first missing position.
     pub gap_at: Option<u64>,
+    /// Set when the envelope at checkpoint + 1 does not chain to the last applied one (its
+    /// `prev_hash` is not that event's hash): a forged or corrupt event, refused with all after
+    /// it. The caller reads that position from the log instead.
+    pub broken_at: Option<u64>,
 }
 
 /// A read model and its checkpoint.
@@ -86,6 +90,8 @@ pub struct Applied {
 pub struct ReadModel<F> {
     store: Store,
     checkpoint: u64,
+    /// The hash of the event at the checkpoint (`None`: unknown, for models of older releases).
+    checkpoint_hash: Option<[u8; 32]>,
     fold: F,
     _db: Option<sled::Db>,
 }
@@ -100,9 +106,11 @@ impl<F: Fold> ReadModel<F> {
         )?;
         let store = Store::Sled(db.open_tree("model")?);
         let checkpoint = store.checkpoint()?;
+        let checkpoint_hash = store.checkpoint_hash()?;
         Ok(Self {
             store,
             checkpoint,
+            checkpoint_hash,
             fold,
             _db: Some(db),
         })
@@ -123,6 +131,7 @@ impl<F: Fold> ReadModel<F> {
                 Default::default(),
             )),
             checkpoint: 0,
+            checkpoint_hash: Some([0; 32]),
             fold,
             _db: None,
         }
@@ -143,6 +152,7 @@ impl<F: Fold> ReadModel<F> {
         let mut changes = Changes::default();
         let mut applied = Applied::default();
         let mut checkpoint = self.checkpoint;
+        let mut checkpoint_hash = self.checkpoint_hash;
         for envelope in envelopes {
             let position = envelope.position();
             if position <= checkpoint {
@@ -152,6 +162,11 @@ impl<F: Fold> ReadModel<F> {
                 applied.gap_at = Some(checkpoint + 1);
                 break;
             }
+            if checkpoint_hash.is_some_and(|hash| hash != envelope.prev_hash) {
+                applied.broken_at = Some(position);
+                break;
+            }
+            checkpoint_hash = Some(envelope.hash);
             if self.fold.wants(&envelope.body.event_type) {
                 let event = decode_event(envelope)?;
                 let notices = self
@@ -162,9 +177,10 @@ impl<F: Fold> ReadModel<F> {
             checkpoint = position;
             applied.applied += 1;
         }
-        if checkpoint != self.checkpoint {
-            changes.commit(&mut self.store, checkpoint)?;
+        if let (true, Some(hash)) = (checkpoint != self.checkpoint, checkpoint_hash) {
+            changes.commit(&mut self.store, checkpoint, hash)?;
             self.checkpoint = checkpoint;
+            self.checkpoint_hash = checkpoint_hash;
         }
         Ok(applied)
     }

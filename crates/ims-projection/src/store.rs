@@ -8,7 +8,9 @@ use ims_domain::{Image, ImageId};
 
 use crate::ProjectionError;
 
-/// The key of the checkpoint: the last applied log position.
+/// The key of the checkpoint: the last applied log position (u64 big-endian), then the hash of
+/// the event at that position (32 bytes), against which the next event's `prev_hash` is
+/// checked. Models written before the hash was kept hold the position alone.
 pub const CHECKPOINT_KEY: &[u8] = b"p";
 
 /// One stored key and its value.
@@ -69,6 +71,15 @@ impl Store {
     pub fn checkpoint(&self) -> Result<u64, ProjectionError> {
         Ok(self.get(CHECKPOINT_KEY)?.map_or(0, |bytes| be_u64(&bytes)))
     }
+
+    /// The hash of the last applied event: zeros before the first, `None` when the model was
+    /// written before hashes were kept (the chain is then checked from the next event on).
+    pub fn checkpoint_hash(&self) -> Result<Option<[u8; 32]>, ProjectionError> {
+        Ok(match self.get(CHECKPOINT_KEY)? {
+            None => Some([0; 32]),
+            Some(bytes) => bytes.get(8..40).and_then(|hash| hash.try_into().ok()),
+        })
+    }
 }
 
 pub fn be_u64(bytes: &[u8]) -> u64 {
@@ -125,7 +136,12 @@ impl Changes {
     }
 
     /// Writes everything and the new checkpoint in one atomic batch.
-    pub fn commit(self, store: &mut Store, checkpoint: u64) -> Result<(), ProjectionError> {
+    pub fn commit(
+        self,
+        store: &mut Store,
+        checkpoint: u64,
+        checkpoint_hash: [u8; 32],
+    ) -> Result<(), ProjectionError> {
         let mut keys = self.keys;
         for (id, image) in self.images {
             keys.push((
@@ -133,10 +149,9 @@ impl Changes {
                 image.map(|image| ims_log::encode(&image)),
             ));
         }
-        keys.push((
-            CHECKPOINT_KEY.to_vec(),
-            Some(checkpoint.to_be_bytes().to_vec()),
-        ));
+        let mut value = checkpoint.to_be_bytes().to_vec();
+        value.extend_from_slice(&checkpoint_hash);
+        keys.push((CHECKPOINT_KEY.to_vec(), Some(value)));
         match store {
             Store::Sled(tree) => {
                 let mut batch = sled::Batch::default();

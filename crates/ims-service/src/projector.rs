@@ -78,7 +78,8 @@ impl RegionModels {
             .saturating_sub(self.position())
     }
 
-    /// Applies envelopes to every model; returns the notices and the first gap, if any.
+    /// Applies envelopes to every model; returns the notices and the first position it could not
+    /// apply (a gap, or an event that breaks the hash chain), if any.
     pub fn apply(
         &self,
         envelopes: &[Envelope],
@@ -86,6 +87,12 @@ impl RegionModels {
         let mut models = self.models.write().expect("read model lock");
         let applied = models.0.apply(envelopes)?;
         models.1.apply(envelopes)?;
+        if let Some(position) = applied.broken_at {
+            // Only the service may publish events, so this is a forgery that got past NATS's
+            // permissions or a corrupted message: refuse it and read the truth from the log.
+            tracing::error!(region = %self.region, position, "an event does not chain to the last applied one (wrong prev_hash); refused, reading the log instead");
+            metrics::counter!("ims_projection_chain_breaks_total", "region" => self.region.to_string()).increment(1);
+        }
         let position = models.0.checkpoint().min(models.1.checkpoint());
         drop(models);
         if let Some(last) = envelopes.last() {
@@ -96,7 +103,7 @@ impl RegionModels {
             .set(position as f64);
         metrics::gauge!("ims_projection_lag_events", "region" => self.region.to_string())
             .set(self.lag() as f64);
-        Ok((applied.notices, applied.gap_at))
+        Ok((applied.notices, applied.gap_at.or(applied.broken_at)))
     }
 
     /// Answers a query, first waiting (bounded) for `min_position` if it asks for one.
