@@ -346,3 +346,68 @@ async fn every_v1_route_needs_a_live_credential_and_the_right_tenant() {
     let (_, listed) = service.http_get_as(&auditor, &tenant_routes[0]).await;
     assert!(!listed.to_string().contains(&t1[21..]));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_image_a_tenant_may_not_see_answers_as_if_it_did_not_exist() {
+    // Proves `image` and `usable` reveal nothing of another tenant's private image, and that
+    // source details (instance ids, file URLs) reach its owner only.
+    let service = Service::start().await;
+    let ims = &service.client;
+    ims.register(&["owner", "member", "stranger"]).await;
+    let image = ims
+        .active_image(
+            "owner",
+            json!({"source": {"ecs": {"instance_id": "ecs-secret-42", "data_disk_ids": []}}}),
+        )
+        .await;
+    let shared = ims
+        .command(
+            "owner",
+            "share-image",
+            json!({"image_id": image, "tenants": ["member"]}),
+        )
+        .await;
+    let at = position(&shared);
+    let missing = "0192f0c1-7a3e-7c2b-9d4e-1a2b3c4d5e6f";
+    for query in ["image", "usable"] {
+        let hidden = ims
+            .query_at("stranger", query, json!({"image_id": image}), at)
+            .await;
+        let absent = ims
+            .query_at("stranger", query, json!({"image_id": missing}), at)
+            .await;
+        assert_eq!(
+            (code(&hidden), code(&absent)),
+            ("not_found", "not_found"),
+            "{hidden}"
+        );
+        assert_eq!(
+            hidden["error"]["message"]
+                .as_str()
+                .unwrap()
+                .replace(&image, "ID"),
+            absent["error"]["message"]
+                .as_str()
+                .unwrap()
+                .replace(missing, "ID"),
+            "the refusals tell the two apart"
+        );
+    }
+    let as_member = ims
+        .query_at("member", "image", json!({"image_id": image}), at)
+        .await;
+    assert_eq!(as_member["source"], json!({"ecs": {}}), "{as_member}");
+    let as_owner = ims
+        .query_at("owner", "image", json!({"image_id": image}), at)
+        .await;
+    assert_eq!(as_owner["source"]["ecs"]["instance_id"], "ecs-secret-42");
+    // A pending member is still told why it may not use the image yet.
+    let usable = ims
+        .query_at("member", "usable", json!({"image_id": image}), at)
+        .await;
+    assert_eq!(usable["allowed"], false, "{usable}");
+    assert!(
+        usable["reason"].as_str().unwrap_or("").contains("accept"),
+        "{usable}"
+    );
+}

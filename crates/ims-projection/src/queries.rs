@@ -254,8 +254,9 @@ pub fn answer(
                 )))
                 }
             };
-            let image = load_image(models.catalog, &id)?;
-            let answer = usable(models.region, tenant, id, image.as_ref(), purpose);
+            // An image the tenant may not see answers exactly as one that does not exist.
+            let image = visible_image(models, tenant, &id)?;
+            let answer = usable(models.region, tenant, id, Some(&image), purpose);
             Ok(json!(UsableView::new(
                 id.to_string(),
                 purpose_name,
@@ -287,8 +288,10 @@ fn visible_image(models: &Models, tenant: &TenantId, id: &ImageId) -> Result<Ima
         _ => Err(WireError::new(
             WireErrorCode::NotFound,
             format!(
-                "image {id} does not exist in region {} or tenant {tenant} may not see it",
-                models.region
+                "image {id} does not exist in region {region} or tenant {tenant} may not see it: an \
+                 image of another region must be copied to {region} first (copy-image), and one of \
+                 another tenant must be shared with you",
+                region = models.region
             ),
         )),
     }

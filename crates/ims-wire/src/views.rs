@@ -78,7 +78,17 @@ pub fn image_type(image: &Image, viewer: Option<&TenantId>) -> &'static str {
     }
 }
 
-fn source_json(source: &Source) -> serde_json::Value {
+/// The source as its owner (or the operator) sees it; others see only its kind, never an ECS
+/// instance id, a file URL or the image a copy was made from.
+fn source_json(source: &Source, owner_view: bool) -> serde_json::Value {
+    if !owner_view {
+        return match source {
+            Source::Ecs { .. } => serde_json::json!({"ecs": {}}),
+            Source::File { format, .. } => serde_json::json!({"file": {"format": format.as_str()}}),
+            Source::Copy { region, .. } => serde_json::json!({"copy": {"region": region.as_str()}}),
+            Source::Published => serde_json::json!("published"),
+        };
+    }
     match source {
         Source::Ecs {
             instance_id,
@@ -109,7 +119,7 @@ impl ImageView {
                 Owner::Tenant(t) => t.to_string(),
             },
             disk: image.disk.into(),
-            source: source_json(&image.source),
+            source: source_json(&image.source, owner_view),
             os: image.os.as_ref().map(OsDto::from),
             min_disk_gb: image.min_disk_gb,
             size_bytes: image.size_bytes,
