@@ -784,16 +784,51 @@ fn resolve_token(
     Ok(None)
 }
 
+/// A connection, and the permission errors the server sends on it (a publish the credential
+/// may not make is otherwise silent: the request would just time out).
+async fn connect_watched(
+    nats_url: &str,
+    token: Option<&str>,
+    name: &str,
+) -> anyhow::Result<(
+    async_nats::Client,
+    tokio::sync::mpsc::UnboundedReceiver<String>,
+)> {
+    let (violations, watched) = tokio::sync::mpsc::unbounded_channel();
+    let client = connect_with(nats_url, token, name, move |options| {
+        options.event_callback(move |event| {
+            let violations = violations.clone();
+            async move {
+                let text = event.to_string();
+                if text.to_lowercase().contains("permissions violation") {
+                    let _ = violations.send(text);
+                }
+            }
+        })
+    })
+    .await?;
+    Ok((client, watched))
+}
+
 async fn connect(
     nats_url: &str,
     token: Option<&str>,
     name: &str,
 ) -> anyhow::Result<async_nats::Client> {
+    connect_with(nats_url, token, name, |options| options).await
+}
+
+async fn connect_with(
+    nats_url: &str,
+    token: Option<&str>,
+    name: &str,
+    configure: impl FnOnce(async_nats::ConnectOptions) -> async_nats::ConnectOptions,
+) -> anyhow::Result<async_nats::Client> {
     let auth = match token {
         Some(token) => ims_service::bus::BusAuth::Token(token.to_owned()),
         None => ims_service::bus::BusAuth::None,
     };
-    auth.apply(async_nats::ConnectOptions::new())
+    configure(auth.apply(async_nats::ConnectOptions::new()))
         .name(name)
         .connection_timeout(Duration::from_secs(5))
         .connect(nats_url)
@@ -815,11 +850,24 @@ async fn request(
     subject: String,
     body: &Value,
 ) -> anyhow::Result<Value> {
-    let client = connect(nats_url, token, "imsctl").await?;
+    let (client, mut violations) = connect_watched(nats_url, token, "imsctl").await?;
     let payload = Bytes::from(serde_json::to_vec(body)?);
-    let message = tokio::time::timeout(REQUEST_TIMEOUT, client.request(subject.clone(), payload))
+    let answered = tokio::time::timeout(REQUEST_TIMEOUT, async {
+        tokio::select! {
+            answer = client.request(subject.clone(), payload) => Ok(answer),
+            Some(violation) = violations.recv() => Err(violation),
+        }
+    });
+    let message = answered
         .await
         .with_context(|| format!("no answer on {subject} within {REQUEST_TIMEOUT:?}"))?
+        .map_err(|violation| {
+            anyhow::anyhow!(
+                "this credential may not send on {subject} ({violation}); a tenant's commands \
+                 and queries need that tenant's credential (imsctl op credential issue tenant \
+                 ID), operator commands an operator's"
+            )
+        })?
         .with_context(|| {
             format!("no service answers on {subject}; is imsd running for this region?")
         })?;
