@@ -30,11 +30,11 @@ fn imsctl(args: &[&str]) -> (i32, String) {
 }
 
 async fn online(service: &Service) -> LogSource {
-    LogSource::Online {
-        client: service.client.auditor_connection().await,
-        subjects: Default::default(),
-        region: RegionId::parse(REGION).unwrap(),
-    }
+    LogSource::online(
+        service.client.auditor_connection().await,
+        &Default::default(),
+        &RegionId::parse(REGION).unwrap(),
+    )
 }
 
 fn tenant(id: &str) -> TenantId {

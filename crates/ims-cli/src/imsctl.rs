@@ -97,6 +97,16 @@ struct Moment {
 
 #[derive(Subcommand, Debug)]
 enum AuditCommand {
+    #[command(flatten)]
+    Region(RegionAuditCommand),
+    /// Who was granted which credential, by whom and when, and every revocation: the identity
+    /// log, its hash chain checked (needs an auditor's credential online).
+    Credentials,
+}
+
+/// Audits of one region's log.
+#[derive(Subcommand, Debug)]
+enum RegionAuditCommand {
     /// Every event about an image (--image) and/or a tenant (--tenant), in order.
     History {
         #[arg(long)]
@@ -1080,6 +1090,74 @@ async fn credential(
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// `imsctl audit credentials`: the identity log, line by line, with its chain checked.
+async fn audit_credentials(
+    source: &ims_service::audit::LogSource,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    use ims_identity::directory::{decode_iam_event, IamEvent};
+    let mut rows = Vec::new();
+    let mut previous = [0u8; 32];
+    loop {
+        let batch = source.batch(rows.len() as u64 + 1, 1000).await?;
+        if batch.envelopes.is_empty() {
+            break;
+        }
+        for envelope in batch.envelopes {
+            let position = envelope.position();
+            anyhow::ensure!(
+                envelope.hash_is_valid() && envelope.prev_hash == previous,
+                "the identity log's hash chain is broken at position {position}"
+            );
+            previous = envelope.hash;
+            let at = ims_wire::time::rfc3339(envelope.body.recorded_at_ms);
+            let row = match decode_iam_event(&envelope)? {
+                IamEvent::CredentialIssued {
+                    key_id,
+                    role,
+                    issued_by,
+                    ..
+                } => json!({"position": position, "at": at, "type": "credential_issued",
+                            "key_id": key_id, "role": role.name(),
+                            "tenant": role.tenant().map(|t| t.to_string()), "by": issued_by}),
+                IamEvent::CredentialRevoked { key_id, revoked_by } => {
+                    json!({"position": position, "at": at, "type": "credential_revoked",
+                           "key_id": key_id, "by": revoked_by})
+                }
+            };
+            rows.push(row);
+        }
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&json!({"items": rows}))?);
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    for row in &rows {
+        let whom = match row["tenant"].as_str() {
+            Some(tenant) => format!("tenant {tenant}"),
+            None => row["role"].as_str().unwrap_or("").to_owned(),
+        };
+        let what = match row["type"].as_str() {
+            Some("credential_issued") => format!(
+                "issued {whom} credential {}",
+                row["key_id"].as_str().unwrap_or("")
+            ),
+            _ => format!(
+                "revoked credential {}",
+                row["key_id"].as_str().unwrap_or("")
+            ),
+        };
+        println!(
+            "#{} {} by {}: {what}",
+            row["position"],
+            row["at"].as_str().unwrap_or(""),
+            row["by"].as_str().unwrap_or("")
+        );
+    }
+    println!("chain: ok, {} events", rows.len());
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 fn progress_bar(total: u64, json: bool, what: &str) -> indicatif::ProgressBar {
     if json || total < 10_000 {
         return indicatif::ProgressBar::hidden();
@@ -1119,6 +1197,26 @@ async fn audit(
     let region = ims_domain::RegionId::parse(region)
         .map_err(|e| anyhow::anyhow!("--region: {}", e.message))?;
     let subjects = ims_wire::Subjects::new(prefix);
+    let command = match args.command {
+        AuditCommand::Region(command) => command,
+        AuditCommand::Credentials => {
+            let source = match &args.data_dir {
+                Some(dir) => LogSource::Offline(
+                    ims_identity::Directory::open(dir)
+                        .with_context(|| {
+                            format!("opening the identity log under {}", dir.display())
+                        })?
+                        .log()
+                        .clone(),
+                ),
+                None => LogSource::online_identity(
+                    connect(nats_url, token, "imsctl-audit").await?,
+                    &subjects,
+                ),
+            };
+            return audit_credentials(&source, json).await;
+        }
+    };
     let source = match &args.data_dir {
         Some(dir) => {
             let path = ims_service::runtime::log_path(dir, &region);
@@ -1132,11 +1230,7 @@ async fn audit(
         }
         None => {
             let client = connect(nats_url, token, "imsctl-audit").await?;
-            LogSource::Online {
-                client,
-                subjects: subjects.clone(),
-                region: region.clone(),
-            }
+            LogSource::online(client, &subjects, &region)
         }
     };
     let tenant = tenant
@@ -1156,8 +1250,8 @@ async fn audit(
             println!("{human}");
         }
     };
-    match args.command {
-        AuditCommand::History { image } => {
+    match command {
+        RegionAuditCommand::History { image } => {
             let image = image.as_deref().map(parse_image).transpose()?;
             if image.is_none() && tenant.is_none() {
                 anyhow::bail!("give --image ID and/or --tenant T");
@@ -1189,7 +1283,7 @@ async fn audit(
                 },
             );
         }
-        AuditCommand::AsOf {
+        RegionAuditCommand::AsOf {
             moment: at,
             query,
             image,
@@ -1215,7 +1309,7 @@ async fn audit(
                 ),
             );
         }
-        AuditCommand::WhoCouldUse { image, moment: at } => {
+        RegionAuditCommand::WhoCouldUse { image, moment: at } => {
             let image = parse_image(&image)?;
             let bar = progress_bar(head, json, "replaying");
             let replayed =
@@ -1247,7 +1341,7 @@ async fn audit(
                 ),
             );
         }
-        AuditCommand::Verify => {
+        RegionAuditCommand::Verify => {
             let bar = progress_bar(head, json, "verifying the chain");
             let chain = audit::verify_chain(&source, |p| bar.set_position(p)).await?;
             bar.finish_and_clear();
@@ -1297,7 +1391,7 @@ async fn audit(
                 std::process::ExitCode::from(1)
             });
         }
-        AuditCommand::Export { from, to, output } => {
+        RegionAuditCommand::Export { from, to, output } => {
             use std::io::Write as _;
             let to = to.unwrap_or(head).min(head);
             let mut out: Box<dyn std::io::Write> = match &output {

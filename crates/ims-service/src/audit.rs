@@ -28,15 +28,31 @@ pub const AUDIT_BATCH_EVENTS: usize = 1000;
 pub enum LogSource {
     /// The log on disk; the service must be stopped (sled allows one process per database).
     Offline(EventLog),
-    /// A running service, through `log.read`.
+    /// A running service, through a `log.read` subject.
     Online {
         client: async_nats::Client,
-        subjects: Subjects,
-        region: RegionId,
+        /// `ims.v1.<region>.log.read`, or `ims.v1.iam.log.read` for the identity log.
+        log_read: String,
     },
 }
 
 impl LogSource {
+    /// A region's log on a running service.
+    pub fn online(client: async_nats::Client, subjects: &Subjects, region: &RegionId) -> Self {
+        LogSource::Online {
+            client,
+            log_read: subjects.log_read(region),
+        }
+    }
+
+    /// The identity log on a running service (its identity role).
+    pub fn online_identity(client: async_nats::Client, subjects: &Subjects) -> Self {
+        LogSource::Online {
+            client,
+            log_read: subjects.iam("log.read"),
+        }
+    }
+
     /// Up to `max` events from `from`, and the head.
     pub async fn batch(&self, from: u64, max: usize) -> anyhow::Result<LogBatch> {
         match self {
@@ -44,21 +60,15 @@ impl LogSource {
                 envelopes: log.read_range(from, max)?,
                 head: log.head_position(),
             }),
-            LogSource::Online {
-                client,
-                subjects,
-                region,
-            } => {
+            LogSource::Online { client, log_read } => {
                 let payload = serde_json::to_vec(&json!({"from": from, "max": max}))?;
                 let message = tokio::time::timeout(
                     Duration::from_secs(30),
-                    client.request(subjects.log_read(region), Bytes::from(payload)),
+                    client.request(log_read.clone(), Bytes::from(payload)),
                 )
                 .await
-                .context("log.read did not answer within 30 s")?
-                .with_context(|| {
-                    format!("no service answers log.read for region {region}; is imsd running?")
-                })?;
+                .with_context(|| format!("{log_read} did not answer within 30 s"))?
+                .with_context(|| format!("no service answers {log_read}; is imsd running?"))?;
                 if let Some(error) = message.headers.as_ref().and_then(|h| h.get("Ims-Error")) {
                     bail!(
                         "log.read answered {error}: {}",

@@ -97,7 +97,7 @@ fn default_max() -> usize {
 }
 
 /// Answers `log.read`: a bincode [`LogBatch`], or a JSON error with the `Ims-Error` header.
-fn read_log(log: &EventLog, payload: &[u8]) -> Result<Bytes, WireError> {
+pub(crate) fn read_log(log: &EventLog, payload: &[u8]) -> Result<Bytes, WireError> {
     let request: LogReadRequest = serde_json::from_slice(payload).map_err(|e| {
         WireError::new(
             WireErrorCode::InvalidArgument,
@@ -115,6 +115,22 @@ fn read_log(log: &EventLog, payload: &[u8]) -> Result<Bytes, WireError> {
         envelopes,
         head: log.head_position(),
     })))
+}
+
+/// Sends a `log.read` answer: the batch, or the error as JSON with the `Ims-Error` header.
+pub(crate) async fn respond_log_read(
+    request: async_nats::service::Request,
+    answer: Result<Bytes, WireError>,
+) -> Result<(), async_nats::PublishError> {
+    match answer {
+        Ok(bytes) => request.respond(Ok(bytes)).await,
+        Err(error) => {
+            let mut headers = async_nats::HeaderMap::new();
+            headers.insert("Ims-Error", error.code.as_str());
+            let body = reply_bytes(&CommandReply::error(error));
+            request.respond_with_headers(Ok(body), headers).await
+        }
+    }
 }
 
 /// Publishes durable events in position order, one message each with the `Ims-Position` header.
@@ -183,15 +199,7 @@ pub async fn serve_commands(
             Some(request) = operator_commands.next() => (request, true),
             Some(request) = log_read.next() => {
                 let answer = read_log(&log, &request.message.payload);
-                let result = match answer {
-                    Ok(bytes) => request.respond(Ok(bytes)).await,
-                    Err(error) => {
-                        let mut headers = async_nats::HeaderMap::new();
-                        headers.insert("Ims-Error", error.code.as_str());
-                        request.respond_with_headers(Ok(reply_bytes(&CommandReply::error(error))), headers).await
-                    }
-                };
-                if let Err(error) = result {
+                if let Err(error) = respond_log_read(request, answer).await {
                     tracing::debug!(%error, "answering log.read failed");
                 }
                 continue;

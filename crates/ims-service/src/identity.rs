@@ -281,6 +281,8 @@ pub struct IdentityEndpoints {
     revoke: async_nats::service::endpoint::Endpoint,
     list: async_nats::service::endpoint::Endpoint,
     authenticate: async_nats::service::endpoint::Endpoint,
+    /// `ims.v1.iam.log.read`: the identity log for auditors, as a region's `log.read`.
+    log_read: async_nats::service::endpoint::Endpoint,
 }
 
 impl std::fmt::Debug for IdentityEndpoints {
@@ -310,7 +312,7 @@ impl IdentityEndpoints {
             .map_err(|e| anyhow::anyhow!("registering the ims-identity service: {e}"))?;
         let add = |name: &'static str| {
             let builder = service.endpoint_builder().name(name);
-            let subject = identity.subjects.iam(name);
+            let subject = identity.subjects.iam(&name.replace("log-read", "log.read"));
             async move {
                 builder
                     .add(subject)
@@ -323,6 +325,7 @@ impl IdentityEndpoints {
             add("revoke-credential").await?,
         );
         let (list, authenticate) = (add("list-credentials").await?, add("authenticate").await?);
+        let log_read = add("log-read").await?;
         client
             .flush()
             .await
@@ -341,6 +344,7 @@ impl IdentityEndpoints {
             revoke,
             list,
             authenticate,
+            log_read,
         })
     }
 
@@ -370,6 +374,13 @@ impl IdentityEndpoints {
                     (request, answer)
                 }
                 Some(request) = self.list.next() => (request, identity.list()),
+                Some(request) = self.log_read.next() => {
+                    let answer = crate::command_service::read_log(identity.directory.log(), &request.message.payload);
+                    if let Err(error) = crate::command_service::respond_log_read(request, answer).await {
+                        tracing::debug!(%error, "answering the identity log.read failed");
+                    }
+                    continue;
+                }
                 Some(request) = self.authenticate.next() => {
                     let answer = identity.authenticate(&request.message.payload);
                     (request, answer)
