@@ -376,3 +376,163 @@ async fn command_ids_are_scoped_by_actor_and_bound_to_their_command() {
         "{first} {second}"
     );
 }
+
+fn imsd(args: &[&str]) -> ims_tests::KilledOnDrop {
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_imsd-under-test"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("starting imsd");
+    ims_tests::KilledOnDrop(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_process_of_its_own_checks_tokens_with_the_identity_role() {
+    // Proves split deployments keep the HTTP boundary: `imsd http` asks the identity role of
+    // another process (ims.v1.iam.authenticate) and answers 401, 403 and 200 as `imsd run` does.
+    let service = Service::start().await;
+    let ims = &service.client;
+    ims.register(&["acme", "beta"]).await;
+    let other = tempfile::tempdir().unwrap();
+    ims_tests::share_nats_keys(service.data_dir(), other.path());
+    let addr: std::net::SocketAddr = format!(
+        "127.0.0.1:{}",
+        ims_service::nats_server::free_port().unwrap()
+    )
+    .parse()
+    .unwrap();
+    let (url, http) = (service.nats.url(), addr.to_string());
+    let data = other.path().to_str().unwrap();
+    let _http = imsd(&[
+        "http",
+        "--nats-url",
+        &url,
+        "--regions",
+        REGION,
+        "--data-dir",
+        data,
+        "--http-addr",
+        &http,
+    ]);
+    let started = Instant::now();
+    // Ask only once the port is open: the helper treats a refused connection as a bug.
+    while tokio::net::TcpStream::connect(addr).await.is_err()
+        || ims_tests::http_get(addr, "/readyz").await.0 != 200
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "imsd http never got ready"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (acme, beta) = (
+        ims.issue("tenant", Some("acme")).await,
+        ims.issue("tenant", Some("beta")).await,
+    );
+    let path = format!("/v1/{REGION}/tenants/acme/images");
+    assert_eq!(
+        ims_tests::http_get_with(addr, &path, Some(&acme)).await.0,
+        200
+    );
+    assert_eq!(
+        ims_tests::http_get_with(addr, &path, Some(&beta)).await.0,
+        403
+    );
+    assert_eq!(ims_tests::http_get(addr, &path).await.0, 401);
+    let unknown = format!("ims_0123456789abcdef_{}", "0".repeat(64));
+    assert_eq!(
+        ims_tests::http_get_with(addr, &path, Some(&unknown))
+            .await
+            .0,
+        401
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nats_config_prints_a_configuration_nats_server_accepts() {
+    // Proves `imsd nats-config` is complete: nats-server's own config test passes on it.
+    let data = tempfile::tempdir().unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_imsd-under-test"))
+        .args(["nats-config", "--listen", "127.0.0.1:4999", "--data-dir"])
+        .arg(data.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let config = String::from_utf8(output.stdout).unwrap();
+    assert!(
+        config.contains("auth_callout") && config.contains("127.0.0.1:4999"),
+        "{config}"
+    );
+    let path = data.path().join("nats.conf");
+    std::fs::write(&path, &config).unwrap();
+    let checked =
+        std::process::Command::new(ims_service::nats_server::nats_server_binary().unwrap())
+            .arg("-t")
+            .arg("-c")
+            .arg(&path)
+            .output()
+            .unwrap();
+    assert!(
+        checked.status.success(),
+        "nats-server refused the configuration: {}{}",
+        String::from_utf8_lossy(&checked.stdout),
+        String::from_utf8_lossy(&checked.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insecure_no_auth_lets_anyone_in_and_says_so() {
+    // Proves the experiment switch works end to end and warns on stderr.
+    let nats = ims_service::nats_server::NatsServer::start(Some(
+        ims_service::nats_server::free_port().unwrap(),
+    ))
+    .unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let http = format!(
+        "127.0.0.1:{}",
+        ims_service::nats_server::free_port().unwrap()
+    );
+    let mut child = imsd(&[
+        "run",
+        "--insecure-no-auth",
+        "--nats-url",
+        &nats.url(),
+        "--regions",
+        REGION,
+        "--data-dir",
+        data.path().to_str().unwrap(),
+        "--http-addr",
+        &http,
+    ]);
+    let anyone = connect(&nats.url(), None).await.unwrap();
+    let started = Instant::now();
+    let subject = format!("ims.v1.{REGION}.op.register-tenant");
+    let reply = loop {
+        let sent = anyone
+            .nats
+            .request(subject.clone(), Bytes::from_static(br#"{"tenant":"acme"}"#));
+        match tokio::time::timeout(Duration::from_secs(2), sent).await {
+            Ok(Ok(message)) => {
+                break ims_tests::serde_json::from_slice::<Value>(&message.payload).unwrap()
+            }
+            _ => assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "imsd never answered"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(reply["ok"], true, "{reply}");
+    let mut stderr = child.stderr.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let mut output = String::new();
+    std::io::Read::read_to_string(&mut stderr, &mut output).unwrap();
+    assert!(output.contains("NO AUTHENTICATION"), "{output}");
+}

@@ -3,7 +3,7 @@
 //! Authentication is on in both phases: each client is a tenant with its own credential and
 //! connection, and the echo answers on the service's own (nkey) connection, as imsd does.
 //!
-//! Run: `cargo run --release -p ims-tests --bin ims-bench [-- SECONDS]`
+//! Run: `cargo run --release -p ims-tests --bin ims-bench [-- SECONDS [CONNECTIONS]]`
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -20,6 +20,9 @@ use serde_json::json;
 
 /// Concurrent clients in each phase, as the issue asks.
 const CLIENTS: usize = 64;
+/// NATS connections the clients share by default, one tenant each (a console or gateway
+/// multiplexes its users like this). The second argument changes it, up to one per client.
+const CONNECTIONS: usize = 4;
 
 struct Figures {
     requests_per_second: f64,
@@ -75,6 +78,12 @@ async fn main() -> anyhow::Result<()> {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5);
     let duration = Duration::from_secs(seconds);
+    let connections: usize = std::env::args()
+        .nth(2)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(CONNECTIONS)
+        .clamp(1, CLIENTS);
+    let tenant_of = move |client: usize| format!("bench-{}", client % connections);
     let data = tempfile::tempdir()?;
     let nats = ims_tests::secured_nats(data.path());
     let region = ims_tests::REGION;
@@ -100,8 +109,8 @@ async fn main() -> anyhow::Result<()> {
     let ims = Client::connect(&nats.url(), region, data.path()).await;
     ims.wait_ready().await;
     let mut tenant_connections = Vec::new();
-    for client in 0..CLIENTS {
-        tenant_connections.push(ims.tenant_connection(&format!("bench-{client}")).await);
+    for connection in 0..connections {
+        tenant_connections.push(ims.tenant_connection(&tenant_of(connection)).await);
     }
 
     // Phase 1: a bare echo responder, the ceiling of request-reply on this machine, on a subject
@@ -119,23 +128,40 @@ async fn main() -> anyhow::Result<()> {
         }
     });
     let payload = Bytes::from(vec![b'x'; 300]);
+    // Every connection reaches the responder before the clock starts (a fresh connection may
+    // still be completing its auth callout).
+    for (connection, nats) in tenant_connections.iter().enumerate() {
+        let subject = format!("ims.v1.bench-echo.q.{}.echo", tenant_of(connection));
+        let started = Instant::now();
+        while nats
+            .request(subject.clone(), payload.clone())
+            .await
+            .is_err()
+        {
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(10),
+                "no echo on {subject}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     let echo_connections = tenant_connections.clone();
     let echo_figures = load(duration, move |client, _| {
-        let nats = echo_connections[client].clone();
+        let nats = echo_connections[client % connections].clone();
         let payload = payload.clone();
         async move {
-            let subject = format!("ims.v1.bench-echo.q.bench-{client}.echo");
+            let subject = format!("ims.v1.bench-echo.q.{}.echo", tenant_of(client));
             nats.request(subject, payload).await.expect("echo");
         }
     })
     .await;
 
-    // Phase 2: ims commands, create-image and share/unshare, 64 clients, each its own tenant.
+    // Phase 2: ims commands, create-image and share/unshare, 64 clients, each with an image of
+    // its own, on the tenants of the connections.
     let setup = &ims;
     setup.register(&["bench-partner"]).await;
-    let mut images = Vec::new();
-    for client in 0..CLIENTS {
-        let tenant = format!("bench-{client}");
+    for connection in 0..connections {
+        let tenant = tenant_of(connection);
         let reply = setup
             .op(
                 "register-tenant",
@@ -143,12 +169,15 @@ async fn main() -> anyhow::Result<()> {
             )
             .await;
         assert_eq!(reply["ok"], true, "{reply}");
-        images.push(setup.active_image(&tenant, json!({})).await);
+    }
+    let mut images = Vec::new();
+    for client in 0..CLIENTS {
+        images.push(setup.active_image(&tenant_of(client), json!({})).await);
     }
     let ims_client = ims.clone();
     let ims_figures = load(duration, move |client, iteration| {
         let ims = ims_client.clone();
-        let tenant = format!("bench-{client}");
+        let tenant = tenant_of(client);
         let image = images[client].clone();
         async move {
             let reply = match iteration % 4 {
@@ -180,7 +209,8 @@ async fn main() -> anyhow::Result<()> {
     .await;
 
     println!(
-        "ims command benchmark: {CLIENTS} concurrent clients, {seconds} s per phase, loopback NATS"
+        "ims command benchmark: {CLIENTS} concurrent clients on {connections} authenticated \
+         connections, {seconds} s per phase, loopback NATS"
     );
     for (name, f) in [
         ("bare NATS echo", &echo_figures),
