@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::limits::*;
 use crate::{
     BuildOutcome, Command, CopyOutcome, CopySpec, CopyStatus, CreateImage, CreateSource, DiskKind,
     DomainError, ErrorCode, Event, FileFormat, Image, ImageClass, ImageId, ImageStatus,
@@ -93,6 +94,9 @@ pub fn decide(
         }
         Command::UnshareImage { image_id, tenants } => {
             let image = owned_image(state, *image_id, context)?;
+            if let Some(tenants) = tenants {
+                check_share_targets(tenants)?;
+            }
             let ending: Vec<TenantId> = match tenants {
                 None => image.members.keys().cloned().collect(),
                 Some(tenants) => {
@@ -260,9 +264,12 @@ pub fn decide(
             }
             let status = match outcome {
                 CopyOutcome::Delivered => CopyStatus::Delivered,
-                CopyOutcome::Failed { reason } => CopyStatus::Failed {
-                    reason: reason.clone(),
-                },
+                CopyOutcome::Failed { reason } => {
+                    check_text("outcome.reason", reason, FAILURE_REASON_CHARS_MAX)?;
+                    CopyStatus::Failed {
+                        reason: reason.clone(),
+                    }
+                }
             };
             Ok(vec![Event::CopyFinished {
                 image_id: *image_id,
@@ -293,10 +300,15 @@ fn create_image(
             instance_id,
             data_disk_ids,
         } => {
-            if instance_id.trim().is_empty() {
-                return Err(DomainError::invalid_argument(
-                    "source.ecs.instance_id is empty; name the ECS the image is made from",
-                ));
+            check_ascii_id("source.ecs.instance_id", instance_id, INSTANCE_ID_CHARS_MAX)?;
+            if data_disk_ids.len() > DATA_DISKS_MAX {
+                return Err(DomainError::invalid_argument(format!(
+                    "source.ecs.data_disk_ids names {} disks; at most {DATA_DISKS_MAX} are accepted",
+                    data_disk_ids.len()
+                )));
+            }
+            for id in data_disk_ids {
+                check_ascii_id("source.ecs.data_disk_ids[]", id, DATA_DISK_ID_CHARS_MAX)?;
             }
             Source::Ecs {
                 instance_id: instance_id.clone(),
@@ -310,11 +322,7 @@ fn create_image(
                      \"system\" or \"data\" for an image file",
                 ));
             }
-            if url.trim().is_empty() {
-                return Err(DomainError::invalid_argument(
-                    "source.file.url is empty; give the URL of the image file to import",
-                ));
-            }
+            check_ascii_id("source.file.url", url, URL_CHARS_MAX)?;
             Source::File {
                 url: url.clone(),
                 format: *format,
@@ -322,11 +330,11 @@ fn create_image(
         }
     };
     if let Some(encryption) = &create.encryption {
-        if encryption.kms_key_id.trim().is_empty() {
-            return Err(DomainError::invalid_argument(
-                "encryption.kms_key_id is empty; give a KMS key id or leave encryption out",
-            ));
-        }
+        check_ascii_id(
+            "encryption.kms_key_id",
+            &encryption.kms_key_id,
+            KMS_KEY_ID_CHARS_MAX,
+        )?;
     }
     check_quota_room(tenant, context)?;
     Ok(vec![Event::ImageCreated(Box::new(NewImage {
@@ -403,6 +411,7 @@ fn share_image(
             "tenants is empty; name at least one tenant id of this region to share with",
         ));
     }
+    check_share_targets(tenants)?;
     if image.class != ImageClass::Private {
         let class = if image.class == ImageClass::Marketplace {
             "listed on the Marketplace"
@@ -551,22 +560,22 @@ fn list_on_marketplace(
             image.members.len()
         )));
     }
-    let publisher_chars = publisher.chars().count();
-    if publisher.trim().is_empty() || publisher_chars > 64 {
-        return Err(DomainError::invalid_argument(format!(
-            "publisher {publisher:?} must be 1 to 64 characters and not blank"
-        )));
+    check_text("publisher", publisher, PUBLISHER_CHARS_MAX)?;
+    if publisher.trim().is_empty() {
+        return Err(DomainError::invalid_argument(
+            "publisher is blank; give the name the Marketplace shows, 1 to 64 characters",
+        ));
     }
     if let Price::PerHour {
         amount_minor,
         currency,
     } = price
     {
-        if *amount_minor == 0 {
-            return Err(DomainError::invalid_argument(
-                "price.amount_minor is 0; a per_hour price is at least 1 minor unit, or use \
-                 model \"free\"",
-            ));
+        if *amount_minor == 0 || *amount_minor > PRICE_MINOR_PER_HOUR_MAX {
+            return Err(DomainError::invalid_argument(format!(
+                "price.amount_minor {amount_minor} is out of range; a per_hour price is 1 to \
+                 {PRICE_MINOR_PER_HOUR_MAX} minor units, or use model \"free\""
+            )));
         }
         if !currency.0.iter().all(u8::is_ascii_uppercase) {
             return Err(DomainError::invalid_argument(format!(
@@ -690,20 +699,39 @@ fn record_usage(
              Marketplace images only"
         )));
     };
-    if hours == 0 {
-        return Err(DomainError::invalid_argument(
-            "hours is 0; record at least 1 hour of use",
-        ));
+    if hours == 0 || hours > USAGE_HOURS_MAX {
+        return Err(DomainError::invalid_argument(format!(
+            "hours {hours} is out of range; one usage record holds 1 to {USAGE_HOURS_MAX} hours"
+        )));
     }
     let (charge_minor, currency) = match &listing.price {
         Price::Free => (0, None),
         Price::PerHour {
             amount_minor,
             currency,
-        } => (
-            amount_minor.saturating_mul(u64::from(hours)),
-            Some(currency.as_str().to_owned()),
-        ),
+        } => {
+            let charge = amount_minor.checked_mul(u64::from(hours)).ok_or_else(|| {
+                DomainError::invalid_argument(format!(
+                    "{hours} hours at {amount_minor} minor units an hour is more than a charge \
+                     can hold"
+                ))
+            })?;
+            let total = state
+                .tenants
+                .get(tenant)
+                .and_then(|t| t.charges_minor.get(currency.as_str()))
+                .copied()
+                .unwrap_or(0);
+            if total.checked_add(charge).is_none() {
+                return Err(DomainError::invalid_argument(format!(
+                    "tenant {tenant}'s {} total is {total} minor units; {charge} more would \
+                     exceed what a total can hold ({}); settle the ledger first",
+                    currency.as_str(),
+                    u64::MAX
+                )));
+            }
+            (charge, Some(currency.as_str().to_owned()))
+        }
     };
     Ok(vec![Event::UsageRecorded {
         tenant: tenant.clone(),
@@ -920,19 +948,73 @@ fn check_os(disk: DiskKind, os: Option<&Os>) -> Result<(), DomainError> {
         (DiskKind::System | DiskKind::FullEcs, None) => Err(DomainError::invalid_argument(
             "os is missing; system and full_ecs images need os {platform, version, arch}",
         )),
-        (_, Some(os))
+        (_, Some(os)) => {
+            check_text("os.platform", &os.platform, OS_FIELD_CHARS_MAX)?;
+            check_text("os.version", &os.version, OS_FIELD_CHARS_MAX)?;
+            check_text("os.arch", &os.arch, OS_FIELD_CHARS_MAX)?;
             if [&os.platform, &os.version, &os.arch]
                 .iter()
-                .any(|f| f.trim().is_empty()) =>
-        {
-            Err(DomainError::invalid_argument(format!(
-                "os {{platform: {:?}, version: {:?}, arch: {:?}}} has an empty field; all three \
-                 are required",
-                os.platform, os.version, os.arch
-            )))
+                .any(|f| f.trim().is_empty())
+            {
+                return Err(DomainError::invalid_argument(format!(
+                    "os {{platform: {:?}, version: {:?}, arch: {:?}}} has an empty field; all \
+                     three are required",
+                    os.platform, os.version, os.arch
+                )));
+            }
+            Ok(())
         }
         _ => Ok(()),
     }
+}
+
+/// The tenants one share or unshare may name.
+fn check_share_targets(tenants: &[TenantId]) -> Result<(), DomainError> {
+    if tenants.len() > SHARE_TARGETS_MAX {
+        return Err(DomainError::invalid_argument(format!(
+            "tenants names {} tenants; at most {SHARE_TARGETS_MAX} are accepted at once, as many \
+             as an image may have members",
+            tenants.len()
+        )));
+    }
+    Ok(())
+}
+
+/// A value shown in a message: whole when short, else its start, so that a refusal of a 60 KB
+/// field names it without repeating it.
+fn preview(value: &str) -> String {
+    const SHOWN_CHARS: usize = 40;
+    if value.chars().count() <= SHOWN_CHARS {
+        format!("{value:?}")
+    } else {
+        let start: String = value.chars().take(SHOWN_CHARS).collect();
+        format!("{start:?}…")
+    }
+}
+
+/// Free text of at most `max_chars` characters.
+fn check_text(field: &str, value: &str, max_chars: usize) -> Result<(), DomainError> {
+    let chars = value.chars().count();
+    if chars > max_chars {
+        return Err(DomainError::invalid_argument(format!(
+            "{field} {} is {chars} characters; at most {max_chars} are accepted",
+            preview(value)
+        )));
+    }
+    Ok(())
+}
+
+/// An identifier or URL: 1 to `max_chars` printable ASCII characters.
+fn check_ascii_id(field: &str, value: &str, max_chars: usize) -> Result<(), DomainError> {
+    if value.is_empty() || value.len() > max_chars || !value.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(DomainError::invalid_argument(format!(
+            "{field} {} is not valid; expected 1 to {max_chars} printable ASCII characters \
+             without spaces ({} given)",
+            preview(value),
+            value.chars().count()
+        )));
+    }
+    Ok(())
 }
 
 fn check_min_disk(min_disk_gb: u32, policy: &SharingPolicy) -> Result<(), DomainError> {

@@ -38,7 +38,10 @@ pub fn evolve(state: &mut State, event: &Event) {
         } => {
             if let Some(tenant) = state.tenants.get_mut(tenant) {
                 if let Some(currency) = currency {
-                    *tenant.charges_minor.entry(currency.clone()).or_default() += charge_minor;
+                    // `decide` refuses a charge that would not fit, so this never saturates;
+                    // evolve is infallible, and a wrapped total would be worse than none.
+                    let total = tenant.charges_minor.entry(currency.clone()).or_default();
+                    *total = total.saturating_add(*charge_minor);
                 }
                 tenant.version += 1;
             }

@@ -6,7 +6,7 @@
 //! replay of the same events always gives the same state.
 //!
 //! Modules: `ids` (validated ids), `model` (the state), `command` and `event` (the vocabulary),
-//! `decide` and `evolve` (the decider), `usable` (rule 10), `policy` (limits), `error` (codes).
+//! `decide` and `evolve` (the decider), `usable` (rule 10), `policy` (the seed's limits), `limits` (the other maximums), `error` (codes).
 
 mod command;
 mod decide;
@@ -14,6 +14,7 @@ mod error;
 mod event;
 mod evolve;
 mod ids;
+pub mod limits;
 mod model;
 mod policy;
 mod usable;

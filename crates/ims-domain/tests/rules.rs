@@ -1080,3 +1080,197 @@ fn every_error_code_has_a_distinct_wire_name() {
         ErrorCode::ALL.iter().map(|c| c.as_str()).collect();
     assert_eq!(names.len(), ErrorCode::ALL.len());
 }
+
+// Bounds (DESIGN.md section 11): every field has a named maximum, and money never wraps.
+
+#[test]
+fn an_instance_id_of_60_kb_is_refused_naming_the_field_and_its_limit_without_repeating_it() {
+    let huge = "i".repeat(60_000);
+    let error = Scenario::new()
+        .given([register("t1")])
+        .when(by(
+            "t1",
+            with_create(system_image("web"), |c| {
+                c.source = CreateSource::Ecs {
+                    instance_id: huge.clone(),
+                    data_disk_ids: vec![],
+                }
+            }),
+        ))
+        .then_refused(ErrorCode::InvalidArgument, "source.ecs.instance_id");
+    assert!(error
+        .message
+        .contains(&limits::INSTANCE_ID_CHARS_MAX.to_string()));
+    assert!(error.message.len() < 300, "{}", error.message.len());
+}
+
+#[test]
+fn every_open_field_of_create_image_has_a_maximum() {
+    let long = |n: usize| "x".repeat(n + 1);
+    let cases: Vec<(Box<dyn Fn(&mut CreateImage)>, &str)> = vec![
+        (
+            Box::new(move |c: &mut CreateImage| {
+                c.source = CreateSource::Ecs {
+                    instance_id: "ecs-1".into(),
+                    data_disk_ids: vec!["d".into(); limits::DATA_DISKS_MAX + 1],
+                }
+            }),
+            "data_disk_ids",
+        ),
+        (
+            Box::new(move |c: &mut CreateImage| {
+                c.source = CreateSource::Ecs {
+                    instance_id: "ecs-1".into(),
+                    data_disk_ids: vec![long(limits::DATA_DISK_ID_CHARS_MAX)],
+                }
+            }),
+            "data_disk_ids[]",
+        ),
+        (
+            Box::new(move |c: &mut CreateImage| {
+                c.disk = DiskKind::Data;
+                c.os = None;
+                c.source = CreateSource::File {
+                    url: long(limits::URL_CHARS_MAX),
+                    format: FileFormat::Qcow2,
+                }
+            }),
+            "source.file.url",
+        ),
+        (
+            Box::new(move |c: &mut CreateImage| {
+                c.encryption = Some(Encryption {
+                    kms_key_id: long(limits::KMS_KEY_ID_CHARS_MAX),
+                })
+            }),
+            "encryption.kms_key_id",
+        ),
+        (
+            Box::new(move |c: &mut CreateImage| {
+                c.os.as_mut().unwrap().version = long(limits::OS_FIELD_CHARS_MAX)
+            }),
+            "os.version",
+        ),
+        (
+            Box::new(move |c: &mut CreateImage| {
+                c.source = CreateSource::Ecs {
+                    instance_id: "ecs 1".into(),
+                    data_disk_ids: vec![],
+                }
+            }),
+            "printable ASCII",
+        ),
+    ];
+    for (change, field) in cases {
+        Scenario::new()
+            .given([register("t1")])
+            .when(by("t1", with_create(system_image("web"), change)))
+            .then_refused(ErrorCode::InvalidArgument, field);
+    }
+}
+
+#[test]
+fn a_share_naming_more_tenants_than_an_image_may_have_members_is_refused() {
+    let many: Vec<String> = (0..=limits::SHARE_TARGETS_MAX)
+        .map(|i| format!("t{i}"))
+        .collect();
+    let names: Vec<&str> = many.iter().map(String::as_str).collect();
+    owner_with_active_image()
+        .when(by("t1", share(&names)))
+        .then_refused(ErrorCode::InvalidArgument, "at most 128");
+}
+
+#[test]
+fn a_price_above_the_maximum_is_refused() {
+    owner_with_active_image()
+        .when(by(
+            "t1",
+            Command::ListOnMarketplace {
+                image_id: image_id(IMAGE),
+                publisher: "Acme".into(),
+                price: Price::PerHour {
+                    amount_minor: u64::MAX,
+                    currency: Currency(*b"USD"),
+                },
+            },
+        ))
+        .then_refused(ErrorCode::InvalidArgument, "1000000000");
+}
+
+#[test]
+fn usage_hours_above_the_maximum_are_refused() {
+    owner_with_active_image()
+        .given([by(
+            "t1",
+            Command::ListOnMarketplace {
+                image_id: image_id(IMAGE),
+                publisher: "Acme".into(),
+                price: paid(),
+            },
+        )])
+        .when(op(Command::RecordUsage {
+            image_id: image_id(IMAGE),
+            tenant: tenant("t2"),
+            hours: limits::USAGE_HOURS_MAX + 1,
+        }))
+        .then_refused(ErrorCode::InvalidArgument, "8784");
+}
+
+#[test]
+fn a_charge_that_would_overflow_the_tenants_total_is_refused_and_nothing_wraps() {
+    let max_price = Price::PerHour {
+        amount_minor: limits::PRICE_MINOR_PER_HOUR_MAX,
+        currency: Currency(*b"USD"),
+    };
+    let mut scenario = owner_with_active_image().given([by(
+        "t1",
+        Command::ListOnMarketplace {
+            image_id: image_id(IMAGE),
+            publisher: "Acme".into(),
+            price: max_price,
+        },
+    )]);
+    // Bring t2's total within one charge of the limit, as a long history would.
+    let charge = limits::PRICE_MINOR_PER_HOUR_MAX * u64::from(limits::USAGE_HOURS_MAX);
+    scenario
+        .state
+        .tenants
+        .get_mut(&tenant("t2"))
+        .unwrap()
+        .charges_minor
+        .insert("USD".into(), u64::MAX - charge + 1);
+    scenario
+        .when(op(Command::RecordUsage {
+            image_id: image_id(IMAGE),
+            tenant: tenant("t2"),
+            hours: limits::USAGE_HOURS_MAX,
+        }))
+        .then_refused(ErrorCode::InvalidArgument, "total");
+}
+
+#[test]
+fn a_copy_failure_reason_above_the_maximum_is_refused() {
+    let mut scenario = owner_with_active_image().given([by(
+        "t1",
+        Command::CopyImage {
+            image_id: image_id(IMAGE),
+            target_region: RegionId::parse("us-east-1").unwrap(),
+            name: None,
+        },
+    )]);
+    let copy = image_id(2);
+    assert!(scenario.state.images[&image_id(IMAGE)]
+        .copies
+        .iter()
+        .any(|c| c.copy_image_id == copy));
+    scenario.expected_version = None;
+    scenario
+        .when(op(Command::RecordCopyOutcome {
+            image_id: image_id(IMAGE),
+            copy_image_id: copy,
+            outcome: CopyOutcome::Failed {
+                reason: "r".repeat(limits::FAILURE_REASON_CHARS_MAX + 1),
+            },
+        }))
+        .then_refused(ErrorCode::InvalidArgument, "outcome.reason");
+}

@@ -474,13 +474,14 @@ fn usage(models: &Models, tenant: &TenantId, params: &QueryParams) -> Result<Val
     let mut start = prefix.clone();
     start.extend_from_slice(&(params.after.unwrap_or(0) + 1).to_be_bytes());
     let mut items = Vec::new();
-    let mut totals = std::collections::BTreeMap::<String, u64>::new();
+    // Each total is at most u64::MAX (decide refuses more), and u128 holds any sum of a page.
+    let mut totals = std::collections::BTreeMap::<String, u128>::new();
     for entry in models.usage.scan_from(&prefix, start).take(limit) {
         let (key, value) = entry.map_err(internal)?;
         let entry: UsageEntry =
             ims_log::decode(&value, || "usage entry".into()).map_err(|e| internal(e.into()))?;
         if let Some(currency) = &entry.currency {
-            *totals.entry(currency.clone()).or_default() += entry.charge_minor;
+            *totals.entry(currency.clone()).or_default() += u128::from(entry.charge_minor);
         }
         items.push(json!({"position": be_u64(&key[prefix.len()..]), "image_id": entry.image_id.to_string(), "hours": entry.hours,
             "charge_minor": entry.charge_minor, "currency": entry.currency, "at": rfc3339(entry.at_ms)}));
