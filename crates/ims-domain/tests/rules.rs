@@ -1107,7 +1107,8 @@ fn an_instance_id_of_60_kb_is_refused_naming_the_field_and_its_limit_without_rep
 #[test]
 fn every_open_field_of_create_image_has_a_maximum() {
     let long = |n: usize| "x".repeat(n + 1);
-    let cases: Vec<(Box<dyn Fn(&mut CreateImage)>, &str)> = vec![
+    type Change = Box<dyn Fn(&mut CreateImage)>;
+    let cases: Vec<(Change, &str)> = vec![
         (
             Box::new(move |c: &mut CreateImage| {
                 c.source = CreateSource::Ecs {
