@@ -152,3 +152,122 @@ async fn imsd_serves_again_after_nats_restarts_without_being_restarted() {
     assert!(!image.is_empty());
     service.stop().await;
 }
+
+/// Every command id in the log of `client`'s region, read from position 1.
+async fn command_ids_in_log(client: &Client) -> Vec<uuid::Uuid> {
+    let mut ids = Vec::new();
+    let mut from = 1;
+    loop {
+        let batch = client.read_log(from, 1000).await;
+        for envelope in &batch.envelopes {
+            assert_eq!(envelope.position(), from, "positions are contiguous");
+            from += 1;
+            if let Some(id) = envelope.body.command_id {
+                ids.push(uuid::Uuid::from_bytes(id));
+            }
+        }
+        if batch.envelopes.is_empty() || from > batch.head {
+            return ids;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_stops_imsd_non_zero_and_nothing_answered_ok_is_lost() {
+    // Proves fail-stop: an injected fsync failure ends the process with a non-zero exit and one
+    // clear line, no command is answered ok that is not durable, and a restart recovers.
+    let data = tempfile::tempdir().unwrap();
+    let nats = ims_tests::secured_nats(data.path());
+    let mut imsd = ims_tests::KilledOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_imsd-under-test"))
+            .args(["run", "--nats-url", &nats.url(), "--regions", REGION])
+            .arg("--data-dir")
+            .arg(data.path())
+            .args([
+                "--http-addr",
+                &format!(
+                    "127.0.0.1:{}",
+                    ims_service::nats_server::free_port().unwrap()
+                ),
+            ])
+            .env("RUST_LOG", "error")
+            .env("IMS_FAILPOINTS", "fsync-fails-after=30")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let client = Client::connect(&nats.url(), REGION, data.path()).await;
+    client.wait_ready().await;
+    let reply = client
+        .op("register-tenant", json!({"tenant": "load"}))
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let connection = client.tenant_connection("load").await;
+    let (mut ok, mut unknown) = (Vec::new(), 0);
+    let started = Instant::now();
+    while imsd.try_wait().unwrap().is_none() {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "imsd did not stop"
+        );
+        let id = uuid::Uuid::now_v7();
+        let subject = format!("ims.v1.{REGION}.cmd.load.create-image");
+        let payload = ims_tests::serde_json::to_vec(&create_body(id, true)).unwrap();
+        let sent = tokio::time::timeout(
+            Duration::from_secs(2),
+            connection.request(subject, payload.into()),
+        )
+        .await;
+        let Ok(Ok(message)) = sent else { continue };
+        let reply: Value = ims_tests::serde_json::from_slice(&message.payload).unwrap();
+        if reply["ok"] == true {
+            ok.push(id);
+        } else {
+            assert_eq!(code(&reply), "unavailable", "{reply}");
+            let message = reply["error"]["message"].as_str().unwrap();
+            assert!(!message.contains("nothing was recorded"), "{message}");
+            unknown += 1;
+        }
+    }
+    let status = imsd.wait().unwrap();
+    assert!(
+        !status.success(),
+        "imsd exited {status} after a failed fsync"
+    );
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(imsd.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("could not be written"), "{stderr}");
+    assert!(
+        !ok.is_empty(),
+        "nothing was acknowledged before the failure"
+    );
+
+    let _imsd = start_imsd(&nats.url(), data.path());
+    client.wait_ready().await;
+    let in_log = command_ids_in_log(&client).await;
+    let distinct: HashSet<_> = in_log.iter().collect();
+    assert_eq!(
+        distinct.len(),
+        in_log.len(),
+        "a command id was applied twice"
+    );
+    let missing = ok.iter().filter(|id| !distinct.contains(id)).count();
+    assert_eq!(
+        missing,
+        0,
+        "{missing} of {} acknowledged commands were lost ({unknown} unknown)",
+        ok.len()
+    );
+    let created = client
+        .command(
+            "load",
+            "create-image",
+            create_body(uuid::Uuid::now_v7(), true),
+        )
+        .await;
+    assert_eq!(
+        created["ok"], true,
+        "the restarted service takes commands: {created}"
+    );
+}

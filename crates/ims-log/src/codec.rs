@@ -15,6 +15,11 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     bincode::serialize(value).expect("every stored type is bincode-encodable")
 }
 
+/// How many bytes [`encode`] makes of `value`, without encoding it.
+pub fn encoded_len<T: Serialize>(value: &T) -> u64 {
+    bincode::serialized_size(value).expect("every stored type is bincode-encodable")
+}
+
 /// Decodes a stored value; `what` names it in the error (for example "event at position 17").
 pub fn decode<T: DeserializeOwned>(
     bytes: &[u8],

@@ -16,7 +16,7 @@ mod error;
 mod log;
 mod upcast;
 
-pub use codec::{decode, encode};
+pub use codec::{decode, encode, encoded_len};
 pub use envelope::{chain_hash, Envelope, EnvelopeBody};
 pub use error::LogError;
 pub use log::{

@@ -477,6 +477,7 @@ impl EventLog {
                 .map_err(LogError::from)
                 .and_then(|()| {
                     db.flush()?;
+                    failpoint::fsync()?;
                     self.shared.data_file.sync_data()?;
                     Ok(())
                 });
@@ -820,4 +821,55 @@ fn read_head(db: &sled::Db) -> Result<Head, LogError> {
 pub struct LogBatch {
     pub envelopes: Vec<Envelope>,
     pub head: u64,
+}
+
+impl LogBatch {
+    /// The longest prefix of `envelopes` whose batch encodes to at most `bytes_max`, but never
+    /// less than one envelope (every envelope is far smaller than any NATS payload limit). The
+    /// reader continues from the position after the last one it got.
+    pub fn cut(mut envelopes: Vec<Envelope>, head: u64, bytes_max: usize) -> Self {
+        // The batch is a u64 count, the envelopes, then the u64 head.
+        let mut bytes = 16u64;
+        let mut keep = 0;
+        for envelope in &envelopes {
+            bytes += codec::encoded_len(envelope);
+            if keep > 0 && bytes > bytes_max as u64 {
+                break;
+            }
+            keep += 1;
+        }
+        envelopes.truncate(keep);
+        Self { envelopes, head }
+    }
+}
+
+/// Fault injection (feature `failpoints`, tests only): `IMS_FAILPOINTS=fsync-fails-after=N`
+/// makes every fsync after the first N fail, as a dying disk would.
+mod failpoint {
+    #[cfg(feature = "failpoints")]
+    pub fn fsync() -> std::io::Result<()> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::OnceLock;
+        static FAILS_AFTER: OnceLock<Option<u64>> = OnceLock::new();
+        static DONE: AtomicU64 = AtomicU64::new(0);
+        let fails_after = FAILS_AFTER.get_or_init(|| {
+            std::env::var("IMS_FAILPOINTS")
+                .ok()?
+                .strip_prefix("fsync-fails-after=")?
+                .parse()
+                .ok()
+        });
+        match fails_after {
+            Some(after) if DONE.fetch_add(1, Ordering::AcqRel) >= *after => Err(
+                std::io::Error::other("injected fsync failure (IMS_FAILPOINTS)"),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    #[cfg(not(feature = "failpoints"))]
+    #[inline(always)]
+    pub fn fsync() -> std::io::Result<()> {
+        Ok(())
+    }
 }

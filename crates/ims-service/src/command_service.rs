@@ -21,8 +21,22 @@ use crate::writer::WriterHandle;
 /// tags and a 1024-character description) is under 4 KiB; 64 KiB leaves room and stops abuse.
 pub const COMMAND_PAYLOAD_BYTES_MAX: usize = 64 * 1024;
 
-/// The most events one `log.read` reply carries, so a reply stays well under NATS's 1 MiB.
+/// The most events one `log.read` reply carries; the reply is also cut by bytes (see
+/// [`reply_bytes_max`]), so a batch of large events is shorter.
 pub const LOG_READ_EVENTS_MAX: usize = 1000;
+
+/// Room left in a reply for NATS's own framing and headers.
+const REPLY_OVERHEAD_BYTES: usize = 4 * 1024;
+
+/// The most bytes a reply on `client` may carry: the server's `max_payload` (from its INFO),
+/// less room for framing, so that no reply is ever dropped for its size.
+pub fn reply_bytes_max(client: &async_nats::Client) -> usize {
+    client
+        .server_info()
+        .max_payload
+        .saturating_sub(REPLY_OVERHEAD_BYTES)
+        .max(ims_domain::limits::EVENT_ENVELOPE_BYTES_MAX)
+}
 
 /// Batches of durable events waiting to be published.
 pub const PUBLISH_QUEUE_MAX: usize = 1024;
@@ -97,7 +111,11 @@ fn default_max() -> usize {
 }
 
 /// Answers `log.read`: a bincode [`LogBatch`], or a JSON error with the `Ims-Error` header.
-pub(crate) fn read_log(log: &EventLog, payload: &[u8]) -> Result<Bytes, WireError> {
+pub(crate) fn read_log(
+    log: &EventLog,
+    payload: &[u8],
+    bytes_max: usize,
+) -> Result<Bytes, WireError> {
     let request: LogReadRequest = serde_json::from_slice(payload).map_err(|e| {
         WireError::new(
             WireErrorCode::InvalidArgument,
@@ -111,10 +129,8 @@ pub(crate) fn read_log(log: &EventLog, payload: &[u8]) -> Result<Bytes, WireErro
             format!("reading the log failed: {e}"),
         )
     })?;
-    Ok(Bytes::from(ims_log::encode(&LogBatch {
-        envelopes,
-        head: log.head_position(),
-    })))
+    let batch = LogBatch::cut(envelopes, log.head_position(), bytes_max);
+    Ok(Bytes::from(ims_log::encode(&batch)))
 }
 
 /// Sends a `log.read` answer: the batch, or the error as JSON with the `Ims-Error` header.
@@ -198,7 +214,7 @@ pub async fn serve_commands(
             Some(request) = tenant_commands.next() => (request, false),
             Some(request) = operator_commands.next() => (request, true),
             Some(request) = log_read.next() => {
-                let answer = read_log(&log, &request.message.payload);
+                let answer = read_log(&log, &request.message.payload, reply_bytes_max(&client));
                 if let Err(error) = respond_log_read(request, answer).await {
                     tracing::debug!(%error, "answering log.read failed");
                 }

@@ -237,7 +237,10 @@ async fn ready(State(state): State<HttpState>) -> Response {
         .regions
         .values()
         .filter(|m| !m.caught_up())
-        .map(|m| format!("{} ({} events behind)", m.region, m.lag()))
+        .map(|m| match m.log_readable() {
+            true => format!("{} ({} events behind)", m.region, m.lag()),
+            false => format!("{} (its log has not answered)", m.region),
+        })
         .collect();
     if behind.is_empty() {
         (StatusCode::OK, "ready\n").into_response()

@@ -375,7 +375,11 @@ impl IdentityEndpoints {
                 }
                 Some(request) = self.list.next() => (request, identity.list()),
                 Some(request) = self.log_read.next() => {
-                    let answer = crate::command_service::read_log(identity.directory.log(), &request.message.payload);
+                    let answer = crate::command_service::read_log(
+                        identity.directory.log(),
+                        &request.message.payload,
+                        crate::command_service::reply_bytes_max(&self.client),
+                    );
                     if let Err(error) = crate::command_service::respond_log_read(request, answer).await {
                         tracing::debug!(%error, "answering the identity log.read failed");
                     }

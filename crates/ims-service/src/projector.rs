@@ -6,7 +6,7 @@
 //! tail that no live message announced. After a restart it resumes from its checkpoint.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -40,7 +40,25 @@ pub struct RegionModels {
     position: watch::Sender<u64>,
     /// The newest log head the projector has heard of.
     head_seen: AtomicU64,
+    /// Whether the last `log.read` was answered: false from the start until the head is known,
+    /// and again while the log cannot be read, so that readiness never claims what it cannot
+    /// know.
+    log_readable: AtomicBool,
     members_limit: usize,
+}
+
+/// The read models are ahead of the log they follow: the start must stop rather than serve
+/// them (they belong to another or a newer log).
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "the read models of region {region} are at position {checkpoint}, beyond the log's head \
+     {head}: they belong to another or a newer log; move the region's projections folder away \
+     to rebuild them from this log"
+)]
+pub struct CheckpointBeyondHead {
+    pub region: RegionId,
+    pub checkpoint: u64,
+    pub head: u64,
 }
 
 impl RegionModels {
@@ -58,6 +76,7 @@ impl RegionModels {
             models: RwLock::new((catalog, usage)),
             position: watch::channel(position).0,
             head_seen: AtomicU64::new(0),
+            log_readable: AtomicBool::new(false),
             members_limit: policy.members_per_image_max,
         })
     }
@@ -67,9 +86,16 @@ impl RegionModels {
         *self.position.borrow()
     }
 
-    /// Whether the models have caught up with the newest head heard of.
+    /// Whether the models have caught up with the newest head heard of, the log having answered
+    /// at least once since the start and the last time it was asked.
     pub fn caught_up(&self) -> bool {
-        self.position() >= self.head_seen.load(Ordering::Acquire)
+        self.log_readable.load(Ordering::Acquire)
+            && self.position() >= self.head_seen.load(Ordering::Acquire)
+    }
+
+    /// Whether the log answered the last time it was read.
+    pub fn log_readable(&self) -> bool {
+        self.log_readable.load(Ordering::Acquire)
     }
 
     pub fn lag(&self) -> u64 {
@@ -211,8 +237,23 @@ async fn catch_up(
 ) -> anyhow::Result<()> {
     loop {
         let from = models.position() + 1;
-        let batch = read_log(client, subjects, &models.region, from).await?;
+        let batch = match read_log(client, subjects, &models.region, from).await {
+            Ok(batch) => batch,
+            Err(error) => {
+                models.log_readable.store(false, Ordering::Release);
+                return Err(error);
+            }
+        };
+        if batch.head < models.position() {
+            return Err(CheckpointBeyondHead {
+                region: models.region.clone(),
+                checkpoint: models.position(),
+                head: batch.head,
+            }
+            .into());
+        }
         models.saw_head(batch.head);
+        models.log_readable.store(true, Ordering::Release);
         if batch.envelopes.is_empty() {
             return Ok(());
         }
@@ -271,6 +312,7 @@ pub async fn run_projector(
         if need_catch_up {
             match catch_up(&client, &subjects, &models).await {
                 Ok(()) => need_catch_up = false,
+                Err(error) if error.is::<CheckpointBeyondHead>() => return Err(error),
                 Err(error) => tracing::debug!(%region, %error, "catch-up failed; retrying"),
             }
         }

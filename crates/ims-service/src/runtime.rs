@@ -123,7 +123,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let mut region_models = HashMap::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
-    let mut writer_threads = Vec::new();
     for region in &config.regions {
         if !config.roles.command {
             continue;
@@ -141,7 +140,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             config.policy.clone(),
             published_tx,
         );
-        writer_threads.push(thread);
+        // The writer is a role like the others: its end, other than at shutdown, stops the
+        // process (fail-stop), whether it failed a write or panicked.
+        let writer_region = region.clone();
+        tasks.spawn(async move {
+            match tokio::task::spawn_blocking(move || thread.join()).await {
+                Ok(Ok(Ok(()))) => Ok(()),
+                Ok(Ok(Err(failed))) => Err(anyhow::Error::new(failed)),
+                Ok(Err(_)) | Err(_) => Err(anyhow::anyhow!(
+                    "the writer of region {writer_region} panicked; stopping (see the panic above)"
+                )),
+            }
+        });
         let saga = CopySaga::open(
             client.clone(),
             config.subjects.clone(),
@@ -269,9 +279,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         if let (Ok(Err(error)), Ok(())) = (joined, &result) {
             result = Err(error);
         }
-    }
-    for thread in writer_threads {
-        let _ = tokio::task::spawn_blocking(move || thread.join()).await;
     }
     client.drain().await.ok();
     result

@@ -108,14 +108,27 @@ impl std::fmt::Debug for RegionWriter {
     }
 }
 
+/// Why a writer stopped on its own: its log could not be written. The process must stop (fail-
+/// stop): what the log holds is no longer known until it is reopened and checked.
+#[derive(Debug, thiserror::Error)]
+#[error("the event log of region {region} could not be written ({cause}); stopping, since the outcome of the batch in hand is unknown until the log is reopened and checked")]
+pub struct WriterFailed {
+    pub region: RegionId,
+    pub cause: LogError,
+}
+
 /// Starts the writer thread of `region`; durable events go to `published` in position order.
-/// The thread ends, after finishing the batch in hand, once every handle is dropped.
+/// The thread ends, after finishing the batch in hand, once every handle is dropped (`Ok`), or
+/// at the first failed write (`Err`: see [`WriterFailed`]).
 pub fn spawn_writer(
     region: RegionId,
     log: EventLog,
     policy: SharingPolicy,
     published: mpsc::Sender<Vec<Envelope>>,
-) -> (WriterHandle, std::thread::JoinHandle<()>) {
+) -> (
+    WriterHandle,
+    std::thread::JoinHandle<Result<(), WriterFailed>>,
+) {
     let (sender, receiver) = mpsc::channel(QUEUE_COMMANDS_MAX);
     let writer = RegionWriter {
         region: region.clone(),
@@ -142,7 +155,7 @@ fn error_reply(code: WireErrorCode, message: impl Into<String>) -> CommandReply 
 }
 
 impl RegionWriter {
-    fn run(mut self, mut receiver: mpsc::Receiver<CommandRequest>) {
+    fn run(mut self, mut receiver: mpsc::Receiver<CommandRequest>) -> Result<(), WriterFailed> {
         while let Some(first) = receiver.blocking_recv() {
             let mut batch = vec![first];
             while batch.len() < BATCH_COMMANDS_MAX {
@@ -151,12 +164,15 @@ impl RegionWriter {
                     Err(_) => break,
                 }
             }
-            self.write_batch(batch);
+            // On a failed write the queue is dropped with the writer: every command still in
+            // it is answered `unavailable` by its sender, to be retried with its command id.
+            self.write_batch(batch)?;
         }
         tracing::info!(region = %self.region, "writer stopped: every queued command was answered");
+        Ok(())
     }
 
-    fn write_batch(&mut self, batch: Vec<CommandRequest>) {
+    fn write_batch(&mut self, batch: Vec<CommandRequest>) -> Result<(), WriterFailed> {
         let mut decided = Vec::with_capacity(batch.len());
         let mut to_append: Vec<NewCommand> = Vec::new();
         let mut first_with_id = HashMap::new();
@@ -175,15 +191,24 @@ impl RegionWriter {
         let results = match appended {
             Ok(results) => results,
             Err(error) => {
-                tracing::error!(region = %self.region, %error, "appending a batch failed; answering it unavailable");
-                // What was decided never became durable: forget it and reload from disk.
-                self.state = State::default();
+                tracing::error!(region = %self.region, %error, "appending a batch failed; the writer stops and the process with it");
+                // The batch may or may not have reached the disk: only a reopened, checked log
+                // can say. Nobody is told "nothing was recorded".
                 for Decided { request, .. } in decided {
                     metrics::counter!("ims_commands_total", "outcome" => "unavailable")
                         .increment(1);
-                    let _ = request.reply.send(error_reply(WireErrorCode::Unavailable, format!("the event log could not be written ({error}); nothing was recorded, retry")));
+                    let _ = request.reply.send(error_reply(
+                        WireErrorCode::Unavailable,
+                        format!(
+                            "the event log could not be written ({error}); the outcome is \
+                             unknown: retry with the same command_id"
+                        ),
+                    ));
                 }
-                return;
+                return Err(WriterFailed {
+                    region: self.region.clone(),
+                    cause: error,
+                });
             }
         };
         let mut final_replies: Vec<CommandReply> = Vec::with_capacity(decided.len());
@@ -236,6 +261,7 @@ impl RegionWriter {
         if self.state.images.len() + self.state.tenants.len() > CACHE_ENTITIES_MAX {
             self.state = State::default();
         }
+        Ok(())
     }
 
     fn decide_one(
