@@ -291,3 +291,119 @@ async fn a_forged_event_that_breaks_the_hash_chain_is_refused_and_the_model_equa
     let dir = projections_path(service.data_dir(), &RegionId::parse(REGION).unwrap());
     assert_equals_rebuild(&dir, &log);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_projector_catches_up_over_events_near_the_size_bound_and_pages_fit_nats() {
+    // Proves that log.read and query pages are cut by bytes: 120 events of about 10 KB each
+    // (1.2 MB, more than one NATS message may carry) are caught up by a new projector, which
+    // is not ready before it has them all, and visible-images pages over NATS stay under the
+    // server's max_payload and continue with next_marker.
+    let service = Service::start_with(
+        Roles {
+            command: true,
+            project: false,
+            http: false,
+            identity: true,
+        },
+        &[REGION],
+    )
+    .await;
+    let ims = &service.client;
+    let reply = ims
+        .op("register-tenant", json!({"tenant": "big", "quota": 1000}))
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let wide = |n: usize| "𝕏".repeat(n);
+    let tags: serde_json::Map<String, serde_json::Value> = (0..10)
+        .map(|i| (format!("{i}{}", wide(35)), json!(wide(43))))
+        .collect();
+    for n in 0..120 {
+        let reply = ims
+            .command(
+                "big",
+                "create-image",
+                json!({"name": format!("big {n}"), "disk": "data", "min_disk_gb": 1,
+                       "source": {"file": {"url": "a".repeat(2048), "format": "raw"}},
+                       "description": wide(1024), "tags": tags}),
+            )
+            .await;
+        assert_eq!(reply["ok"], true, "{reply}");
+    }
+    let head = ims.head().await;
+    let projector_dir = tempfile::tempdir().unwrap();
+    ims_tests::share_nats_keys(service.data_dir(), projector_dir.path());
+    let http: std::net::SocketAddr = format!(
+        "127.0.0.1:{}",
+        ims_service::nats_server::free_port().unwrap()
+    )
+    .parse()
+    .unwrap();
+    let _projector = ims_tests::KilledOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_imsd-under-test"))
+            .args([
+                "http",
+                "--nats-url",
+                &service.nats.url(),
+                "--regions",
+                REGION,
+            ])
+            .arg("--data-dir")
+            .arg(projector_dir.path())
+            .args(["--http-addr", &http.to_string()])
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    loop {
+        if tokio::net::TcpStream::connect(http).await.is_ok() {
+            let (status, _) = ims_tests::http_get(http, "/readyz").await;
+            if status == 200 {
+                break;
+            }
+            assert_eq!(status, 503);
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the projector never got ready"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Ready means caught up: the very first page already answers at the head.
+    let (mut ids, mut marker, mut pages) = (Vec::new(), None::<String>, 0);
+    loop {
+        let page = ims
+            .query(
+                "big",
+                "visible-images",
+                json!({"limit": 1000, "marker": marker}),
+            )
+            .await;
+        assert!(page["items"].is_array(), "{page}");
+        if pages == 0 {
+            assert!(
+                page["position"].as_u64().unwrap() >= head,
+                "ready before caught up: {page}"
+            );
+        }
+        pages += 1;
+        ids.extend(
+            page["items"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| i["id"].clone()),
+        );
+        match page["next_marker"].as_str() {
+            Some(next) => marker = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(ids.len(), 120);
+    assert!(
+        pages > 1,
+        "a page of 120 large images should have been cut by bytes"
+    );
+}

@@ -65,6 +65,29 @@ pub struct Models<'a> {
     pub usage: &'a Store,
     pub position: u64,
     pub members_limit: usize,
+    /// The most bytes an answer may take (the transport's limit): pages stop short of it and
+    /// say where to continue.
+    pub reply_bytes_max: usize,
+}
+
+/// A reply's bytes besides its items (`position`, `next_marker`, braces).
+const PAGE_OVERHEAD_BYTES: usize = 256;
+
+/// The bytes `item` adds to a JSON page (its JSON and a comma).
+fn json_len(item: &impl serde::Serialize) -> usize {
+    serde_json::to_vec(item).map_or(0, |bytes| bytes.len()) + 1
+}
+
+/// How many of `items` fit in `bytes_max` (at least one): the rest is for the next page.
+fn fitting<T: serde::Serialize>(items: &[T], bytes_max: usize) -> usize {
+    let mut bytes = PAGE_OVERHEAD_BYTES;
+    for (index, item) in items.iter().enumerate() {
+        bytes += json_len(item);
+        if index > 0 && bytes > bytes_max {
+            return index;
+        }
+    }
+    items.len()
 }
 
 fn invalid(message: String) -> WireError {
@@ -144,30 +167,39 @@ fn start_after(prefix: &[u8], marker: Option<&ImageId>) -> Vec<u8> {
     start
 }
 
-/// A page of image views as a scan fills it: up to `limit` views, and the marker of the next page
-/// once one more image matches.
+/// A page of image views as a scan fills it: up to `limit` views within `bytes_max` bytes, and
+/// the marker of the next page once one more image matches.
 struct ImagePage {
     items: Vec<ImageView>,
     limit: usize,
+    bytes: usize,
+    bytes_max: usize,
     next_marker: Option<String>,
 }
 
 impl ImagePage {
-    fn new(limit: usize) -> Self {
+    fn new(limit: usize, bytes_max: usize) -> Self {
         Self {
-            items: Vec::with_capacity(limit),
+            items: Vec::with_capacity(limit.min(1000)),
             limit,
+            bytes: PAGE_OVERHEAD_BYTES,
+            bytes_max,
             next_marker: None,
         }
     }
 
     /// Adds the view of `image`; `false` once the page is full, when the scan should stop.
     fn add(&mut self, image: &Image, tenant: &TenantId) -> bool {
-        if self.items.len() == self.limit {
+        let view = ImageView::new(image, Some(tenant));
+        let bytes = json_len(&view);
+        let full = self.items.len() == self.limit
+            || (!self.items.is_empty() && self.bytes + bytes > self.bytes_max);
+        if full {
             self.next_marker = self.items.last().map(|view| view.id.clone());
             return false;
         }
-        self.items.push(ImageView::new(image, Some(tenant)));
+        self.bytes += bytes;
+        self.items.push(view);
         true
     }
 
@@ -318,7 +350,7 @@ fn visible_images(
     let own_prefix = tenant_key(b'v', tenant, &[]);
     let mut own = ids_after(models.catalog, &own_prefix, marker.as_ref()).peekable();
     let mut global = ids_after(models.catalog, b"g", marker.as_ref()).peekable();
-    let mut page = ImagePage::new(limit);
+    let mut page = ImagePage::new(limit, models.reply_bytes_max);
     loop {
         // Merge the two id-ordered indexes.
         let next = match (own.peek(), global.peek()) {
@@ -382,7 +414,7 @@ fn shared_with_me(
     let limit = limit(params)?;
     let marker = marker(params)?;
     let prefix = tenant_key(b'm', tenant, &[]);
-    let mut page = ImagePage::new(limit);
+    let mut page = ImagePage::new(limit, models.reply_bytes_max);
     for entry in entries_after(models.catalog, &prefix, marker.as_ref()) {
         let (id, value) = entry?;
         let status: MemberStatus = member_status_from_byte(value[0]);
@@ -458,9 +490,16 @@ fn feed(models: &Models, tenant: &TenantId, params: &QueryParams) -> Result<Valu
     items.extend(read(b"F".to_vec())?);
     items.sort_by_key(|item| item.position);
     items.truncate(limit);
-    let next_marker = (items.len() == limit)
-        .then(|| items.last().map(|i| i.position.to_string()))
+    let full = items.len() == limit;
+    let fit = fitting(&items, models.reply_bytes_max);
+    let next_marker = (full || fit < items.len())
+        .then(|| {
+            items
+                .get(fit.wrapping_sub(1))
+                .map(|i| i.position.to_string())
+        })
         .flatten();
+    items.truncate(fit);
     Ok(json!(Page {
         items,
         next_marker,

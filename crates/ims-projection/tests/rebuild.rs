@@ -257,7 +257,7 @@ proptest! {
         let usage = ReadModel::in_memory(UsageLedger);
         catalog.apply(&envelopes).unwrap();
         let region = RegionId::parse("test-1").unwrap();
-        let models = Models { region: &region, catalog: catalog.store(), usage: usage.store(), position: catalog.checkpoint(), members_limit: 3 };
+        let models = Models { region: &region, catalog: catalog.store(), usage: usage.store(), position: catalog.checkpoint(), members_limit: 3, reply_bytes_max: usize::MAX };
         for t in 0..TENANTS.len() {
             let all = answer(&models, &tenant(t), "visible-images", &QueryParams { limit: Some(1000), include_deprecated: Some(true), ..Default::default() }).unwrap();
             let expected: Vec<String> = all["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect();

@@ -379,6 +379,8 @@ impl Replayed {
             usage: self.usage.store(),
             position: self.position,
             members_limit: ims_domain::SharingPolicy::default().members_per_image_max,
+            // Printed, not sent: the page is bounded by its limit alone.
+            reply_bytes_max: usize::MAX,
         };
         answer(&models, tenant, name, params).map_err(|e| anyhow::anyhow!("{e}"))
     }
@@ -547,11 +549,12 @@ async fn online_rows(
             for row in &page_rows {
                 let key = hex::decode(row[0].as_str().unwrap_or_default())?;
                 let value = hex::decode(row[1].as_str().unwrap_or_default())?;
-                after = Some(hex::encode(&key));
                 rows.push((key, value));
             }
-            if page_rows.len() < 2000 {
-                return Ok((page_checkpoint, rows));
+            // The page is cut by count and by bytes; `next_after` says whether more follow.
+            match page["next_after"].as_str() {
+                Some(next) => after = Some(next.to_owned()),
+                None => return Ok((page_checkpoint, rows)),
             }
         }
     }

@@ -6,7 +6,7 @@
 //! tail that no live message announced. After a restart it resumes from its checkpoint.
 
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -14,7 +14,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use ims_domain::{RegionId, SharingPolicy, TenantId};
 use ims_log::{Envelope, LogBatch};
-use ims_projection::queries::{answer, Models, QueryParams};
+use ims_projection::queries::{answer, Models, QueryParams, QUERIES};
 use ims_projection::{Catalog, Notice, ProjectionError, ReadModel, UsageLedger};
 use ims_wire::views::FeedItem;
 use ims_wire::{Subjects, WireError, WireErrorCode};
@@ -45,7 +45,13 @@ pub struct RegionModels {
     /// know.
     log_readable: AtomicBool,
     members_limit: usize,
+    /// The most bytes a query's answer may take; see [`RegionModels::set_reply_bytes_max`].
+    reply_bytes_max: AtomicUsize,
 }
+
+/// Until the query service reads the server's limit: NATS's default `max_payload` (1 MiB)
+/// less room for framing.
+pub const REPLY_BYTES_MAX_DEFAULT: usize = 1024 * 1024 - 4 * 1024;
 
 /// The read models are ahead of the log they follow: the start must stop rather than serve
 /// them (they belong to another or a newer log).
@@ -78,6 +84,7 @@ impl RegionModels {
             head_seen: AtomicU64::new(0),
             log_readable: AtomicBool::new(false),
             members_limit: policy.members_per_image_max,
+            reply_bytes_max: AtomicUsize::new(REPLY_BYTES_MAX_DEFAULT),
         })
     }
 
@@ -91,6 +98,11 @@ impl RegionModels {
     pub fn caught_up(&self) -> bool {
         self.log_readable.load(Ordering::Acquire)
             && self.position() >= self.head_seen.load(Ordering::Acquire)
+    }
+
+    /// Cuts answers to `bytes` (the transport's limit, such as NATS's `max_payload`).
+    pub fn set_reply_bytes_max(&self, bytes: usize) {
+        self.reply_bytes_max.store(bytes, Ordering::Relaxed);
     }
 
     /// Whether the log answered the last time it was read.
@@ -161,9 +173,16 @@ impl RegionModels {
             usage: models.1.store(),
             position: self.position(),
             members_limit: self.members_limit,
+            reply_bytes_max: self.reply_bytes_max.load(Ordering::Relaxed),
         };
         let result = answer(&view, tenant, name, params);
-        metrics::histogram!("ims_query_seconds", "query" => name.to_owned())
+        // A label only from the known names: any other name would be a new time series.
+        let label = QUERIES
+            .iter()
+            .find(|q| **q == name)
+            .copied()
+            .unwrap_or("unknown");
+        metrics::histogram!("ims_query_seconds", "query" => label)
             .record(started.elapsed().as_secs_f64());
         result
     }

@@ -13,7 +13,7 @@ use ims_projection::queries::QueryParams;
 use ims_wire::views::QueryError;
 use ims_wire::{Subjects, WireError, WireErrorCode};
 
-use crate::command_service::{COMMAND_PAYLOAD_BYTES_MAX, SERVICE_VERSION};
+use crate::command_service::{reply_bytes_max, COMMAND_PAYLOAD_BYTES_MAX, SERVICE_VERSION};
 use crate::projector::RegionModels;
 
 /// Answers one query message with JSON.
@@ -75,7 +75,7 @@ struct RowsRequest {
 
 /// Answers `ims.v1.<region>.audit.rows`: a page of a read model's raw rows (hex) and its
 /// checkpoint, for `imsctl audit verify` against a running service.
-fn audit_rows(models: &RegionModels, payload: &[u8]) -> Vec<u8> {
+fn audit_rows(models: &RegionModels, payload: &[u8], bytes_max: usize) -> Vec<u8> {
     let result = (|| {
         let request: RowsRequest = serde_json::from_slice(payload).map_err(|e| {
             WireError::new(
@@ -99,11 +99,20 @@ fn audit_rows(models: &RegionModels, payload: &[u8]) -> Vec<u8> {
             .unwrap_or(AUDIT_ROWS_MAX)
             .clamp(1, AUDIT_ROWS_MAX);
         let (checkpoint, rows) = models.rows(&request.model, after.as_deref(), max)?;
-        let rows: Vec<[String; 2]> = rows
-            .iter()
-            .map(|(k, v)| [hex::encode(k), hex::encode(v)])
-            .collect();
-        Ok(serde_json::json!({"checkpoint": checkpoint, "rows": rows}))
+        // Cut by bytes too (hex doubles each row); `next_after` says where to go on.
+        let mut bytes = 256;
+        let mut page: Vec<[String; 2]> = Vec::with_capacity(rows.len());
+        for (key, value) in &rows {
+            bytes += 2 * (key.len() + value.len()) + 8;
+            if !page.is_empty() && bytes > bytes_max {
+                break;
+            }
+            page.push([hex::encode(key), hex::encode(value)]);
+        }
+        let next_after = (page.len() < rows.len() || rows.len() == max)
+            .then(|| page.last().map(|row| row[0].clone()))
+            .flatten();
+        Ok(serde_json::json!({"checkpoint": checkpoint, "rows": page, "next_after": next_after}))
     })();
     match result {
         Ok(value) => serde_json::to_vec(&value),
@@ -120,6 +129,7 @@ pub async fn serve_queries(
     stop: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let region = models.region.clone();
+    models.set_reply_bytes_max(reply_bytes_max(&client));
     let service = client
         .service_builder()
         .description(format!(
@@ -151,7 +161,7 @@ pub async fn serve_queries(
             _ = &mut stop => break,
             request = rows.next() => {
                 let Some(request) = request else { break };
-                let answer = audit_rows(&models, &request.message.payload);
+                let answer = audit_rows(&models, &request.message.payload, reply_bytes_max(&client));
                 let _ = request.respond(Ok(Bytes::from(answer))).await;
                 continue;
             }
