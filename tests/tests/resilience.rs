@@ -271,3 +271,100 @@ async fn a_failed_fsync_stops_imsd_non_zero_and_nothing_answered_ok_is_lost() {
         "the restarted service takes commands: {created}"
     );
 }
+
+/// Resident memory of a process, in MiB (Linux).
+fn rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    kib / 1024
+}
+
+/// The bound the flood test holds imsd to: its working set plus sled's cache, far below what
+/// 20,000 queued tasks with their payloads and replies would take if nothing bounded them.
+const FLOOD_RSS_MIB_MAX: u64 = 256;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_20000_unanswered_commands_keeps_memory_bounded_and_service_responsive() {
+    // Proves the in-flight bound: commands published without waiting are answered or refused
+    // `unavailable` at once, resident memory stays under a stated bound, and a normal command
+    // is answered within 2 s afterwards.
+    let data = tempfile::tempdir().unwrap();
+    let nats = ims_tests::secured_nats(data.path());
+    let imsd = start_imsd(&nats.url(), data.path());
+    let client = Client::connect(&nats.url(), REGION, data.path()).await;
+    client.wait_ready().await;
+    let reply = client
+        .op(
+            "register-tenant",
+            json!({"tenant": "flood", "quota": 1_000_000}),
+        )
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let connection = client.tenant_connection("flood").await;
+    let inbox = format!("{}.flood", connection.new_inbox());
+    let mut replies = connection.subscribe(format!("{inbox}.*")).await.unwrap();
+    connection.flush().await.unwrap();
+    let before = rss_mib(imsd.id());
+    let subject = format!("ims.v1.{REGION}.cmd.flood.create-image");
+    for n in 0..20_000u32 {
+        let payload =
+            ims_tests::serde_json::to_vec(&create_body(uuid::Uuid::now_v7(), true)).unwrap();
+        connection
+            .publish_with_reply(subject.clone(), format!("{inbox}.{n}"), payload.into())
+            .await
+            .unwrap();
+    }
+    connection.flush().await.unwrap();
+    let (mut ok, mut overloaded, mut peak) = (0, 0, before);
+    let started = Instant::now();
+    while ok + overloaded < 20_000 && started.elapsed() < Duration::from_secs(60) {
+        let Ok(Some(message)) = tokio::time::timeout(
+            Duration::from_secs(5),
+            futures::StreamExt::next(&mut replies),
+        )
+        .await
+        else {
+            break;
+        };
+        let reply: Value = ims_tests::serde_json::from_slice(&message.payload).unwrap();
+        match code(&reply) {
+            "" => ok += 1,
+            "unavailable" => overloaded += 1,
+            other => panic!("unexpected {other}: {reply}"),
+        }
+        if (ok + overloaded) % 1000 == 0 {
+            peak = peak.max(rss_mib(imsd.id()));
+        }
+    }
+    peak = peak.max(rss_mib(imsd.id()));
+    println!(
+        "flood: {ok} ok, {overloaded} overloaded, rss {before} MiB before, {peak} MiB at most"
+    );
+    assert!(
+        ok + overloaded > 19_000,
+        "only {} of 20,000 answered",
+        ok + overloaded
+    );
+    assert!(peak < FLOOD_RSS_MIB_MAX, "imsd grew to {peak} MiB");
+    // Published ten times faster than they can be written, some must meet the bound.
+    assert!(overloaded > 0, "no command was refused: nothing bounds the commands in flight");
+    let started = Instant::now();
+    let created = client
+        .command(
+            "flood",
+            "create-image",
+            create_body(uuid::Uuid::now_v7(), true),
+        )
+        .await;
+    assert_eq!(created["ok"], true, "{created}");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "a normal command took {:?}",
+        started.elapsed()
+    );
+}

@@ -38,6 +38,20 @@ pub fn reply_bytes_max(client: &async_nats::Client) -> usize {
         .max(ims_domain::limits::EVENT_ENVELOPE_BYTES_MAX)
 }
 
+/// Commands being answered at once by one region's endpoints. Past it a command is answered
+/// `unavailable` ("overloaded; retry") at once, without a task or a queue slot, so that a flood
+/// costs a reply each and memory stays flat. The writer's queue holds as many.
+pub const COMMANDS_IN_FLIGHT_MAX: usize = crate::writer::QUEUE_COMMANDS_MAX;
+
+/// The reply to a request that finds its endpoint full.
+pub fn overloaded(endpoint: &'static str) -> Bytes {
+    metrics::counter!("ims_overloaded_total", "endpoint" => endpoint).increment(1);
+    reply_bytes(&refuse(
+        WireErrorCode::Unavailable,
+        format!("overloaded: {endpoint} has as many requests in flight as it takes; retry shortly"),
+    ))
+}
+
 /// Batches of durable events waiting to be published.
 pub const PUBLISH_QUEUE_MAX: usize = 1024;
 
@@ -207,6 +221,7 @@ pub async fn serve_commands(
         add("operator-commands", subjects.operator_commands(&region)).await?;
     let mut log_read = add("log-read", subjects.log_read(&region)).await?;
     tracing::info!(%region, "command service ready");
+    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(COMMANDS_IN_FLIGHT_MAX));
     tokio::pin!(shutdown);
     loop {
         let (request, operator) = tokio::select! {
@@ -222,8 +237,15 @@ pub async fn serve_commands(
             }
             else => break,
         };
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            if let Err(error) = request.respond(Ok(overloaded("commands"))).await {
+                tracing::debug!(%error, "answering an overloaded command failed");
+            }
+            continue;
+        };
         let writer = writer.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let reply = handle_command(
                 &writer,
                 &request.message.subject,

@@ -62,6 +62,10 @@ pub async fn handle_query(models: &RegionModels, subject: &str, payload: &[u8]) 
     .expect("query answers serialise")
 }
 
+/// Queries being answered at once by one region's endpoint; past it a query is answered
+/// `unavailable` at once (see [`crate::command_service::COMMANDS_IN_FLIGHT_MAX`]).
+pub const QUERIES_IN_FLIGHT_MAX: usize = 1024;
+
 /// The most rows one `audit.rows` reply carries.
 pub const AUDIT_ROWS_MAX: usize = 2000;
 
@@ -155,6 +159,7 @@ pub async fn serve_queries(
         .add(format!("{}.v1.{region}.audit.rows", subjects.prefix))
         .await
         .map_err(|e| anyhow::anyhow!("adding the audit-rows endpoint: {e}"))?;
+    let in_flight = Arc::new(tokio::sync::Semaphore::new(QUERIES_IN_FLIGHT_MAX));
     tokio::pin!(stop);
     loop {
         let request = tokio::select! {
@@ -167,8 +172,15 @@ pub async fn serve_queries(
             }
             request = queries.next() => match request { Some(request) => request, None => break },
         };
+        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
+            let _ = request
+                .respond(Ok(crate::command_service::overloaded("queries")))
+                .await;
+            continue;
+        };
         let models = models.clone();
         tokio::spawn(async move {
+            let _permit = permit;
             let answer =
                 handle_query(&models, &request.message.subject, &request.message.payload).await;
             let _ = request.respond(Ok(Bytes::from(answer))).await;
