@@ -411,3 +411,42 @@ async fn an_image_a_tenant_may_not_see_answers_as_if_it_did_not_exist() {
         "{usable}"
     );
 }
+
+/// The series of a Prometheus page: its sample lines without their values.
+fn series(metrics: &str) -> std::collections::BTreeSet<String> {
+    metrics
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.is_empty())
+        .filter_map(|line| line.rsplit_once(' ').map(|(name, _)| name.to_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_unknown_query_names_add_no_metric_series() {
+    // Proves metric labels come only from known names: the page keeps its series.
+    let service = Service::start().await;
+    let ims = &service.client;
+    ims.register(&["t1"]).await;
+    let unknown = ims.query("t1", "no-such-query", json!({})).await;
+    assert_eq!(code(&unknown), "unknown_command", "{unknown}");
+    let (_, before) = http_get(service.http_addr, "/metrics").await;
+    let before = series(before.as_str().unwrap());
+    for n in 0..1000 {
+        let reply = ims
+            .query(
+                "t1",
+                &format!("q{n}-{}", uuid::Uuid::now_v7().simple()),
+                json!({}),
+            )
+            .await;
+        assert_eq!(code(&reply), "unknown_command", "{reply}");
+    }
+    let (_, after) = http_get(service.http_addr, "/metrics").await;
+    let after = series(after.as_str().unwrap());
+    assert_eq!(
+        before,
+        after,
+        "new series: {:?}",
+        after.difference(&before).collect::<Vec<_>>()
+    );
+}

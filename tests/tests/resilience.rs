@@ -352,7 +352,10 @@ async fn a_flood_of_20000_unanswered_commands_keeps_memory_bounded_and_service_r
     );
     assert!(peak < FLOOD_RSS_MIB_MAX, "imsd grew to {peak} MiB");
     // Published ten times faster than they can be written, some must meet the bound.
-    assert!(overloaded > 0, "no command was refused: nothing bounds the commands in flight");
+    assert!(
+        overloaded > 0,
+        "no command was refused: nothing bounds the commands in flight"
+    );
     let started = Instant::now();
     let created = client
         .command(
@@ -366,5 +369,110 @@ async fn a_flood_of_20000_unanswered_commands_keeps_memory_bounded_and_service_r
         started.elapsed() < Duration::from_secs(2),
         "a normal command took {:?}",
         started.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_projector_stops_imsd_non_zero_and_readiness_never_says_ready_after() {
+    // Proves fail-stop for the read side: a projector that panics takes the process down
+    // (a supervisor restarts it) instead of leaving a ready-looking service with stale models.
+    let data = tempfile::tempdir().unwrap();
+    let nats = ims_tests::secured_nats(data.path());
+    let http: std::net::SocketAddr = format!(
+        "127.0.0.1:{}",
+        ims_service::nats_server::free_port().unwrap()
+    )
+    .parse()
+    .unwrap();
+    let mut imsd = ims_tests::KilledOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_imsd-under-test"))
+            .args(["run", "--nats-url", &nats.url(), "--regions", REGION])
+            .arg("--data-dir")
+            .arg(data.path())
+            .args(["--http-addr", &http.to_string()])
+            .env("RUST_LOG", "error")
+            .env("IMS_FAILPOINTS", "projector-panic-at=3")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let client = Client::connect(&nats.url(), REGION, data.path()).await;
+    client.wait_ready().await;
+    client.register(&["t1", "t2", "t3"]).await;
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = imsd.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "imsd kept running"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!status.success(), "imsd exited {status}");
+    // Nothing is left to answer ready: a supervisor sees the exit and restarts it.
+    assert!(tokio::net::TcpStream::connect(http).await.is_err());
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(imsd.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(stderr.contains("panicked"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn read_models_ahead_of_their_log_stop_the_start_naming_both_positions() {
+    // Proves no silent rollback: models at position 3 over a log whose head is 0 (a restored
+    // or swapped log) are refused, not served.
+    let mut service = Service::start().await;
+    service.client.register(&["t1", "t2", "t3"]).await;
+    let visible = service.client.visible_ids("t1", 3).await;
+    assert!(visible.is_empty());
+    service.stop().await;
+    std::fs::remove_dir_all(ims_service::runtime::log_path(
+        service.data_dir(),
+        &ims_domain::RegionId::parse(REGION).unwrap(),
+    ))
+    .unwrap();
+    let mut imsd = ims_tests::KilledOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_imsd-under-test"))
+            .args([
+                "run",
+                "--nats-url",
+                &service.nats.url(),
+                "--regions",
+                REGION,
+            ])
+            .arg("--data-dir")
+            .arg(service.data_dir())
+            .args([
+                "--http-addr",
+                &format!(
+                    "127.0.0.1:{}",
+                    ims_service::nats_server::free_port().unwrap()
+                ),
+            ])
+            .env("RUST_LOG", "error")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = imsd.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "imsd served models ahead of its log"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!status.success(), "imsd exited {status}");
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(imsd.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert!(
+        stderr.contains("position 3") && stderr.contains("head 0"),
+        "{stderr}"
     );
 }

@@ -25,6 +25,30 @@ pub use log::{
 };
 pub use upcast::{decode_event, encode_event};
 
+/// Fault injection for tests (feature `failpoints`): `IMS_FAILPOINTS=name=N,other=M` arms the
+/// named failpoints of ims-log and ims-service. Without the feature nothing here exists.
+#[cfg(feature = "failpoints")]
+pub mod failpoints {
+    use std::collections::HashMap;
+    use std::sync::OnceLock;
+
+    /// The number given to failpoint `name`, if `IMS_FAILPOINTS` arms it.
+    pub fn value(name: &str) -> Option<u64> {
+        static ARMED: OnceLock<HashMap<String, u64>> = OnceLock::new();
+        ARMED
+            .get_or_init(|| {
+                std::env::var("IMS_FAILPOINTS")
+                    .unwrap_or_default()
+                    .split(',')
+                    .filter_map(|pair| pair.split_once('='))
+                    .filter_map(|(name, n)| Some((name.trim().to_owned(), n.trim().parse().ok()?)))
+                    .collect()
+            })
+            .get(name)
+            .copied()
+    }
+}
+
 /// Builds the [`NewEvent`] for a domain event at `stream_version` of its stream.
 pub fn new_event(event: &ims_domain::Event, stream_version: u64) -> NewEvent {
     NewEvent {

@@ -849,18 +849,9 @@ mod failpoint {
     #[cfg(feature = "failpoints")]
     pub fn fsync() -> std::io::Result<()> {
         use std::sync::atomic::{AtomicU64, Ordering};
-        use std::sync::OnceLock;
-        static FAILS_AFTER: OnceLock<Option<u64>> = OnceLock::new();
         static DONE: AtomicU64 = AtomicU64::new(0);
-        let fails_after = FAILS_AFTER.get_or_init(|| {
-            std::env::var("IMS_FAILPOINTS")
-                .ok()?
-                .strip_prefix("fsync-fails-after=")?
-                .parse()
-                .ok()
-        });
-        match fails_after {
-            Some(after) if DONE.fetch_add(1, Ordering::AcqRel) >= *after => Err(
+        match crate::failpoints::value("fsync-fails-after") {
+            Some(after) if DONE.fetch_add(1, Ordering::AcqRel) >= after => Err(
                 std::io::Error::other("injected fsync failure (IMS_FAILPOINTS)"),
             ),
             _ => Ok(()),

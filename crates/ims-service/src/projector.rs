@@ -122,6 +122,16 @@ impl RegionModels {
         &self,
         envelopes: &[Envelope],
     ) -> Result<(Vec<Notice>, Option<u64>), ProjectionError> {
+        #[cfg(feature = "failpoints")]
+        if let (Some(at), Some(last)) = (
+            ims_log::failpoints::value("projector-panic-at"),
+            envelopes.last(),
+        ) {
+            assert!(
+                last.position() < at,
+                "injected projector panic at position {at} (IMS_FAILPOINTS)"
+            );
+        }
         let mut models = self.models.write().expect("read model lock");
         let applied = models.0.apply(envelopes)?;
         models.1.apply(envelopes)?;
