@@ -177,6 +177,16 @@ impl CopySaga {
                 return Ok(());
             }
         };
+        // No silent rollback: a checkpoint past the head means this saga's state belongs to
+        // another or a newer log, and acting on it could skip or repeat copies.
+        anyhow::ensure!(
+            batch.head >= self.checkpoint,
+            "the copy saga of region {} is at position {}, beyond the log's head {}: its state \
+             belongs to another or a newer log; move its copy-saga folder away to start over",
+            self.region,
+            self.checkpoint,
+            batch.head
+        );
         for envelope in &batch.envelopes {
             if envelope.body.event_type == "copy_requested" {
                 if let Event::CopyRequested {
