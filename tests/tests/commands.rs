@@ -329,3 +329,78 @@ async fn garbage_gets_a_structured_error_and_leaves_the_log_unchanged() {
     assert_eq!(code(&reply), "invalid_argument", "{reply}");
     assert_eq!(ims.head().await, head, "a refused command wrote to the log");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_sizes_and_prices_are_refused_end_to_end_and_nothing_is_written() {
+    // Proves the two reported scenarios are closed: a 60,000-character instance id, and a price
+    // of 2^64-1 whose usage totals would wrap.
+    let service = Service::start().await;
+    let ims = &service.client;
+    ims.register(&["t1", "t2"]).await;
+    let image = ims.active_image("t1", json!({})).await;
+    let head = ims.head().await;
+    for _ in 0..3 {
+        let reply = ims
+            .command(
+                "t1",
+                "create-image",
+                json!({"name": "x", "disk": "data", "min_disk_gb": 1,
+                       "source": {"ecs": {"instance_id": "i".repeat(60_000), "data_disk_ids": []}}}),
+            )
+            .await;
+        assert_eq!(code(&reply), "invalid_argument", "{reply}");
+        let message = reply["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("source.ecs.instance_id") && message.contains("128"),
+            "{message}"
+        );
+        assert!(
+            message.len() < 300,
+            "the refusal repeats the value: {} bytes",
+            message.len()
+        );
+    }
+    let listed = ims
+        .command(
+            "t1",
+            "list-on-marketplace",
+            json!({"image_id": image, "publisher": "Acme",
+                   "price": {"model": "per_hour", "amount_minor": u64::MAX, "currency": "USD"}}),
+        )
+        .await;
+    assert_eq!(code(&listed), "invalid_argument", "{listed}");
+    assert_eq!(ims.head().await, head, "a refused command was written");
+    let listed = ims
+        .command(
+            "t1",
+            "list-on-marketplace",
+            json!({"image_id": image, "publisher": "Acme",
+                   "price": {"model": "per_hour", "amount_minor": 1_000_000_000u64, "currency": "USD"}}),
+        )
+        .await;
+    assert_eq!(listed["ok"], true, "{listed}");
+    let too_long = ims
+        .op(
+            "record-usage",
+            json!({"image_id": image, "tenant": "t2", "hours": 1_000_000}),
+        )
+        .await;
+    assert_eq!(code(&too_long), "invalid_argument", "{too_long}");
+    let mut at = 0;
+    for _ in 0..2 {
+        let used = ims
+            .op(
+                "record-usage",
+                json!({"image_id": image, "tenant": "t2", "hours": 8784}),
+            )
+            .await;
+        assert_eq!(used["ok"], true, "{used}");
+        at = used["position"].as_u64().unwrap();
+    }
+    let usage = ims.query_at("t2", "usage", json!({}), at).await;
+    assert_eq!(
+        usage["totals_minor"]["USD"],
+        json!(2 * 8784 * 1_000_000_000u64),
+        "{usage}"
+    );
+}
