@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::{DiskKind, Encryption, FileFormat, ImageId, Os, Price, RegionId, TenantId};
+use crate::{DiskKind, Encryption, FileFacts, FileFormat, ImageId, Os, Price, RegionId, TenantId};
 
 /// The source a tenant may create an image from (copies and published images come from other
 /// commands).
@@ -140,6 +140,10 @@ pub enum Command {
         image_id: ImageId,
         outcome: BuildOutcome,
         checksum_sha256: Option<String>,
+        /// The import worker's findings, with a succeeded import.
+        file: Option<FileFacts>,
+        /// Why it failed, with a failed build; the owner sees it.
+        reason: Option<String>,
     },
     RecordUsage {
         image_id: ImageId,

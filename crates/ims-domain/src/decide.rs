@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::limits::*;
+use crate::FileFacts;
 use crate::{
     BuildOutcome, Command, CopyOutcome, CopySpec, CopyStatus, CreateImage, CreateSource, DiskKind,
     DomainError, ErrorCode, Event, FileFormat, Image, ImageClass, ImageId, ImageStatus,
@@ -227,11 +228,17 @@ pub fn decide(
             image_id,
             outcome,
             checksum_sha256,
+            file,
+            reason,
         } => report_build(
             state,
             *image_id,
             *outcome,
-            checksum_sha256.as_deref(),
+            BuildFacts {
+                checksum_sha256: checksum_sha256.as_deref(),
+                file: file.as_ref(),
+                reason: reason.as_deref(),
+            },
             context,
         ),
         Command::RecordUsage {
@@ -633,13 +640,21 @@ fn publish_public_image(
     }))])
 }
 
+/// What a build report says besides its outcome.
+struct BuildFacts<'a> {
+    checksum_sha256: Option<&'a str>,
+    file: Option<&'a FileFacts>,
+    reason: Option<&'a str>,
+}
+
 fn report_build(
     state: &State,
     image_id: ImageId,
     outcome: BuildOutcome,
-    checksum_sha256: Option<&str>,
+    facts: BuildFacts,
     context: &Context,
 ) -> Result<Vec<Event>, DomainError> {
+    let checksum_sha256 = facts.checksum_sha256;
     let image = live_image(state, image_id, context)?;
     let at_ms = context.now_ms;
     let allowed_from: &[ImageStatus] = match outcome {
@@ -654,9 +669,44 @@ fn report_build(
             image.status.as_str()
         )));
     }
-    Ok(vec![match outcome {
+    if let (Some(_), false) = (
+        facts.file,
+        matches!(outcome, BuildOutcome::Succeeded { .. }),
+    ) {
+        return Err(DomainError::invalid_argument(
+            "file facts (os_hash_value, detected_format) come with a succeeded build only",
+        ));
+    }
+    if let (Some(_), false) = (facts.reason, outcome == BuildOutcome::Failed) {
+        return Err(DomainError::invalid_argument(
+            "a reason comes with a failed build only",
+        ));
+    }
+    let mut events = Vec::with_capacity(2);
+    if let Some(file) = facts.file {
+        check_sha512(&file.sha512)?;
+        events.push(Event::FileVerified {
+            image_id,
+            file: FileFacts {
+                sha512: file.sha512.to_ascii_lowercase(),
+                ..file.clone()
+            },
+            at_ms,
+        });
+    }
+    events.push(match outcome {
         BuildOutcome::Started => Event::BuildStarted { image_id, at_ms },
-        BuildOutcome::Failed => Event::BuildFailed { image_id, at_ms },
+        BuildOutcome::Failed => match facts.reason {
+            None => Event::BuildFailed { image_id, at_ms },
+            Some(reason) => {
+                check_text("reason", reason, FAILURE_REASON_CHARS_MAX)?;
+                Event::BuildFailedBecause {
+                    image_id,
+                    reason: reason.to_owned(),
+                    at_ms,
+                }
+            }
+        },
         BuildOutcome::Succeeded { size_bytes } => {
             let checksum = checksum_sha256.ok_or_else(|| {
                 DomainError::invalid_argument(
@@ -677,7 +727,18 @@ fn report_build(
                 at_ms,
             }
         }
-    }])
+    });
+    Ok(events)
+}
+
+fn check_sha512(digest: &str) -> Result<(), DomainError> {
+    if digest.len() != 128 || !digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(DomainError::invalid_argument(format!(
+            "os_hash_value {} is not a SHA-512 digest; expected 128 hex digits",
+            preview(digest)
+        )));
+    }
+    Ok(())
 }
 
 fn record_usage(

@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    CopyStatus, DiskKind, Encryption, ImageClass, ImageId, ImageStatus, Listing, Os, Owner,
-    RegionId, Source, TenantId,
+    CopyStatus, DiskKind, Encryption, FileFacts, ImageClass, ImageId, ImageStatus, Listing, Os,
+    Owner, RegionId, Source, TenantId,
 };
 
 /// The schema version of every payload type below, as written by this release.
@@ -150,6 +150,19 @@ pub enum Event {
         currency: Option<String>,
         at_ms: u64,
     },
+    // Added after the first release; new variants go last so stored variant indexes never move.
+    /// The import worker's findings about the image file (before its `BuildSucceeded`).
+    FileVerified {
+        image_id: ImageId,
+        file: FileFacts,
+        at_ms: u64,
+    },
+    /// A build or import that failed for a reason the owner is told.
+    BuildFailedBecause {
+        image_id: ImageId,
+        reason: String,
+        at_ms: u64,
+    },
 }
 
 /// The stream an event belongs to: its entity.
@@ -188,7 +201,9 @@ impl Event {
             | Event::ListedOnMarketplace { image_id, .. }
             | Event::DelistedFromMarketplace { image_id, .. }
             | Event::CopyRequested { image_id, .. }
-            | Event::CopyFinished { image_id, .. } => StreamId::Image(*image_id),
+            | Event::CopyFinished { image_id, .. }
+            | Event::FileVerified { image_id, .. }
+            | Event::BuildFailedBecause { image_id, .. } => StreamId::Image(*image_id),
         }
     }
 
@@ -213,6 +228,8 @@ impl Event {
             Event::CopyRequested { .. } => "copy_requested",
             Event::CopyFinished { .. } => "copy_finished",
             Event::UsageRecorded { .. } => "usage_recorded",
+            Event::FileVerified { .. } => "file_verified",
+            Event::BuildFailedBecause { .. } => "build_failed_because",
         }
     }
 

@@ -99,6 +99,8 @@ pub fn new_image(new: &NewImage) -> Image {
         created_at_ms: new.at_ms,
         updated_at_ms: new.at_ms,
         version: 1,
+        file: None,
+        failure_reason: None,
     }
 }
 
@@ -163,6 +165,15 @@ pub fn evolve_image(image: &mut Image, event: &Event) {
         }
         Event::BuildFailed { at_ms, .. } => {
             image.status = ImageStatus::Killed;
+            *at_ms
+        }
+        Event::FileVerified { file, at_ms, .. } => {
+            image.file = Some(file.clone());
+            *at_ms
+        }
+        Event::BuildFailedBecause { reason, at_ms, .. } => {
+            image.status = ImageStatus::Killed;
+            image.failure_reason = Some(reason.clone());
             *at_ms
         }
         Event::ImageDeprecated {

@@ -221,6 +221,21 @@ pub struct Image {
     pub updated_at_ms: u64,
     /// The image's stream version: how many events its stream holds.
     pub version: u64,
+    /// What the import worker found in the image file, once it was imported.
+    pub file: Option<FileFacts>,
+    /// Why the build or import failed, when the reporter said.
+    pub failure_reason: Option<String>,
+}
+
+/// What the import worker found in an image file besides its size and SHA-256.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileFacts {
+    /// SHA-512 of the file, 128 lower-case hex digits (Glance's `os_hash_value`).
+    pub sha512: String,
+    /// The format the inspector detected (equal to the declared one, or the import failed).
+    pub detected_format: FileFormat,
+    /// The size of the disk the image describes, when its header says.
+    pub virtual_size: Option<u64>,
 }
 
 impl Image {

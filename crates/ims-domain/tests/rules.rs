@@ -1063,12 +1063,16 @@ fn a_build_is_reported_only_for_a_queued_or_saving_image() {
                 image_id: image_id(IMAGE),
                 outcome: BuildOutcome::Started,
                 checksum_sha256: None,
+                file: None,
+                reason: None,
             }),
         ])
         .when(op(Command::ReportBuild {
             image_id: image_id(IMAGE),
             outcome: BuildOutcome::Failed,
             checksum_sha256: None,
+            file: None,
+            reason: None,
         }))
         .then_ok();
     assert_eq!(state.images[&image_id(IMAGE)].status, ImageStatus::Killed);
@@ -1274,4 +1278,86 @@ fn a_copy_failure_reason_above_the_maximum_is_refused() {
             },
         }))
         .then_refused(ErrorCode::InvalidArgument, "outcome.reason");
+}
+
+// Imports (DESIGN.md section 14): the worker's findings and its reasons.
+
+#[test]
+fn a_succeeded_import_records_the_files_sha512_format_and_virtual_size() {
+    let scenario = Scenario::new().given([register("t1"), by("t1", system_image("web"))]);
+    let (events, state) = scenario
+        .when(op(Command::ReportBuild {
+            image_id: image_id(1),
+            outcome: BuildOutcome::Succeeded { size_bytes: 4096 },
+            checksum_sha256: Some("a".repeat(64)),
+            file: Some(FileFacts {
+                sha512: "B".repeat(128),
+                detected_format: FileFormat::Qcow2,
+                virtual_size: Some(1 << 30),
+            }),
+            reason: None,
+        }))
+        .then_ok();
+    assert_eq!(events.len(), 2, "{events:?}");
+    let image = &state.images[&image_id(1)];
+    assert_eq!(image.status, ImageStatus::Active);
+    let file = image.file.as_ref().unwrap();
+    assert_eq!(
+        (file.sha512.as_str(), file.virtual_size),
+        ("b".repeat(128).as_str(), Some(1 << 30))
+    );
+}
+
+#[test]
+fn a_failed_import_records_the_reason_the_owner_sees() {
+    let scenario = Scenario::new().given([register("t1"), by("t1", system_image("web"))]);
+    let (events, state) = scenario
+        .when(op(Command::ReportBuild {
+            image_id: image_id(1),
+            outcome: BuildOutcome::Failed,
+            checksum_sha256: None,
+            file: None,
+            reason: Some("the qcow2 image has a backing file".into()),
+        }))
+        .then_ok();
+    assert!(
+        matches!(events[0], Event::BuildFailedBecause { .. }),
+        "{events:?}"
+    );
+    let image = &state.images[&image_id(1)];
+    assert_eq!(image.status, ImageStatus::Killed);
+    assert_eq!(
+        image.failure_reason.as_deref(),
+        Some("the qcow2 image has a backing file")
+    );
+}
+
+#[test]
+fn file_facts_with_a_malformed_sha512_or_without_success_are_refused() {
+    let facts = |sha512: String| {
+        Some(FileFacts {
+            sha512,
+            detected_format: FileFormat::Raw,
+            virtual_size: None,
+        })
+    };
+    let scenario = || Scenario::new().given([register("t1"), by("t1", system_image("web"))]);
+    scenario()
+        .when(op(Command::ReportBuild {
+            image_id: image_id(1),
+            outcome: BuildOutcome::Succeeded { size_bytes: 1 },
+            checksum_sha256: Some("a".repeat(64)),
+            file: facts("xyz".into()),
+            reason: None,
+        }))
+        .then_refused(ErrorCode::InvalidArgument, "128 hex digits");
+    scenario()
+        .when(op(Command::ReportBuild {
+            image_id: image_id(1),
+            outcome: BuildOutcome::Failed,
+            checksum_sha256: None,
+            file: facts("a".repeat(128)),
+            reason: None,
+        }))
+        .then_refused(ErrorCode::InvalidArgument, "succeeded build only");
 }

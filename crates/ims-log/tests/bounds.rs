@@ -134,6 +134,12 @@ fn the_largest_valid_events_encode_under_16_kib() {
                 size_bytes: u64::MAX,
             },
             checksum_sha256: Some("f".repeat(64)),
+            file: Some(FileFacts {
+                sha512: "f".repeat(128),
+                detected_format: FileFormat::Qcow2,
+                virtual_size: Some(u64::MAX),
+            }),
+            reason: None,
         },
     );
     region.run(
@@ -189,6 +195,25 @@ fn the_largest_valid_events_encode_under_16_kib() {
                 amount_minor: PRICE_MINOR_PER_HOUR_MAX,
                 currency: Currency(*b"USD"),
             },
+        },
+    );
+    let file = CreateSource::File {
+        url: ascii(URL_CHARS_MAX),
+        format: FileFormat::Raw,
+    };
+    region.run(
+        owner_actor.clone(),
+        largest_image(&policy, file, DiskKind::Data),
+    );
+    let failed = ImageId::from_bytes(region.next_image.to_be_bytes());
+    region.run(
+        Actor::Operator,
+        Command::ReportBuild {
+            image_id: failed,
+            outcome: BuildOutcome::Failed,
+            checksum_sha256: None,
+            file: None,
+            reason: Some(wide(FAILURE_REASON_CHARS_MAX)),
         },
     );
     let mut largest = 0;

@@ -193,7 +193,8 @@ pub struct Catalog;
 impl Fold for Catalog {
     const NAME: &'static str = "catalog";
     /// 2: owned images are `v` entries marked [`OWNED`] (1 had a separate `o` index).
-    const LAYOUT: u32 = 2;
+    /// 3: image records carry the imported file's facts and a failure reason.
+    const LAYOUT: u32 = 3;
 
     fn wants(&self, event_type: &str) -> bool {
         // Tenant events are not about images.
@@ -334,6 +335,17 @@ fn feed_items(
                     Some(t),
                     "copy_failed",
                     format!("the copy {copy_image_id} of image {id} ({name}) failed: {reason}"),
+                )]
+            })
+            .unwrap_or_default(),
+        Event::BuildFailedBecause { reason, .. } => after
+            .owner
+            .tenant()
+            .map(|t| {
+                vec![notice(
+                    Some(t),
+                    "build_failed",
+                    format!("image {id} ({name}) could not be built: {reason}"),
                 )]
             })
             .unwrap_or_default(),

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use ims_domain::*;
 use ims_log::{new_event, Envelope, EnvelopeBody};
 use ims_projection::queries::{answer, Models, QueryParams};
-use ims_projection::{Catalog, ReadModel, UsageLedger};
+use ims_projection::{Catalog, Fold, ReadModel, UsageLedger};
 use proptest::prelude::*;
 
 const TENANTS: [&str; 4] = ["t0", "t1", "t2", "t3"];
@@ -67,12 +67,37 @@ fn run_commands(commands: &[(u8, usize, u8, usize)]) -> Vec<Envelope> {
                     protected: false,
                 })),
             ),
-            2 | 3 => (
+            2 => (
                 Actor::Operator,
                 Command::ReportBuild {
                     image_id: id,
                     outcome: BuildOutcome::Succeeded { size_bytes: 1 },
                     checksum_sha256: Some("a".repeat(64)),
+                    file: Some(FileFacts {
+                        sha512: "b".repeat(128),
+                        detected_format: FileFormat::Qcow2,
+                        virtual_size: Some(1 << 30),
+                    }),
+                    reason: None,
+                },
+            ),
+            3 => (
+                Actor::Operator,
+                match target % 2 {
+                    0 => Command::ReportBuild {
+                        image_id: id,
+                        outcome: BuildOutcome::Succeeded { size_bytes: 1 },
+                        checksum_sha256: Some("a".repeat(64)),
+                        file: None,
+                        reason: None,
+                    },
+                    _ => Command::ReportBuild {
+                        image_id: id,
+                        outcome: BuildOutcome::Failed,
+                        checksum_sha256: None,
+                        file: None,
+                        reason: Some("the qcow2 image has a backing file".into()),
+                    },
                 },
             ),
             4 => (
@@ -185,9 +210,10 @@ fn a_model_lives_in_a_folder_named_after_its_layout_so_a_new_layout_starts_empty
         let mut catalog = ReadModel::open(dir.path(), Catalog).unwrap();
         catalog.apply(&envelopes).unwrap();
     }
-    assert!(dir.path().join("catalog.v2").is_dir());
+    let current = dir.path().join(format!("catalog.v{}", <Catalog as Fold>::LAYOUT));
+    assert!(current.is_dir());
     // A model of another layout in the same place is not read: this one starts at position 0.
-    std::fs::rename(dir.path().join("catalog.v2"), dir.path().join("catalog.v1")).unwrap();
+    std::fs::rename(&current, dir.path().join("catalog.v1")).unwrap();
     let catalog = ReadModel::open(dir.path(), Catalog).unwrap();
     assert_eq!(catalog.checkpoint(), 0);
 }

@@ -150,6 +150,14 @@ pub fn describe(event: &Event) -> String {
             ..
         } => format!("build of image {image_id} succeeded ({size_bytes} bytes)"),
         Event::BuildFailed { image_id, .. } => format!("build of image {image_id} failed"),
+        Event::BuildFailedBecause {
+            image_id, reason, ..
+        } => format!("build of image {image_id} failed: {reason}"),
+        Event::FileVerified { image_id, file, .. } => format!(
+            "file of image {image_id} verified: {}, sha512 {}",
+            file.detected_format.as_str(),
+            file.sha512
+        ),
         Event::ImageDeleted { image_id, .. } => format!("image {image_id} deleted"),
         Event::ImageDeprecated {
             image_id,

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use ims_domain::{
     parse_file_format, BuildOutcome, Command, CopyOutcome, CreateImage, CreateSource, Currency,
-    DiskKind, Encryption, ImageId, Os, Price, PublishPublicImage, ReceiveCopy, RegionId, TenantId,
-    UpdateImage,
+    DiskKind, Encryption, FileFacts, ImageId, Os, Price, PublishPublicImage, ReceiveCopy, RegionId,
+    TenantId, UpdateImage,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use uuid::Uuid;
@@ -301,6 +301,12 @@ struct ReportBuildDto {
     outcome: BuildOutcomeDto,
     size_bytes: Option<u64>,
     checksum_sha256: Option<String>,
+    /// Glance's name for the second digest's algorithm: only `sha512`.
+    os_hash_algo: Option<String>,
+    os_hash_value: Option<String>,
+    detected_format: Option<String>,
+    virtual_size: Option<u64>,
+    reason: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -560,10 +566,30 @@ fn to_command(name: &str, value: serde_json::Value) -> Result<Command, WireError
                     })?,
                 },
             };
+            let file = match (
+                dto.os_hash_algo.as_deref(),
+                dto.os_hash_value,
+                dto.detected_format,
+            ) {
+                (None, None, None) => None,
+                (Some("sha512"), Some(sha512), Some(format)) => Some(FileFacts {
+                    sha512,
+                    detected_format: parse_file_format(&format).map_err(WireError::from)?,
+                    virtual_size: dto.virtual_size,
+                }),
+                _ => {
+                    return Err(invalid(
+                        "report-build: file facts need os_hash_algo \"sha512\", os_hash_value \
+                         (128 hex digits) and detected_format together",
+                    ))
+                }
+            };
             Command::ReportBuild {
                 image_id: image_id(&dto.image_id)?,
                 outcome,
                 checksum_sha256: dto.checksum_sha256,
+                file,
+                reason: dto.reason,
             }
         }
         "record-usage" => {

@@ -46,6 +46,19 @@ pub struct ImageView {
     pub size_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checksum_sha256: Option<String>,
+    /// `sha512` once the import worker hashed the file (Glance's `os_hash_algo`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_hash_algo: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub os_hash_value: Option<String>,
+    /// The format the inspector found in the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detected_format: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_size: Option<u64>,
+    /// Why the build or import failed (the owner's view).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
     pub encrypted: bool,
     pub tags: BTreeMap<String, String>,
     pub description: String,
@@ -124,6 +137,14 @@ impl ImageView {
             min_disk_gb: image.min_disk_gb,
             size_bytes: image.size_bytes,
             checksum_sha256: image.checksum_sha256.clone(),
+            os_hash_algo: image.file.as_ref().map(|_| "sha512".to_owned()),
+            os_hash_value: image.file.as_ref().map(|f| f.sha512.clone()),
+            detected_format: image
+                .file
+                .as_ref()
+                .map(|f| f.detected_format.as_str().to_owned()),
+            virtual_size: image.file.as_ref().and_then(|f| f.virtual_size),
+            failure_reason: image.failure_reason.clone().filter(|_| owner_view),
             encrypted: image.encryption.is_some(),
             tags: image.tags.clone(),
             description: image.description.clone(),

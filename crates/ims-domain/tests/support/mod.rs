@@ -61,6 +61,8 @@ pub fn succeeded(image: ImageId) -> Command {
             size_bytes: 1 << 30,
         },
         checksum_sha256: Some("a".repeat(64)),
+        file: None,
+        reason: None,
     }
 }
 
