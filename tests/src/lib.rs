@@ -400,11 +400,24 @@ impl Service {
             roles,
             policy: SharingPolicy::default(),
             insecure_no_auth: false,
+            import_root: Some(Self::import_root_of(data_dir)),
         }
     }
 
     pub fn config(&self, roles: Roles, regions: &[&str]) -> Config {
         Self::config_for(&self.nats, self.data.path(), self.http_addr, roles, regions)
+    }
+
+    /// Where the tests put files to import (`--import-root`).
+    pub fn import_root_of(data_dir: &Path) -> std::path::PathBuf {
+        let root = data_dir.join("imports");
+        std::fs::create_dir_all(&root).unwrap();
+        root
+    }
+
+    /// [`Service::import_root_of`] this service's data dir.
+    pub fn import_root(&self) -> std::path::PathBuf {
+        Self::import_root_of(self.data.path())
     }
 
     fn launch(&mut self, roles: Roles, regions: &[&str]) {

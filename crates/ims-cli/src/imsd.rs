@@ -87,6 +87,10 @@ struct Options {
     /// experiments on a laptop only; imsd warns at start and every minute.
     #[arg(long, env = "IMS_INSECURE_NO_AUTH")]
     insecure_no_auth: bool,
+    /// The folder that images created from file:// URLs must lie under (links resolved); the
+    /// import worker stores, hashes and inspects them. Without it, file:// imports fail.
+    #[arg(long, env = "IMS_IMPORT_ROOT")]
+    import_root: Option<PathBuf>,
 }
 
 fn init_logging(format: &str) {
@@ -218,6 +222,7 @@ async fn serve(options: Options, roles: Roles, embedded_allowed: bool) -> anyhow
         roles,
         policy: SharingPolicy::default(),
         insecure_no_auth: options.insecure_no_auth,
+        import_root: options.import_root,
     };
     let result = run(config, shutdown_signal()).await;
     drop(embedded);

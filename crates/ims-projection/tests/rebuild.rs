@@ -210,7 +210,9 @@ fn a_model_lives_in_a_folder_named_after_its_layout_so_a_new_layout_starts_empty
         let mut catalog = ReadModel::open(dir.path(), Catalog).unwrap();
         catalog.apply(&envelopes).unwrap();
     }
-    let current = dir.path().join(format!("catalog.v{}", <Catalog as Fold>::LAYOUT));
+    let current = dir
+        .path()
+        .join(format!("catalog.v{}", <Catalog as Fold>::LAYOUT));
     assert!(current.is_dir());
     // A model of another layout in the same place is not read: this one starts at position 0.
     std::fs::rename(&current, dir.path().join("catalog.v1")).unwrap();

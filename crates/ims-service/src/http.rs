@@ -20,7 +20,9 @@ use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::identity::{AuthFailure, Authenticator};
 use crate::projector::RegionModels;
+use crate::store::ImageStore;
 use ims_identity::Principal;
+use object_store::GetRange;
 
 /// The process-wide Prometheus recorder (installed once, on first use).
 pub fn prometheus() -> &'static PrometheusHandle {
@@ -41,6 +43,8 @@ pub struct HttpState {
     pub regions: Arc<HashMap<RegionId, Arc<RegionModels>>>,
     /// Logs of the regions whose writer runs in this process (for history).
     pub logs: Arc<HashMap<RegionId, EventLog>>,
+    /// The image stores of the regions whose writer runs in this process (for downloads).
+    pub stores: Arc<HashMap<RegionId, ImageStore>>,
     /// Checks the bearer token of every `/v1` request.
     pub authenticator: Authenticator,
 }
@@ -232,6 +236,143 @@ async fn history(
     }
 }
 
+/// A `Range` header's single byte range (`bytes=a-b`, `bytes=a-`, `bytes=-n`); several ranges
+/// are answered whole, as RFC 9110 allows.
+fn byte_range(headers: &HeaderMap) -> Result<Option<GetRange>, WireError> {
+    let Some(value) = headers.get(header::RANGE) else {
+        return Ok(None);
+    };
+    let invalid = || {
+        WireError::new(
+            WireErrorCode::InvalidArgument,
+            format!(
+                "Range {:?} is not understood; expected bytes=START-END, bytes=START- or bytes=-LENGTH",
+                value.to_str().unwrap_or("(not text)")
+            ),
+        )
+    };
+    let spec = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("bytes="))
+        .ok_or_else(invalid)?;
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let (start, end) = spec.split_once('-').ok_or_else(invalid)?;
+    let number = |text: &str| text.trim().parse::<u64>().map_err(|_| invalid());
+    Ok(Some(
+        match (start.trim().is_empty(), end.trim().is_empty()) {
+            (true, false) => GetRange::Suffix(number(end)?),
+            (false, true) => GetRange::Offset(number(start)?),
+            (false, false) => {
+                let (start, end) = (number(start)?, number(end)?);
+                if end < start {
+                    return Err(invalid());
+                }
+                GetRange::Bounded(start..end + 1)
+            }
+            (true, true) => return Err(invalid()),
+        },
+    ))
+}
+
+/// `GET /v1/{region}/tenants/{tenant}/images/{id}/file`: the image's bytes, for its owner and
+/// accepted members (Range requests honoured).
+async fn download(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Path((region, tenant, id)): Path<(String, String, String)>,
+) -> Response {
+    let principal = match caller(&state, &headers).await {
+        Ok(principal) => principal,
+        Err(response) => return response,
+    };
+    if let Err(response) = may_read_tenant(principal.as_ref(), &tenant) {
+        return *response;
+    }
+    let result = async {
+        // The same visibility as the `image` query, and then only owners and accepted members.
+        let view = query_value(&state, &region, &tenant, "image", Some(id.clone())).await?;
+        let may_download = view["type"] == "private"
+            || (view["type"] == "shared" && view["member_status"] == "accepted");
+        let no_file = || {
+            WireError::new(
+                WireErrorCode::NotFound,
+                format!("image {id} has no file that tenant {tenant} may download"),
+            )
+        };
+        if !may_download {
+            return Err(no_file());
+        }
+        let region = RegionId::parse(&region).map_err(WireError::from)?;
+        let image = ims_domain::ImageId::parse(&id).map_err(WireError::from)?;
+        let store = state.stores.get(&region).ok_or_else(|| {
+            WireError::new(
+                WireErrorCode::Unavailable,
+                format!("the image store of region {region} is not in this process"),
+            )
+        })?;
+        let range = byte_range(&headers)?;
+        let partial = range.is_some();
+        let found = store
+            .get(&image, range)
+            .await
+            .map_err(|error| match error {
+                object_store::Error::NotFound { .. } => no_file(),
+                other => WireError::new(WireErrorCode::InvalidArgument, other.to_string()),
+            })?;
+        Ok((found, partial))
+    }
+    .await;
+    match result {
+        Ok((found, partial)) => {
+            let (total, served) = (found.meta.size, found.range.clone());
+            let mut response = axum::body::Body::from_stream(found.into_stream()).into_response();
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static("application/octet-stream"),
+            );
+            headers.insert(
+                header::ACCEPT_RANGES,
+                header::HeaderValue::from_static("bytes"),
+            );
+            headers.insert(header::CONTENT_LENGTH, (served.end - served.start).into());
+            if partial {
+                *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+                let content_range = format!(
+                    "bytes {}-{}/{total}",
+                    served.start,
+                    served.end.saturating_sub(1)
+                );
+                if let Ok(value) = header::HeaderValue::from_str(&content_range) {
+                    response.headers_mut().insert(header::CONTENT_RANGE, value);
+                }
+            }
+            response
+        }
+        Err(error) => error_response(error),
+    }
+}
+
+/// A query's answer as JSON, for routes that build on one.
+async fn query_value(
+    state: &HttpState,
+    region: &str,
+    tenant: &str,
+    name: &str,
+    image_id: Option<String>,
+) -> Result<serde_json::Value, WireError> {
+    let models = models_of(state, region)?;
+    let tenant = TenantId::parse(tenant).map_err(WireError::from)?;
+    let params = QueryParams {
+        image_id,
+        ..QueryParams::default()
+    };
+    models.query(&tenant, name, &params).await
+}
+
 async fn ready(State(state): State<HttpState>) -> Response {
     let behind: Vec<String> = state
         .regions
@@ -290,6 +431,10 @@ pub fn router(state: HttpState) -> Router {
         .route(
             "/v1/{region}/tenants/{tenant}/images/{id}/usable",
             get(image_route!("usable")),
+        )
+        .route(
+            "/v1/{region}/tenants/{tenant}/images/{id}/file",
+            get(download),
         )
         .route("/v1/{region}/images/{id}/history", get(history))
         .fallback(|| async {

@@ -4,7 +4,7 @@
 //! `writer` (the single writer of a region, group commit), `command_service` (command, operator
 //! and log.read endpoints over NATS), `projector` (read models kept up to date from NATS),
 //! `query_service` (queries over NATS), `http` (the HTTP API and metrics), `identity` (the auth callout and credentials), `audit` (readable
-//! history), `copy_saga` (cross-region copies), `runtime` (starting and stopping the roles).
+//! history), `copy_saga` (cross-region copies), `store` (image files) and `import` (the import worker), `runtime` (starting and stopping the roles).
 
 pub mod audit;
 pub mod bus;
@@ -12,8 +12,10 @@ pub mod command_service;
 pub mod copy_saga;
 pub mod http;
 pub mod identity;
+pub mod import;
 pub mod nats_server;
 pub mod projector;
 pub mod query_service;
 pub mod runtime;
+pub mod store;
 pub mod writer;

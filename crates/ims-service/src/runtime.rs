@@ -18,8 +18,10 @@ use crate::command_service::{publish_events, serve_commands, PUBLISH_QUEUE_MAX};
 use crate::copy_saga::{run_copy_saga, CopySaga};
 use crate::http::{prometheus, serve_http, HttpState};
 use crate::identity::{Authenticator, IdentityEndpoints, IdentityService};
+use crate::import::{run_import_worker, ImportWorker};
 use crate::projector::{projections_path, run_projector, RegionModels};
 use crate::query_service::serve_queries;
+use crate::store::{store_path, ImageStore};
 use crate::writer::spawn_writer;
 use ims_identity::setup::{bootstrap_operator, NatsKeys};
 use ims_identity::Directory;
@@ -56,6 +58,9 @@ pub struct Config {
     pub policy: SharingPolicy,
     /// `--insecure-no-auth`: no credentials anywhere. For experiments only.
     pub insecure_no_auth: bool,
+    /// The folder `file://` image sources must lie under (`--import-root`); none: no file
+    /// imports.
+    pub import_root: Option<PathBuf>,
 }
 
 /// How often `--insecure-no-auth` repeats its warning.
@@ -121,6 +126,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let client = crate::bus::connect(&config.nats_url, "imsd", &service_auth).await?;
     let mut logs = HashMap::new();
     let mut region_models = HashMap::new();
+    let mut stores = HashMap::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     for region in &config.regions {
@@ -152,6 +158,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 )),
             }
         });
+        let store = ImageStore::open(store_path(&config.data_dir, region))
+            .with_context(|| format!("opening the image store of region {region}"))?;
+        stores.insert(region.clone(), store.clone());
+        let importer = ImportWorker::open(
+            client.clone(),
+            config.subjects.clone(),
+            region.clone(),
+            store,
+            config.import_root.clone(),
+            &config.data_dir.join(region.as_str()).join("import"),
+        )
+        .with_context(|| format!("opening the import worker of region {region}"))?;
+        tasks.spawn(run_import_worker(importer, stopped(stop_rx.clone())));
         let saga = CopySaga::open(
             client.clone(),
             config.subjects.clone(),
@@ -252,6 +271,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let state = HttpState {
             regions: Arc::new(region_models),
             logs: Arc::new(logs),
+            stores: Arc::new(stores),
             authenticator,
         };
         tasks.spawn(serve_http(

@@ -40,6 +40,7 @@ async fn main() -> anyhow::Result<()> {
     let state = HttpState {
         regions: Arc::new(HashMap::from([(region, Arc::new(models))])),
         logs: Arc::new(HashMap::new()),
+        stores: Arc::new(HashMap::new()),
         authenticator: ims_service::identity::Authenticator::Local(directory),
     };
     tokio::spawn(serve_http(addr, state, std::future::pending()));

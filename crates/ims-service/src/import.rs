@@ -1,0 +1,324 @@
+//! The import worker of a region (DESIGN.md section 14): takes each image created from a
+//! `file://` source in the log, exactly once and resumably, streams the file through a size
+//! cap, SHA-256, SHA-512 and the format inspector into staging, moves it into the store, and
+//! reports the build: succeeded with what it found, or failed with a reason the owner sees.
+//!
+//! Exactly once: it follows the log from a checkpoint of its own (a tiny sled database), and
+//! its `report-build` carries a command id derived from the image's creation event, so a
+//! repeat after a crash is answered from the command index and recorded once. A crash
+//! mid-import leaves a staging file that the repeat overwrites; a refused file is discarded.
+//! Sources other than `file://` (object storage and HTTP URLs) are left to an external builder.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use bytes::Bytes;
+use ims_domain::{Event, ImageId, RegionId, Source};
+use ims_inspect::{inspect, Regions, HEAD_BYTES, TAIL_BYTES};
+use ims_log::{decode_event, LogBatch};
+use ims_wire::Subjects;
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256, Sha512};
+
+use crate::store::ImageStore;
+
+/// The largest image file imported (64 GiB): larger ones are refused, so a mistaken path (a
+/// device, a huge log) cannot fill the store.
+pub const IMPORT_BYTES_MAX: u64 = 64 << 30;
+
+/// Bytes read at a time from the source.
+const CHUNK_BYTES: usize = 1 << 20;
+
+/// How often an idle worker looks for new images.
+const POLL_INTERVAL: Duration = Duration::from_millis(200);
+
+/// How long a request to the service may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+const CHECKPOINT_KEY: &[u8] = b"checkpoint";
+
+/// The command id of the report of the import asked for by event `event_id`.
+pub fn report_command_id(event_id: [u8; 16]) -> uuid::Uuid {
+    let digest = Sha256::new()
+        .chain_update(b"ims import report-build")
+        .chain_update(event_id)
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// What an import found, or why it failed.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Imported {
+    Built {
+        size_bytes: u64,
+        sha256: String,
+        sha512: String,
+        format: &'static str,
+        virtual_size: Option<u64>,
+    },
+    Refused(String),
+}
+
+/// Streams `source` into `staging`, hashing and keeping the regions the inspector reads, and
+/// checks it against `declared`. Blocking: run it off the async threads.
+pub fn import_file(source: &Path, declared: &str, staging: &Path) -> std::io::Result<Imported> {
+    let mut file = std::fs::File::open(source)?;
+    let length = file.metadata()?.len();
+    if length > IMPORT_BYTES_MAX {
+        return Ok(Imported::Refused(format!(
+            "the file is {length} bytes; images of at most {IMPORT_BYTES_MAX} bytes are imported"
+        )));
+    }
+    let mut out = std::fs::File::create(staging)?;
+    let (mut sha256, mut sha512) = (Sha256::new(), Sha512::new());
+    let mut head: Vec<u8> = Vec::with_capacity(HEAD_BYTES);
+    let mut tail: Vec<u8> = Vec::with_capacity(2 * TAIL_BYTES);
+    let mut buffer = vec![0u8; CHUNK_BYTES];
+    let mut size = 0u64;
+    loop {
+        let read = file.read(&mut buffer)?;
+        if read == 0 {
+            break;
+        }
+        let chunk = &buffer[..read];
+        size += read as u64;
+        if size > IMPORT_BYTES_MAX {
+            return Ok(Imported::Refused(format!(
+                "the file grew past {IMPORT_BYTES_MAX} bytes while it was read"
+            )));
+        }
+        sha256.update(chunk);
+        sha512.update(chunk);
+        if head.len() < HEAD_BYTES {
+            let take = (HEAD_BYTES - head.len()).min(chunk.len());
+            head.extend_from_slice(&chunk[..take]);
+        }
+        tail.extend_from_slice(&chunk[chunk.len().saturating_sub(TAIL_BYTES)..]);
+        let keep_from = tail.len().saturating_sub(TAIL_BYTES);
+        tail.drain(..keep_from);
+        out.write_all(chunk)?;
+    }
+    if size == 0 {
+        return Ok(Imported::Refused("the file is empty".into()));
+    }
+    let regions = Regions {
+        head: &head,
+        tail: &tail,
+        file_size: size,
+    };
+    let inspection = match inspect(declared, &regions) {
+        Ok(inspection) => inspection,
+        Err(refusal) => return Ok(Imported::Refused(refusal.to_string())),
+    };
+    out.sync_all()?;
+    Ok(Imported::Built {
+        size_bytes: size,
+        sha256: hex::encode(sha256.finalize()),
+        sha512: hex::encode(sha512.finalize()),
+        format: inspection.format.as_str(),
+        virtual_size: inspection.virtual_size,
+    })
+}
+
+/// The path a `file://` URL names, if it lies under `root` (both resolved, links included).
+pub fn path_under_root(url: &str, root: Option<&Path>) -> Result<PathBuf, String> {
+    let path = url
+        .strip_prefix("file://")
+        .ok_or_else(|| format!("{url:?} is not a file:// URL"))?;
+    let root = root.ok_or_else(|| {
+        "this service imports file:// sources only under its --import-root, which is not set"
+            .to_owned()
+    })?;
+    let root = root
+        .canonicalize()
+        .map_err(|e| format!("the import root {} cannot be read: {e}", root.display()))?;
+    let resolved = Path::new(path)
+        .canonicalize()
+        .map_err(|e| format!("{path} cannot be read: {e}"))?;
+    if !resolved.starts_with(&root) {
+        return Err(format!(
+            "{path} is outside the import root {}; only files under it are imported",
+            root.display()
+        ));
+    }
+    if !resolved.is_file() {
+        return Err(format!("{path} is not a regular file"));
+    }
+    Ok(resolved)
+}
+
+/// The import worker of one region.
+#[derive(Debug)]
+pub struct ImportWorker {
+    client: async_nats::Client,
+    subjects: Subjects,
+    region: RegionId,
+    store: ImageStore,
+    import_root: Option<PathBuf>,
+    db: sled::Db,
+    checkpoint: u64,
+}
+
+impl ImportWorker {
+    /// Opens the worker's checkpoint under `dir`.
+    pub fn open(
+        client: async_nats::Client,
+        subjects: Subjects,
+        region: RegionId,
+        store: ImageStore,
+        import_root: Option<PathBuf>,
+        dir: &Path,
+    ) -> anyhow::Result<Self> {
+        let db = ims_log::open_sled(sled::Config::new().path(dir))?;
+        let checkpoint = db.get(CHECKPOINT_KEY)?.map_or(0, |value| {
+            let mut bytes = [0u8; 8];
+            bytes.copy_from_slice(&value[..8]);
+            u64::from_be_bytes(bytes)
+        });
+        Ok(Self {
+            client,
+            subjects,
+            region,
+            store,
+            import_root,
+            db,
+            checkpoint,
+        })
+    }
+
+    async fn read_log(&self) -> anyhow::Result<LogBatch> {
+        let body = json!({"from": self.checkpoint + 1, "max": 1000});
+        let message = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            self.client.request(
+                self.subjects.log_read(&self.region),
+                Bytes::from(body.to_string()),
+            ),
+        )
+        .await??;
+        Ok(ims_log::decode(&message.payload, || {
+            "log.read reply".into()
+        })?)
+    }
+
+    fn advance(&mut self, position: u64) -> anyhow::Result<()> {
+        self.checkpoint = position;
+        self.db
+            .insert(CHECKPOINT_KEY, &position.to_be_bytes()[..])?;
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// Imports what the log holds past the checkpoint; `Ok(false)` when the service cannot be
+    /// reached yet (retried on the next poll).
+    async fn step(&mut self) -> anyhow::Result<bool> {
+        let Ok(batch) = self.read_log().await else {
+            return Ok(false);
+        };
+        anyhow::ensure!(
+            batch.head >= self.checkpoint,
+            "the import worker of region {} is at position {}, beyond the log's head {}: its \
+             state belongs to another or a newer log; move its import folder away",
+            self.region,
+            self.checkpoint,
+            batch.head
+        );
+        for envelope in &batch.envelopes {
+            if envelope.body.event_type == "image_created" {
+                if let Event::ImageCreated(new) = decode_event(envelope)? {
+                    if let Source::File { url, format } = &new.source {
+                        if url.starts_with("file://")
+                            && !self
+                                .import(new.id, url, format.as_str(), envelope.body.event_id)
+                                .await?
+                        {
+                            return Ok(false);
+                        }
+                    }
+                }
+            }
+            self.advance(envelope.position())?;
+        }
+        Ok(true)
+    }
+
+    /// Imports one image and reports it; `Ok(false)` when the report could not be delivered.
+    async fn import(
+        &self,
+        id: ImageId,
+        url: &str,
+        declared: &str,
+        event_id: [u8; 16],
+    ) -> anyhow::Result<bool> {
+        let outcome = match path_under_root(url, self.import_root.as_deref()) {
+            Err(reason) => Imported::Refused(reason),
+            Ok(path) => {
+                let staging = self.store.staging_path(&id);
+                let declared = declared.to_owned();
+                tokio::task::spawn_blocking(move || import_file(&path, &declared, &staging))
+                    .await?
+                    .unwrap_or_else(|error| {
+                        Imported::Refused(format!("reading the file failed: {error}"))
+                    })
+            }
+        };
+        let body = match &outcome {
+            Imported::Built {
+                size_bytes,
+                sha256,
+                sha512,
+                format,
+                virtual_size,
+            } => {
+                self.store.commit(&id).await?;
+                json!({"image_id": id.to_string(), "outcome": "succeeded", "size_bytes": size_bytes,
+                       "checksum_sha256": sha256, "os_hash_algo": "sha512", "os_hash_value": sha512,
+                       "detected_format": format, "virtual_size": virtual_size})
+            }
+            Imported::Refused(reason) => {
+                self.store.discard(&id);
+                tracing::info!(region = %self.region, %id, reason, "import refused");
+                json!({"image_id": id.to_string(), "outcome": "failed", "reason": reason})
+            }
+        };
+        let mut body = body;
+        body["command_id"] = json!(report_command_id(event_id).to_string());
+        let subject = self.subjects.operator_command(&self.region, "report-build");
+        let sent = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            self.client.request(subject, Bytes::from(body.to_string())),
+        )
+        .await;
+        let Ok(Ok(message)) = sent else {
+            return Ok(false);
+        };
+        let reply: Value = serde_json::from_slice(&message.payload)?;
+        match reply["error"]["code"].as_str() {
+            // Done, or the image moved on (deleted, built by someone else): nothing to import.
+            None | Some("invalid_state" | "not_found") => Ok(true),
+            Some("unavailable") => Ok(false),
+            Some(other) => {
+                tracing::warn!(region = %self.region, %id, code = other, %reply, "the import report was refused");
+                Ok(true)
+            }
+        }
+    }
+}
+
+/// Runs the import worker until `stop` completes.
+pub async fn run_import_worker(
+    mut worker: ImportWorker,
+    stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    tokio::pin!(stop);
+    loop {
+        worker.step().await?;
+        tokio::select! {
+            _ = &mut stop => return Ok(()),
+            _ = tokio::time::sleep(POLL_INTERVAL) => {}
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! The image data plane, first slice (DESIGN.md section 14): files under the import root are
+//! imported, hashed, inspected and stored by the import worker; hostile ones are refused with a
+//! reason the owner sees and nothing stored; the bytes are served to the owner and accepted
+//! members only, with Range requests.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use ims_tests::serde_json::{json, Value};
+use ims_tests::{Client, Service, REGION};
+use sha2::{Digest, Sha256, Sha512};
+
+/// `qemu-img create -f FORMAT [OPTIONS] PATH 64M` (qemu-utils, installed by `.ci/run`).
+fn qemu_img(path: &Path, format: &str, options: &[&str]) {
+    let status = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", format])
+        .args(options)
+        .arg(path)
+        .arg("64M")
+        .status()
+        .expect("qemu-img is needed: apt-get install qemu-utils");
+    assert!(status.success());
+}
+
+async fn create_from(ims: &Client, tenant: &str, path: &Path, format: &str) -> String {
+    let reply = ims
+        .command(
+            tenant,
+            "create-image",
+            json!({"name": "imported", "disk": "system",
+                   "os": {"platform": "ubuntu", "version": "24.04", "arch": "x86_64"},
+                   "min_disk_gb": 1,
+                   "source": {"file": {"url": format!("file://{}", path.display()), "format": format}}}),
+        )
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    reply["image_id"].as_str().unwrap().to_owned()
+}
+
+/// The owner's view of the image once the import worker has reported it.
+async fn settled(ims: &Client, tenant: &str, id: &str) -> Value {
+    let started = Instant::now();
+    loop {
+        let view = ims.query(tenant, "image", json!({"image_id": id})).await;
+        if view["status"] != "queued" && view["status"] != "saving" {
+            return view;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "never imported: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A GET returning the status, the headers (lower-case names) and the raw body.
+async fn get_bytes(
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: &str,
+    range: Option<&str>,
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let range = range.map_or(String::new(), |r| format!("Range: {r}\r\n"));
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\n{range}Connection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let split = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&response[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, response[split + 4..].to_vec())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+fn object_path(service: &Service, id: &str) -> PathBuf {
+    service
+        .data_dir()
+        .join(REGION)
+        .join("store")
+        .join("images")
+        .join(id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qcow2_under_the_import_root_is_imported_hashed_inspected_and_served_to_whom_it_may() {
+    // Proves the import path end to end: hashes and format in the image, exact bytes served to
+    // the owner (whole and by range) and to an accepted member, and to nobody else.
+    let service = Service::start().await;
+    let ims = &service.client;
+    ims.register(&["owner", "member", "stranger"]).await;
+    let path = service.import_root().join("web.qcow2");
+    qemu_img(&path, "qcow2", &[]);
+    let bytes = std::fs::read(&path).unwrap();
+    let id = create_from(ims, "owner", &path, "qcow2").await;
+    let view = settled(ims, "owner", &id).await;
+    assert_eq!(view["status"], "active", "{view}");
+    assert_eq!(view["checksum_sha256"], hex::encode(Sha256::digest(&bytes)));
+    assert_eq!(view["os_hash_algo"], "sha512");
+    assert_eq!(view["os_hash_value"], hex::encode(Sha512::digest(&bytes)));
+    assert_eq!(view["detected_format"], "qcow2");
+    assert_eq!(view["virtual_size"], json!(64u64 << 20));
+    assert_eq!(view["size_bytes"], json!(bytes.len()));
+
+    let file = format!("/v1/{REGION}/tenants/owner/images/{id}/file");
+    let owner = ims.issue("tenant", Some("owner")).await;
+    let (status, headers, body) = get_bytes(service.http_addr, &file, &owner, None).await;
+    assert_eq!(status, 200);
+    assert!(body == bytes, "the download differs from the file");
+    assert_eq!(header(&headers, "accept-ranges"), Some("bytes"));
+    let (status, headers, body) =
+        get_bytes(service.http_addr, &file, &owner, Some("bytes=100-199")).await;
+    assert_eq!(status, 206);
+    assert_eq!(body, bytes[100..200]);
+    assert_eq!(
+        header(&headers, "content-range"),
+        Some(format!("bytes 100-199/{}", bytes.len()).as_str())
+    );
+
+    let stranger = ims.issue("tenant", Some("stranger")).await;
+    let strangers_path = format!("/v1/{REGION}/tenants/stranger/images/{id}/file");
+    assert_eq!(
+        get_bytes(service.http_addr, &strangers_path, &stranger, None)
+            .await
+            .0,
+        404
+    );
+    assert_eq!(
+        get_bytes(service.http_addr, &file, &stranger, None).await.0,
+        403
+    );
+
+    let member = ims.issue("tenant", Some("member")).await;
+    let members_path = format!("/v1/{REGION}/tenants/member/images/{id}/file");
+    let shared = ims
+        .command(
+            "owner",
+            "share-image",
+            json!({"image_id": id, "tenants": ["member"]}),
+        )
+        .await;
+    assert_eq!(shared["ok"], true, "{shared}");
+    let at = shared["position"].as_u64().unwrap();
+    ims.query_at("member", "shared-with-me", json!({}), at)
+        .await;
+    assert_eq!(
+        get_bytes(service.http_addr, &members_path, &member, None)
+            .await
+            .0,
+        404,
+        "a pending member downloads"
+    );
+    let accepted = ims
+        .command("member", "accept-share", json!({"image_id": id}))
+        .await;
+    ims.query_at(
+        "member",
+        "shared-with-me",
+        json!({}),
+        accepted["position"].as_u64().unwrap(),
+    )
+    .await;
+    let (status, _, body) = get_bytes(service.http_addr, &members_path, &member, None).await;
+    assert_eq!(status, 200);
+    assert!(body == bytes);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_files_are_refused_with_a_reason_the_owner_sees_and_nothing_is_stored() {
+    // Proves the inspector guards the import: a qcow2 declared raw, a qcow2 with a backing file,
+    // a path outside the import root and a missing file each fail with their reason.
+    let service = Service::start().await;
+    let ims = &service.client;
+    ims.register(&["owner"]).await;
+    let root = service.import_root();
+    let qcow2 = root.join("disk.qcow2");
+    qemu_img(&qcow2, "qcow2", &[]);
+    let backed = root.join("backed.qcow2");
+    qemu_img(&backed, "qcow2", &["-F", "raw", "-b", "/etc/passwd"]);
+    let cases = [
+        (qcow2.clone(), "raw", "declared raw but is qcow2"),
+        (backed, "qcow2", "backing file"),
+        (
+            PathBuf::from("/etc/passwd"),
+            "raw",
+            "outside the import root",
+        ),
+        (root.join("missing.raw"), "raw", "cannot be read"),
+    ];
+    for (path, format, reason) in cases {
+        let id = create_from(ims, "owner", &path, format).await;
+        let view = settled(ims, "owner", &id).await;
+        assert_eq!(view["status"], "killed", "{view}");
+        let failure = view["failure_reason"].as_str().unwrap_or_default();
+        assert!(failure.contains(reason), "{path:?}: {failure}");
+        assert!(!object_path(&service, &id).exists(), "{path:?} was stored");
+    }
+    let feed = ims.query("owner", "feed", json!({})).await;
+    let failures = feed["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|item| item["kind"] == "build_failed")
+        .count();
+    assert_eq!(failures, 4, "{feed}");
+    let staging = service
+        .data_dir()
+        .join(REGION)
+        .join("store")
+        .join("staging");
+    assert_eq!(
+        std::fs::read_dir(staging).unwrap().count(),
+        0,
+        "a staging file was left"
+    );
+}
