@@ -181,6 +181,25 @@ async fn a_qcow2_under_the_import_root_is_imported_hashed_inspected_and_served_t
     let (status, _, body) = get_bytes(service.http_addr, &members_path, &member, None).await;
     assert_eq!(status, 200);
     assert!(body == bytes);
+
+    // Deleting the image removes its object.
+    assert!(object_path(&service, &id).exists());
+    let deleted = ims
+        .command("owner", "delete-image", json!({"image_id": id}))
+        .await;
+    assert_eq!(deleted["ok"], true, "{deleted}");
+    let started = Instant::now();
+    while object_path(&service, &id).exists() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the object outlived its image"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        get_bytes(service.http_addr, &file, &owner, None).await.0,
+        404
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,4 +250,37 @@ async fn hostile_files_are_refused_with_a_reason_the_owner_sees_and_nothing_is_s
         0,
         "a staging file was left"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_verify_checks_every_imported_file_against_its_recorded_size_and_sha256() {
+    // Proves that a changed byte in a stored image file is found offline.
+    let mut service = Service::start().await;
+    let ims = &service.client;
+    ims.register(&["owner"]).await;
+    let path = service.import_root().join("disk.raw");
+    std::fs::write(&path, vec![7u8; 1 << 20]).unwrap();
+    let id = create_from(ims, "owner", &path, "raw").await;
+    assert_eq!(settled(ims, "owner", &id).await["status"], "active");
+    service.stop().await;
+    let verify = || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_imsctl-under-test"))
+            .args(["--region", REGION, "audit", "--data-dir"])
+            .arg(service.data_dir())
+            .arg("verify")
+            .output()
+            .unwrap()
+    };
+    let clean = verify();
+    let out = String::from_utf8_lossy(&clean.stdout);
+    assert!(clean.status.success(), "{out}");
+    assert!(out.contains("image files: every"), "{out}");
+    let object = object_path(&service, &id);
+    let mut bytes = std::fs::read(&object).unwrap();
+    bytes[4096] ^= 1;
+    std::fs::write(&object, bytes).unwrap();
+    let tampered = verify();
+    let out = String::from_utf8_lossy(&tampered.stdout);
+    assert_eq!(tampered.status.code(), Some(1), "{out}");
+    assert!(out.contains(&id) && out.contains("SHA-256"), "{out}");
 }

@@ -1363,10 +1363,25 @@ async fn audit(
                 (Ok(_), _) => audit::verify_models(&source, &region, live).await?,
                 (Err(_), _) => Vec::new(),
             };
-            let ok = chain.is_ok() && models.iter().all(|(_, difference)| difference.is_none());
+            // Imported files are checked where they are: offline, in the data dir's store.
+            let objects = match (&chain, &args.data_dir) {
+                (Ok(_), Some(dir)) => Some(
+                    audit::verify_objects(
+                        &source,
+                        &region,
+                        &ims_service::store::store_path(dir, &region),
+                    )
+                    .await?,
+                ),
+                _ => None,
+            };
+            let ok = chain.is_ok()
+                && models.iter().all(|(_, difference)| difference.is_none())
+                && objects.as_ref().is_none_or(Vec::is_empty);
             let value = json!({
                 "ok": ok,
                 "head": head,
+                "objects": objects.as_ref().map(|problems| json!({"ok": problems.is_empty(), "problems": problems})),
                 "chain": match &chain { Ok(_) => json!({"ok": true}), Err((position, problem)) => json!({"ok": false, "first_bad_position": position, "problem": problem}) },
                 "models": models.iter().map(|(name, difference)| json!({"model": name, "equal_to_rebuild": difference.is_none(), "first_difference": difference})).collect::<Vec<_>>(),
             });
@@ -1384,6 +1399,13 @@ async fn audit(
                     }
                 });
             }
+            human.push(match &objects {
+                None => "image files: checked offline only (--data-dir)".to_owned(),
+                Some(problems) if problems.is_empty() => {
+                    "image files: every active imported image's file has its recorded size and SHA-256".to_owned()
+                }
+                Some(problems) => format!("image files: {} PROBLEMS\n  {}", problems.len(), problems.join("\n  ")),
+            });
             print(&value, human.join("\n"));
             return Ok(if ok {
                 std::process::ExitCode::SUCCESS

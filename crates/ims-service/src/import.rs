@@ -8,6 +8,7 @@
 //! repeat after a crash is answered from the command index and recorded once. A crash
 //! mid-import leaves a staging file that the repeat overwrites; a refused file is discarded.
 //! Sources other than `file://` (object storage and HTTP URLs) are left to an external builder.
+//! It also removes the object of every image deleted in the log.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
@@ -227,6 +228,11 @@ impl ImportWorker {
             batch.head
         );
         for envelope in &batch.envelopes {
+            if envelope.body.event_type == "image_deleted" {
+                if let Event::ImageDeleted { image_id, .. } = decode_event(envelope)? {
+                    self.store.remove(&image_id).await?;
+                }
+            }
             if envelope.body.event_type == "image_created" {
                 if let Event::ImageCreated(new) = decode_event(envelope)? {
                     if let Source::File { url, format } = &new.source {

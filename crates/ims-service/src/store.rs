@@ -55,6 +55,14 @@ impl ImageStore {
         let _ = std::fs::remove_file(self.staging_path(id));
     }
 
+    /// Removes the image's object, if it has one (deleting twice is fine).
+    pub async fn remove(&self, id: &ImageId) -> object_store::Result<()> {
+        match self.objects.delete(&Self::key(id)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(error) => Err(error),
+        }
+    }
+
     /// The image's object, whole or a byte range of it.
     pub async fn get(
         &self,
