@@ -284,3 +284,64 @@ async fn audit_verify_checks_every_imported_file_against_its_recorded_size_and_s
     assert_eq!(tampered.status.code(), Some(1), "{out}");
     assert!(out.contains(&id) && out.contains("SHA-256"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_cut_by_kill_9_finishes_once_after_the_restart_and_leaves_no_orphan() {
+    // Proves the import worker is resumable and exactly once: SIGKILL while the file streams
+    // into staging, restart, and the image is built once, from the whole file.
+    let data = tempfile::tempdir().unwrap();
+    let nats = ims_tests::secured_nats(data.path());
+    let root = Service::import_root_of(data.path());
+    let root_text = root.to_str().unwrap().to_owned();
+    let spawn = || {
+        ims_tests::spawn_imsd_with_env(
+            env!("CARGO_BIN_EXE_imsd-under-test"),
+            "run",
+            &nats.url(),
+            data.path(),
+            REGION,
+            &[("IMS_IMPORT_ROOT", &root_text)],
+        )
+    };
+    let mut imsd = spawn();
+    let ims = Client::connect(&nats.url(), REGION, data.path()).await;
+    ims.wait_ready().await;
+    ims.register(&["owner"]).await;
+    let path = root.join("big.raw");
+    let pattern: Vec<u8> = (0..(256u32 << 20) / 4)
+        .flat_map(|n| n.to_le_bytes())
+        .collect();
+    std::fs::write(&path, &pattern).unwrap();
+    let id = create_from(&ims, "owner", &path, "raw").await;
+    let staging = data
+        .path()
+        .join(REGION)
+        .join("store")
+        .join("staging")
+        .join(&id);
+    let started = Instant::now();
+    while std::fs::metadata(&staging).map_or(0, |m| m.len()) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the import never started"
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    imsd.kill().unwrap();
+    imsd.wait().unwrap();
+    let cut = std::fs::metadata(&staging).map_or(0, |m| m.len());
+    let _imsd = spawn();
+    ims.wait_ready().await;
+    let view = settled(&ims, "owner", &id).await;
+    assert_eq!(view["status"], "active", "{view}");
+    assert_eq!(
+        view["checksum_sha256"],
+        hex::encode(Sha256::digest(&pattern))
+    );
+    assert!(!staging.exists(), "the staging file was left behind");
+    let history = ims.query("owner", "image", json!({"image_id": id})).await;
+    assert_eq!(
+        history["version"], 3,
+        "created, file verified, built: once each ({history}); cut at {cut} bytes"
+    );
+}
