@@ -41,8 +41,9 @@ async fn create_from(ims: &Client, tenant: &str, path: &Path, format: &str) -> S
 async fn settled(ims: &Client, tenant: &str, id: &str) -> Value {
     let started = Instant::now();
     loop {
+        // Until the projection has the image, the query answers not_found: keep asking.
         let view = ims.query(tenant, "image", json!({"image_id": id})).await;
-        if view["status"] != "queued" && view["status"] != "saving" {
+        if view["status"] == "active" || view["status"] == "killed" {
             return view;
         }
         assert!(
