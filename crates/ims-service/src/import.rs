@@ -79,7 +79,8 @@ pub fn import_file(source: &Path, declared: &str, staging: &Path) -> std::io::Re
     let mut out = std::fs::File::create(staging)?;
     // SHA-512 runs on a thread of its own, a few chunks behind: it is the slowest stage, and
     // the reader, SHA-256 and the staging write share the other core.
-    let (chunks, received) = std::sync::mpsc::sync_channel::<std::sync::Arc<Vec<u8>>>(HASH_QUEUE_CHUNKS);
+    let (chunks, received) =
+        std::sync::mpsc::sync_channel::<std::sync::Arc<Vec<u8>>>(HASH_QUEUE_CHUNKS);
     let sha512 = std::thread::spawn(move || {
         let mut sha512 = ring::digest::Context::new(&ring::digest::SHA512);
         for chunk in received {
