@@ -346,3 +346,104 @@ async fn an_import_cut_by_kill_9_finishes_once_after_the_restart_and_leaves_no_o
         "created, file verified, built: once each ({history}); cut at {cut} bytes"
     );
 }
+
+/// A PUT of `body`, returning the status and the JSON answer.
+async fn put_bytes(
+    addr: std::net::SocketAddr,
+    path: &str,
+    token: &str,
+    body: &[u8],
+) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(body).await.unwrap();
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).await.unwrap();
+    let text = String::from_utf8_lossy(&response);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        ims_tests::serde_json::from_str(body).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_uploaded_file_is_checked_stored_and_reported_once_by_its_owner_only() {
+    // Proves the upload source: the owner PUTs the bytes, they are hashed, inspected and served
+    // back; a second upload, a stranger's upload and a file that is not what was declared are
+    // refused with their reasons.
+    let service = Service::start().await;
+    let ims = &service.client;
+    ims.register(&["owner", "stranger"]).await;
+    let path = service.import_root().join("up.qcow2");
+    qemu_img(&path, "qcow2", &[]);
+    let bytes = std::fs::read(&path).unwrap();
+    let create = |format: &str| json!({"name": "uploaded", "disk": "data", "min_disk_gb": 1, "source": {"upload": {"format": format}}});
+    let created = ims.command("owner", "create-image", create("qcow2")).await;
+    let id = created["image_id"].as_str().unwrap().to_owned();
+    ims.query_at(
+        "owner",
+        "image",
+        json!({"image_id": id}),
+        created["position"].as_u64().unwrap(),
+    )
+    .await;
+    let owner = ims.issue("tenant", Some("owner")).await;
+    let stranger = ims.issue("tenant", Some("stranger")).await;
+    let file = format!("/v1/{REGION}/tenants/owner/images/{id}/file");
+    assert_eq!(
+        put_bytes(service.http_addr, &file, &stranger, &bytes)
+            .await
+            .0,
+        403
+    );
+    let (status, reply) = put_bytes(service.http_addr, &file, &owner, &bytes).await;
+    assert_eq!(status, 200, "{reply}");
+    let view = settled(ims, "owner", &id).await;
+    assert_eq!(view["status"], "active", "{view}");
+    assert_eq!(view["checksum_sha256"], hex::encode(Sha256::digest(&bytes)));
+    assert_eq!(view["detected_format"], "qcow2");
+    assert_eq!(view["source"], json!({"upload": {"format": "qcow2"}}));
+    let (status, _, body) = get_bytes(service.http_addr, &file, &owner, None).await;
+    assert_eq!(status, 200);
+    assert!(body == bytes);
+    let (status, again) = put_bytes(service.http_addr, &file, &owner, &bytes).await;
+    assert_eq!(
+        (status, again["error"]["code"].as_str()),
+        (409, Some("invalid_state")),
+        "{again}"
+    );
+
+    let created = ims.command("owner", "create-image", create("raw")).await;
+    let raw_id = created["image_id"].as_str().unwrap().to_owned();
+    ims.query_at(
+        "owner",
+        "image",
+        json!({"image_id": raw_id}),
+        created["position"].as_u64().unwrap(),
+    )
+    .await;
+    let raw_file = format!("/v1/{REGION}/tenants/owner/images/{raw_id}/file");
+    let (status, refused) = put_bytes(service.http_addr, &raw_file, &owner, &bytes).await;
+    assert_eq!(status, 422, "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("declared raw but is qcow2"),
+        "{refused}"
+    );
+    let view = settled(ims, "owner", &raw_id).await;
+    assert_eq!(view["status"], "killed", "{view}");
+    assert!(!object_path(&service, &raw_id).exists());
+}

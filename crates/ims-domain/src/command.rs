@@ -17,6 +17,10 @@ pub enum CreateSource {
         url: String,
         format: FileFormat,
     },
+    /// The owner uploads the bytes after creating the image.
+    Upload {
+        format: FileFormat,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -322,6 +322,15 @@ fn create_image(
                 data_disk_ids: data_disk_ids.clone(),
             }
         }
+        CreateSource::Upload { format } => {
+            if create.disk == DiskKind::FullEcs {
+                return Err(DomainError::invalid_argument(
+                    "a full_ecs image is made from an ECS (source.ecs), not from an upload; use \
+                     disk \"system\" or \"data\" for an image file",
+                ));
+            }
+            Source::Upload { format: *format }
+        }
         CreateSource::File { url, format } => {
             if create.disk == DiskKind::FullEcs {
                 return Err(DomainError::invalid_argument(

@@ -101,6 +101,11 @@ pub enum Source {
     },
     /// Published by the operator as a public image.
     Published,
+    // Added after the first release: variants go last so stored indexes never move.
+    /// Bytes uploaded by the owner (`PUT …/images/{id}/file`), declared as `format`.
+    Upload {
+        format: FileFormat,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

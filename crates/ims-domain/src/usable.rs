@@ -126,7 +126,10 @@ pub fn usable(
     };
     if image.status != ImageStatus::Active {
         let reason = match (&image.source, image.status) {
-            (Source::File { .. }, ImageStatus::Queued | ImageStatus::Saving) => format!(
+            (
+                Source::File { .. } | Source::Upload { .. },
+                ImageStatus::Queued | ImageStatus::Saving,
+            ) => format!(
                 "image {image_id} is still being imported from its file (status {}); wait until \
                  it is active",
                 image.status.as_str()

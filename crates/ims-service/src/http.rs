@@ -45,6 +45,9 @@ pub struct HttpState {
     pub logs: Arc<HashMap<RegionId, EventLog>>,
     /// The image stores of the regions whose writer runs in this process (for downloads).
     pub stores: Arc<HashMap<RegionId, ImageStore>>,
+    /// The service's NATS connection, to report uploads' builds (none: uploads unavailable).
+    pub client: Option<async_nats::Client>,
+    pub subjects: ims_wire::Subjects,
     /// Checks the bearer token of every `/v1` request.
     pub authenticator: Authenticator,
 }
@@ -356,6 +359,145 @@ async fn download(
     }
 }
 
+/// `PUT /v1/{region}/tenants/{tenant}/images/{id}/file`: the owner uploads the bytes of an image
+/// created with `source: {upload: {format}}`. They are streamed to staging under the import
+/// cap, hashed, inspected and stored, and the build is reported (failed, with the reason, when
+/// the file is refused), once.
+async fn upload(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    Path((region, tenant, id)): Path<(String, String, String)>,
+    body: axum::body::Body,
+) -> Response {
+    let principal = match caller(&state, &headers).await {
+        Ok(principal) => principal,
+        Err(response) => return response,
+    };
+    let owner_only = principal
+        .as_ref()
+        .is_some_and(|p| p.role.tenant().map(|t| t.as_str()) != Some(tenant.as_str()));
+    if owner_only {
+        return refusal(
+            StatusCode::FORBIDDEN,
+            WireErrorCode::Forbidden,
+            format!("only tenant {tenant} itself uploads the files of its images"),
+        );
+    }
+    match receive_upload(&state, &region, &tenant, &id, body).await {
+        Ok(reply) => {
+            let status = match reply["ok"].as_bool() {
+                Some(true) => StatusCode::OK,
+                _ => StatusCode::UNPROCESSABLE_ENTITY,
+            };
+            (status, Json(reply)).into_response()
+        }
+        Err(error) => error_response(error),
+    }
+}
+
+async fn receive_upload(
+    state: &HttpState,
+    region: &str,
+    tenant: &str,
+    id: &str,
+    body: axum::body::Body,
+) -> Result<serde_json::Value, WireError> {
+    use futures::StreamExt as _;
+    use tokio::io::AsyncWriteExt as _;
+    let view = query_value(state, region, tenant, "image", Some(id.to_owned())).await?;
+    let format = view["source"]["upload"]["format"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    if view["type"] != "private" || format.is_empty() {
+        return Err(WireError::new(
+            WireErrorCode::InvalidState,
+            format!("image {id} is not tenant {tenant}'s image to upload: create it with source {{\"upload\": {{\"format\": …}}}}"),
+        ));
+    }
+    if view["status"] != "queued" {
+        return Err(WireError::new(
+            WireErrorCode::InvalidState,
+            format!(
+                "image {id} is {}; its file is uploaded once, while it is queued",
+                view["status"]
+            ),
+        ));
+    }
+    let unavailable = |what: String| WireError::new(WireErrorCode::Unavailable, what);
+    let region_id = RegionId::parse(region).map_err(WireError::from)?;
+    let image = ims_domain::ImageId::parse(id).map_err(WireError::from)?;
+    let (Some(store), Some(client)) = (state.stores.get(&region_id), &state.client) else {
+        return Err(unavailable(format!(
+            "uploads of region {region} are not served by this process"
+        )));
+    };
+    let received = store.staging_path(&image).with_extension("upload");
+    let mut file = tokio::fs::File::create(&received)
+        .await
+        .map_err(|e| unavailable(format!("staging the upload failed: {e}")))?;
+    let mut stream = body.into_data_stream();
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| {
+            WireError::new(
+                WireErrorCode::InvalidArgument,
+                format!("the upload broke off: {e}"),
+            )
+        })?;
+        size += chunk.len() as u64;
+        if size > crate::import::IMPORT_BYTES_MAX {
+            let _ = tokio::fs::remove_file(&received).await;
+            return Err(WireError::new(
+                WireErrorCode::PayloadTooLarge,
+                format!(
+                    "the upload passed {} bytes, the most an image file may have",
+                    crate::import::IMPORT_BYTES_MAX
+                ),
+            ));
+        }
+        file.write_all(&chunk)
+            .await
+            .map_err(|e| unavailable(format!("staging the upload failed: {e}")))?;
+    }
+    drop(file);
+    let staging = store.staging_path(&image);
+    let checked = {
+        let received = received.clone();
+        tokio::task::spawn_blocking(move || {
+            crate::import::import_file(&received, &format, &staging)
+        })
+        .await
+        .map_err(|e| unavailable(format!("checking the upload failed: {e}")))?
+    };
+    let _ = tokio::fs::remove_file(&received).await;
+    let outcome = checked.unwrap_or_else(|e| {
+        crate::import::Imported::Refused(format!("reading the upload failed: {e}"))
+    });
+    match &outcome {
+        crate::import::Imported::Built { .. } => store
+            .commit(&image)
+            .await
+            .map_err(|e| unavailable(format!("storing the upload failed: {e}")))?,
+        crate::import::Imported::Refused(_) => store.discard(&image),
+    }
+    let command =
+        crate::import::report_body(&image, &outcome, crate::import::upload_command_id(&image));
+    let message = client
+        .request(
+            state.subjects.operator_command(&region_id, "report-build"),
+            bytes::Bytes::from(command.to_string()),
+        )
+        .await
+        .map_err(|e| unavailable(format!("reporting the upload failed: {e}; upload again")))?;
+    let mut reply: serde_json::Value = serde_json::from_slice(&message.payload)
+        .map_err(|e| unavailable(format!("the build report's answer: {e}")))?;
+    if let crate::import::Imported::Refused(reason) = &outcome {
+        reply = serde_json::json!({"ok": false, "image_id": id, "error": {"code": "invalid_argument", "message": reason}});
+    }
+    Ok(reply)
+}
+
 /// A query's answer as JSON, for routes that build on one.
 async fn query_value(
     state: &HttpState,
@@ -434,7 +576,7 @@ pub fn router(state: HttpState) -> Router {
         )
         .route(
             "/v1/{region}/tenants/{tenant}/images/{id}/file",
-            get(download),
+            get(download).put(upload),
         )
         .route("/v1/{region}/images/{id}/history", get(history))
         .fallback(|| async {

@@ -53,6 +53,37 @@ pub fn report_command_id(event_id: [u8; 16]) -> uuid::Uuid {
     uuid::Builder::from_custom_bytes(bytes).into_uuid()
 }
 
+/// The command id of the report of the upload of image `id` (one upload makes one report).
+pub fn upload_command_id(id: &ImageId) -> uuid::Uuid {
+    let digest = Sha256::new()
+        .chain_update(b"ims upload report-build")
+        .chain_update(id.as_bytes())
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// The `report-build` command that tells what an import found.
+pub fn report_body(id: &ImageId, outcome: &Imported, command_id: uuid::Uuid) -> Value {
+    let mut body = match outcome {
+        Imported::Built {
+            size_bytes,
+            sha256,
+            sha512,
+            format,
+            virtual_size,
+        } => json!({"image_id": id.to_string(), "outcome": "succeeded", "size_bytes": size_bytes,
+                    "checksum_sha256": sha256, "os_hash_algo": "sha512", "os_hash_value": sha512,
+                    "detected_format": format, "virtual_size": virtual_size}),
+        Imported::Refused(reason) => {
+            json!({"image_id": id.to_string(), "outcome": "failed", "reason": reason})
+        }
+    };
+    body["command_id"] = json!(command_id.to_string());
+    body
+}
+
 /// What an import found, or why it failed.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Imported {
@@ -292,27 +323,14 @@ impl ImportWorker {
                     })
             }
         };
-        let body = match &outcome {
-            Imported::Built {
-                size_bytes,
-                sha256,
-                sha512,
-                format,
-                virtual_size,
-            } => {
-                self.store.commit(&id).await?;
-                json!({"image_id": id.to_string(), "outcome": "succeeded", "size_bytes": size_bytes,
-                       "checksum_sha256": sha256, "os_hash_algo": "sha512", "os_hash_value": sha512,
-                       "detected_format": format, "virtual_size": virtual_size})
-            }
+        match &outcome {
+            Imported::Built { .. } => self.store.commit(&id).await?,
             Imported::Refused(reason) => {
                 self.store.discard(&id);
                 tracing::info!(region = %self.region, %id, reason, "import refused");
-                json!({"image_id": id.to_string(), "outcome": "failed", "reason": reason})
             }
-        };
-        let mut body = body;
-        body["command_id"] = json!(report_command_id(event_id).to_string());
+        }
+        let body = report_body(&id, &outcome, report_command_id(event_id));
         let subject = self.subjects.operator_command(&self.region, "report-build");
         let sent = tokio::time::timeout(
             REQUEST_TIMEOUT,

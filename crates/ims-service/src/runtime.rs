@@ -272,6 +272,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             regions: Arc::new(region_models),
             logs: Arc::new(logs),
             stores: Arc::new(stores),
+            client: Some(client.clone()),
+            subjects: config.subjects.clone(),
             authenticator,
         };
         tasks.spawn(serve_http(

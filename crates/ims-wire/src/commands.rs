@@ -128,6 +128,10 @@ pub enum SourceDto {
         url: String,
         format: String,
     },
+    /// The bytes follow on `PUT /v1/{region}/tenants/{tenant}/images/{id}/file`.
+    Upload {
+        format: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -442,6 +446,9 @@ fn to_command(name: &str, value: serde_json::Value) -> Result<Command, WireError
                 },
                 SourceDto::File { url, format } => CreateSource::File {
                     url,
+                    format: parse_file_format(&format).map_err(WireError::from)?,
+                },
+                SourceDto::Upload { format } => CreateSource::Upload {
                     format: parse_file_format(&format).map_err(WireError::from)?,
                 },
             };

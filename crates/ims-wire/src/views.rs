@@ -100,6 +100,7 @@ fn source_json(source: &Source, owner_view: bool) -> serde_json::Value {
             Source::File { format, .. } => serde_json::json!({"file": {"format": format.as_str()}}),
             Source::Copy { region, .. } => serde_json::json!({"copy": {"region": region.as_str()}}),
             Source::Published => serde_json::json!("published"),
+            Source::Upload { format } => serde_json::json!({"upload": {"format": format.as_str()}}),
         };
     }
     match source {
@@ -116,6 +117,7 @@ fn source_json(source: &Source, owner_view: bool) -> serde_json::Value {
             serde_json::json!({"copy": {"region": region.as_str(), "image_id": image_id.to_string()}})
         }
         Source::Published => serde_json::json!("published"),
+        Source::Upload { format } => serde_json::json!({"upload": {"format": format.as_str()}}),
     }
 }
 

@@ -41,6 +41,8 @@ async fn main() -> anyhow::Result<()> {
         regions: Arc::new(HashMap::from([(region, Arc::new(models))])),
         logs: Arc::new(HashMap::new()),
         stores: Arc::new(HashMap::new()),
+        client: None,
+        subjects: ims_wire::Subjects::default(),
         authenticator: ims_service::identity::Authenticator::Local(directory),
     };
     tokio::spawn(serve_http(addr, state, std::future::pending()));
