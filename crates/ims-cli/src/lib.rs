@@ -1,5 +1,6 @@
 //! The ims binaries as libraries: `imsd` (runs the service) and `imsctl` (talks to it). The files
-//! in `bin/` only call these entry points.
+//! in `bin/` only call these entry points; `files` moves image files over HTTP for imsctl.
 
+mod files;
 pub mod imsctl;
 pub mod imsd;
