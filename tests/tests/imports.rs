@@ -528,3 +528,48 @@ async fn imsctl_imports_a_file_and_downloads_it_back() {
     );
     assert_eq!(code, Some(1), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_across_regions_moves_the_bytes_and_hashes_them_again() {
+    // Proves the copy saga carries the file: the copy in the target region becomes active with
+    // the same SHA-256, and its bytes are served there.
+    const B: &str = "test-2";
+    let service = Service::start_with(ims_service::runtime::Roles::ALL, &[REGION, B]).await;
+    let a = &service.client;
+    let b = Client::connect(&service.nats.url(), B, service.data_dir()).await;
+    a.register(&["owner"]).await;
+    b.register(&["owner"]).await;
+    let path = service.import_root().join("golden.raw");
+    std::fs::write(
+        &path,
+        (0..(4u32 << 20)).map(|n| n as u8).collect::<Vec<u8>>(),
+    )
+    .unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let id = create_from(a, "owner", &path, "raw").await;
+    let source = settled(a, "owner", &id).await;
+    assert_eq!(source["status"], "active", "{source}");
+    let copied = a
+        .command(
+            "owner",
+            "copy-image",
+            json!({"image_id": id, "target_region": B}),
+        )
+        .await;
+    assert_eq!(copied["ok"], true, "{copied}");
+    let copy = copied["copy_image_id"].as_str().unwrap().to_owned();
+    let target = settled(&b, "owner", &copy).await;
+    assert_eq!(target["status"], "active", "{target}");
+    assert_eq!(target["checksum_sha256"], source["checksum_sha256"]);
+    assert_eq!(target["os_hash_value"], source["os_hash_value"]);
+    let owner = a.issue("tenant", Some("owner")).await;
+    let (status, _, body) = get_bytes(
+        service.http_addr,
+        &format!("/v1/{B}/tenants/owner/images/{copy}/file"),
+        &owner,
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(body == bytes, "the copy's bytes differ");
+}

@@ -15,7 +15,9 @@
 //! it asks, and a retry after a crash asks again rather than reporting a failure while a copy
 //! exists.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -25,6 +27,9 @@ use ims_wire::commands::{DiskDto, OsDto, ReceiveCopyDto, RecordCopyOutcomeDto};
 use ims_wire::{CommandReply, Subjects};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+
+use crate::import::{import_file, report_body, Imported};
+use crate::store::ImageStore;
 
 /// How often an idle saga looks for new copy requests.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -49,6 +54,17 @@ pub const PAUSE_AFTER_RECEIVE_ENV: &str = "IMS_TEST_COPY_SAGA_PAUSE_AFTER_RECEIV
 pub fn outcome_command_id(event_id: [u8; 16]) -> uuid::Uuid {
     let digest = Sha256::new()
         .chain_update(b"ims record-copy-outcome")
+        .chain_update(event_id)
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// The command id of the build report of a copy whose bytes the saga moved.
+fn bytes_command_id(event_id: [u8; 16]) -> uuid::Uuid {
+    let digest = Sha256::new()
+        .chain_update(b"ims copy bytes report-build")
         .chain_update(event_id)
         .finalize();
     let mut bytes = [0u8; 16];
@@ -99,6 +115,9 @@ pub struct CopySaga {
     checkpoint: u64,
     /// When the current copy's target was first found silent.
     silent_since: Option<Instant>,
+    /// The image stores of the regions in this process: a copy between two of them moves the
+    /// bytes too.
+    stores: Arc<HashMap<RegionId, ImageStore>>,
 }
 
 impl CopySaga {
@@ -121,7 +140,96 @@ impl CopySaga {
             db,
             checkpoint,
             silent_since: None,
+            stores: Arc::default(),
         })
+    }
+
+    /// Moves image files along with copies between the regions whose stores are given.
+    pub fn with_stores(mut self, stores: Arc<HashMap<RegionId, ImageStore>>) -> Self {
+        self.stores = stores;
+        self
+    }
+
+    /// Streams the source image's file into the target region's store, hashing it again and
+    /// comparing with the SHA-256 the source recorded, then reports the copy's build in the
+    /// target region (failed, with why, when the bytes differ). Nothing to do when the source
+    /// has no file or the target's store is in another process (an external builder reports).
+    async fn move_bytes(&self, request: &CopyRequest) -> Result<(), Retry> {
+        let retry = |what: &str, error: &dyn std::fmt::Display| Retry(format!("{what}: {error}"));
+        let (Some(source), Some(target)) = (
+            self.stores.get(&self.region),
+            self.stores.get(&request.target),
+        ) else {
+            return Ok(());
+        };
+        if source
+            .size(&request.image_id)
+            .await
+            .map_err(|e| retry("reading the source's file", &e))?
+            .is_none()
+        {
+            return Ok(());
+        }
+        // What the source recorded of its file, as of the copy request.
+        let subject = self
+            .subjects
+            .query(&self.region, &request.spec.owner, "image");
+        let body =
+            json!({"image_id": request.image_id.to_string(), "min_position": request.position});
+        let message = tokio::time::timeout(
+            REQUEST_TIMEOUT,
+            self.client.request(subject, Bytes::from(body.to_string())),
+        )
+        .await
+        .map_err(|_| Retry("the source's record did not come".into()))?
+        .map_err(|e| retry("asking for the source's record", &e))?;
+        let view: serde_json::Value = serde_json::from_slice(&message.payload)
+            .map_err(|e| retry("the source's record", &e))?;
+        let (Some(recorded), Some(format)) = (
+            view["checksum_sha256"].as_str().map(str::to_owned),
+            view["detected_format"].as_str().map(str::to_owned),
+        ) else {
+            return Ok(());
+        };
+        let (from, staging) = (
+            source.object_path(&request.image_id),
+            target.staging_path(&request.copy_image_id),
+        );
+        let moved = tokio::task::spawn_blocking(move || import_file(&from, &format, &staging))
+            .await
+            .map_err(|e| retry("copying the file", &e))?
+            .map_err(|e| retry("copying the file", &e))?;
+        let outcome = match moved {
+            Imported::Built { ref sha256, .. } if *sha256 != recorded => Imported::Refused(
+                format!("the copied bytes hash to SHA-256 {sha256}, not the source's {recorded}"),
+            ),
+            other => other,
+        };
+        match &outcome {
+            Imported::Built { .. } => target
+                .commit(&request.copy_image_id)
+                .await
+                .map_err(|e| retry("storing the copy's file", &e))?,
+            Imported::Refused(_) => target.discard(&request.copy_image_id),
+        }
+        let body = report_body(
+            &request.copy_image_id,
+            &outcome,
+            bytes_command_id(request.event_id),
+        );
+        let reply = send(
+            &self.client,
+            self.subjects
+                .operator_command(&request.target, "report-build"),
+            &body,
+        )
+        .await?;
+        match reply.error {
+            Some(error) if error.code == ims_wire::WireErrorCode::Unavailable => {
+                Err(Retry(error.to_string()))
+            }
+            _ => Ok(()),
+        }
     }
 
     fn asked_key(request: &CopyRequest) -> [u8; 17] {
@@ -230,6 +338,9 @@ impl CopySaga {
         } else {
             self.note_asked(request)?;
             let created = self.create_in_target(request).await?;
+            if created.is_ok() {
+                self.move_bytes(request).await?;
+            }
             if let Some(pause) = std::env::var(PAUSE_AFTER_RECEIVE_ENV)
                 .ok()
                 .and_then(|ms| ms.parse().ok())

@@ -129,6 +129,13 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let mut stores = HashMap::new();
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
+    // Every store first: a copy between two regions of this process moves the bytes.
+    for region in config.regions.iter().filter(|_| config.roles.command) {
+        let store = ImageStore::open(store_path(&config.data_dir, region))
+            .with_context(|| format!("opening the image store of region {region}"))?;
+        stores.insert(region.clone(), store);
+    }
+    let stores = Arc::new(stores);
     for region in &config.regions {
         if !config.roles.command {
             continue;
@@ -158,9 +165,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
                 )),
             }
         });
-        let store = ImageStore::open(store_path(&config.data_dir, region))
-            .with_context(|| format!("opening the image store of region {region}"))?;
-        stores.insert(region.clone(), store.clone());
+        let store = stores[region].clone();
         let importer = ImportWorker::open(
             client.clone(),
             config.subjects.clone(),
@@ -177,7 +182,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             region.clone(),
             &config.data_dir.join(region.as_str()).join("copy-saga"),
         )
-        .with_context(|| format!("opening the copy saga of region {region}"))?;
+        .with_context(|| format!("opening the copy saga of region {region}"))?
+        .with_stores(stores.clone());
         tasks.spawn(run_copy_saga(saga, stopped(stop_rx.clone())));
         let publisher = tokio::spawn(publish_events(
             client.clone(),
@@ -271,7 +277,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         let state = HttpState {
             regions: Arc::new(region_models),
             logs: Arc::new(logs),
-            stores: Arc::new(stores),
+            stores,
             client: Some(client.clone()),
             subjects: config.subjects.clone(),
             authenticator,

@@ -43,6 +43,11 @@ impl ImageStore {
         self.root.join("staging").join(id.to_string())
     }
 
+    /// Where the image's object lies on the local filesystem (for streaming it elsewhere).
+    pub fn object_path(&self, id: &ImageId) -> PathBuf {
+        self.root.join("images").join(id.to_string())
+    }
+
     /// Moves a complete, checked staging file into place as the image's object.
     pub async fn commit(&self, id: &ImageId) -> object_store::Result<()> {
         self.objects
