@@ -18,6 +18,59 @@ fn start_imsd(nats_url: &str, data_dir: &std::path::Path) -> ims_tests::KilledOn
     )
 }
 
+/// `imsd run` whose stderr the test reads (errors only), with `IMS_FAILPOINTS` armed.
+fn start_imsd_reporting(
+    nats_url: &str,
+    data_dir: &std::path::Path,
+    http: std::net::SocketAddr,
+    failpoints: &str,
+) -> ims_tests::KilledOnDrop {
+    ims_tests::KilledOnDrop(
+        std::process::Command::new(env!("CARGO_BIN_EXE_imsd-under-test"))
+            .args(["run", "--nats-url", nats_url, "--regions", REGION])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--http-addr", &http.to_string()])
+            .env("RUST_LOG", "error")
+            .env("IMS_FAILPOINTS", failpoints)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+fn free_http_addr() -> std::net::SocketAddr {
+    format!(
+        "127.0.0.1:{}",
+        ims_service::nats_server::free_port().unwrap()
+    )
+    .parse()
+    .unwrap()
+}
+
+/// Waits (at most 20 s, else fails with `still_running`) for imsd to exit by itself; its exit
+/// status and what it wrote to stderr.
+async fn exit_of(
+    imsd: &mut ims_tests::KilledOnDrop,
+    still_running: &str,
+) -> (std::process::ExitStatus, String) {
+    let started = Instant::now();
+    let status = loop {
+        if let Some(status) = imsd.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{still_running}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(imsd.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    (status, stderr)
+}
+
 fn create_body(command_id: uuid::Uuid, valid: bool) -> Value {
     json!({"command_id": command_id.to_string(), "name": "load", "disk": "data",
            "source": {"file": {"url": "obs://bucket/load.raw", "format": "raw"}},
@@ -178,24 +231,11 @@ async fn a_failed_fsync_stops_imsd_non_zero_and_nothing_answered_ok_is_lost() {
     // clear line, no command is answered ok that is not durable, and a restart recovers.
     let data = tempfile::tempdir().unwrap();
     let nats = ims_tests::secured_nats(data.path());
-    let mut imsd = ims_tests::KilledOnDrop(
-        std::process::Command::new(env!("CARGO_BIN_EXE_imsd-under-test"))
-            .args(["run", "--nats-url", &nats.url(), "--regions", REGION])
-            .arg("--data-dir")
-            .arg(data.path())
-            .args([
-                "--http-addr",
-                &format!(
-                    "127.0.0.1:{}",
-                    ims_service::nats_server::free_port().unwrap()
-                ),
-            ])
-            .env("RUST_LOG", "error")
-            .env("IMS_FAILPOINTS", "fsync-fails-after=30")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let mut imsd = start_imsd_reporting(
+        &nats.url(),
+        data.path(),
+        free_http_addr(),
+        "fsync-fails-after=30",
     );
     let client = Client::connect(&nats.url(), REGION, data.path()).await;
     client.wait_ready().await;
@@ -230,13 +270,11 @@ async fn a_failed_fsync_stops_imsd_non_zero_and_nothing_answered_ok_is_lost() {
             unknown += 1;
         }
     }
-    let status = imsd.wait().unwrap();
+    let (status, stderr) = exit_of(&mut imsd, "imsd did not stop").await;
     assert!(
         !status.success(),
         "imsd exited {status} after a failed fsync"
     );
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(imsd.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("could not be written"), "{stderr}");
     assert!(
         !ok.is_empty(),
@@ -378,44 +416,15 @@ async fn a_panicking_projector_stops_imsd_non_zero_and_readiness_never_says_read
     // (a supervisor restarts it) instead of leaving a ready-looking service with stale models.
     let data = tempfile::tempdir().unwrap();
     let nats = ims_tests::secured_nats(data.path());
-    let http: std::net::SocketAddr = format!(
-        "127.0.0.1:{}",
-        ims_service::nats_server::free_port().unwrap()
-    )
-    .parse()
-    .unwrap();
-    let mut imsd = ims_tests::KilledOnDrop(
-        std::process::Command::new(env!("CARGO_BIN_EXE_imsd-under-test"))
-            .args(["run", "--nats-url", &nats.url(), "--regions", REGION])
-            .arg("--data-dir")
-            .arg(data.path())
-            .args(["--http-addr", &http.to_string()])
-            .env("RUST_LOG", "error")
-            .env("IMS_FAILPOINTS", "projector-panic-at=3")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
+    let http = free_http_addr();
+    let mut imsd = start_imsd_reporting(&nats.url(), data.path(), http, "projector-panic-at=3");
     let client = Client::connect(&nats.url(), REGION, data.path()).await;
     client.wait_ready().await;
     client.register(&["t1", "t2", "t3"]).await;
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = imsd.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "imsd kept running"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (status, stderr) = exit_of(&mut imsd, "imsd kept running").await;
     assert!(!status.success(), "imsd exited {status}");
     // Nothing is left to answer ready: a supervisor sees the exit and restarts it.
     assert!(tokio::net::TcpStream::connect(http).await.is_err());
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(imsd.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(stderr.contains("panicked"), "{stderr}");
 }
 
@@ -433,44 +442,14 @@ async fn read_models_ahead_of_their_log_stop_the_start_naming_both_positions() {
         &ims_domain::RegionId::parse(REGION).unwrap(),
     ))
     .unwrap();
-    let mut imsd = ims_tests::KilledOnDrop(
-        std::process::Command::new(env!("CARGO_BIN_EXE_imsd-under-test"))
-            .args([
-                "run",
-                "--nats-url",
-                &service.nats.url(),
-                "--regions",
-                REGION,
-            ])
-            .arg("--data-dir")
-            .arg(service.data_dir())
-            .args([
-                "--http-addr",
-                &format!(
-                    "127.0.0.1:{}",
-                    ims_service::nats_server::free_port().unwrap()
-                ),
-            ])
-            .env("RUST_LOG", "error")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap(),
+    let mut imsd = start_imsd_reporting(
+        &service.nats.url(),
+        service.data_dir(),
+        free_http_addr(),
+        "",
     );
-    let started = Instant::now();
-    let status = loop {
-        if let Some(status) = imsd.try_wait().unwrap() {
-            break status;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "imsd served models ahead of its log"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let (status, stderr) = exit_of(&mut imsd, "imsd served models ahead of its log").await;
     assert!(!status.success(), "imsd exited {status}");
-    let mut stderr = String::new();
-    std::io::Read::read_to_string(imsd.stderr.as_mut().unwrap(), &mut stderr).unwrap();
     assert!(
         stderr.contains("position 3") && stderr.contains("head 0"),
         "{stderr}"

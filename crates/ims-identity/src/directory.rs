@@ -217,6 +217,12 @@ impl Directory {
         Ok((credential.clone(), position))
     }
 
+    /// The credential `key_id` names, revoked or not.
+    pub fn credential(&self, key_id: &KeyId) -> Option<Credential> {
+        let credentials = self.credentials.read().expect("credentials lock");
+        credentials.get(key_id).cloned()
+    }
+
     /// Every credential ever issued, revoked ones included, by key id.
     pub fn list(&self) -> Vec<Credential> {
         let credentials = self.credentials.read().expect("credentials lock");

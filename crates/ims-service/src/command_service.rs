@@ -147,6 +147,20 @@ pub(crate) fn read_log(
     Ok(Bytes::from(ims_log::encode(&batch)))
 }
 
+/// A command id derived from `seed` for one `purpose` (a name-based UUID, version 8, from
+/// SHA-256 of both): the same step retried after a crash sends the same id, so the log's
+/// command index answers the repeat and records nothing twice.
+pub fn derived_command_id(purpose: &str, seed: &[u8]) -> uuid::Uuid {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::new()
+        .chain_update(purpose.as_bytes())
+        .chain_update(seed)
+        .finalize();
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&digest[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
 /// Sends a `log.read` answer: the batch, or the error as JSON with the `Ims-Error` header.
 pub(crate) async fn respond_log_read(
     request: async_nats::service::Request,

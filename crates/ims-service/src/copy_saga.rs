@@ -26,8 +26,8 @@ use ims_log::{decode_event, LogBatch};
 use ims_wire::commands::{DiskDto, OsDto, ReceiveCopyDto, RecordCopyOutcomeDto};
 use ims_wire::{CommandReply, Subjects};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
+use crate::command_service::derived_command_id;
 use crate::import::{import_file, report_body, Imported};
 use crate::store::ImageStore;
 
@@ -52,24 +52,12 @@ pub const PAUSE_AFTER_RECEIVE_ENV: &str = "IMS_TEST_COPY_SAGA_PAUSE_AFTER_RECEIV
 /// The command id of the outcome of the copy asked for by event `event_id`: a name-based UUID
 /// (version 8) from a SHA-256 of the event id, different from the event id the target gets.
 pub fn outcome_command_id(event_id: [u8; 16]) -> uuid::Uuid {
-    let digest = Sha256::new()
-        .chain_update(b"ims record-copy-outcome")
-        .chain_update(event_id)
-        .finalize();
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+    derived_command_id("ims record-copy-outcome", &event_id)
 }
 
 /// The command id of the build report of a copy whose bytes the saga moved.
 fn bytes_command_id(event_id: [u8; 16]) -> uuid::Uuid {
-    let digest = Sha256::new()
-        .chain_update(b"ims copy bytes report-build")
-        .chain_update(event_id)
-        .finalize();
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+    derived_command_id("ims copy bytes report-build", &event_id)
 }
 
 /// One `copy_requested` event of the log: the copy it asks for, and the event's id and position,

@@ -148,15 +148,10 @@ async fn query(
     if let Err(response) = may_read_tenant(principal.as_ref(), tenant) {
         return *response;
     }
-    let result = async {
-        let models = models_of(state, region)?;
-        let tenant = TenantId::parse(tenant).map_err(WireError::from)?;
-        if image_id.is_some() {
-            params.image_id = image_id;
-        }
-        models.query(&tenant, name, &params).await
+    if image_id.is_some() {
+        params.image_id = image_id;
     }
-    .await;
+    let result = query_value(state, region, tenant, name, &params).await;
     match result {
         Ok(value) => Json(value).into_response(),
         Err(error) => error_response(error),
@@ -296,7 +291,7 @@ async fn download(
     }
     let result = async {
         // The same visibility as the `image` query, and then only owners and accepted members.
-        let view = query_value(&state, &region, &tenant, "image", Some(id.clone())).await?;
+        let view = image_view(&state, &region, &tenant, &id).await?;
         let may_download = view["type"] == "private"
             || (view["type"] == "shared" && view["member_status"] == "accepted");
         let no_file = || {
@@ -404,7 +399,7 @@ async fn receive_upload(
 ) -> Result<serde_json::Value, WireError> {
     use futures::StreamExt as _;
     use tokio::io::AsyncWriteExt as _;
-    let view = query_value(state, region, tenant, "image", Some(id.to_owned())).await?;
+    let view = image_view(state, region, tenant, id).await?;
     let format = view["source"]["upload"]["format"]
         .as_str()
         .unwrap_or_default()
@@ -504,15 +499,25 @@ async fn query_value(
     region: &str,
     tenant: &str,
     name: &str,
-    image_id: Option<String>,
+    params: &QueryParams,
 ) -> Result<serde_json::Value, WireError> {
     let models = models_of(state, region)?;
     let tenant = TenantId::parse(tenant).map_err(WireError::from)?;
+    models.query(&tenant, name, params).await
+}
+
+/// The `image` query's answer, for the file routes.
+async fn image_view(
+    state: &HttpState,
+    region: &str,
+    tenant: &str,
+    id: &str,
+) -> Result<serde_json::Value, WireError> {
     let params = QueryParams {
-        image_id,
+        image_id: Some(id.to_owned()),
         ..QueryParams::default()
     };
-    models.query(&tenant, name, &params).await
+    query_value(state, region, tenant, "image", &params).await
 }
 
 async fn ready(State(state): State<HttpState>) -> Response {

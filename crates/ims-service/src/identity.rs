@@ -135,8 +135,7 @@ impl IdentityService {
             .and_then(|subject| subject.strip_prefix("_INBOX."))
             .and_then(|rest| rest.split('.').next())
             .and_then(|token| KeyId::parse(token).ok());
-        let credentials = self.directory.list();
-        match key_id.and_then(|id| credentials.into_iter().find(|c| c.key_id == id)) {
+        match key_id.and_then(|id| self.directory.credential(&id)) {
             Some(credential) => format!("{} {}", credential.role.name(), credential.key_id),
             None => "service".to_owned(),
         }
@@ -241,11 +240,7 @@ impl IdentityService {
         };
         match self.directory.authenticate(&request.token) {
             Ok(principal) => {
-                let credential = self
-                    .directory
-                    .list()
-                    .into_iter()
-                    .find(|c| c.key_id == principal.key_id);
+                let credential = self.directory.credential(&principal.key_id);
                 IamReply {
                     ok: true,
                     key_id: Some(principal.key_id.to_string()),

@@ -17,11 +17,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use ims_domain::{Event, ImageId, RegionId, Source};
 use ims_inspect::{inspect, Regions, HEAD_BYTES, TAIL_BYTES};
-use ims_log::{decode_event, LogBatch};
+use ims_log::decode_event;
 use ims_wire::Subjects;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
+use crate::audit::LogSource;
+use crate::command_service::derived_command_id;
 use crate::store::ImageStore;
 
 /// The largest image file imported (64 GiB): larger ones are refused, so a mistaken path (a
@@ -44,24 +45,12 @@ const CHECKPOINT_KEY: &[u8] = b"checkpoint";
 
 /// The command id of the report of the import asked for by event `event_id`.
 pub fn report_command_id(event_id: [u8; 16]) -> uuid::Uuid {
-    let digest = Sha256::new()
-        .chain_update(b"ims import report-build")
-        .chain_update(event_id)
-        .finalize();
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+    derived_command_id("ims import report-build", &event_id)
 }
 
 /// The command id of the report of the upload of image `id` (one upload makes one report).
 pub fn upload_command_id(id: &ImageId) -> uuid::Uuid {
-    let digest = Sha256::new()
-        .chain_update(b"ims upload report-build")
-        .chain_update(id.as_bytes())
-        .finalize();
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+    derived_command_id("ims upload report-build", id.as_bytes())
 }
 
 /// The `report-build` command that tells what an import found.
@@ -209,6 +198,8 @@ pub struct ImportWorker {
     client: async_nats::Client,
     subjects: Subjects,
     region: RegionId,
+    /// The region's log, read through `log.read` like every other reader.
+    log: LogSource,
     store: ImageStore,
     import_root: Option<PathBuf>,
     db: sled::Db,
@@ -232,6 +223,7 @@ impl ImportWorker {
             u64::from_be_bytes(bytes)
         });
         Ok(Self {
+            log: LogSource::online(client.clone(), &subjects, &region),
             client,
             subjects,
             region,
@@ -240,21 +232,6 @@ impl ImportWorker {
             db,
             checkpoint,
         })
-    }
-
-    async fn read_log(&self) -> anyhow::Result<LogBatch> {
-        let body = json!({"from": self.checkpoint + 1, "max": 1000});
-        let message = tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            self.client.request(
-                self.subjects.log_read(&self.region),
-                Bytes::from(body.to_string()),
-            ),
-        )
-        .await??;
-        Ok(ims_log::decode(&message.payload, || {
-            "log.read reply".into()
-        })?)
     }
 
     fn advance(&mut self, position: u64) -> anyhow::Result<()> {
@@ -268,7 +245,7 @@ impl ImportWorker {
     /// Imports what the log holds past the checkpoint; `Ok(false)` when the service cannot be
     /// reached yet (retried on the next poll).
     async fn step(&mut self) -> anyhow::Result<bool> {
-        let Ok(batch) = self.read_log().await else {
+        let Ok(batch) = self.log.batch(self.checkpoint + 1, 1000).await else {
             return Ok(false);
         };
         anyhow::ensure!(
