@@ -455,6 +455,11 @@ async fn receive_upload(
             .await
             .map_err(|e| unavailable(format!("staging the upload failed: {e}")))?;
     }
+    // A tokio file finishes its last write in the background: without this flush the checks
+    // below could read a file one write short.
+    file.flush()
+        .await
+        .map_err(|e| unavailable(format!("staging the upload failed: {e}")))?;
     drop(file);
     let staging = store.staging_path(&image);
     let checked = {
