@@ -15,8 +15,10 @@ use std::sync::Arc;
 
 use ims_identity::setup::NatsKeys;
 use ims_service::bus::BusAuth;
+use ims_service::import::ImportSources;
 use ims_service::nats_server::{free_port, NatsServer};
 use ims_service::runtime::{run, Config, Roles};
+use ims_service::web_download::WebDownloadPolicy;
 use ims_wire::Subjects;
 use serde_json::{json, Value};
 
@@ -329,6 +331,12 @@ impl Client {
     }
 }
 
+/// The one address the tests' services allow-list for web-downloads: a mirror the tests run on
+/// this loopback address; every other loopback address stays refused, so a redirect to
+/// 127.0.0.1 still tests the rules.
+pub const WEB_MIRROR: std::net::IpAddr =
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 2));
+
 /// The error code of a reply, or "" for a success.
 pub fn code(reply: &Value) -> &str {
     reply["error"]["code"].as_str().unwrap_or("")
@@ -400,7 +408,12 @@ impl Service {
             roles,
             policy: SharingPolicy::default(),
             insecure_no_auth: false,
-            import_root: Some(Self::import_root_of(data_dir)),
+            import_sources: ImportSources {
+                root: Some(Self::import_root_of(data_dir)),
+                web: WebDownloadPolicy {
+                    allowed: vec![WEB_MIRROR],
+                },
+            },
         }
     }
 

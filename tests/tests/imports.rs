@@ -23,6 +23,10 @@ fn qemu_img(path: &Path, format: &str, options: &[&str]) {
 }
 
 async fn create_from(ims: &Client, tenant: &str, path: &Path, format: &str) -> String {
+    create_from_url(ims, tenant, &format!("file://{}", path.display()), format).await
+}
+
+async fn create_from_url(ims: &Client, tenant: &str, url: &str, format: &str) -> String {
     let reply = ims
         .command(
             tenant,
@@ -30,7 +34,7 @@ async fn create_from(ims: &Client, tenant: &str, path: &Path, format: &str) -> S
             json!({"name": "imported", "disk": "system",
                    "os": {"platform": "ubuntu", "version": "24.04", "arch": "x86_64"},
                    "min_disk_gb": 1,
-                   "source": {"file": {"url": format!("file://{}", path.display()), "format": format}}}),
+                   "source": {"file": {"url": url, "format": format}}}),
         )
         .await;
     assert_eq!(reply["ok"], true, "{reply}");
@@ -527,6 +531,43 @@ async fn imsctl_imports_a_file_and_downloads_it_back() {
         &["image", "download", &id, "--output", copy.to_str().unwrap()],
     );
     assert_eq!(code, Some(1), "{out}");
+
+    let (port, _) = mirror(ims_tests::WEB_MIRROR, bytes.clone(), String::new()).await;
+    let url = format!("http://{}:{port}/image", ims_tests::WEB_MIRROR);
+    let from_url = |format: &'static str| {
+        let url = url.clone();
+        let owner = owner.clone();
+        let imsctl = &imsctl;
+        move || {
+            imsctl(
+                &owner,
+                "owner",
+                &[
+                    "--json",
+                    "image",
+                    "import",
+                    "--url",
+                    &url,
+                    "--format",
+                    format,
+                    "--name",
+                    "web",
+                    "--disk",
+                    "data",
+                    "--min-disk-gb",
+                    "1",
+                ],
+            )
+        }
+    };
+    let (code, out) = tokio::task::block_in_place(from_url("vmdk"));
+    assert_eq!(code, Some(0), "{out}");
+    let view: Value = ims_tests::serde_json::from_str(&out).unwrap();
+    assert_eq!(view["status"], "active", "{view}");
+    assert_eq!(view["checksum_sha256"], hex::encode(Sha256::digest(&bytes)));
+    let (code, out) = tokio::task::block_in_place(from_url("qcow2"));
+    assert_eq!(code, Some(1), "{out}");
+    assert!(out.contains("declared qcow2 but is vmdk"), "{out}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -572,4 +613,104 @@ async fn a_copy_across_regions_moves_the_bytes_and_hashes_them_again() {
     .await;
     assert_eq!(status, 200);
     assert!(body == bytes, "the copy's bytes differ");
+}
+
+/// A tiny web server on `address`: `/image` answers `image`, `/hop` redirects to `/image`,
+/// `/elsewhere` redirects to `elsewhere`. Returns its port and how many requests it answered.
+async fn mirror(
+    address: std::net::IpAddr,
+    image: Vec<u8>,
+    elsewhere: String,
+) -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind((address, 0)).await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = answered.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let image = image.clone();
+            let elsewhere = elsewhere.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && stream.read(&mut byte).await.unwrap_or(0) == 1
+                {
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let path = head.split_whitespace().nth(1).unwrap_or("/").to_owned();
+                let redirect = |to: &str| {
+                    format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\n\r\n")
+                };
+                let answer = match path.as_str() {
+                    "/image" => {
+                        let head =
+                            format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", image.len());
+                        [head.into_bytes(), image].concat()
+                    }
+                    "/hop" => redirect("/image").into_bytes(),
+                    "/elsewhere" => redirect(&elsewhere).into_bytes(),
+                    _ => b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
+                };
+                let _ = stream.write_all(&answer).await;
+            });
+        }
+    });
+    (port, answered)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_downloads_are_imported_and_internal_addresses_are_refused_even_after_a_redirect() {
+    // Proves the web-download source and its rules: an http URL (through a redirect) is
+    // imported like a file; a link-local address (the clouds' metadata service), loopback, a
+    // port other than 80/443 and a redirect from the allowed mirror to loopback are refused
+    // with the rule that refused them, and the loopback server never sees a request.
+    let service = Service::start().await;
+    let ims = &service.client;
+    ims.register(&["owner"]).await;
+    let path = service.import_root().join("web.qcow2");
+    qemu_img(&path, "qcow2", &[]);
+    let bytes = std::fs::read(&path).unwrap();
+    let (internal, internal_answered) =
+        mirror("127.0.0.1".parse().unwrap(), bytes.clone(), String::new()).await;
+    let internal_url = format!("http://127.0.0.1:{internal}/image");
+    let (port, _) = mirror(ims_tests::WEB_MIRROR, bytes.clone(), internal_url.clone()).await;
+    let mirror_url = |path: &str| format!("http://{}:{port}{path}", ims_tests::WEB_MIRROR);
+
+    let id = create_from_url(ims, "owner", &mirror_url("/hop"), "qcow2").await;
+    let view = settled(ims, "owner", &id).await;
+    assert_eq!(view["status"], "active", "{view}");
+    assert_eq!(view["checksum_sha256"], hex::encode(Sha256::digest(&bytes)));
+    assert_eq!(view["os_hash_value"], hex::encode(Sha512::digest(&bytes)));
+    assert_eq!(view["detected_format"], "qcow2");
+    assert_eq!(std::fs::read(object_path(&service, &id)).unwrap(), bytes);
+
+    for (url, reason) in [
+        (
+            "http://169.254.169.254/latest/meta-data/".to_owned(),
+            "169.254.169.254 (link-local address)",
+        ),
+        (internal_url.clone(), "127.0.0.1 (loopback address)"),
+        (mirror_url("/elsewhere"), "127.0.0.1 (loopback address)"),
+        (mirror_url("/missing"), "404 Not Found"),
+        (
+            "http://8.8.8.8:8080/a.qcow2".to_owned(),
+            "only from ports 80 and 443",
+        ),
+    ] {
+        let id = create_from_url(ims, "owner", &url, "qcow2").await;
+        let view = settled(ims, "owner", &id).await;
+        assert_eq!(view["status"], "killed", "{url}: {view}");
+        let why = view["failure_reason"].as_str().unwrap_or_default();
+        assert!(why.contains(reason), "{url}: {why}");
+        assert!(!object_path(&service, &id).exists(), "{url}");
+    }
+    assert_eq!(
+        internal_answered.load(std::sync::atomic::Ordering::SeqCst),
+        0,
+        "the loopback server was reached"
+    );
 }

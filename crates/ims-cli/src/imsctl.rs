@@ -374,11 +374,15 @@ struct ImageRef {
 enum ImageTop {
     #[command(flatten)]
     Command(ImageCommand),
-    /// Create an image and upload its file from this machine, with a progress bar; the service
-    /// hashes and inspects it (a file that is not what --format says is refused, with why).
+    /// Create an image and import its file: --file uploads it from this machine with a progress
+    /// bar; --url has the service download it (http or https, ports 80 and 443, public
+    /// addresses only) and waits until it is imported. The service hashes and inspects the
+    /// bytes: a file that is not what --format says is refused, with why.
     ///
-    /// Example: `imsctl --tenant acme image import --file web.qcow2 --format qcow2 --name web
-    /// --disk system --os ubuntu/24.04/x86_64 --min-disk-gb 10`
+    /// Examples: `imsctl --tenant acme image import --file web.qcow2 --format qcow2 --name web
+    /// --disk system --os ubuntu/24.04/x86_64 --min-disk-gb 10`;
+    /// `imsctl --tenant acme image import --url https://cloud-images.ubuntu.com/noble/current/noble-server-cloudimg-amd64.img
+    /// --format qcow2 --name noble --disk system --os ubuntu/24.04/x86_64 --min-disk-gb 10`
     Import(ImportArgs),
     /// Download an image's file (yours, or one shared with you and accepted).
     Download {
@@ -390,10 +394,14 @@ enum ImageTop {
 }
 
 #[derive(Args, Debug)]
+#[command(group(clap::ArgGroup::new("from").required(true).args(["file", "url"])))]
 struct ImportArgs {
-    /// The image file on this machine.
+    /// The image file on this machine, uploaded over HTTP (--http-url).
     #[arg(long)]
-    file: std::path::PathBuf,
+    file: Option<std::path::PathBuf>,
+    /// An http(s) URL the service downloads the image from.
+    #[arg(long)]
+    url: Option<String>,
     /// What the file is: qcow2, vmdk, vhd, vhdx, vdi, iso or raw.
     #[arg(long, value_parser = ["qcow2", "vmdk", "vhd", "vhdx", "vdi", "iso", "raw"])]
     format: String,
@@ -496,7 +504,8 @@ struct CreateArgs {
     /// Data disks of the ECS to include (full-ECS images); repeatable.
     #[arg(long = "data-disk")]
     data_disks: Vec<String>,
-    /// Import the image from this file URL.
+    /// Import the image from this URL: file:///… under the service's import root, or
+    /// http(s)://… (downloaded under the web-download rules).
     #[arg(long)]
     from_file: Option<String>,
     /// Format of the file: qcow2, vhd, vhdx, vmdk, raw, qed, vdi, iso, zvhd, zvhd2.
@@ -1110,9 +1119,13 @@ async fn image_import(
     args: ImportArgs,
     json: bool,
 ) -> anyhow::Result<std::process::ExitCode> {
+    let source = match &args.url {
+        Some(url) => json!({"file": {"url": url, "format": args.format}}),
+        None => json!({"upload": {"format": args.format}}),
+    };
     let mut body = json!({"command_id": command_id.to_string(), "name": args.name, "disk": args.disk,
         "min_disk_gb": args.min_disk_gb, "tags": tags_json(&args.tags), "description": args.description,
-        "source": {"upload": {"format": args.format}}});
+        "source": source});
     if let Some(os) = args.os {
         body["os"] = os;
     }
@@ -1130,14 +1143,17 @@ async fn image_import(
     let id = created["image_id"].as_str().unwrap_or_default().to_owned();
     // Read your write: the upload checks the image on the read side.
     let seen = json!({"image_id": id, "min_position": created["position"]});
-    request(nats_url, token, format!("{prefix}.q.{tenant}.image"), &seen).await?;
+    let view = request(nats_url, token, format!("{prefix}.q.{tenant}.image"), &seen).await?;
+    let (Some(file), None) = (&args.file, &args.url) else {
+        return imported_from_url(nats_url, token, prefix, tenant, view, json).await;
+    };
     let region = prefix.rsplit('.').next().unwrap_or_default();
     let path = format!("/v1/{region}/tenants/{tenant}/images/{id}/file");
-    let (status, answer) = crate::files::upload(http_url, &path, token, &args.file, json).await?;
+    let (status, answer) = crate::files::upload(http_url, &path, token, file, json).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
     } else if status == 200 {
-        println!("ok: imported {} as image {id}", args.file.display());
+        println!("ok: imported {} as image {id}", file.display());
     } else {
         println!(
             "error [{}]: {} (image {id} is recorded as failed)",
@@ -1146,6 +1162,61 @@ async fn image_import(
         );
     }
     Ok(if status == 200 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    })
+}
+
+/// Waits, with a spinner, until the service's import worker has imported the image `view`
+/// describes (active) or refused it (killed, with the reason).
+async fn imported_from_url(
+    nats_url: &str,
+    token: Option<&str>,
+    prefix: &str,
+    tenant: &str,
+    mut view: Value,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    let id = view["id"].as_str().unwrap_or_default().to_owned();
+    let spinner = if json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new_spinner()
+    };
+    spinner.set_message(format!("the service is importing image {id}"));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    while view["status"] == "queued" || view["status"] == "saving" {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        view = request(
+            nats_url,
+            token,
+            format!("{prefix}.q.{tenant}.image"),
+            &json!({"image_id": id}),
+        )
+        .await?;
+    }
+    spinner.finish_and_clear();
+    let active = view["status"] == "active";
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else if active {
+        println!(
+            "ok: imported image {id}: {} bytes, {}, sha256 {}",
+            view["size_bytes"],
+            view["detected_format"].as_str().unwrap_or("?"),
+            view["checksum_sha256"].as_str().unwrap_or("?")
+        );
+    } else {
+        println!(
+            "error: image {id} is {}: {}",
+            view["status"],
+            view["failure_reason"]
+                .as_str()
+                .unwrap_or("no reason recorded")
+        );
+    }
+    Ok(if active {
         std::process::ExitCode::SUCCESS
     } else {
         std::process::ExitCode::from(1)

@@ -91,6 +91,11 @@ struct Options {
     /// import worker stores, hashes and inspects them. Without it, file:// imports fail.
     #[arg(long, env = "IMS_IMPORT_ROOT")]
     import_root: Option<PathBuf>,
+    /// An address that http(s):// image sources may reach although the web-download rules
+    /// refuse it (loopback, link-local, ports other than 80 and 443), e.g. a mirror on this
+    /// machine. Repeat it, or separate addresses with commas. Everything else stays refused.
+    #[arg(long, env = "IMS_WEB_DOWNLOAD_ALLOW", value_delimiter = ',')]
+    web_download_allow: Vec<std::net::IpAddr>,
 }
 
 fn init_logging(format: &str) {
@@ -222,7 +227,12 @@ async fn serve(options: Options, roles: Roles, embedded_allowed: bool) -> anyhow
         roles,
         policy: SharingPolicy::default(),
         insecure_no_auth: options.insecure_no_auth,
-        import_root: options.import_root,
+        import_sources: ims_service::import::ImportSources {
+            root: options.import_root,
+            web: ims_service::web_download::WebDownloadPolicy {
+                allowed: options.web_download_allow,
+            },
+        },
     };
     let result = run(config, shutdown_signal()).await;
     drop(embedded);

@@ -398,7 +398,6 @@ async fn receive_upload(
     body: axum::body::Body,
 ) -> Result<serde_json::Value, WireError> {
     use futures::StreamExt as _;
-    use tokio::io::AsyncWriteExt as _;
     let view = image_view(state, region, tenant, id).await?;
     let format = view["source"]["upload"]["format"]
         .as_str()
@@ -427,53 +426,32 @@ async fn receive_upload(
             "uploads of region {region} are not served by this process"
         )));
     };
-    let received = store.staging_path(&image).with_extension("upload");
-    let mut file = tokio::fs::File::create(&received)
-        .await
-        .map_err(|e| unavailable(format!("staging the upload failed: {e}")))?;
-    let mut stream = body.into_data_stream();
-    let mut size = 0u64;
-    while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| {
-            WireError::new(
-                WireErrorCode::InvalidArgument,
-                format!("the upload broke off: {e}"),
-            )
-        })?;
-        size += chunk.len() as u64;
-        if size > crate::import::IMPORT_BYTES_MAX {
-            let _ = tokio::fs::remove_file(&received).await;
-            return Err(WireError::new(
-                WireErrorCode::PayloadTooLarge,
-                format!(
-                    "the upload passed {} bytes, the most an image file may have",
-                    crate::import::IMPORT_BYTES_MAX
-                ),
-            ));
+    // Streamed straight through the checks into staging; the channel's bound holds the client
+    // back while the disk and the hashes catch up.
+    let (sender, chunks) = tokio::sync::mpsc::channel(4);
+    let importing =
+        crate::import::import_chunks(chunks, format.clone(), store.staging_path(&image));
+    let feeding = async move {
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| e.to_string())?;
+            if sender.send(Ok(chunk)).await.is_err() {
+                break; // refused already
+            }
         }
-        file.write_all(&chunk)
-            .await
-            .map_err(|e| unavailable(format!("staging the upload failed: {e}")))?;
-    }
-    // A tokio file finishes its last write in the background: without this flush the checks
-    // below could read a file one write short.
-    file.flush()
-        .await
-        .map_err(|e| unavailable(format!("staging the upload failed: {e}")))?;
-    drop(file);
-    let staging = store.staging_path(&image);
-    let checked = {
-        let received = received.clone();
-        tokio::task::spawn_blocking(move || {
-            crate::import::import_file(&received, &format, &staging)
-        })
-        .await
-        .map_err(|e| unavailable(format!("checking the upload failed: {e}")))?
+        Ok::<(), String>(())
     };
-    let _ = tokio::fs::remove_file(&received).await;
-    let outcome = checked.unwrap_or_else(|e| {
-        crate::import::Imported::Refused(format!("reading the upload failed: {e}"))
-    });
+    let (checked, fed) = tokio::join!(importing, feeding);
+    if let Err(error) = fed {
+        // A broken connection says nothing about the file: nothing is recorded, and the owner
+        // uploads again.
+        store.discard(&image);
+        return Err(WireError::new(
+            WireErrorCode::InvalidArgument,
+            format!("the upload broke off ({error}); nothing was recorded, upload again"),
+        ));
+    }
+    let outcome = checked.map_err(|e| unavailable(format!("staging the upload failed: {e}")))?;
     match &outcome {
         crate::import::Imported::Built { .. } => store
             .commit(&image)

@@ -1,13 +1,13 @@
 //! The import worker of a region (DESIGN.md section 14): takes each image created from a
-//! `file://` source in the log, exactly once and resumably, streams the file through a size
-//! cap, SHA-256, SHA-512 and the format inspector into staging, moves it into the store, and
+//! `file://` (under the import root) or `http(s)://` source (under the web-download rules) in
+//! the log, exactly once and resumably, streams the bytes through a size cap, SHA-256, SHA-512 and the format inspector into staging, moves it into the store, and
 //! reports the build: succeeded with what it found, or failed with a reason the owner sees.
 //!
 //! Exactly once: it follows the log from a checkpoint of its own (a tiny sled database), and
 //! its `report-build` carries a command id derived from the image's creation event, so a
 //! repeat after a crash is answered from the command index and recorded once. A crash
 //! mid-import leaves a staging file that the repeat overwrites; a refused file is discarded.
-//! Sources other than `file://` (object storage and HTTP URLs) are left to an external builder.
+//! Sources of other schemes are left to an external builder. Imports run one at a time.
 //! It also removes the object of every image deleted in the log.
 
 use std::io::{Read, Write};
@@ -24,6 +24,7 @@ use serde_json::{json, Value};
 use crate::audit::LogSource;
 use crate::command_service::derived_command_id;
 use crate::store::ImageStore;
+use crate::web_download::{self, WebDownloadPolicy};
 
 /// The largest image file imported (64 GiB): larger ones are refused, so a mistaken path (a
 /// device, a huge log) cannot fill the store.
@@ -86,8 +87,105 @@ pub enum Imported {
     Refused(String),
 }
 
-/// Streams `source` into `staging`, hashing and keeping the regions the inspector reads, and
-/// checks it against `declared`. Blocking: run it off the async threads.
+/// An import on its way into staging: every chunk is written, hashed (SHA-512 on a thread of
+/// its own, a few chunks behind: it is the slowest stage) and the regions the inspector reads
+/// are kept. Blocking: run it off the async threads.
+pub struct ImportStream {
+    out: std::fs::File,
+    sha512_chunks: std::sync::mpsc::SyncSender<Bytes>,
+    sha512: std::thread::JoinHandle<String>,
+    sha256: ring::digest::Context,
+    head: Vec<u8>,
+    tail: Vec<u8>,
+    size: u64,
+}
+
+impl std::fmt::Debug for ImportStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportStream")
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ImportStream {
+    /// Starts an import into `staging` (created, or emptied when a crash left one).
+    pub fn create(staging: &Path) -> std::io::Result<Self> {
+        let out = std::fs::File::create(staging)?;
+        let (sha512_chunks, received) = std::sync::mpsc::sync_channel::<Bytes>(HASH_QUEUE_CHUNKS);
+        let sha512 = std::thread::spawn(move || {
+            let mut sha512 = ring::digest::Context::new(&ring::digest::SHA512);
+            for chunk in received {
+                sha512.update(&chunk);
+            }
+            hex::encode(sha512.finish())
+        });
+        Ok(Self {
+            out,
+            sha512_chunks,
+            sha512,
+            sha256: ring::digest::Context::new(&ring::digest::SHA256),
+            head: Vec::with_capacity(HEAD_BYTES),
+            tail: Vec::with_capacity(2 * TAIL_BYTES),
+            size: 0,
+        })
+    }
+
+    /// Takes the next chunk; `Ok(Err(reason))` when the file passed the size cap.
+    pub fn push(&mut self, chunk: Bytes) -> std::io::Result<Result<(), String>> {
+        self.size += chunk.len() as u64;
+        if self.size > IMPORT_BYTES_MAX {
+            return Ok(Err(format!(
+                "the file passed {IMPORT_BYTES_MAX} bytes, the most an image file may have"
+            )));
+        }
+        if self.sha512_chunks.send(chunk.clone()).is_err() {
+            return Err(std::io::Error::other("the SHA-512 thread stopped"));
+        }
+        self.sha256.update(&chunk);
+        if self.head.len() < HEAD_BYTES {
+            let take = (HEAD_BYTES - self.head.len()).min(chunk.len());
+            self.head.extend_from_slice(&chunk[..take]);
+        }
+        self.tail
+            .extend_from_slice(&chunk[chunk.len().saturating_sub(TAIL_BYTES)..]);
+        let keep_from = self.tail.len().saturating_sub(TAIL_BYTES);
+        self.tail.drain(..keep_from);
+        self.out.write_all(&chunk)?;
+        Ok(Ok(()))
+    }
+
+    /// Checks what arrived against `declared` and makes the staging file durable if it passes.
+    pub fn finish(self, declared: &str) -> std::io::Result<Imported> {
+        drop(self.sha512_chunks);
+        let sha512 = self
+            .sha512
+            .join()
+            .map_err(|_| std::io::Error::other("the SHA-512 thread panicked"))?;
+        if self.size == 0 {
+            return Ok(Imported::Refused("the file is empty".into()));
+        }
+        let regions = Regions {
+            head: &self.head,
+            tail: &self.tail,
+            file_size: self.size,
+        };
+        let inspection = match inspect(declared, &regions) {
+            Ok(inspection) => inspection,
+            Err(refusal) => return Ok(Imported::Refused(refusal.to_string())),
+        };
+        self.out.sync_all()?;
+        Ok(Imported::Built {
+            size_bytes: self.size,
+            sha256: hex::encode(self.sha256.finish()),
+            sha512,
+            format: inspection.format.as_str(),
+            virtual_size: inspection.virtual_size,
+        })
+    }
+}
+
+/// Streams `source` into `staging` through an [`ImportStream`]. Blocking.
 pub fn import_file(source: &Path, declared: &str, staging: &Path) -> std::io::Result<Imported> {
     let mut file = std::fs::File::open(source)?;
     let length = file.metadata()?.len();
@@ -96,73 +194,79 @@ pub fn import_file(source: &Path, declared: &str, staging: &Path) -> std::io::Re
             "the file is {length} bytes; images of at most {IMPORT_BYTES_MAX} bytes are imported"
         )));
     }
-    let mut out = std::fs::File::create(staging)?;
-    // SHA-512 runs on a thread of its own, a few chunks behind: it is the slowest stage, and
-    // the reader, SHA-256 and the staging write share the other core.
-    let (chunks, received) =
-        std::sync::mpsc::sync_channel::<std::sync::Arc<Vec<u8>>>(HASH_QUEUE_CHUNKS);
-    let sha512 = std::thread::spawn(move || {
-        let mut sha512 = ring::digest::Context::new(&ring::digest::SHA512);
-        for chunk in received {
-            sha512.update(&chunk);
-        }
-        hex::encode(sha512.finish())
-    });
-    let mut sha256 = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut head: Vec<u8> = Vec::with_capacity(HEAD_BYTES);
-    let mut tail: Vec<u8> = Vec::with_capacity(2 * TAIL_BYTES);
-    let mut size = 0u64;
+    let mut stream = ImportStream::create(staging)?;
     loop {
-        let mut buffer = vec![0u8; CHUNK_BYTES];
+        let mut buffer = bytes::BytesMut::zeroed(CHUNK_BYTES);
         let read = file.read(&mut buffer)?;
         if read == 0 {
             break;
         }
         buffer.truncate(read);
-        size += read as u64;
-        if size > IMPORT_BYTES_MAX {
-            return Ok(Imported::Refused(format!(
-                "the file grew past {IMPORT_BYTES_MAX} bytes while it was read"
-            )));
+        if let Err(reason) = stream.push(buffer.freeze())? {
+            return Ok(Imported::Refused(reason));
         }
-        let chunk = std::sync::Arc::new(buffer);
-        if chunks.send(chunk.clone()).is_err() {
-            return Err(std::io::Error::other("the SHA-512 thread stopped"));
-        }
-        sha256.update(&chunk);
-        if head.len() < HEAD_BYTES {
-            let take = (HEAD_BYTES - head.len()).min(chunk.len());
-            head.extend_from_slice(&chunk[..take]);
-        }
-        tail.extend_from_slice(&chunk[chunk.len().saturating_sub(TAIL_BYTES)..]);
-        let keep_from = tail.len().saturating_sub(TAIL_BYTES);
-        tail.drain(..keep_from);
-        out.write_all(&chunk)?;
     }
-    drop(chunks);
-    let sha512 = sha512
-        .join()
-        .map_err(|_| std::io::Error::other("the SHA-512 thread panicked"))?;
-    if size == 0 {
-        return Ok(Imported::Refused("the file is empty".into()));
-    }
-    let regions = Regions {
-        head: &head,
-        tail: &tail,
-        file_size: size,
-    };
-    let inspection = match inspect(declared, &regions) {
-        Ok(inspection) => inspection,
-        Err(refusal) => return Ok(Imported::Refused(refusal.to_string())),
-    };
-    out.sync_all()?;
-    Ok(Imported::Built {
-        size_bytes: size,
-        sha256: hex::encode(sha256.finish()),
-        sha512,
-        format: inspection.format.as_str(),
-        virtual_size: inspection.virtual_size,
+    stream.finish(declared)
+}
+
+/// Streams the chunks an async source sends (an upload, a download) into `staging` through an
+/// [`ImportStream`] on a blocking thread; a chunk `Err(reason)` ends the import refused. The
+/// channel's bound is the backpressure on the source.
+pub async fn import_chunks(
+    mut chunks: tokio::sync::mpsc::Receiver<Result<Bytes, String>>,
+    declared: String,
+    staging: PathBuf,
+) -> std::io::Result<Imported> {
+    tokio::task::spawn_blocking(move || {
+        let mut stream = ImportStream::create(&staging)?;
+        while let Some(chunk) = chunks.blocking_recv() {
+            let pushed = match chunk {
+                Ok(chunk) => stream.push(chunk)?,
+                Err(reason) => Err(reason),
+            };
+            if let Err(reason) = pushed {
+                return Ok(Imported::Refused(reason));
+            }
+        }
+        stream.finish(&declared)
     })
+    .await
+    .map_err(|_| std::io::Error::other("the import thread panicked"))?
+}
+
+/// Downloads `url` under `policy` into `staging` and checks it against `declared`.
+pub async fn import_download(
+    policy: &WebDownloadPolicy,
+    url: &str,
+    declared: &str,
+    staging: &Path,
+) -> std::io::Result<Imported> {
+    let mut download = match policy.open(url).await {
+        Ok(download) => download,
+        Err(reason) => return Ok(Imported::Refused(reason)),
+    };
+    if let Some(length) = download.length.filter(|&length| length > IMPORT_BYTES_MAX) {
+        return Ok(Imported::Refused(format!(
+            "{url} announces {length} bytes; images of at most {IMPORT_BYTES_MAX} bytes are imported"
+        )));
+    }
+    let (sender, chunks) = tokio::sync::mpsc::channel(HASH_QUEUE_CHUNKS);
+    let importing = import_chunks(chunks, declared.to_owned(), staging.to_owned());
+    let feeding = async move {
+        loop {
+            let chunk = web_download::next_chunk(&mut download.body).await;
+            let last = !matches!(chunk, Ok(Some(_)));
+            let Some(chunk) = chunk.transpose() else {
+                return;
+            };
+            // A closed channel: the import refused the file already.
+            if sender.send(chunk).await.is_err() || last {
+                return;
+            }
+        }
+    };
+    let (imported, ()) = tokio::join!(importing, feeding);
+    imported
 }
 
 /// The path a `file://` URL names, if it lies under `root` (both resolved, links included).
@@ -192,6 +296,49 @@ pub fn path_under_root(url: &str, root: Option<&Path>) -> Result<PathBuf, String
     Ok(resolved)
 }
 
+/// Where imports may come from: files under the operator's import root, and the web under
+/// the web-download rules.
+#[derive(Clone, Debug, Default)]
+pub struct ImportSources {
+    /// `--import-root`; none: `file://` sources fail.
+    pub root: Option<PathBuf>,
+    pub web: WebDownloadPolicy,
+}
+
+impl ImportSources {
+    /// Whether the worker imports a source of this URL (others are left to an external
+    /// builder's `report-build`).
+    pub fn takes(url: &str) -> bool {
+        ["file://", "http://", "https://"]
+            .iter()
+            .any(|scheme| url.starts_with(scheme))
+    }
+
+    /// Imports `url` into `staging`; a source that cannot be read is refused with the reason.
+    async fn import(
+        &self,
+        url: &str,
+        declared: &str,
+        staging: PathBuf,
+    ) -> anyhow::Result<Imported> {
+        let read = if url.starts_with("file://") {
+            match path_under_root(url, self.root.as_deref()) {
+                Err(reason) => return Ok(Imported::Refused(reason)),
+                Ok(path) => {
+                    let declared = declared.to_owned();
+                    tokio::task::spawn_blocking(move || import_file(&path, &declared, &staging))
+                        .await?
+                }
+            }
+        } else {
+            import_download(&self.web, url, declared, &staging).await
+        };
+        Ok(read.unwrap_or_else(|error| {
+            Imported::Refused(format!("reading the source failed: {error}"))
+        }))
+    }
+}
+
 /// The import worker of one region.
 #[derive(Debug)]
 pub struct ImportWorker {
@@ -201,7 +348,7 @@ pub struct ImportWorker {
     /// The region's log, read through `log.read` like every other reader.
     log: LogSource,
     store: ImageStore,
-    import_root: Option<PathBuf>,
+    sources: ImportSources,
     db: sled::Db,
     checkpoint: u64,
 }
@@ -213,7 +360,7 @@ impl ImportWorker {
         subjects: Subjects,
         region: RegionId,
         store: ImageStore,
-        import_root: Option<PathBuf>,
+        sources: ImportSources,
         dir: &Path,
     ) -> anyhow::Result<Self> {
         let db = ims_log::open_sled(sled::Config::new().path(dir))?;
@@ -228,7 +375,7 @@ impl ImportWorker {
             subjects,
             region,
             store,
-            import_root,
+            sources,
             db,
             checkpoint,
         })
@@ -265,7 +412,7 @@ impl ImportWorker {
             if envelope.body.event_type == "image_created" {
                 if let Event::ImageCreated(new) = decode_event(envelope)? {
                     if let Source::File { url, format } = &new.source {
-                        if url.starts_with("file://")
+                        if ImportSources::takes(url)
                             && !self
                                 .import(new.id, url, format.as_str(), envelope.body.event_id)
                                 .await?
@@ -288,18 +435,10 @@ impl ImportWorker {
         declared: &str,
         event_id: [u8; 16],
     ) -> anyhow::Result<bool> {
-        let outcome = match path_under_root(url, self.import_root.as_deref()) {
-            Err(reason) => Imported::Refused(reason),
-            Ok(path) => {
-                let staging = self.store.staging_path(&id);
-                let declared = declared.to_owned();
-                tokio::task::spawn_blocking(move || import_file(&path, &declared, &staging))
-                    .await?
-                    .unwrap_or_else(|error| {
-                        Imported::Refused(format!("reading the file failed: {error}"))
-                    })
-            }
-        };
+        let outcome = self
+            .sources
+            .import(url, declared, self.store.staging_path(&id))
+            .await?;
         match &outcome {
             Imported::Built { .. } => self.store.commit(&id).await?,
             Imported::Refused(reason) => {

@@ -18,4 +18,5 @@ pub mod projector;
 pub mod query_service;
 pub mod runtime;
 pub mod store;
+pub mod web_download;
 pub mod writer;

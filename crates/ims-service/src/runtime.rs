@@ -18,7 +18,7 @@ use crate::command_service::{publish_events, serve_commands, PUBLISH_QUEUE_MAX};
 use crate::copy_saga::{run_copy_saga, CopySaga};
 use crate::http::{prometheus, serve_http, HttpState};
 use crate::identity::{Authenticator, IdentityEndpoints, IdentityService};
-use crate::import::{run_import_worker, ImportWorker};
+use crate::import::{run_import_worker, ImportSources, ImportWorker};
 use crate::projector::{projections_path, run_projector, RegionModels};
 use crate::query_service::serve_queries;
 use crate::store::{store_path, ImageStore};
@@ -58,9 +58,9 @@ pub struct Config {
     pub policy: SharingPolicy,
     /// `--insecure-no-auth`: no credentials anywhere. For experiments only.
     pub insecure_no_auth: bool,
-    /// The folder `file://` image sources must lie under (`--import-root`); none: no file
-    /// imports.
-    pub import_root: Option<PathBuf>,
+    /// Where image sources may be imported from: `--import-root` for `file://` URLs (none: no
+    /// file imports) and `--web-download-allow` for `http(s)://` ones.
+    pub import_sources: ImportSources,
 }
 
 /// How often `--insecure-no-auth` repeats its warning.
@@ -171,7 +171,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             config.subjects.clone(),
             region.clone(),
             store,
-            config.import_root.clone(),
+            config.import_sources.clone(),
             &config.data_dir.join(region.as_str()).join("import"),
         )
         .with_context(|| format!("opening the import worker of region {region}"))?;

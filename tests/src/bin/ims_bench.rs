@@ -101,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
         },
         policy: ims_domain::SharingPolicy::default(),
         insecure_no_auth: false,
-        import_root: None,
+        import_sources: Default::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let service = tokio::spawn(run(config, async move {
