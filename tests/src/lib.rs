@@ -18,6 +18,7 @@ use ims_service::bus::BusAuth;
 use ims_service::import::ImportSources;
 use ims_service::nats_server::{free_port, NatsServer};
 use ims_service::runtime::{run, Config, Roles};
+use ims_service::store::StoreLocation;
 use ims_service::web_download::WebDownloadPolicy;
 use ims_wire::Subjects;
 use serde_json::{json, Value};
@@ -359,6 +360,11 @@ impl Service {
     }
 
     pub async fn start_with(roles: Roles, regions: &[&str]) -> Self {
+        Self::start_on(roles, regions, StoreLocation::Local).await
+    }
+
+    /// A service whose image files are kept in `store`.
+    pub async fn start_on(roles: Roles, regions: &[&str], store: StoreLocation) -> Self {
         if std::env::var_os("IMS_TEST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::from_env("IMS_TEST_LOG"))
@@ -370,13 +376,9 @@ impl Service {
         let http_addr = format!("127.0.0.1:{}", free_port().unwrap())
             .parse()
             .unwrap();
-        let (stop, task) = launch(Self::config_for(
-            &nats,
-            data.path(),
-            http_addr,
-            roles,
-            regions,
-        ));
+        let mut config = Self::config_for(&nats, data.path(), http_addr, roles, regions);
+        config.store = store;
+        let (stop, task) = launch(config);
         let service = Self {
             client: Client::connect(&nats.url(), regions[0], data.path()).await,
             nats,
@@ -414,6 +416,7 @@ impl Service {
                     allowed: vec![WEB_MIRROR],
                 },
             },
+            store: Default::default(),
         }
     }
 
@@ -437,6 +440,30 @@ impl Service {
         let (stop, task) = launch(self.config(roles, regions));
         self.task = Some(task);
         self.stop = Some(stop);
+    }
+
+    /// A second imsd of this deployment, as another process would be: its own data dir (the
+    /// NATS keys copied) and HTTP port, the same nats-server, serving `regions` on `store`,
+    /// without the identity role (one per deployment). Stopped when dropped.
+    pub fn peer(&self, regions: &[&str], store: StoreLocation) -> Peer {
+        let data = tempfile::tempdir().unwrap();
+        share_nats_keys(self.data.path(), data.path());
+        let http_addr = format!("127.0.0.1:{}", free_port().unwrap())
+            .parse()
+            .unwrap();
+        let roles = Roles {
+            identity: false,
+            ..Roles::ALL
+        };
+        let mut config = Self::config_for(&self.nats, data.path(), http_addr, roles, regions);
+        config.store = store;
+        let (stop, task) = launch(config);
+        Peer {
+            data,
+            http_addr,
+            _stop: stop,
+            _task: task,
+        }
     }
 
     /// An HTTP GET with `token` as the bearer credential.
@@ -477,6 +504,15 @@ fn launch(config: Config) -> (tokio::sync::oneshot::Sender<()>, ServiceTask) {
         let _ = stopped.await;
     }));
     (stop, task)
+}
+
+/// Another imsd of a deployment (see [`Service::peer`]).
+#[derive(Debug)]
+pub struct Peer {
+    pub data: tempfile::TempDir,
+    pub http_addr: std::net::SocketAddr,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _task: ServiceTask,
 }
 
 /// A plain HTTP/1.1 GET on loopback without credentials: the status and the body parsed as JSON
@@ -566,6 +602,81 @@ impl Client {
             .iter()
             .map(|i| i["id"].as_str().unwrap().to_owned())
             .collect()
+    }
+}
+
+/// A local S3 (moto_server, PyPI `moto[server]`, which `.ci/run` installs) on a free port.
+#[derive(Debug)]
+pub struct LocalS3 {
+    _process: KilledOnDrop,
+    pub endpoint: String,
+}
+
+impl LocalS3 {
+    /// Starts one; `None` (with a note on stderr) when moto_server is not installed, except
+    /// under CI, where the S3 tests must run.
+    pub fn start() -> Option<Self> {
+        let binary = std::env::var_os("MOTO_SERVER_BIN")
+            .map(std::path::PathBuf::from)
+            .or_else(|| {
+                let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../.venv-moto/bin");
+                std::env::split_paths(&std::env::var_os("PATH").unwrap_or_default())
+                    .chain([venv])
+                    .map(|dir| dir.join("moto_server"))
+                    .find(|candidate| candidate.is_file())
+            });
+        let Some(binary) = binary else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "moto_server is needed: deploy/install-moto.sh installs it"
+            );
+            eprintln!("moto_server is not installed (deploy/install-moto.sh): S3 skipped");
+            return None;
+        };
+        let port = free_port().unwrap();
+        let process = std::process::Command::new(&binary)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting {}: {e}", binary.display()));
+        let process = KilledOnDrop(process);
+        let started = std::time::Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "moto_server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(Self {
+            _process: process,
+            endpoint: format!("http://127.0.0.1:{port}"),
+        })
+    }
+
+    /// Creates `bucket` and names a store in it under `prefix`.
+    pub fn store(&self, bucket: &str, prefix: &str) -> StoreLocation {
+        use std::io::{Read, Write};
+        let address = self.endpoint.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).unwrap();
+        write!(
+            stream,
+            "PUT /{bucket} HTTP/1.1\r\nHost: {address}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 200"),
+            "creating bucket {bucket}: {answer}"
+        );
+        format!(
+            "s3://{bucket}/{prefix}?endpoint={}&region=us-east-1&skip_signature=true",
+            self.endpoint
+        )
+        .parse()
+        .unwrap()
     }
 }
 

@@ -615,6 +615,97 @@ async fn a_copy_across_regions_moves_the_bytes_and_hashes_them_again() {
     assert!(body == bytes, "the copy's bytes differ");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_s3_files_are_imported_served_copied_across_processes_and_removed() {
+    // Proves the S3 store end to end: an import lands in the bucket (and nowhere on disk), is
+    // served over HTTP, is copied into a region another process serves (the store is shared,
+    // so the saga moves the bytes there), and deleting the image removes its object.
+    const B: &str = "test-2";
+    let Some(s3) = ims_tests::LocalS3::start() else {
+        return;
+    };
+    let store = s3.store("images", "deployment");
+    let roles = ims_service::runtime::Roles::ALL;
+    let service = Service::start_on(roles, &[REGION], store.clone()).await;
+    let peer = service.peer(&[B], store.clone());
+    let a = &service.client;
+    let b = Client::connect(&service.nats.url(), B, service.data_dir()).await;
+    b.wait_ready().await;
+    a.register(&["owner"]).await;
+    b.register(&["owner"]).await;
+    let path = service.import_root().join("s3.qcow2");
+    qemu_img(&path, "qcow2", &[]);
+    let bytes = std::fs::read(&path).unwrap();
+    let id = create_from(a, "owner", &path, "qcow2").await;
+    let source = settled(a, "owner", &id).await;
+    assert_eq!(source["status"], "active", "{source}");
+    assert!(
+        !object_path(&service, &id).exists(),
+        "an S3 import left a local object"
+    );
+    let objects = |region: &str| {
+        ims_service::store::ImageStore::open(
+            &store,
+            service.data_dir(),
+            &ims_domain::RegionId::parse(region).unwrap(),
+        )
+        .unwrap()
+    };
+    let image = ims_domain::ImageId::parse(&id).unwrap();
+    assert_eq!(
+        objects(REGION).digest(&image).await.unwrap(),
+        Some((bytes.len() as u64, hex::encode(Sha256::digest(&bytes))))
+    );
+    let owner = a.issue("tenant", Some("owner")).await;
+    let file = format!("/v1/{REGION}/tenants/owner/images/{id}/file");
+    let (status, _, body) = get_bytes(service.http_addr, &file, &owner, None).await;
+    assert_eq!(status, 200);
+    assert!(body == bytes);
+
+    let copied = a
+        .command(
+            "owner",
+            "copy-image",
+            json!({"image_id": id, "target_region": B}),
+        )
+        .await;
+    assert_eq!(copied["ok"], true, "{copied}");
+    let copy = copied["copy_image_id"].as_str().unwrap().to_owned();
+    let target = settled(&b, "owner", &copy).await;
+    assert_eq!(target["status"], "active", "{target}");
+    assert_eq!(target["checksum_sha256"], source["checksum_sha256"]);
+    let (status, _, body) = get_bytes(
+        peer.http_addr,
+        &format!("/v1/{B}/tenants/owner/images/{copy}/file"),
+        &owner,
+        None,
+    )
+    .await;
+    assert_eq!(
+        status, 200,
+        "the peer serves the copy from the shared store"
+    );
+    assert!(body == bytes, "the copy's bytes differ");
+
+    let deleted = a
+        .command("owner", "delete-image", json!({"image_id": id}))
+        .await;
+    assert_eq!(deleted["ok"], true, "{deleted}");
+    let started = Instant::now();
+    while objects(REGION).size(&image).await.unwrap().is_some() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the object outlived its image"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let copy = ims_domain::ImageId::parse(&copy).unwrap();
+    assert!(
+        objects(B).size(&copy).await.unwrap().is_some(),
+        "the copy keeps its file"
+    );
+}
+
 /// A tiny web server on `address`: `/image` answers `image`, `/hop` redirects to `/image`,
 /// `/elsewhere` redirects to `elsewhere`. Returns its port and how many requests it answered.
 async fn mirror(

@@ -88,6 +88,10 @@ struct AuditArgs {
     /// Work offline on this data dir (the service must be stopped) instead of over NATS.
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
+    /// Where the image files are, for `verify` offline: `local` (the data dir's) or
+    /// `s3://bucket[/prefix]`, as given to imsd.
+    #[arg(long, env = "IMS_STORE", default_value = "local")]
+    store: ims_service::store::StoreLocation,
     #[command(subcommand)]
     command: AuditCommand,
 }
@@ -1575,14 +1579,11 @@ async fn audit(
             };
             // Imported files are checked where they are: offline, in the data dir's store.
             let objects = match (&chain, &args.data_dir) {
-                (Ok(_), Some(dir)) => Some(
-                    audit::verify_objects(
-                        &source,
-                        &region,
-                        &ims_service::store::store_path(dir, &region),
-                    )
-                    .await?,
-                ),
+                (Ok(_), Some(dir)) => {
+                    let store = ims_service::store::ImageStore::open(&args.store, dir, &region)
+                        .with_context(|| format!("opening the image store of region {region}"))?;
+                    Some(audit::verify_objects(&source, &region, &store).await?)
+                }
                 _ => None,
             };
             let ok = chain.is_ok()

@@ -96,6 +96,12 @@ struct Options {
     /// machine. Repeat it, or separate addresses with commas. Everything else stays refused.
     #[arg(long, env = "IMS_WEB_DOWNLOAD_ALLOW", value_delimiter = ',')]
     web_download_allow: Vec<std::net::IpAddr>,
+    /// Where image files are kept: `local` (under the data dir) or `s3://bucket[/prefix]`
+    /// (objects `<prefix>/<region>/images/<id>`; endpoint, region and keys from the usual
+    /// AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; needs a build
+    /// with `--features s3`). Every process of a deployment names the same store.
+    #[arg(long, env = "IMS_STORE", default_value = "local")]
+    store: ims_service::store::StoreLocation,
 }
 
 fn init_logging(format: &str) {
@@ -233,6 +239,7 @@ async fn serve(options: Options, roles: Roles, embedded_allowed: bool) -> anyhow
                 allowed: options.web_download_allow,
             },
         },
+        store: options.store,
     };
     let result = run(config, shutdown_signal()).await;
     drop(embedded);

@@ -335,7 +335,7 @@ pub struct Replayed {
 pub async fn verify_objects(
     source: &LogSource,
     region: &RegionId,
-    store: &std::path::Path,
+    store: &crate::store::ImageStore,
 ) -> anyhow::Result<Vec<String>> {
     let replayed = replay(source, region, Until::Position(u64::MAX), |_| {}).await?;
     let mut problems = Vec::new();
@@ -348,29 +348,21 @@ pub async fn verify_objects(
         if image.status != ims_domain::ImageStatus::Active {
             continue;
         }
-        let path = store.join("images").join(image.id.to_string());
-        let found = tokio::task::spawn_blocking(move || -> std::io::Result<(u64, String)> {
-            use sha2::{Digest as _, Sha256};
-            let mut file = std::fs::File::open(&path)?;
-            let mut hasher = Sha256::new();
-            let length = std::io::copy(&mut file, &mut hasher)?;
-            Ok((length, hex::encode(hasher.finalize())))
-        })
-        .await?;
-        match found {
+        match store.digest(&image.id).await {
             Err(error) => problems.push(format!(
                 "image {}: its object cannot be read ({error})",
                 image.id
             )),
-            Ok((length, _)) if length != size => problems.push(format!(
+            Ok(None) => problems.push(format!("image {}: its object is missing", image.id)),
+            Ok(Some((length, _))) if length != size => problems.push(format!(
                 "image {}: its object is {length} bytes, the log says {size}",
                 image.id
             )),
-            Ok((_, digest)) if &digest != checksum => problems.push(format!(
+            Ok(Some((_, digest))) if &digest != checksum => problems.push(format!(
                 "image {}: its object's SHA-256 is {digest}, the log says {checksum}",
                 image.id
             )),
-            Ok(_) => {}
+            Ok(Some(_)) => {}
         }
     }
     Ok(problems)

@@ -28,8 +28,8 @@ use ims_wire::{CommandReply, Subjects};
 use serde_json::{json, Value};
 
 use crate::command_service::derived_command_id;
-use crate::import::{import_file, report_body, Imported};
-use crate::store::ImageStore;
+use crate::import::{import_stream, report_body, Imported};
+use crate::store::{ImageStore, StoreLocation};
 
 /// How often an idle saga looks for new copy requests.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -106,6 +106,9 @@ pub struct CopySaga {
     /// The image stores of the regions in this process: a copy between two of them moves the
     /// bytes too.
     stores: Arc<HashMap<RegionId, ImageStore>>,
+    /// The deployment's store and this process's data dir: a shared store (S3) reaches the
+    /// target region's objects even when another process serves it.
+    shared: Option<(StoreLocation, std::path::PathBuf)>,
 }
 
 impl CopySaga {
@@ -129,24 +132,49 @@ impl CopySaga {
             checkpoint,
             silent_since: None,
             stores: Arc::default(),
+            shared: None,
         })
     }
 
-    /// Moves image files along with copies between the regions whose stores are given.
-    pub fn with_stores(mut self, stores: Arc<HashMap<RegionId, ImageStore>>) -> Self {
+    /// Moves image files along with copies between the regions whose stores are given, and to
+    /// any region when `location` is shared by the whole deployment (S3; staging under
+    /// `data_dir`).
+    pub fn with_stores(
+        mut self,
+        stores: Arc<HashMap<RegionId, ImageStore>>,
+        location: &StoreLocation,
+        data_dir: &Path,
+    ) -> Self {
         self.stores = stores;
+        if matches!(location, StoreLocation::S3 { .. }) {
+            self.shared = Some((location.clone(), data_dir.to_owned()));
+        }
         self
+    }
+
+    /// The store of `region`: this process's, or the shared one's part for it.
+    fn store_of(&self, region: &RegionId) -> Result<Option<ImageStore>, Retry> {
+        if let Some(store) = self.stores.get(region) {
+            return Ok(Some(store.clone()));
+        }
+        let Some((location, data_dir)) = &self.shared else {
+            return Ok(None);
+        };
+        ImageStore::open(location, data_dir, region)
+            .map(Some)
+            .map_err(|e| Retry(format!("opening the image store of region {region}: {e}")))
     }
 
     /// Streams the source image's file into the target region's store, hashing it again and
     /// comparing with the SHA-256 the source recorded, then reports the copy's build in the
     /// target region (failed, with why, when the bytes differ). Nothing to do when the source
-    /// has no file or the target's store is in another process (an external builder reports).
+    /// has no file, or the target's store is neither in this process nor shared (an external
+    /// builder reports then).
     async fn move_bytes(&self, request: &CopyRequest) -> Result<(), Retry> {
         let retry = |what: &str, error: &dyn std::fmt::Display| Retry(format!("{what}: {error}"));
         let (Some(source), Some(target)) = (
             self.stores.get(&self.region),
-            self.stores.get(&request.target),
+            self.store_of(&request.target)?,
         ) else {
             return Ok(());
         };
@@ -179,14 +207,18 @@ impl CopySaga {
         ) else {
             return Ok(());
         };
-        let (from, staging) = (
-            source.object_path(&request.image_id),
-            target.staging_path(&request.copy_image_id),
-        );
-        let moved = tokio::task::spawn_blocking(move || import_file(&from, &format, &staging))
+        let from = source
+            .get(&request.image_id, None)
             .await
-            .map_err(|e| retry("copying the file", &e))?
-            .map_err(|e| retry("copying the file", &e))?;
+            .map_err(|e| retry("reading the source's file", &e))?;
+        let moved = import_stream(
+            from.into_stream(),
+            &format,
+            &target.staging_path(&request.copy_image_id),
+        )
+        .await
+        .map_err(|e| retry("copying the file", &e))?
+        .map_err(|e| Retry(format!("copying the file broke off: {e}")))?;
         let outcome = match moved {
             Imported::Built { ref sha256, .. } if *sha256 != recorded => Imported::Refused(
                 format!("the copied bytes hash to SHA-256 {sha256}, not the source's {recorded}"),

@@ -397,7 +397,6 @@ async fn receive_upload(
     id: &str,
     body: axum::body::Body,
 ) -> Result<serde_json::Value, WireError> {
-    use futures::StreamExt as _;
     let view = image_view(state, region, tenant, id).await?;
     let format = view["source"]["upload"]["format"]
         .as_str()
@@ -426,32 +425,23 @@ async fn receive_upload(
             "uploads of region {region} are not served by this process"
         )));
     };
-    // Streamed straight through the checks into staging; the channel's bound holds the client
-    // back while the disk and the hashes catch up.
-    let (sender, chunks) = tokio::sync::mpsc::channel(4);
-    let importing =
-        crate::import::import_chunks(chunks, format.clone(), store.staging_path(&image));
-    let feeding = async move {
-        let mut stream = body.into_data_stream();
-        while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| e.to_string())?;
-            if sender.send(Ok(chunk)).await.is_err() {
-                break; // refused already
-            }
-        }
-        Ok::<(), String>(())
-    };
-    let (checked, fed) = tokio::join!(importing, feeding);
-    if let Err(error) = fed {
+    // Streamed straight through the checks into staging.
+    let checked = crate::import::import_stream(
+        body.into_data_stream(),
+        &format,
+        &store.staging_path(&image),
+    )
+    .await
+    .map_err(|e| unavailable(format!("staging the upload failed: {e}")))?;
+    let outcome = checked.map_err(|error| {
         // A broken connection says nothing about the file: nothing is recorded, and the owner
         // uploads again.
         store.discard(&image);
-        return Err(WireError::new(
+        WireError::new(
             WireErrorCode::InvalidArgument,
             format!("the upload broke off ({error}); nothing was recorded, upload again"),
-        ));
-    }
-    let outcome = checked.map_err(|e| unavailable(format!("staging the upload failed: {e}")))?;
+        )
+    })?;
     match &outcome {
         crate::import::Imported::Built { .. } => store
             .commit(&image)

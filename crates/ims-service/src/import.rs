@@ -209,29 +209,44 @@ pub fn import_file(source: &Path, declared: &str, staging: &Path) -> std::io::Re
     stream.finish(declared)
 }
 
-/// Streams the chunks an async source sends (an upload, a download) into `staging` through an
-/// [`ImportStream`] on a blocking thread; a chunk `Err(reason)` ends the import refused. The
-/// channel's bound is the backpressure on the source.
-pub async fn import_chunks(
-    mut chunks: tokio::sync::mpsc::Receiver<Result<Bytes, String>>,
-    declared: String,
-    staging: PathBuf,
-) -> std::io::Result<Imported> {
-    tokio::task::spawn_blocking(move || {
+/// Streams `chunks` (an upload, a download, another store's object) into `staging` through an
+/// [`ImportStream`] on a blocking thread, a bounded channel between them holding the source
+/// back while the disk and the hashes catch up. `Ok(Err(why))` when the source broke off: that
+/// says nothing about the file, and the caller decides whether to try again.
+pub async fn import_stream<S, E>(
+    chunks: S,
+    declared: &str,
+    staging: &Path,
+) -> std::io::Result<Result<Imported, String>>
+where
+    S: futures::Stream<Item = Result<Bytes, E>> + Send,
+    E: std::fmt::Display,
+{
+    use futures::StreamExt as _;
+    let (sender, mut received) = tokio::sync::mpsc::channel::<Bytes>(HASH_QUEUE_CHUNKS);
+    let (declared, staging) = (declared.to_owned(), staging.to_owned());
+    let importing = tokio::task::spawn_blocking(move || {
         let mut stream = ImportStream::create(&staging)?;
-        while let Some(chunk) = chunks.blocking_recv() {
-            let pushed = match chunk {
-                Ok(chunk) => stream.push(chunk)?,
-                Err(reason) => Err(reason),
-            };
-            if let Err(reason) = pushed {
+        while let Some(chunk) = received.blocking_recv() {
+            if let Err(reason) = stream.push(chunk)? {
                 return Ok(Imported::Refused(reason));
             }
         }
         stream.finish(&declared)
-    })
-    .await
-    .map_err(|_| std::io::Error::other("the import thread panicked"))?
+    });
+    let feeding = async move {
+        futures::pin_mut!(chunks);
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|e| e.to_string())?;
+            if sender.send(chunk).await.is_err() {
+                break; // refused already
+            }
+        }
+        Ok::<(), String>(())
+    };
+    let (imported, fed) = tokio::join!(importing, feeding);
+    let imported = imported.map_err(|_| std::io::Error::other("the import thread panicked"))??;
+    Ok(fed.map(|()| imported))
 }
 
 /// Downloads `url` under `policy` into `staging` and checks it against `declared`.
@@ -241,7 +256,7 @@ pub async fn import_download(
     declared: &str,
     staging: &Path,
 ) -> std::io::Result<Imported> {
-    let mut download = match policy.open(url).await {
+    let download = match policy.open(url).await {
         Ok(download) => download,
         Err(reason) => return Ok(Imported::Refused(reason)),
     };
@@ -250,23 +265,17 @@ pub async fn import_download(
             "{url} announces {length} bytes; images of at most {IMPORT_BYTES_MAX} bytes are imported"
         )));
     }
-    let (sender, chunks) = tokio::sync::mpsc::channel(HASH_QUEUE_CHUNKS);
-    let importing = import_chunks(chunks, declared.to_owned(), staging.to_owned());
-    let feeding = async move {
-        loop {
-            let chunk = web_download::next_chunk(&mut download.body).await;
-            let last = !matches!(chunk, Ok(Some(_)));
-            let Some(chunk) = chunk.transpose() else {
-                return;
-            };
-            // A closed channel: the import refused the file already.
-            if sender.send(chunk).await.is_err() || last {
-                return;
-            }
+    let body = futures::stream::unfold(Some(download.body), |body| async move {
+        let mut body = body?;
+        match web_download::next_chunk(&mut body).await {
+            Ok(Some(chunk)) => Some((Ok(chunk), Some(body))),
+            Ok(None) => None,
+            Err(error) => Some((Err(error), None)),
         }
-    };
-    let (imported, ()) = tokio::join!(importing, feeding);
-    imported
+    });
+    Ok(import_stream(body, declared, staging)
+        .await?
+        .unwrap_or_else(Imported::Refused))
 }
 
 /// The path a `file://` URL names, if it lies under `root` (both resolved, links included).

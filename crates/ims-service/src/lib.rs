@@ -11,12 +11,15 @@ pub mod bus;
 pub mod command_service;
 pub mod copy_saga;
 pub mod http;
+pub mod http_client;
 pub mod identity;
 pub mod import;
 pub mod nats_server;
 pub mod projector;
 pub mod query_service;
 pub mod runtime;
+#[cfg(feature = "s3")]
+pub mod s3;
 pub mod store;
 pub mod web_download;
 pub mod writer;

@@ -21,7 +21,7 @@ use crate::identity::{Authenticator, IdentityEndpoints, IdentityService};
 use crate::import::{run_import_worker, ImportSources, ImportWorker};
 use crate::projector::{projections_path, run_projector, RegionModels};
 use crate::query_service::serve_queries;
-use crate::store::{store_path, ImageStore};
+use crate::store::{ImageStore, StoreLocation};
 use crate::writer::spawn_writer;
 use ims_identity::setup::{bootstrap_operator, NatsKeys};
 use ims_identity::Directory;
@@ -61,6 +61,8 @@ pub struct Config {
     /// Where image sources may be imported from: `--import-root` for `file://` URLs (none: no
     /// file imports) and `--web-download-allow` for `http(s)://` ones.
     pub import_sources: ImportSources,
+    /// Where image files are kept (`--store`).
+    pub store: StoreLocation,
 }
 
 /// How often `--insecure-no-auth` repeats its warning.
@@ -131,7 +133,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let mut tasks = tokio::task::JoinSet::new();
     // Every store first: a copy between two regions of this process moves the bytes.
     for region in config.regions.iter().filter(|_| config.roles.command) {
-        let store = ImageStore::open(store_path(&config.data_dir, region))
+        let store = ImageStore::open(&config.store, &config.data_dir, region)
             .with_context(|| format!("opening the image store of region {region}"))?;
         stores.insert(region.clone(), store);
     }
@@ -183,7 +185,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             &config.data_dir.join(region.as_str()).join("copy-saga"),
         )
         .with_context(|| format!("opening the copy saga of region {region}"))?
-        .with_stores(stores.clone());
+        .with_stores(stores.clone(), &config.store, &config.data_dir);
         tasks.spawn(run_copy_saga(saga, stopped(stop_rx.clone())));
         let publisher = tokio::spawn(publish_events(
             client.clone(),

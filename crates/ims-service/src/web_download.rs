@@ -11,15 +11,14 @@
 //!   allowed address is reached on any port.
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::Uri;
-use hyper_util::rt::TokioIo;
-use tokio_rustls::rustls;
+
+use crate::http_client;
 
 /// Redirects followed before a download is refused.
 pub const REDIRECTS_MAX: usize = 5;
@@ -124,30 +123,18 @@ impl WebDownloadPolicy {
             .to_owned();
         let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
         let address = self.checked_address(uri, &host, port).await?;
-        let connect = async {
-            let tcp = tokio::net::TcpStream::connect(address)
-                .await
-                .map_err(|e| format!("connecting to {uri} ({address}) failed: {e}"))?;
-            let request = hyper::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
-                .header(hyper::header::HOST, authority(&host, port, https))
-                .header(hyper::header::USER_AGENT, "ims-import/1")
-                .body(Empty::<Bytes>::new())
-                .map_err(|e| format!("{uri}: {e}"))?;
-            if https {
-                let name = rustls::pki_types::ServerName::try_from(host.clone())
-                    .map_err(|e| format!("{host} is not a TLS server name: {e}"))?;
-                let tls = tls_connector()?
-                    .connect(name, tcp)
-                    .await
-                    .map_err(|e| format!("TLS with {uri} failed: {e}"))?;
-                send(uri, TokioIo::new(tls), request).await
-            } else {
-                send(uri, TokioIo::new(tcp), request).await
-            }
-        };
-        tokio::time::timeout(CONNECT_TIMEOUT, connect)
-            .await
-            .map_err(|_| format!("{uri} did not answer within {CONNECT_TIMEOUT:?}"))?
+        let request = hyper::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
+            .header(hyper::header::HOST, authority(&host, port, https))
+            .header(hyper::header::USER_AGENT, "ims-import/1")
+            .body(Empty::<Bytes>::new())
+            .map_err(|e| format!("{uri}: {e}"))?;
+        tokio::time::timeout(
+            CONNECT_TIMEOUT,
+            http_client::send(address, &host, https, request),
+        )
+        .await
+        .map_err(|_| format!("{uri} did not answer within {CONNECT_TIMEOUT:?}"))?
+        .map_err(|e| format!("{uri} ({address}): {e}"))
     }
 
     /// The first address of `host` the rules allow; an error naming the refused one otherwise.
@@ -200,7 +187,8 @@ fn resolve_location(base: &Uri, location: &str) -> Result<Uri, String> {
     Uri::from_parts(parts).map_err(|e| format!("{base} redirected to {location:?}: {e}"))
 }
 
-fn authority(host: &str, port: u16, https: bool) -> String {
+/// The `Host` header for `host` on `port`.
+pub fn authority(host: &str, port: u16, https: bool) -> String {
     let host = if host.contains(':') {
         format!("[{host}]")
     } else {
@@ -210,53 +198,6 @@ fn authority(host: &str, port: u16, https: bool) -> String {
         (false, 80) | (true, 443) => host,
         _ => format!("{host}:{port}"),
     }
-}
-
-async fn send<T>(
-    uri: &Uri,
-    io: TokioIo<T>,
-    request: hyper::Request<Empty<Bytes>>,
-) -> Result<hyper::Response<Incoming>, String>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Unpin + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io)
-        .await
-        .map_err(|e| format!("{uri}: {e}"))?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.await {
-            tracing::debug!(%error, "a web-download connection ended");
-        }
-    });
-    sender
-        .send_request(request)
-        .await
-        .map_err(|e| format!("{uri}: {e}"))
-}
-
-/// TLS with the machine's root certificates, built once.
-fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
-    static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
-        std::sync::OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let mut roots = rustls::RootCertStore::empty();
-            let found = rustls_native_certs::load_native_certs();
-            roots.add_parsable_certificates(found.certs);
-            if roots.is_empty() {
-                return Err("this machine has no root certificates for https downloads".into());
-            }
-            let config = rustls::ClientConfig::builder_with_provider(Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS setup failed: {e}"))?
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-            Ok(Arc::new(config))
-        })
-        .clone()
-        .map(tokio_rustls::TlsConnector::from)
 }
 
 /// The next chunk of a download's body, `None` at its end; an error when it breaks off or

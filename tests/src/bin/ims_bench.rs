@@ -102,6 +102,7 @@ async fn main() -> anyhow::Result<()> {
         policy: ims_domain::SharingPolicy::default(),
         insecure_no_auth: false,
         import_sources: Default::default(),
+        store: Default::default(),
     };
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let service = tokio::spawn(run(config, async move {
