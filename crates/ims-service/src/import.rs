@@ -1,7 +1,8 @@
 //! The import worker of a region (DESIGN.md section 14): takes each image created from a
 //! `file://` (under the import root) or `http(s)://` source (under the web-download rules) in
-//! the log, exactly once and resumably, streams the bytes through a size cap, SHA-256, SHA-512 and the format inspector into staging, moves it into the store, and
-//! reports the build: succeeded with what it found, or failed with a reason the owner sees.
+//! the log, exactly once and resumably, streams the bytes through a size cap, SHA-256, SHA-512
+//! and the format inspector into staging, moves it into the store, and reports the build:
+//! succeeded with what it found, or failed with a reason the owner sees.
 //!
 //! Exactly once: it follows the log from a checkpoint of its own (a tiny sled database), and
 //! its `report-build` carries a command id derived from the image's creation event, so a
