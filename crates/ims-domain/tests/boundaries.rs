@@ -1,0 +1,288 @@
+//! Every limit at its edge: the largest accepted value passes and one past it is refused, and
+//! each guard is shown to do work on both sides. Written against the mutants that survived
+//! `cargo mutants -p ims-domain` (issue 13): `>` turned into `>=`, checks replaced by `Ok(())`,
+//! the version guard replaced by `true`, `&&` turned into `||`, counters' `+=` turned into `*=`
+//! or `-=`, and arms of `usable` deleted.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use ims_domain::*;
+use support::*;
+
+const IMAGE: u128 = 1;
+
+fn update(change: impl FnOnce(&mut UpdateImage)) -> Command {
+    let mut update = UpdateImage {
+        image_id: image_id(IMAGE),
+        name: None,
+        description: None,
+        tags: None,
+        min_disk_gb: None,
+        protected: None,
+    };
+    change(&mut update);
+    Command::UpdateImage(Box::new(update))
+}
+
+/// `update` by the owner is accepted.
+#[track_caller]
+fn accepted(change: impl FnOnce(&mut UpdateImage)) {
+    owner_with_active_image()
+        .when(by("t1", update(change)))
+        .then_ok();
+}
+
+/// `update` by the owner is refused as an invalid argument naming `mentions`.
+#[track_caller]
+fn refused(change: impl FnOnce(&mut UpdateImage), mentions: &str) {
+    owner_with_active_image()
+        .when(by("t1", update(change)))
+        .then_refused(ErrorCode::InvalidArgument, mentions);
+}
+
+fn tags(count: usize, key_chars: usize, value_chars: usize) -> BTreeMap<String, String> {
+    (0..count)
+        .map(|n| {
+            let key = format!("{n:0>width$}", width = key_chars);
+            (key, "v".repeat(value_chars))
+        })
+        .collect()
+}
+
+#[test]
+fn a_name_of_the_most_characters_is_accepted_and_one_more_is_refused() {
+    let max = SharingPolicy::default().name_chars_max;
+    accepted(|u| u.name = Some("n".repeat(max)));
+    refused(|u| u.name = Some("n".repeat(max + 1)), "name");
+}
+
+#[test]
+fn a_description_of_the_most_characters_is_accepted_and_one_more_is_refused() {
+    let max = SharingPolicy::default().description_chars_max;
+    accepted(|u| u.description = Some("d".repeat(max)));
+    refused(
+        |u| u.description = Some("d".repeat(max + 1)),
+        &format!("at most {max}"),
+    );
+}
+
+#[test]
+fn tags_at_their_limits_are_accepted_and_one_past_any_limit_is_refused() {
+    let policy = SharingPolicy::default();
+    let (count, key, value) = (
+        policy.tags_max,
+        policy.tag_key_chars_max,
+        policy.tag_value_chars_max,
+    );
+    accepted(|u| u.tags = Some(tags(count, key, value)));
+    refused(|u| u.tags = Some(tags(count + 1, 4, 1)), "at most");
+    refused(|u| u.tags = Some(tags(1, key + 1, 1)), "tag key");
+    refused(|u| u.tags = Some(tags(1, 4, value + 1)), "longer than");
+}
+
+#[test]
+fn min_disk_from_one_to_the_maximum_is_accepted_and_outside_is_refused() {
+    let max = SharingPolicy::default().min_disk_gb_max;
+    accepted(|u| u.min_disk_gb = Some(1));
+    accepted(|u| u.min_disk_gb = Some(max));
+    refused(|u| u.min_disk_gb = Some(0), "min_disk_gb 0");
+    refused(|u| u.min_disk_gb = Some(max + 1), "out of range");
+}
+
+#[test]
+fn an_update_of_any_single_field_is_a_change_and_one_of_none_is_refused() {
+    accepted(|u| u.name = Some("renamed".into()));
+    accepted(|u| u.description = Some("about".into()));
+    accepted(|u| u.tags = Some(tags(1, 3, 3)));
+    accepted(|u| u.min_disk_gb = Some(50));
+    accepted(|u| u.protected = Some(true));
+    refused(|_| {}, "changes nothing");
+}
+
+#[test]
+fn the_expected_version_passes_when_it_is_the_images_version() {
+    let mut scenario = owner_with_active_image();
+    let version = scenario.image(image_id(IMAGE)).version;
+    scenario.expected_version = Some(version);
+    scenario
+        .when(by("t1", update(|u| u.protected = Some(true))))
+        .then_ok();
+    let mut scenario = owner_with_active_image();
+    scenario.expected_version = Some(version + 1);
+    scenario
+        .when(by("t1", update(|u| u.protected = Some(true))))
+        .then_refused(ErrorCode::Conflict, "expected_version");
+}
+
+#[test]
+fn a_quota_up_to_the_maximum_is_accepted_and_one_more_is_refused() {
+    let max = SharingPolicy::default().quota_max;
+    let (_, state) = owner_with_active_image()
+        .when(op(Command::SetQuota {
+            tenant: tenant("t1"),
+            quota: max,
+        }))
+        .then_ok();
+    assert_eq!(state.tenants[&tenant("t1")].quota, max);
+    owner_with_active_image()
+        .when(op(Command::SetQuota {
+            tenant: tenant("t1"),
+            quota: max + 1,
+        }))
+        .then_refused(ErrorCode::InvalidArgument, "too large");
+    Scenario::new()
+        .when(op(Command::RegisterTenant {
+            tenant: tenant("t9"),
+            quota: Some(max + 1),
+        }))
+        .then_refused(ErrorCode::InvalidArgument, "too large");
+}
+
+#[test]
+fn a_build_report_needs_a_sha256_of_64_hex_digits() {
+    let report = |checksum: String| {
+        op(Command::ReportBuild {
+            image_id: image_id(1),
+            outcome: BuildOutcome::Succeeded {
+                size_bytes: 1 << 30,
+            },
+            checksum_sha256: Some(checksum),
+            file: None,
+            reason: None,
+        })
+    };
+    let queued = || Scenario::new().given([register("t1"), by("t1", system_image("web"))]);
+    queued().when(report("0f".repeat(32))).then_ok();
+    queued()
+        .when(report("a".repeat(63)))
+        .then_refused(ErrorCode::InvalidArgument, "64 hex digits");
+    queued()
+        .when(report("g".repeat(64)))
+        .then_refused(ErrorCode::InvalidArgument, "64 hex digits");
+}
+
+#[test]
+fn a_marketplace_price_from_one_minor_unit_to_the_maximum_is_accepted() {
+    let list = |amount_minor: u64| {
+        by(
+            "t1",
+            Command::ListOnMarketplace {
+                image_id: image_id(IMAGE),
+                publisher: "Acme".into(),
+                price: Price::PerHour {
+                    amount_minor,
+                    currency: Currency(*b"USD"),
+                },
+            },
+        )
+    };
+    owner_with_active_image().when(list(1)).then_ok();
+    owner_with_active_image()
+        .when(list(limits::PRICE_MINOR_PER_HOUR_MAX))
+        .then_ok();
+    owner_with_active_image()
+        .when(list(0))
+        .then_refused(ErrorCode::InvalidArgument, "amount_minor 0");
+    owner_with_active_image()
+        .when(list(limits::PRICE_MINOR_PER_HOUR_MAX + 1))
+        .then_refused(ErrorCode::InvalidArgument, "out of range");
+}
+
+#[test]
+fn versions_and_owned_counts_grow_by_exactly_one_per_event() {
+    let scenario = Scenario::new().given([register("t1")]);
+    let tenant_version = scenario.state.tenants[&tenant("t1")].version;
+    let scenario = scenario.given([op(Command::SetQuota {
+        tenant: tenant("t1"),
+        quota: 7,
+    })]);
+    assert_eq!(
+        scenario.state.tenants[&tenant("t1")].version,
+        tenant_version + 1
+    );
+    let scenario = scenario.given([
+        by("t1", system_image("one")),
+        by("t1", system_image("two")),
+        by("t1", system_image("three")),
+    ]);
+    assert_eq!(
+        scenario.state.tenants[&tenant("t1")].owned_private_images,
+        3
+    );
+    let version = scenario.image(image_id(1)).version;
+    let scenario = scenario.given([op(succeeded(image_id(1)))]);
+    assert_eq!(scenario.image(image_id(1)).version, version + 1);
+}
+
+#[test]
+fn usable_names_a_rejected_share_and_a_disk_kind_that_does_not_fit_the_purpose() {
+    let scenario = owner_with_active_image().given([
+        by(
+            "t1",
+            Command::ShareImage {
+                image_id: image_id(IMAGE),
+                tenants: vec![tenant("t2")],
+            },
+        ),
+        by(
+            "t2",
+            Command::RejectShare {
+                image_id: image_id(IMAGE),
+            },
+        ),
+    ]);
+    let image = scenario.image(image_id(IMAGE));
+    let answer = usable(
+        &region(),
+        &tenant("t2"),
+        image_id(IMAGE),
+        Some(image),
+        Purpose::CreateEcs,
+    );
+    assert!(!answer.allowed);
+    assert!(
+        answer.reason.contains("rejected the share"),
+        "{}",
+        answer.reason
+    );
+
+    let answer = usable(
+        &region(),
+        &tenant("t1"),
+        image_id(IMAGE),
+        Some(image),
+        Purpose::CreateEvs,
+    );
+    assert!(!answer.allowed);
+    assert!(answer.reason.contains("not EVS disks"), "{}", answer.reason);
+
+    let data = Scenario::new().given([
+        register("t1"),
+        by(
+            "t1",
+            with_create(system_image("data"), |c| {
+                c.disk = DiskKind::Data;
+                c.os = None;
+            }),
+        ),
+        op(succeeded(image_id(1))),
+    ]);
+    let image = data.image(image_id(1));
+    for (purpose, allowed) in [
+        (Purpose::CreateEvs, true),
+        (Purpose::CreateEcs, false),
+        (Purpose::ChangeOs, false),
+    ] {
+        let answer = usable(&region(), &tenant("t1"), image_id(1), Some(image), purpose);
+        assert_eq!(answer.allowed, allowed, "{purpose:?}: {}", answer.reason);
+        if !allowed {
+            assert!(
+                answer.reason.contains("data disk image"),
+                "{}",
+                answer.reason
+            );
+        }
+    }
+}
