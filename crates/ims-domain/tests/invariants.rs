@@ -124,11 +124,6 @@ fn check_invariants(state: &State, policy: &SharingPolicy) -> Result<(), TestCas
             prop_assert_ne!(image.disk, DiskKind::FullEcs);
             prop_assert_eq!(image.class, ImageClass::Private);
         }
-        prop_assert!(
-            image.is_owned_by(&tenant("t0"))
-                || !image.members.contains_key(&tenant("t0"))
-                || image.owner.tenant() != Some(&tenant("t0"))
-        );
         if let Some(owner) = image.owner.tenant() {
             prop_assert!(
                 !image.members.contains_key(owner),

@@ -89,24 +89,30 @@ fn sharing_an_active_private_image_makes_the_targets_pending_members() {
 }
 
 #[test]
-fn sharing_a_public_image_is_refused() {
-    let scenario = owner_with_active_image().given([op(Command::PublishPublicImage(Box::new(
-        PublishPublicImage {
-            name: "ubuntu-22.04".into(),
-            disk: DiskKind::System,
-            os: os(),
-            min_disk_gb: 10,
-            size_bytes: 1,
-            checksum_sha256: "b".repeat(64),
-            tags: Default::default(),
-            description: String::new(),
-        },
-    )))]);
-    scenario
-        .when(op(Command::ShareImage {
-            image_id: image_id(2),
-            tenants: vec![tenant("t2")],
-        }))
+fn nobody_can_share_a_public_image_a_tenant_does_not_own_it_and_the_operator_does_not_share() {
+    let scenario = || {
+        owner_with_active_image().given([op(Command::PublishPublicImage(Box::new(
+            PublishPublicImage {
+                name: "ubuntu-22.04".into(),
+                disk: DiskKind::System,
+                os: os(),
+                min_disk_gb: 10,
+                size_bytes: 1,
+                checksum_sha256: "b".repeat(64),
+                tags: Default::default(),
+                description: String::new(),
+            },
+        )))])
+    };
+    let share_public = || Command::ShareImage {
+        image_id: image_id(2),
+        tenants: vec![tenant("t2")],
+    };
+    scenario()
+        .when(by("t1", share_public()))
+        .then_refused(ErrorCode::Forbidden, "tenant t1");
+    scenario()
+        .when(op(share_public()))
         .then_refused(ErrorCode::Forbidden, "share-image");
 }
 
