@@ -324,6 +324,26 @@ async fn a_changed_byte_is_found_by_verify_and_by_an_independent_check_of_the_ex
         "verify",
     ]);
     assert_eq!(code, 1, "verify fails on a tampered log: {out}");
+    // A mistyped data dir or region is an error naming what is there, never "verified", and
+    // the audit creates nothing.
+    let typo = format!("{data_dir}-typo");
+    for (dir, region, names) in [(&typo, REGION, "none"), (&data_dir, "other-1", REGION)] {
+        let output = Command::new(env!("CARGO_BIN_EXE_imsctl-under-test"))
+            .args(["--region", region, "audit", "--data-dir", dir, "verify"])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{stderr}");
+        assert!(
+            stderr.contains(&format!("no log of region {region}"))
+                && stderr.contains(&format!("regions with a log there: {names}")),
+            "{stderr}"
+        );
+    }
+    assert!(
+        !std::path::Path::new(&typo).exists(),
+        "the audit created {typo}"
+    );
     let report: Value = ims_tests::serde_json::from_str(&out).unwrap();
     assert_eq!(report["chain"]["first_bad_position"], TAMPERED, "{report}");
     let (_, export) = imsctl(&[

@@ -1434,6 +1434,29 @@ async fn audit(
     let source = match &args.data_dir {
         Some(dir) => {
             let path = ims_service::runtime::log_path(dir, &region);
+            // Opening a missing log would create an empty one, which verifies: an auditor who
+            // mistyped the path must hear so, never "every hash valid".
+            if !path.is_dir() {
+                let found: Vec<String> = std::fs::read_dir(dir)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .filter(|entry| entry.path().join("log").is_dir())
+                    .filter_map(|entry| entry.file_name().into_string().ok())
+                    // The identity log has its own audit (`audit credentials`).
+                    .filter(|name| name != "iam")
+                    .collect();
+                anyhow::bail!(
+                    "there is no log of region {region} at {}; check --data-dir and --region \
+                     (regions with a log there: {})",
+                    path.display(),
+                    if found.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        found.join(", ")
+                    }
+                );
+            }
             let log = ims_log::EventLog::open(&path, region.as_str()).with_context(|| {
                 format!(
                     "opening the log at {} (is imsd still running on it?)",
