@@ -62,7 +62,7 @@ pub struct Cli {
     )]
     http_url: String,
     /// A command id (UUID) for exactly-once retries; generated when absent.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, value_parser = parse_command_id)]
     command_id: Option<uuid::Uuid>,
     #[command(subcommand)]
     command: Top,
@@ -86,11 +86,11 @@ enum Top {
 #[derive(Args, Debug)]
 struct AuditArgs {
     /// Work offline on this data dir (the service must be stopped) instead of over NATS.
-    #[arg(long)]
+    #[arg(long, global = true)]
     data_dir: Option<std::path::PathBuf>,
     /// Where the image files are, for `verify` offline: `local` (the data dir's) or
     /// `s3://bucket[/prefix]`, as given to imsd.
-    #[arg(long, env = "IMS_STORE", default_value = "local")]
+    #[arg(long, env = "IMS_STORE", default_value = "local", global = true)]
     store: ims_service::store::StoreLocation,
     #[command(subcommand)]
     command: AuditCommand,
@@ -847,7 +847,12 @@ fn resolve_token(
     let read = |path: &std::path::Path| {
         std::fs::read_to_string(path)
             .map(|text| text.trim().to_owned())
-            .with_context(|| format!("reading the token file {}", path.display()))
+            .map_err(|e| {
+                anyhow::Error::new(Usage(format!(
+                    "reading the token file {}: {e}",
+                    path.display()
+                )))
+            })
     };
     if let Some(path) = token_file {
         return read(path).map(Some);
@@ -987,6 +992,35 @@ fn summarize(name: &str, reply: &Value) -> String {
     line
 }
 
+fn parse_command_id(value: &str) -> Result<uuid::Uuid, String> {
+    uuid::Uuid::parse_str(value).map_err(|_| {
+        format!(
+            "{value:?} is not a UUID; give one such as 01890a5d-ac96-774b-bcce-b302099a8057 (the \
+             same id again makes a retry), or leave --command-id out to have one generated"
+        )
+    })
+}
+
+/// A mistake in how imsctl was called (a missing or malformed option, a data dir without the
+/// log): exit code 2, like clap's own usage errors, not 3 (the service could not be reached).
+#[derive(Debug)]
+struct Usage(String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// Returns early with a [`Usage`] error.
+macro_rules! usage {
+    ($($message:tt)*) => {
+        return Err(anyhow::Error::new(Usage(format!($($message)*))))
+    };
+}
+
 /// The whole `imsctl` program.
 pub fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -1004,13 +1038,20 @@ pub fn main() -> std::process::ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("imsctl: {error:#}");
-            std::process::ExitCode::from(3)
+            if error.is::<Usage>() {
+                std::process::ExitCode::from(2)
+            } else {
+                std::process::ExitCode::from(3)
+            }
         }
     }
 }
 
 fn tenant_of(tenant: Option<&str>) -> anyhow::Result<&str> {
-    tenant.context("this command acts as a tenant: pass --tenant ID (or set IMS_TENANT)")
+    match tenant {
+        Some(tenant) => Ok(tenant),
+        None => usage!("this command acts as a tenant: pass --tenant ID (or set IMS_TENANT)"),
+    }
 }
 
 async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
@@ -1394,7 +1435,7 @@ fn moment(moment: &Moment) -> anyhow::Result<ims_service::audit::Until> {
             ims_wire::time::parse_rfc3339(at).map_err(anyhow::Error::msg)?,
         )),
         (None, Some(position)) => Ok(Until::Position(position)),
-        (None, None) => anyhow::bail!("give --at TIME or --position N"),
+        (None, None) => usage!("give --at TIME or --position N"),
     }
 }
 
@@ -1409,7 +1450,7 @@ async fn audit(
 ) -> anyhow::Result<std::process::ExitCode> {
     use ims_service::audit::{self as audit, LiveModels, LogSource};
     let region = ims_domain::RegionId::parse(region)
-        .map_err(|e| anyhow::anyhow!("--region: {}", e.message))?;
+        .map_err(|e| Usage(format!("--region: {}", e.message)))?;
     let subjects = ims_wire::Subjects::new(prefix);
     let command = match args.command {
         AuditCommand::Region(command) => command,
@@ -1446,7 +1487,7 @@ async fn audit(
                     // The identity log has its own audit (`audit credentials`).
                     .filter(|name| name != "iam")
                     .collect();
-                anyhow::bail!(
+                usage!(
                     "there is no log of region {region} at {}; check --data-dir and --region \
                      (regions with a log there: {})",
                     path.display(),
@@ -1473,9 +1514,8 @@ async fn audit(
     let tenant = tenant
         .map(ims_domain::TenantId::parse)
         .transpose()
-        .map_err(|e| anyhow::anyhow!("--tenant: {}", e.message))?;
-    let parse_image =
-        |id: &str| ims_domain::ImageId::parse(id).map_err(|e| anyhow::anyhow!("{}", e.message));
+        .map_err(|e| Usage(format!("--tenant: {}", e.message)))?;
+    let parse_image = |id: &str| ims_domain::ImageId::parse(id).map_err(|e| Usage(e.message));
     let head = source.head().await?;
     let print = |value: &Value, human: String| {
         if json {
@@ -1491,7 +1531,7 @@ async fn audit(
         RegionAuditCommand::History { image } => {
             let image = image.as_deref().map(parse_image).transpose()?;
             if image.is_none() && tenant.is_none() {
-                anyhow::bail!("give --image ID and/or --tenant T");
+                usage!("give --image ID and/or --tenant T");
             }
             let bar = progress_bar(head, json, "reading history");
             let items =
@@ -1525,7 +1565,9 @@ async fn audit(
             query,
             image,
         } => {
-            let tenant = tenant.context("audit as-of answers for a tenant: pass --tenant T")?;
+            let Some(tenant) = tenant else {
+                usage!("audit as-of answers for a tenant: pass --tenant T");
+            };
             let bar = progress_bar(head, json, "replaying");
             let replayed =
                 audit::replay(&source, &region, moment(&at)?, |p| bar.set_position(p)).await?;

@@ -1,0 +1,136 @@
+//! imsctl's exit codes, exactly as the README promises them: 0 success, 1 the service refused
+//! (its error code printed), 2 bad usage, 3 the service could not be reached; and options
+//! accepted wherever they stand.
+
+use std::process::Command;
+
+use ims_tests::{Service, REGION};
+
+/// Runs imsctl; its exit code, stdout and stderr.
+fn imsctl<S: AsRef<std::ffi::OsStr>>(args: &[S]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_imsctl-under-test"))
+        .args(args)
+        .env_remove("IMS_TOKEN")
+        .env_remove("IMS_TENANT")
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_say_success_refusal_bad_usage_or_no_service() {
+    let service = Service::start().await;
+    service.client.register(&["t1"]).await;
+    let token = service.client.issue("tenant", Some("t1")).await;
+    let url = service.nats.url();
+    let base = [
+        "--nats-url",
+        url.as_str(),
+        "--region",
+        REGION,
+        "--token",
+        token.as_str(),
+    ];
+    let with = |rest: &[&str]| -> Vec<String> {
+        base.iter().chain(rest).map(|arg| arg.to_string()).collect()
+    };
+
+    // 0: answered.
+    let (code, out, err) = imsctl(&with(&["--tenant", "t1", "images", "list"]));
+    assert_eq!(code, 0, "{out}{err}");
+
+    // 1: the service refused, and says why.
+    let unknown = uuid::Uuid::now_v7().to_string();
+    let (code, out, err) = imsctl(&with(&["--tenant", "t1", "image", "delete", &unknown]));
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("not_found"), "{out}");
+
+    // 2: bad usage, each with what would be accepted.
+    for (args, says) in [
+        (with(&["image", "delete", &unknown]), "pass --tenant ID"),
+        (
+            with(&[
+                "--tenant",
+                "t1",
+                "--command-id",
+                "not-a-uuid",
+                "image",
+                "delete",
+                &unknown,
+            ]),
+            "is not a UUID; give one such as",
+        ),
+        (with(&["--tenant", "t1", "image", "create"]), "required"),
+        (
+            [
+                "--region",
+                "Bad",
+                "audit",
+                "--data-dir",
+                "/nonexistent",
+                "verify",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+            "--region: invalid region id \"Bad\"",
+        ),
+        (
+            with(&["audit", "verify", "--data-dir", "/nonexistent/typo"]),
+            "there is no log of region",
+        ),
+        (
+            vec![
+                "--token-file".to_owned(),
+                "/nonexistent/token".to_owned(),
+                "images".to_owned(),
+                "list".to_owned(),
+            ],
+            "reading the token file",
+        ),
+    ] {
+        let (code, out, err) = imsctl(&args);
+        assert_eq!(code, 2, "{args:?}: {out}{err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+
+    // 3: no service there.
+    let nowhere = format!(
+        "nats://127.0.0.1:{}",
+        ims_service::nats_server::free_port().unwrap()
+    );
+    let (code, out, err) = imsctl(&[
+        "--nats-url",
+        &nowhere,
+        "--token",
+        &token,
+        "--tenant",
+        "t1",
+        "images",
+        "list",
+    ]);
+    assert_eq!(code, 3, "{out}{err}");
+
+    // Options stand anywhere: global ones after the subcommand, audit's after its own.
+    let (code, out, err) = imsctl(&[
+        "images",
+        "list",
+        "--tenant",
+        "t1",
+        "--json",
+        "--nats-url",
+        &url,
+        "--region",
+        REGION,
+        "--token",
+        &token,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        ims_tests::serde_json::from_str::<ims_tests::serde_json::Value>(&out).is_ok(),
+        "{out}"
+    );
+}
