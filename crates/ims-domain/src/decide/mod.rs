@@ -1,0 +1,146 @@
+//! `decide`: the rules of DESIGN.md section 2, as one pure function from state and command to
+//! events or a refusal. This module says who may send what and hands each command to the rules
+//! of its area.
+
+mod copy;
+mod guards;
+mod images;
+mod marketplace;
+mod sharing;
+mod tenants;
+mod validation;
+
+pub use validation::parse_file_format;
+
+use crate::{
+    Command, DomainError, ErrorCode, Event, ImageId, RegionId, SharingPolicy, State, TenantId,
+};
+
+/// Who sends a command: the tenant named by the subject, or the platform operator (which is also
+/// the identity of the service's own sagas).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Actor {
+    Operator,
+    Tenant(TenantId),
+}
+
+impl std::fmt::Display for Actor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Actor::Operator => f.write_str("operator"),
+            Actor::Tenant(tenant) => write!(f, "tenant {tenant}"),
+        }
+    }
+}
+
+/// Everything `decide` needs from outside: who asks, where, when, and the id a new image gets.
+#[derive(Clone, Debug)]
+pub struct Context<'a> {
+    pub actor: Actor,
+    pub region: RegionId,
+    pub now_ms: u64,
+    /// The id of an image this command creates, if it creates one (a UUID v7 from the caller).
+    pub new_image_id: ImageId,
+    /// If set, the command's image must be at exactly this version (`conflict` otherwise).
+    pub expected_version: Option<u64>,
+    pub policy: &'a SharingPolicy,
+}
+
+/// Decides what `command` does to `state`: the events to append, or why it is refused. Pure:
+/// the same inputs always give the same answer.
+pub fn decide(
+    state: &State,
+    command: &Command,
+    context: &Context,
+) -> Result<Vec<Event>, DomainError> {
+    check_sender(command, &context.actor)?;
+    match command {
+        Command::CreateImage(create) => images::create_image(state, create, context),
+        Command::UpdateImage(update) => images::update_image(state, update, context),
+        Command::DeleteImage { image_id } => images::delete_image(state, *image_id, context),
+        Command::ShareImage { image_id, tenants } => {
+            sharing::share_image(state, *image_id, tenants, context)
+        }
+        Command::UnshareImage { image_id, tenants } => {
+            sharing::unshare_image(state, *image_id, tenants.as_deref(), context)
+        }
+        Command::AcceptShare { image_id } => sharing::answer_share(state, *image_id, true, context),
+        Command::RejectShare { image_id } => {
+            sharing::answer_share(state, *image_id, false, context)
+        }
+        Command::CopyImage {
+            image_id,
+            target_region,
+            name,
+        } => copy::copy_image(state, *image_id, target_region, name.as_deref(), context),
+        Command::ListOnMarketplace {
+            image_id,
+            publisher,
+            price,
+        } => marketplace::list_on_marketplace(state, *image_id, publisher, price, context),
+        Command::DelistFromMarketplace { image_id } => {
+            marketplace::delist_from_marketplace(state, *image_id, context)
+        }
+        Command::RegisterTenant { tenant, quota } => {
+            tenants::register_tenant(state, tenant, *quota, context)
+        }
+        Command::SetQuota { tenant, quota } => tenants::set_quota(state, tenant, *quota, context),
+        Command::PublishPublicImage(publish) => images::publish_public_image(publish, context),
+        Command::DeprecateImage {
+            image_id,
+            deprecated,
+        } => images::deprecate_image(state, *image_id, *deprecated, context),
+        Command::ReportBuild {
+            image_id,
+            outcome,
+            checksum_sha256,
+            file,
+            reason,
+        } => images::report_build(
+            state,
+            *image_id,
+            *outcome,
+            images::BuildFacts {
+                checksum_sha256: checksum_sha256.as_deref(),
+                file: file.as_ref(),
+                reason: reason.as_deref(),
+            },
+            context,
+        ),
+        Command::RecordUsage {
+            image_id,
+            tenant,
+            hours,
+        } => marketplace::record_usage(state, *image_id, tenant, *hours, context),
+        Command::ReceiveCopy(copy) => copy::receive_copy(state, copy, context),
+        Command::RecordCopyOutcome {
+            image_id,
+            copy_image_id,
+            outcome,
+        } => copy::record_copy_outcome(state, *image_id, *copy_image_id, outcome, context),
+    }
+}
+
+/// Operator commands come from the operator only, tenant commands from tenants only; the one
+/// exception is `delete-image`, which the operator sends for public images.
+fn check_sender(command: &Command, actor: &Actor) -> Result<(), DomainError> {
+    match (actor, command.is_operator_command()) {
+        (Actor::Tenant(tenant), true) => Err(DomainError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "{} is an operator command; tenant {tenant} cannot send it",
+                command.name()
+            ),
+        )),
+        (Actor::Operator, false) if !matches!(command, Command::DeleteImage { .. }) => {
+            Err(DomainError::new(
+                ErrorCode::Forbidden,
+                format!(
+                    "{} is a tenant command; send it on a tenant's subject",
+                    command.name()
+                ),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
