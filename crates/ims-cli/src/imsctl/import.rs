@@ -1,0 +1,125 @@
+//! `imsctl image import`: create an image and upload its file, or have the service download it.
+
+use serde_json::{json, Value};
+
+use super::args::*;
+use super::render::*;
+use super::requests::*;
+use super::transport::*;
+
+/// `imsctl image import`: creates an image with an upload source, waits until the read side has
+/// it, and uploads the file over HTTP.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn image_import(
+    nats_url: &str,
+    http_url: &str,
+    token: Option<&str>,
+    prefix: &str,
+    tenant: &str,
+    command_id: uuid::Uuid,
+    args: ImportArgs,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    let source = match &args.url {
+        Some(url) => json!({"file": {"url": url, "format": args.format}}),
+        None => json!({"upload": {"format": args.format}}),
+    };
+    let mut body = json!({"command_id": command_id.to_string(), "name": args.name, "disk": args.disk,
+        "min_disk_gb": args.min_disk_gb, "tags": tags_json(&args.tags), "description": args.description,
+        "source": source});
+    if let Some(os) = args.os {
+        body["os"] = os;
+    }
+    let created = request(
+        nats_url,
+        token,
+        format!("{prefix}.cmd.{tenant}.create-image"),
+        &body,
+    )
+    .await?;
+    if created["ok"] != true {
+        println!("{}", summarize("create-image", &created));
+        return Ok(std::process::ExitCode::from(1));
+    }
+    let id = created["image_id"].as_str().unwrap_or_default().to_owned();
+    // Read your write: the upload checks the image on the read side.
+    let seen = json!({"image_id": id, "min_position": created["position"]});
+    let view = request(nats_url, token, format!("{prefix}.q.{tenant}.image"), &seen).await?;
+    let (Some(file), None) = (&args.file, &args.url) else {
+        return imported_from_url(nats_url, token, prefix, tenant, view, json).await;
+    };
+    let region = prefix.rsplit('.').next().unwrap_or_default();
+    let path = format!("/v1/{region}/tenants/{tenant}/images/{id}/file");
+    let (status, answer) = crate::files::upload(http_url, &path, token, file, json).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else if status == 200 {
+        println!("ok: imported {} as image {id}", file.display());
+    } else {
+        println!(
+            "error [{}]: {} (image {id} is recorded as failed)",
+            answer["error"]["code"].as_str().unwrap_or("?"),
+            answer["error"]["message"].as_str().unwrap_or("")
+        );
+    }
+    Ok(if status == 200 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    })
+}
+
+/// Waits, with a spinner, until the service's import worker has imported the image `view`
+/// describes (active) or refused it (killed, with the reason).
+pub(crate) async fn imported_from_url(
+    nats_url: &str,
+    token: Option<&str>,
+    prefix: &str,
+    tenant: &str,
+    mut view: Value,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    let id = view["id"].as_str().unwrap_or_default().to_owned();
+    let spinner = if json {
+        indicatif::ProgressBar::hidden()
+    } else {
+        indicatif::ProgressBar::new_spinner()
+    };
+    spinner.set_message(format!("the service is importing image {id}"));
+    spinner.enable_steady_tick(std::time::Duration::from_millis(120));
+    while view["status"] == "queued" || view["status"] == "saving" {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        view = request(
+            nats_url,
+            token,
+            format!("{prefix}.q.{tenant}.image"),
+            &json!({"image_id": id}),
+        )
+        .await?;
+    }
+    spinner.finish_and_clear();
+    let active = view["status"] == "active";
+    if json {
+        println!("{}", serde_json::to_string_pretty(&view)?);
+    } else if active {
+        println!(
+            "ok: imported image {id}: {} bytes, {}, sha256 {}",
+            view["size_bytes"],
+            view["detected_format"].as_str().unwrap_or("?"),
+            view["checksum_sha256"].as_str().unwrap_or("?")
+        );
+    } else {
+        println!(
+            "error: image {id} is {}: {}",
+            view["status"],
+            view["failure_reason"]
+                .as_str()
+                .unwrap_or("no reason recorded")
+        );
+    }
+    Ok(if active {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::from(1)
+    })
+}

@@ -1,0 +1,153 @@
+//! What imsctl prints: one-line summaries of answers, tables of query results, progress bars.
+
+use serde_json::Value;
+
+/// A human rendering of a query answer.
+pub(crate) fn render_query(name: &str, answer: &Value) -> String {
+    if answer["ok"] == false {
+        return summarize(name, answer);
+    }
+    let text = |v: &Value| {
+        v.as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| v.to_string())
+    };
+    let items = answer["items"].as_array().cloned().unwrap_or_default();
+    let mut lines: Vec<String> = match name {
+        "visible-images" | "shared-with-me" => items
+            .iter()
+            .map(|i| {
+                format!(
+                    "{}  {:<11} {:<8} {:<9} {}{}",
+                    text(&i["id"]),
+                    text(&i["type"]),
+                    text(&i["status"]),
+                    text(&i["disk"]),
+                    text(&i["name"]),
+                    i["member_status"]
+                        .as_str()
+                        .map(|s| format!("  [{s}]"))
+                        .unwrap_or_default()
+                )
+            })
+            .collect(),
+        "members" => items
+            .iter()
+            .map(|i| format!("{:<32} {}", text(&i["tenant"]), text(&i["status"])))
+            .collect(),
+        "share-counts" => items
+            .iter()
+            .map(|i| {
+                format!(
+                    "{}  {}  pending {} accepted {} rejected {} ({} of {})",
+                    text(&i["image_id"]),
+                    text(&i["name"]),
+                    i["pending"],
+                    i["accepted"],
+                    i["rejected"],
+                    i["total"],
+                    i["limit"]
+                )
+            })
+            .collect(),
+        "feed" => items
+            .iter()
+            .map(|i| {
+                format!(
+                    "#{} {} {:<22} {}",
+                    i["position"],
+                    text(&i["at"]),
+                    text(&i["kind"]),
+                    text(&i["message"])
+                )
+            })
+            .collect(),
+        "usable" => vec![format!(
+            "{}: {}",
+            if answer["allowed"] == true {
+                "allowed"
+            } else {
+                "refused"
+            },
+            text(&answer["reason"])
+        )],
+        "usage" => {
+            let mut lines: Vec<String> = items
+                .iter()
+                .map(|i| {
+                    format!(
+                        "#{} {} image {} {} h charge {} {}",
+                        i["position"],
+                        text(&i["at"]),
+                        text(&i["image_id"]),
+                        i["hours"],
+                        i["charge_minor"],
+                        text(&i["currency"])
+                    )
+                })
+                .collect();
+            lines.push(format!("totals (minor units): {}", answer["totals_minor"]));
+            lines
+        }
+        _ => vec![serde_json::to_string_pretty(answer).unwrap_or_default()],
+    };
+    if let Some(marker) = answer["next_marker"].as_str() {
+        lines.push(format!("more: --marker {marker}"));
+    }
+    if lines.is_empty() {
+        lines.push("(none)".to_owned());
+    }
+    lines.join("\n")
+}
+
+pub(crate) fn summarize(name: &str, reply: &Value) -> String {
+    if reply["ok"] != true {
+        return format!(
+            "error [{}]: {}",
+            reply["error"]["code"].as_str().unwrap_or("?"),
+            reply["error"]["message"].as_str().unwrap_or("")
+        );
+    }
+    let mut line = format!("ok: {name}");
+    for (key, label) in [
+        ("image_id", "image"),
+        ("tenant", "tenant"),
+        ("copy_image_id", "copy"),
+        ("version", "version"),
+        ("position", "position"),
+    ] {
+        match &reply[key] {
+            Value::Null => {}
+            Value::String(s) => line.push_str(&format!(" {label} {s}")),
+            other => line.push_str(&format!(" {label} {other}")),
+        }
+    }
+    for (key, label) in [
+        ("already_members", "already members"),
+        ("not_members", "not members"),
+    ] {
+        if let Some(list) = reply[key].as_array().filter(|l| !l.is_empty()) {
+            let names: Vec<&str> = list.iter().filter_map(Value::as_str).collect();
+            line.push_str(&format!("; {label}: {}", names.join(", ")));
+        }
+    }
+    if reply["replayed"] == true {
+        line.push_str(" (replayed: this command id was seen before)");
+    }
+    line
+}
+
+pub(crate) fn progress_bar(total: u64, json: bool, what: &str) -> indicatif::ProgressBar {
+    if json || total < 10_000 {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:40}] {pos}/{len} events ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_message(what.to_owned());
+    bar
+}
