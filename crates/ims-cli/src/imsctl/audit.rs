@@ -1,6 +1,7 @@
 //! `imsctl audit`: history, as-of, who-could-use, verify and export, online or offline.
 
 use anyhow::Context as _;
+use ims_service::audit::{self as service_audit, LiveModels, LogSource};
 use serde_json::{json, Value};
 
 use super::args::*;
@@ -87,6 +88,8 @@ pub(crate) fn moment(moment: &Moment) -> anyhow::Result<ims_service::audit::Unti
     }
 }
 
+/// `imsctl audit …`: opens the log (offline with --data-dir, else over NATS) and runs the
+/// audit command on it.
 pub(crate) async fn audit(
     args: AuditArgs,
     nats_url: &str,
@@ -96,7 +99,6 @@ pub(crate) async fn audit(
     tenant: Option<&str>,
     json: bool,
 ) -> anyhow::Result<std::process::ExitCode> {
-    use ims_service::audit::{self as audit, LiveModels, LogSource};
     let region = ims_domain::RegionId::parse(region)
         .map_err(|e| Usage(format!("--region: {}", e.message)))?;
     let subjects = ims_wire::Subjects::new(prefix);
@@ -121,39 +123,7 @@ pub(crate) async fn audit(
         }
     };
     let source = match &args.data_dir {
-        Some(dir) => {
-            let path = ims_service::runtime::log_path(dir, &region);
-            // Opening a missing log would create an empty one, which verifies: an auditor who
-            // mistyped the path must hear so, never "every hash valid".
-            if !path.is_dir() {
-                let found: Vec<String> = std::fs::read_dir(dir)
-                    .into_iter()
-                    .flatten()
-                    .flatten()
-                    .filter(|entry| entry.path().join("log").is_dir())
-                    .filter_map(|entry| entry.file_name().into_string().ok())
-                    // The identity log has its own audit (`audit credentials`).
-                    .filter(|name| name != "iam")
-                    .collect();
-                usage!(
-                    "there is no log of region {region} at {}; check --data-dir and --region \
-                     (regions with a log there: {})",
-                    path.display(),
-                    if found.is_empty() {
-                        "none".to_owned()
-                    } else {
-                        found.join(", ")
-                    }
-                );
-            }
-            let log = ims_log::EventLog::open(&path, region.as_str()).with_context(|| {
-                format!(
-                    "opening the log at {} (is imsd still running on it?)",
-                    path.display()
-                )
-            })?;
-            LogSource::Offline(log)
-        }
+        Some(dir) => LogSource::Offline(offline_log(dir, &region)?),
         None => {
             let client = connect(nats_url, token, "imsctl-audit").await?;
             LogSource::online(client, &subjects, &region)
@@ -163,10 +133,93 @@ pub(crate) async fn audit(
         .map(ims_domain::TenantId::parse)
         .transpose()
         .map_err(|e| Usage(format!("--tenant: {}", e.message)))?;
-    let parse_image = |id: &str| ims_domain::ImageId::parse(id).map_err(|e| Usage(e.message));
     let head = source.head().await?;
-    let print = |value: &Value, human: String| {
-        if json {
+    let audit = Audit {
+        source,
+        region,
+        subjects,
+        tenant,
+        head,
+        json,
+        data_dir: args.data_dir,
+        store: args.store,
+    };
+    match command {
+        RegionAuditCommand::History { image } => audit.history(image.as_deref()).await?,
+        RegionAuditCommand::AsOf {
+            moment: at,
+            query,
+            image,
+        } => audit.as_of(&at, &query, image).await?,
+        RegionAuditCommand::WhoCouldUse { image, moment: at } => {
+            audit.who_could_use(&image, &at).await?
+        }
+        RegionAuditCommand::Verify => return audit.verify().await,
+        RegionAuditCommand::Export { from, to, output } => {
+            audit.export(from, to, output.as_deref()).await?
+        }
+    }
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// A region's log on disk, refusing a path that holds none.
+fn offline_log(
+    dir: &std::path::Path,
+    region: &ims_domain::RegionId,
+) -> anyhow::Result<ims_log::EventLog> {
+    let path = ims_service::runtime::log_path(dir, region);
+    // Opening a missing log would create an empty one, which verifies: an auditor who
+    // mistyped the path must hear so, never "every hash valid".
+    if !path.is_dir() {
+        let found: Vec<String> = std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|entry| entry.path().join("log").is_dir())
+            .filter_map(|entry| entry.file_name().into_string().ok())
+            // The identity log has its own audit (`audit credentials`).
+            .filter(|name| name != "iam")
+            .collect();
+        usage!(
+            "there is no log of region {region} at {}; check --data-dir and --region \
+             (regions with a log there: {})",
+            path.display(),
+            if found.is_empty() {
+                "none".to_owned()
+            } else {
+                found.join(", ")
+            }
+        );
+    }
+    let log = ims_log::EventLog::open(&path, region.as_str()).with_context(|| {
+        format!(
+            "opening the log at {} (is imsd still running on it?)",
+            path.display()
+        )
+    })?;
+    Ok(log)
+}
+
+/// An audit of one region's log.
+struct Audit {
+    source: LogSource,
+    region: ims_domain::RegionId,
+    subjects: ims_wire::Subjects,
+    tenant: Option<ims_domain::TenantId>,
+    head: u64,
+    json: bool,
+    data_dir: Option<std::path::PathBuf>,
+    store: ims_service::store::StoreLocation,
+}
+
+fn parse_image(id: &str) -> Result<ims_domain::ImageId, Usage> {
+    ims_domain::ImageId::parse(id).map_err(|e| Usage(e.message))
+}
+
+impl Audit {
+    /// Prints `value` with --json, else `human`.
+    fn print(&self, value: &Value, human: String) {
+        if self.json {
             println!(
                 "{}",
                 serde_json::to_string_pretty(value).unwrap_or_default()
@@ -174,197 +227,217 @@ pub(crate) async fn audit(
         } else {
             println!("{human}");
         }
-    };
-    match command {
-        RegionAuditCommand::History { image } => {
-            let image = image.as_deref().map(parse_image).transpose()?;
-            if image.is_none() && tenant.is_none() {
-                usage!("give --image ID and/or --tenant T");
-            }
-            let bar = progress_bar(head, json, "reading history");
-            let items =
-                audit::history(&source, image, tenant.as_ref(), |p| bar.set_position(p)).await?;
-            bar.finish_and_clear();
-            let human = items
-                .iter()
-                .map(|i| {
-                    format!(
-                        "#{} {} {} cmd {} {}",
-                        i["position"],
-                        i["recorded_at"].as_str().unwrap_or(""),
-                        i["actor"].as_str().unwrap_or(""),
-                        i["command_id"].as_str().unwrap_or("-"),
-                        i["summary"].as_str().unwrap_or("")
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("\n");
-            print(
-                &json!({"items": items}),
-                if human.is_empty() {
-                    "(no events)".into()
-                } else {
-                    human
-                },
-            );
-        }
-        RegionAuditCommand::AsOf {
-            moment: at,
-            query,
-            image,
-        } => {
-            let Some(tenant) = tenant else {
-                usage!("audit as-of answers for a tenant: pass --tenant T");
-            };
-            let bar = progress_bar(head, json, "replaying");
-            let replayed =
-                audit::replay(&source, &region, moment(&at)?, |p| bar.set_position(p)).await?;
-            bar.finish_and_clear();
-            let params = ims_projection::queries::QueryParams {
-                image_id: image,
-                limit: Some(1000),
-                include_deprecated: Some(true),
-                ..Default::default()
-            };
-            let answer = replayed.query(&tenant, &query, &params)?;
-            print(
-                &answer,
-                format!(
-                    "as of position {}:\n{}",
-                    replayed.position,
-                    render_query(&query, &answer)
-                ),
-            );
-        }
-        RegionAuditCommand::WhoCouldUse { image, moment: at } => {
-            let image = parse_image(&image)?;
-            let bar = progress_bar(head, json, "replaying");
-            let replayed =
-                audit::replay(&source, &region, moment(&at)?, |p| bar.set_position(p)).await?;
-            bar.finish_and_clear();
-            let answer = replayed.who_could_use(image);
-            let lines: Vec<String> = answer["tenants"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .map(|t| {
-                    format!(
-                        "{:<32} {}",
-                        t["tenant"].as_str().unwrap_or(""),
-                        t["through"].as_str().unwrap_or("")
-                    )
-                })
-                .collect();
-            print(
-                &answer,
-                format!(
-                    "image {image} as of position {}:\n{}",
-                    replayed.position,
-                    if lines.is_empty() {
-                        "(no tenant)".to_owned()
-                    } else {
-                        lines.join("\n")
-                    }
-                ),
-            );
-        }
-        RegionAuditCommand::Verify => {
-            let bar = progress_bar(head, json, "verifying the chain");
-            let chain = audit::verify_chain(&source, |p| bar.set_position(p)).await?;
-            bar.finish_and_clear();
-            let projections = args
-                .data_dir
-                .as_ref()
-                .map(|dir| ims_service::projector::projections_path(dir, &region));
-            let live = match (&projections, &source) {
-                (Some(dir), _) => LiveModels::Offline(dir),
-                (None, LogSource::Online { client, .. }) => LiveModels::Online {
-                    client,
-                    subjects: &subjects,
-                    region: &region,
-                },
-                (None, LogSource::Offline(_)) => unreachable!("offline has a data dir"),
-            };
-            let models = match (&chain, &projections) {
-                (Ok(_), Some(dir)) if !dir.exists() => Vec::new(),
-                (Ok(_), _) => audit::verify_models(&source, &region, live).await?,
-                (Err(_), _) => Vec::new(),
-            };
-            // Imported files are checked where they are: offline, in the data dir's store.
-            let objects = match (&chain, &args.data_dir) {
-                (Ok(_), Some(dir)) => {
-                    let store = ims_service::store::ImageStore::open(&args.store, dir, &region)
-                        .with_context(|| format!("opening the image store of region {region}"))?;
-                    Some(audit::verify_objects(&source, &region, &store).await?)
-                }
-                _ => None,
-            };
-            let ok = chain.is_ok()
-                && models.iter().all(|(_, difference)| difference.is_none())
-                && objects.as_ref().is_none_or(Vec::is_empty);
-            let value = json!({
-                "ok": ok,
-                "head": head,
-                "objects": objects.as_ref().map(|problems| json!({"ok": problems.is_empty(), "problems": problems})),
-                "chain": match &chain { Ok(_) => json!({"ok": true}), Err((position, problem)) => json!({"ok": false, "first_bad_position": position, "problem": problem}) },
-                "models": models.iter().map(|(name, difference)| json!({"model": name, "equal_to_rebuild": difference.is_none(), "first_difference": difference})).collect::<Vec<_>>(),
-            });
-            let mut human = vec![match &chain {
-                Ok(head) => format!("chain: ok, positions 1..={head} contiguous, every hash valid"),
-                Err((position, problem)) => {
-                    format!("chain: BROKEN at position {position}: {problem}")
-                }
-            }];
-            for (name, difference) in &models {
-                human.push(match difference {
-                    None => format!("read model {name}: equal to a rebuild from position 1"),
-                    Some(difference) => {
-                        format!("read model {name}: DIFFERS from a rebuild: {difference}")
-                    }
-                });
-            }
-            human.push(match &objects {
-                None => "image files: checked offline only (--data-dir)".to_owned(),
-                Some(problems) if problems.is_empty() => {
-                    "image files: every active imported image's file has its recorded size and SHA-256".to_owned()
-                }
-                Some(problems) => format!("image files: {} PROBLEMS\n  {}", problems.len(), problems.join("\n  ")),
-            });
-            print(&value, human.join("\n"));
-            return Ok(if ok {
-                std::process::ExitCode::SUCCESS
-            } else {
-                std::process::ExitCode::from(1)
-            });
-        }
-        RegionAuditCommand::Export { from, to, output } => {
-            use std::io::Write as _;
-            let to = to.unwrap_or(head).min(head);
-            let mut out: Box<dyn std::io::Write> = match &output {
-                Some(path) => Box::new(std::io::BufWriter::new(
-                    std::fs::File::create(path)
-                        .with_context(|| format!("creating {}", path.display()))?,
-                )),
-                None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
-            };
-            let bar = progress_bar(
-                to.saturating_sub(from) + 1,
-                output.is_none() || json,
-                "exporting",
-            );
-            source
-                .scan(from, to, |batch| {
-                    for envelope in batch {
-                        serde_json::to_writer(&mut out, &audit::event_json(envelope))?;
-                        out.write_all(b"\n")?;
-                    }
-                    bar.inc(batch.len() as u64);
-                    Ok(true)
-                })
-                .await?;
-            out.flush()?;
-            bar.finish_and_clear();
-        }
     }
-    Ok(std::process::ExitCode::SUCCESS)
+
+    async fn history(&self, image: Option<&str>) -> anyhow::Result<()> {
+        let image = image.map(parse_image).transpose()?;
+        if image.is_none() && self.tenant.is_none() {
+            usage!("give --image ID and/or --tenant T");
+        }
+        let bar = progress_bar(self.head, self.json, "reading history");
+        let items = service_audit::history(&self.source, image, self.tenant.as_ref(), |p| {
+            bar.set_position(p)
+        })
+        .await?;
+        bar.finish_and_clear();
+        let human = items
+            .iter()
+            .map(|i| {
+                format!(
+                    "#{} {} {} cmd {} {}",
+                    i["position"],
+                    i["recorded_at"].as_str().unwrap_or(""),
+                    i["actor"].as_str().unwrap_or(""),
+                    i["command_id"].as_str().unwrap_or("-"),
+                    i["summary"].as_str().unwrap_or("")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        self.print(
+            &json!({"items": items}),
+            if human.is_empty() {
+                "(no events)".into()
+            } else {
+                human
+            },
+        );
+        Ok(())
+    }
+
+    async fn as_of(&self, at: &Moment, query: &str, image: Option<String>) -> anyhow::Result<()> {
+        let Some(tenant) = &self.tenant else {
+            usage!("audit as-of answers for a tenant: pass --tenant T");
+        };
+        let bar = progress_bar(self.head, self.json, "replaying");
+        let replayed = service_audit::replay(&self.source, &self.region, moment(at)?, |p| {
+            bar.set_position(p)
+        })
+        .await?;
+        bar.finish_and_clear();
+        let params = ims_projection::queries::QueryParams {
+            image_id: image,
+            limit: Some(1000),
+            include_deprecated: Some(true),
+            ..Default::default()
+        };
+        let answer = replayed.query(tenant, query, &params)?;
+        self.print(
+            &answer,
+            format!(
+                "as of position {}:\n{}",
+                replayed.position,
+                render_query(query, &answer)
+            ),
+        );
+        Ok(())
+    }
+
+    async fn who_could_use(&self, image: &str, at: &Moment) -> anyhow::Result<()> {
+        let image = parse_image(image)?;
+        let bar = progress_bar(self.head, self.json, "replaying");
+        let replayed = service_audit::replay(&self.source, &self.region, moment(at)?, |p| {
+            bar.set_position(p)
+        })
+        .await?;
+        bar.finish_and_clear();
+        let answer = replayed.who_could_use(image);
+        let lines: Vec<String> = answer["tenants"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| {
+                format!(
+                    "{:<32} {}",
+                    t["tenant"].as_str().unwrap_or(""),
+                    t["through"].as_str().unwrap_or("")
+                )
+            })
+            .collect();
+        self.print(
+            &answer,
+            format!(
+                "image {image} as of position {}:\n{}",
+                replayed.position,
+                if lines.is_empty() {
+                    "(no tenant)".to_owned()
+                } else {
+                    lines.join("\n")
+                }
+            ),
+        );
+        Ok(())
+    }
+
+    async fn verify(&self) -> anyhow::Result<std::process::ExitCode> {
+        let bar = progress_bar(self.head, self.json, "verifying the chain");
+        let chain = service_audit::verify_chain(&self.source, |p| bar.set_position(p)).await?;
+        bar.finish_and_clear();
+        let projections = self
+            .data_dir
+            .as_ref()
+            .map(|dir| ims_service::projector::projections_path(dir, &self.region));
+        let live = match (&projections, &self.source) {
+            (Some(dir), _) => LiveModels::Offline(dir),
+            (None, LogSource::Online { client, .. }) => LiveModels::Online {
+                client,
+                subjects: &self.subjects,
+                region: &self.region,
+            },
+            (None, LogSource::Offline(_)) => unreachable!("offline has a data dir"),
+        };
+        let models = match (&chain, &projections) {
+            (Ok(_), Some(dir)) if !dir.exists() => Vec::new(),
+            (Ok(_), _) => service_audit::verify_models(&self.source, &self.region, live).await?,
+            (Err(_), _) => Vec::new(),
+        };
+        // Imported files are checked where they are: offline, in the data dir's store.
+        let objects = match (&chain, &self.data_dir) {
+            (Ok(_), Some(dir)) => {
+                let store = ims_service::store::ImageStore::open(&self.store, dir, &self.region)
+                    .with_context(|| {
+                        format!("opening the image store of region {}", self.region)
+                    })?;
+                Some(service_audit::verify_objects(&self.source, &self.region, &store).await?)
+            }
+            _ => None,
+        };
+        let ok = chain.is_ok()
+            && models.iter().all(|(_, difference)| difference.is_none())
+            && objects.as_ref().is_none_or(Vec::is_empty);
+        let value = json!({
+            "ok": ok,
+            "head": self.head,
+            "objects": objects.as_ref().map(|problems| json!({"ok": problems.is_empty(), "problems": problems})),
+            "chain": match &chain { Ok(_) => json!({"ok": true}), Err((position, problem)) => json!({"ok": false, "first_bad_position": position, "problem": problem}) },
+            "models": models.iter().map(|(name, difference)| json!({"model": name, "equal_to_rebuild": difference.is_none(), "first_difference": difference})).collect::<Vec<_>>(),
+        });
+        let mut human = vec![match &chain {
+            Ok(head) => format!("chain: ok, positions 1..={head} contiguous, every hash valid"),
+            Err((position, problem)) => {
+                format!("chain: BROKEN at position {position}: {problem}")
+            }
+        }];
+        for (name, difference) in &models {
+            human.push(match difference {
+                None => format!("read model {name}: equal to a rebuild from position 1"),
+                Some(difference) => {
+                    format!("read model {name}: DIFFERS from a rebuild: {difference}")
+                }
+            });
+        }
+        human.push(match &objects {
+            None => "image files: checked offline only (--data-dir)".to_owned(),
+            Some(problems) if problems.is_empty() => {
+                "image files: every active imported image's file has its recorded size and SHA-256"
+                    .to_owned()
+            }
+            Some(problems) => format!(
+                "image files: {} PROBLEMS\n  {}",
+                problems.len(),
+                problems.join("\n  ")
+            ),
+        });
+        self.print(&value, human.join("\n"));
+        Ok(if ok {
+            std::process::ExitCode::SUCCESS
+        } else {
+            std::process::ExitCode::from(1)
+        })
+    }
+
+    async fn export(
+        &self,
+        from: u64,
+        to: Option<u64>,
+        output: Option<&std::path::Path>,
+    ) -> anyhow::Result<()> {
+        use std::io::Write as _;
+        let to = to.unwrap_or(self.head).min(self.head);
+        let mut out: Box<dyn std::io::Write> = match &output {
+            Some(path) => Box::new(std::io::BufWriter::new(
+                std::fs::File::create(path)
+                    .with_context(|| format!("creating {}", path.display()))?,
+            )),
+            None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+        };
+        let bar = progress_bar(
+            to.saturating_sub(from) + 1,
+            output.is_none() || self.json,
+            "exporting",
+        );
+        self.source
+            .scan(from, to, |batch| {
+                for envelope in batch {
+                    serde_json::to_writer(&mut out, &service_audit::event_json(envelope))?;
+                    out.write_all(b"\n")?;
+                }
+                bar.inc(batch.len() as u64);
+                Ok(true)
+            })
+            .await?;
+        out.flush()?;
+        bar.finish_and_clear();
+        Ok(())
+    }
 }
