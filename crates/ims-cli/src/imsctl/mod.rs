@@ -101,22 +101,9 @@ async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             .await;
         }
         Top::Image(ImageTop::Download { image_id, output }) => {
-            let tenant = tenant_of(tenant.as_deref())?.to_owned();
+            let tenant = tenant_of(tenant.as_deref())?;
             let path = format!("/v1/{}/tenants/{tenant}/images/{image_id}/file", cli.region);
-            let (status, refused) =
-                crate::files::download(&cli.http_url, &path, token, &output, cli.json).await?;
-            if status == 200 {
-                println!("downloaded image {image_id} to {}", output.display());
-                return Ok(std::process::ExitCode::SUCCESS);
-            }
-            println!(
-                "error [{status}]: {}",
-                refused.map_or(String::new(), |r| r["error"]["message"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned())
-            );
-            return Ok(std::process::ExitCode::from(1));
+            return image_download(&cli.http_url, &path, token, &output, cli.json).await;
         }
         Top::Image(ImageTop::Command(command)) => {
             let (name, body) = tenant_request(command);
@@ -151,12 +138,7 @@ async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             } else {
                 println!("{}", render_query(name, &answer));
             }
-            let failed = answer["ok"] == false;
-            return Ok(if failed {
-                std::process::ExitCode::from(1)
-            } else {
-                std::process::ExitCode::SUCCESS
-            });
+            return Ok(exit_code(answer["ok"] != false));
         }
     };
     let body = merge(body, json!({"command_id": command_id.to_string()}));
@@ -166,9 +148,37 @@ async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     } else {
         println!("{}", summarize(name, &reply));
     }
-    Ok(if reply["ok"] == true {
+    Ok(exit_code(reply["ok"] == true))
+}
+
+/// 0 when the service did what was asked, 1 when it refused.
+fn exit_code(done: bool) -> std::process::ExitCode {
+    if done {
         std::process::ExitCode::SUCCESS
     } else {
         std::process::ExitCode::from(1)
-    })
+    }
+}
+
+/// `imsctl image download`: the file to `output`, or the refusal.
+async fn image_download(
+    http_url: &str,
+    path: &str,
+    token: Option<&str>,
+    output: &std::path::Path,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    let (status, refused) = crate::files::download(http_url, path, token, output, json).await?;
+    if status == 200 {
+        println!("downloaded {path} to {}", output.display());
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    println!(
+        "error [{status}]: {}",
+        refused.map_or(String::new(), |r| r["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned())
+    );
+    Ok(std::process::ExitCode::from(1))
 }

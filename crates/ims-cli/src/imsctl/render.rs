@@ -7,61 +7,11 @@ pub(crate) fn render_query(name: &str, answer: &Value) -> String {
     if answer["ok"] == false {
         return summarize(name, answer);
     }
-    let text = |v: &Value| {
-        v.as_str()
-            .map(str::to_owned)
-            .unwrap_or_else(|| v.to_string())
-    };
     let items = answer["items"].as_array().cloned().unwrap_or_default();
     let mut lines: Vec<String> = match name {
-        "visible-images" | "shared-with-me" => items
-            .iter()
-            .map(|i| {
-                format!(
-                    "{}  {:<11} {:<8} {:<9} {}{}",
-                    text(&i["id"]),
-                    text(&i["type"]),
-                    text(&i["status"]),
-                    text(&i["disk"]),
-                    text(&i["name"]),
-                    i["member_status"]
-                        .as_str()
-                        .map(|s| format!("  [{s}]"))
-                        .unwrap_or_default()
-                )
-            })
-            .collect(),
-        "members" => items
-            .iter()
-            .map(|i| format!("{:<32} {}", text(&i["tenant"]), text(&i["status"])))
-            .collect(),
-        "share-counts" => items
-            .iter()
-            .map(|i| {
-                format!(
-                    "{}  {}  pending {} accepted {} rejected {} ({} of {})",
-                    text(&i["image_id"]),
-                    text(&i["name"]),
-                    i["pending"],
-                    i["accepted"],
-                    i["rejected"],
-                    i["total"],
-                    i["limit"]
-                )
-            })
-            .collect(),
-        "feed" => items
-            .iter()
-            .map(|i| {
-                format!(
-                    "#{} {} {:<22} {}",
-                    i["position"],
-                    text(&i["at"]),
-                    text(&i["kind"]),
-                    text(&i["message"])
-                )
-            })
-            .collect(),
+        "visible-images" | "shared-with-me" | "members" | "share-counts" | "feed" | "usage" => {
+            items.iter().map(|item| item_line(name, item)).collect()
+        }
         "usable" => vec![format!(
             "{}: {}",
             if answer["allowed"] == true {
@@ -71,26 +21,11 @@ pub(crate) fn render_query(name: &str, answer: &Value) -> String {
             },
             text(&answer["reason"])
         )],
-        "usage" => {
-            let mut lines: Vec<String> = items
-                .iter()
-                .map(|i| {
-                    format!(
-                        "#{} {} image {} {} h charge {} {}",
-                        i["position"],
-                        text(&i["at"]),
-                        text(&i["image_id"]),
-                        i["hours"],
-                        i["charge_minor"],
-                        text(&i["currency"])
-                    )
-                })
-                .collect();
-            lines.push(format!("totals (minor units): {}", answer["totals_minor"]));
-            lines
-        }
         _ => vec![serde_json::to_string_pretty(answer).unwrap_or_default()],
     };
+    if name == "usage" {
+        lines.push(format!("totals (minor units): {}", answer["totals_minor"]));
+    }
     if let Some(marker) = answer["next_marker"].as_str() {
         lines.push(format!("more: --marker {marker}"));
     }
@@ -98,6 +33,60 @@ pub(crate) fn render_query(name: &str, answer: &Value) -> String {
         lines.push("(none)".to_owned());
     }
     lines.join("\n")
+}
+
+/// A JSON value as text: strings without their quotes.
+fn text(value: &Value) -> String {
+    value
+        .as_str()
+        .map(str::to_owned)
+        .unwrap_or_else(|| value.to_string())
+}
+
+/// One line of a list answer of query `name`.
+fn item_line(name: &str, i: &Value) -> String {
+    match name {
+        "members" => format!("{:<32} {}", text(&i["tenant"]), text(&i["status"])),
+        "share-counts" => format!(
+            "{}  {}  pending {} accepted {} rejected {} ({} of {})",
+            text(&i["image_id"]),
+            text(&i["name"]),
+            i["pending"],
+            i["accepted"],
+            i["rejected"],
+            i["total"],
+            i["limit"]
+        ),
+        "feed" => format!(
+            "#{} {} {:<22} {}",
+            i["position"],
+            text(&i["at"]),
+            text(&i["kind"]),
+            text(&i["message"])
+        ),
+        "usage" => format!(
+            "#{} {} image {} {} h charge {} {}",
+            i["position"],
+            text(&i["at"]),
+            text(&i["image_id"]),
+            i["hours"],
+            i["charge_minor"],
+            text(&i["currency"])
+        ),
+        // visible-images and shared-with-me
+        _ => format!(
+            "{}  {:<11} {:<8} {:<9} {}{}",
+            text(&i["id"]),
+            text(&i["type"]),
+            text(&i["status"]),
+            text(&i["disk"]),
+            text(&i["name"]),
+            i["member_status"]
+                .as_str()
+                .map(|s| format!("  [{s}]"))
+                .unwrap_or_default()
+        ),
+    }
 }
 
 pub(crate) fn summarize(name: &str, reply: &Value) -> String {

@@ -85,26 +85,7 @@ pub(crate) fn merge(mut body: Value, extra: Value) -> Value {
 /// The subject's command name and JSON body of a tenant command.
 pub(crate) fn tenant_request(command: ImageCommand) -> (&'static str, Value) {
     match command {
-        ImageCommand::Create(args) => {
-            let source = match (args.from_ecs, args.from_file) {
-                (Some(instance_id), _) => {
-                    json!({"ecs": {"instance_id": instance_id, "data_disk_ids": args.data_disks}})
-                }
-                (None, Some(url)) => {
-                    json!({"file": {"url": url, "format": args.format.unwrap_or_else(|| "qcow2".into())}})
-                }
-                (None, None) => unreachable!("clap requires one source"),
-            };
-            let mut body = json!({"name": args.name, "disk": args.disk, "source": source, "min_disk_gb": args.min_disk_gb,
-                "tags": tags_json(&args.tags), "description": args.description, "protected": args.protected});
-            if let Some(os) = args.os {
-                body["os"] = os;
-            }
-            if let Some(key) = args.kms_key_id {
-                body["encryption"] = json!({"kms_key_id": key});
-            }
-            ("create-image", body)
-        }
+        ImageCommand::Create(args) => ("create-image", create_body(args)),
         ImageCommand::Update {
             image,
             name,
@@ -233,4 +214,27 @@ pub(crate) fn operator_request(command: CatalogOpCommand) -> (&'static str, Valu
             json!({"image_id": image_id, "tenant": tenant, "hours": hours}),
         ),
     }
+}
+
+/// The `create-image` request: clap has made sure exactly one source is given.
+fn create_body(args: CreateArgs) -> Value {
+    let source = match (args.from_ecs, args.from_file) {
+        (Some(instance_id), _) => {
+            json!({"ecs": {"instance_id": instance_id, "data_disk_ids": args.data_disks}})
+        }
+        (None, Some(url)) => {
+            json!({"file": {"url": url, "format": args.format.unwrap_or_else(|| "qcow2".into())}})
+        }
+        // clap requires one of the two; an empty ECS id is refused by the service if not.
+        (None, None) => json!({"ecs": {"instance_id": "", "data_disk_ids": args.data_disks}}),
+    };
+    let mut body = json!({"name": args.name, "disk": args.disk, "source": source, "min_disk_gb": args.min_disk_gb,
+        "tags": tags_json(&args.tags), "description": args.description, "protected": args.protected});
+    if let Some(os) = args.os {
+        body["os"] = os;
+    }
+    if let Some(key) = args.kms_key_id {
+        body["encryption"] = json!({"kms_key_id": key});
+    }
+    body
 }
