@@ -460,6 +460,7 @@ impl EventLog {
                 envelopes,
             });
         }
+        check_group(*head, next, commands.len(), &results);
         if next != *head {
             for (key, chunk) in chunks.changed() {
                 batch.insert(key, chunk);
@@ -862,5 +863,120 @@ mod failpoint {
     #[inline(always)]
     pub fn fsync() -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+/// The invariants of one append group, checked on every append before anything is written, in
+/// TigerBeetle's spirit: one result per command; positions contiguous from the head, each
+/// `New` result's range matching its envelopes; the hash chain unbroken from the head's hash;
+/// and the group ending exactly at the new head. A broken one panics the writer thread, which
+/// stops the process (fail-stop) with nothing of the group on disk.
+fn check_group(head: Head, next: Head, commands: usize, results: &[Appended]) {
+    assert_eq!(results.len(), commands, "one result per command");
+    let mut at = head;
+    for result in results {
+        let Appended::New {
+            first_position,
+            last_position,
+            envelopes,
+        } = result
+        else {
+            continue;
+        };
+        assert_eq!(
+            *first_position,
+            at.position + 1,
+            "positions follow the head"
+        );
+        assert_eq!(
+            last_position - first_position + 1,
+            envelopes.len() as u64,
+            "a command's range holds its envelopes"
+        );
+        for envelope in envelopes {
+            assert_eq!(
+                envelope.position(),
+                at.position + 1,
+                "positions are contiguous"
+            );
+            assert_eq!(envelope.prev_hash, at.hash, "the hash chain continues");
+            at = Head {
+                position: envelope.position(),
+                hash: envelope.hash,
+            };
+        }
+    }
+    assert_eq!(at, next, "the group ends at the new head");
+}
+
+#[cfg(test)]
+mod group_checks {
+    use super::*;
+
+    fn envelope(position: u64, prev_hash: [u8; 32]) -> Envelope {
+        let body = EnvelopeBody {
+            position,
+            event_id: [1; 16],
+            stream: "image-x".into(),
+            stream_version: position,
+            command_id: None,
+            actor: "operator".into(),
+            region: "test-1".into(),
+            recorded_at_ms: 0,
+            event_type: "image_created".into(),
+            schema_version: 1,
+            payload: vec![],
+        };
+        Envelope::seal(body, prev_hash)
+    }
+
+    fn group(envelopes: Vec<Envelope>) -> (Head, Vec<Appended>) {
+        let last = envelopes.last().unwrap();
+        let next = Head {
+            position: last.position(),
+            hash: last.hash,
+        };
+        let result = Appended::New {
+            first_position: envelopes[0].position(),
+            last_position: last.position(),
+            envelopes,
+        };
+        (next, vec![result])
+    }
+
+    #[test]
+    fn a_group_that_continues_the_head_passes() {
+        let head = Head {
+            position: 7,
+            hash: [9; 32],
+        };
+        let first = envelope(8, head.hash);
+        let second = envelope(9, first.hash);
+        let (next, results) = group(vec![first, second]);
+        check_group(head, next, 1, &results);
+    }
+
+    #[test]
+    #[should_panic(expected = "the hash chain continues")]
+    fn a_group_that_breaks_the_chain_stops_the_writer() {
+        let head = Head {
+            position: 7,
+            hash: [9; 32],
+        };
+        let first = envelope(8, head.hash);
+        let second = envelope(9, [0; 32]);
+        let (next, results) = group(vec![first, second]);
+        check_group(head, next, 1, &results);
+    }
+
+    #[test]
+    #[should_panic(expected = "positions follow the head")]
+    fn a_group_that_skips_a_position_stops_the_writer() {
+        let head = Head {
+            position: 7,
+            hash: [9; 32],
+        };
+        let (next, results) = group(vec![envelope(9, head.hash)]);
+        check_group(head, next, 1, &results);
     }
 }
