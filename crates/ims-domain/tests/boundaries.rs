@@ -286,3 +286,167 @@ fn usable_names_a_rejected_share_and_a_disk_kind_that_does_not_fit_the_purpose()
         }
     }
 }
+
+#[test]
+fn an_ecs_image_takes_up_to_the_most_data_disks_and_not_one_more() {
+    let with_disks = |count: usize| {
+        by(
+            "t1",
+            with_create(system_image("full"), |c| {
+                c.source = CreateSource::Ecs {
+                    instance_id: "ecs-42".into(),
+                    data_disk_ids: (0..count).map(|n| format!("disk-{n}")).collect(),
+                };
+            }),
+        )
+    };
+    let registered = || Scenario::new().given([register("t1")]);
+    registered()
+        .when(with_disks(limits::DATA_DISKS_MAX))
+        .then_ok();
+    registered()
+        .when(with_disks(limits::DATA_DISKS_MAX + 1))
+        .then_refused(ErrorCode::InvalidArgument, "data_disk_ids names");
+}
+
+#[test]
+fn a_file_or_upload_makes_system_and_data_images_but_never_a_full_ecs_image() {
+    let sources = [
+        CreateSource::Upload {
+            format: FileFormat::Qcow2,
+        },
+        CreateSource::File {
+            url: "file:///srv/images/a.qcow2".into(),
+            format: FileFormat::Qcow2,
+        },
+    ];
+    for source in sources {
+        for (disk, os, allowed) in [
+            (DiskKind::System, os(), true),
+            (DiskKind::Data, None, true),
+            (DiskKind::FullEcs, os(), false),
+        ] {
+            let create = by(
+                "t1",
+                with_create(system_image("from-file"), |c| {
+                    c.source = source.clone();
+                    c.disk = disk;
+                    c.os = os;
+                }),
+            );
+            let then = Scenario::new().given([register("t1")]).when(create);
+            if allowed {
+                then.then_ok();
+            } else {
+                then.then_refused(ErrorCode::InvalidArgument, "made from an ECS");
+            }
+        }
+    }
+}
+
+#[test]
+fn usage_counts_as_a_change_of_the_tenant() {
+    let scenario = owner_with_active_image().given([by(
+        "t1",
+        Command::ListOnMarketplace {
+            image_id: image_id(IMAGE),
+            publisher: "Acme".into(),
+            price: Price::PerHour {
+                amount_minor: 5,
+                currency: Currency(*b"EUR"),
+            },
+        },
+    )]);
+    let version = scenario.state.tenants[&tenant("t2")].version;
+    let (_, state) = scenario
+        .when(op(Command::RecordUsage {
+            image_id: image_id(IMAGE),
+            tenant: tenant("t2"),
+            hours: 2,
+        }))
+        .then_ok();
+    assert_eq!(state.tenants[&tenant("t2")].version, version + 1);
+}
+
+#[test]
+fn deleting_a_listed_image_takes_it_off_the_marketplace_for_good() {
+    let (_, state) = owner_with_active_image()
+        .given([by(
+            "t1",
+            Command::ListOnMarketplace {
+                image_id: image_id(IMAGE),
+                publisher: "Acme".into(),
+                price: Price::Free,
+            },
+        )])
+        .when(by(
+            "t1",
+            Command::DeleteImage {
+                image_id: image_id(IMAGE),
+            },
+        ))
+        .then_ok();
+    let image = &state.images[&image_id(IMAGE)];
+    assert_eq!(image.class, ImageClass::Private);
+    assert_eq!(image.listing, None);
+    assert_eq!(access(image, &tenant("t3")), None);
+}
+
+#[test]
+fn usable_says_through_what_and_for_which_purpose_in_words() {
+    let scenario = owner_with_active_image().given([
+        by(
+            "t1",
+            Command::ShareImage {
+                image_id: image_id(IMAGE),
+                tenants: vec![tenant("t2")],
+            },
+        ),
+        by(
+            "t2",
+            Command::AcceptShare {
+                image_id: image_id(IMAGE),
+            },
+        ),
+    ]);
+    let image = scenario.image(image_id(IMAGE));
+    let through = |who: &str| {
+        usable(
+            &region(),
+            &tenant(who),
+            image_id(IMAGE),
+            Some(image),
+            Purpose::ChangeOs,
+        )
+        .reason
+    };
+    assert_eq!(through("t1"), "usable through owner");
+    assert_eq!(through("t2"), "usable through accepted_share");
+    let data = Scenario::new().given([
+        register("t1"),
+        by(
+            "t1",
+            with_create(system_image("data"), |c| {
+                c.disk = DiskKind::Data;
+                c.os = None;
+            }),
+        ),
+        op(succeeded(image_id(1))),
+    ]);
+    let answer = usable(
+        &region(),
+        &tenant("t1"),
+        image_id(1),
+        Some(data.image(image_id(1))),
+        Purpose::ChangeOs,
+    );
+    assert!(
+        answer.reason.ends_with("not change_os"),
+        "{}",
+        answer.reason
+    );
+    assert_eq!(Purpose::CreateEcs.as_str(), "create_ecs");
+    assert_eq!(Purpose::CreateEvs.as_str(), "create_evs");
+    assert_eq!(Access::Public.as_str(), "public");
+    assert_eq!(Access::Marketplace.as_str(), "marketplace");
+}
