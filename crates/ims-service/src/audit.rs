@@ -23,7 +23,8 @@ use serde_json::{json, Value};
 /// Events per read, online or offline.
 pub const AUDIT_BATCH_EVENTS: usize = 1000;
 
-/// Where the history comes from.
+/// Where the history comes from: the one reader of a log, for audits, projectors, the copy
+/// saga and the import worker alike.
 #[derive(Debug)]
 pub enum LogSource {
     /// The log on disk; the service must be stopped (sled allows one process per database).
@@ -33,8 +34,13 @@ pub enum LogSource {
         client: async_nats::Client,
         /// `ims.v1.<region>.log.read`, or `ims.v1.iam.log.read` for the identity log.
         log_read: String,
+        /// How long one `log.read` may take.
+        timeout: Duration,
     },
 }
+
+/// How long one `log.read` may take unless the reader says otherwise.
+const LOG_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl LogSource {
     /// A region's log on a running service.
@@ -42,7 +48,16 @@ impl LogSource {
         LogSource::Online {
             client,
             log_read: subjects.log_read(region),
+            timeout: LOG_READ_TIMEOUT,
         }
+    }
+
+    /// The same reader with another bound on each read (a projector retries sooner).
+    pub fn with_timeout(mut self, bound: Duration) -> Self {
+        if let LogSource::Online { timeout, .. } = &mut self {
+            *timeout = bound;
+        }
+        self
     }
 
     /// The identity log on a running service (its identity role).
@@ -50,6 +65,7 @@ impl LogSource {
         LogSource::Online {
             client,
             log_read: subjects.iam("log.read"),
+            timeout: LOG_READ_TIMEOUT,
         }
     }
 
@@ -60,14 +76,18 @@ impl LogSource {
                 envelopes: log.read_range(from, max)?,
                 head: log.head_position(),
             }),
-            LogSource::Online { client, log_read } => {
+            LogSource::Online {
+                client,
+                log_read,
+                timeout,
+            } => {
                 let payload = serde_json::to_vec(&json!({"from": from, "max": max}))?;
                 let message = tokio::time::timeout(
-                    Duration::from_secs(30),
+                    *timeout,
                     client.request(log_read.clone(), Bytes::from(payload)),
                 )
                 .await
-                .with_context(|| format!("{log_read} did not answer within 30 s"))?
+                .with_context(|| format!("{log_read} did not answer within {timeout:?}"))?
                 .with_context(|| format!("no service answers {log_read}; is imsd running?"))?;
                 if let Some(error) = message.headers.as_ref().and_then(|h| h.get("Ims-Error")) {
                     bail!(

@@ -27,6 +27,7 @@ use ims_wire::commands::{DiskDto, OsDto, ReceiveCopyDto, RecordCopyOutcomeDto};
 use ims_wire::{CommandReply, Subjects};
 use serde_json::{json, Value};
 
+use crate::audit::LogSource;
 use crate::command_service::derived_command_id;
 use crate::import::{import_stream, report_body, Imported};
 use crate::store::{ImageStore, StoreLocation};
@@ -99,6 +100,8 @@ pub struct CopySaga {
     client: async_nats::Client,
     subjects: Subjects,
     region: RegionId,
+    /// The region's log, read like every other reader reads it.
+    log: LogSource,
     db: sled::Db,
     checkpoint: u64,
     /// When the current copy's target was first found silent.
@@ -125,6 +128,8 @@ impl CopySaga {
             u64::from_be_bytes(bytes)
         });
         Ok(Self {
+            log: LogSource::online(client.clone(), &subjects, &region)
+                .with_timeout(REQUEST_TIMEOUT),
             client,
             subjects,
             region,
@@ -282,18 +287,10 @@ impl CopySaga {
     }
 
     async fn read_log(&self) -> Result<LogBatch, Retry> {
-        let body = json!({"from": self.checkpoint + 1, "max": 1000});
-        let payload = Bytes::from(serde_json::to_vec(&body).map_err(|e| Retry(e.to_string()))?);
-        let message = tokio::time::timeout(
-            REQUEST_TIMEOUT,
-            self.client
-                .request(self.subjects.log_read(&self.region), payload),
-        )
-        .await
-        .map_err(|_| Retry("log.read timed out".into()))?
-        .map_err(|e| Retry(format!("log.read: {e}")))?;
-        ims_log::decode(&message.payload, || "log.read reply".into())
-            .map_err(|e| Retry(e.to_string()))
+        self.log
+            .batch(self.checkpoint + 1, 1000)
+            .await
+            .map_err(|e| Retry(format!("{e:#}")))
     }
 
     /// Processes what the log holds past the checkpoint; stops at the first step to retry.

@@ -13,15 +13,20 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use ims_domain::{RegionId, SharingPolicy, TenantId};
-use ims_log::{Envelope, LogBatch};
+use ims_log::Envelope;
 use ims_projection::queries::{answer, Models, QueryParams, QUERIES};
 use ims_projection::{Catalog, Notice, ProjectionError, ReadModel, UsageLedger};
 use ims_wire::views::FeedItem;
 use ims_wire::{Subjects, WireError, WireErrorCode};
 use tokio::sync::watch;
 
+use crate::audit::LogSource;
+
 /// Events asked for per `log.read` during catch-up: the log's own maximum per reply.
 pub const CATCH_UP_BATCH_EVENTS: usize = 1000;
+
+/// How long one catch-up read may take before it is tried again.
+const LOG_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Live events applied together: bounds the atomic batch and the lock hold time.
 pub const LIVE_BATCH_EVENTS_MAX: usize = 512;
@@ -237,27 +242,6 @@ pub fn projections_path(data_dir: &Path, region: &RegionId) -> std::path::PathBu
     data_dir.join(region.as_str()).join("projections")
 }
 
-async fn read_log(
-    client: &async_nats::Client,
-    subjects: &Subjects,
-    region: &RegionId,
-    from: u64,
-) -> anyhow::Result<LogBatch> {
-    let payload =
-        serde_json::to_vec(&serde_json::json!({"from": from, "max": CATCH_UP_BATCH_EVENTS}))?;
-    let message = tokio::time::timeout(
-        Duration::from_secs(10),
-        client.request(subjects.log_read(region), Bytes::from(payload)),
-    )
-    .await??;
-    if let Some(error) = message.headers.as_ref().and_then(|h| h.get("Ims-Error")) {
-        anyhow::bail!("log.read answered {error}");
-    }
-    Ok(ims_log::decode(&message.payload, || {
-        "log.read reply".into()
-    })?)
-}
-
 /// Reads and applies the log from the checkpoint until the head.
 async fn catch_up(
     client: &async_nats::Client,
@@ -266,7 +250,9 @@ async fn catch_up(
 ) -> anyhow::Result<()> {
     loop {
         let from = models.position() + 1;
-        let batch = match read_log(client, subjects, &models.region, from).await {
+        let reader = LogSource::online(client.clone(), subjects, &models.region)
+            .with_timeout(LOG_READ_TIMEOUT);
+        let batch = match reader.batch(from, CATCH_UP_BATCH_EVENTS).await {
             Ok(batch) => batch,
             Err(error) => {
                 models.log_readable.store(false, Ordering::Release);
