@@ -141,7 +141,7 @@ fn a_quota_up_to_the_maximum_is_accepted_and_one_more_is_refused() {
 }
 
 #[test]
-fn a_build_report_needs_a_sha256_of_64_hex_digits() {
+fn a_build_report_needs_a_sha256_of_64_and_a_sha512_of_128_hex_digits() {
     let report = |checksum: String| {
         op(Command::ReportBuild {
             image_id: image_id(1),
@@ -155,6 +155,28 @@ fn a_build_report_needs_a_sha256_of_64_hex_digits() {
     };
     let queued = || Scenario::new().given([register("t1"), by("t1", system_image("web"))]);
     queued().when(report("0f".repeat(32))).then_ok();
+    let with_sha512 = |sha512: String| {
+        op(Command::ReportBuild {
+            image_id: image_id(1),
+            outcome: BuildOutcome::Succeeded {
+                size_bytes: 1 << 30,
+            },
+            checksum_sha256: Some("0f".repeat(32)),
+            file: Some(FileFacts {
+                sha512,
+                detected_format: FileFormat::Qcow2,
+                virtual_size: None,
+            }),
+            reason: None,
+        })
+    };
+    queued().when(with_sha512("ab".repeat(64))).then_ok();
+    queued()
+        .when(with_sha512("ab".repeat(63)))
+        .then_refused(ErrorCode::InvalidArgument, "128 hex digits");
+    queued()
+        .when(with_sha512("zz".repeat(64)))
+        .then_refused(ErrorCode::InvalidArgument, "128 hex digits");
     queued()
         .when(report("a".repeat(63)))
         .then_refused(ErrorCode::InvalidArgument, "64 hex digits");
