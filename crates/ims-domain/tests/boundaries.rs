@@ -472,3 +472,50 @@ fn usable_says_through_what_and_for_which_purpose_in_words() {
     assert_eq!(Access::Public.as_str(), "public");
     assert_eq!(Access::Marketplace.as_str(), "marketplace");
 }
+
+#[test]
+fn free_text_up_to_its_limit_is_accepted_and_a_refusal_shows_only_the_start_of_a_long_value() {
+    let list = |publisher: String| {
+        by(
+            "t1",
+            Command::ListOnMarketplace {
+                image_id: image_id(IMAGE),
+                publisher,
+                price: Price::Free,
+            },
+        )
+    };
+    let max = limits::PUBLISHER_CHARS_MAX;
+    owner_with_active_image()
+        .when(list("p".repeat(max)))
+        .then_ok();
+    let long = format!("{}{}", "q".repeat(40), "z".repeat(max));
+    let refused = owner_with_active_image()
+        .when(list(long.clone()))
+        .then_refused(ErrorCode::InvalidArgument, "publisher");
+    assert!(
+        refused.message.contains(&format!("{:?}…", "q".repeat(40))),
+        "{}",
+        refused.message
+    );
+    assert!(!refused.message.contains('z'), "{}", refused.message);
+
+    // A short bad value is shown whole, quoted.
+    let refused = Scenario::new()
+        .given([register("t1")])
+        .when(by(
+            "t1",
+            with_create(system_image("web"), |c| {
+                c.source = CreateSource::Ecs {
+                    instance_id: "ecs 42".into(),
+                    data_disk_ids: vec![],
+                };
+            }),
+        ))
+        .then_refused(ErrorCode::InvalidArgument, "instance_id");
+    assert!(
+        refused.message.contains("\"ecs 42\""),
+        "{}",
+        refused.message
+    );
+}
