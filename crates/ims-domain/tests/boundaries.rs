@@ -519,3 +519,37 @@ fn free_text_up_to_its_limit_is_accepted_and_a_refusal_shows_only_the_start_of_a
         refused.message
     );
 }
+
+#[test]
+fn an_identifier_of_the_most_characters_is_accepted_and_one_more_is_refused() {
+    let create = |instance_id: String| {
+        by(
+            "t1",
+            with_create(system_image("web"), |c| {
+                c.source = CreateSource::Ecs {
+                    instance_id,
+                    data_disk_ids: vec![],
+                };
+            }),
+        )
+    };
+    let max = limits::INSTANCE_ID_CHARS_MAX;
+    let registered = || Scenario::new().given([register("t1")]);
+    registered().when(create("i".repeat(max))).then_ok();
+    registered()
+        .when(create("i".repeat(max + 1)))
+        .then_refused(ErrorCode::InvalidArgument, "instance_id");
+}
+
+#[test]
+fn file_formats_parse_by_their_wire_names_and_an_unknown_one_lists_them() {
+    for format in FileFormat::ALL {
+        assert_eq!(parse_file_format(format.as_str()).unwrap(), format);
+    }
+    let error = parse_file_format("qcow3").unwrap_err();
+    assert!(
+        error.message.contains("\"qcow3\"") && error.message.contains("qcow2, "),
+        "{}",
+        error.message
+    );
+}
