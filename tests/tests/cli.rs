@@ -134,3 +134,63 @@ async fn exit_codes_say_success_refusal_bad_usage_or_no_service() {
         "{out}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_reads_as_sentences_and_export_says_what_it_wrote() {
+    let service = Service::start().await;
+    let ims = &service.client;
+    ims.register(&["t1"]).await;
+    let image = ims
+        .active_image("t1", ims_tests::serde_json::json!({}))
+        .await;
+    let listed = ims
+        .command(
+            "t1",
+            "list-on-marketplace",
+            ims_tests::serde_json::json!({"image_id": image, "publisher": "Acme",
+                "price": {"model": "per_hour", "amount_minor": 120, "currency": "USD"}}),
+        )
+        .await;
+    assert_eq!(listed["ok"], true, "{listed}");
+    let auditor = ims.issue("auditor", None).await;
+    let url = service.nats.url();
+    let (code, out, err) = imsctl(&[
+        "--nats-url",
+        &url,
+        "--region",
+        REGION,
+        "--token",
+        &auditor,
+        "audit",
+        "history",
+        "--image",
+        &image,
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("system disk image from ECS ecs-42"), "{out}");
+    assert!(
+        out.contains("listed on the Marketplace by Acme at 120 minor units of USD per hour"),
+        "{out}"
+    );
+    assert!(!out.contains('{'), "no Rust debug formatting: {out}");
+
+    let file = service.data_dir().join("export.jsonl");
+    let (code, out, err) = imsctl(&[
+        "--nats-url",
+        &url,
+        "--region",
+        REGION,
+        "--token",
+        &auditor,
+        "audit",
+        "export",
+        "--output",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}{err}");
+    let lines = std::fs::read_to_string(&file).unwrap().lines().count();
+    assert!(
+        out.contains(&format!("exported {lines} events")) && out.contains("export.jsonl"),
+        "{out}"
+    );
+}

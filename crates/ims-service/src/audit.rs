@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use anyhow::{bail, Context as _};
 use bytes::Bytes;
-use ims_domain::{access, evolve, Event, ImageId, RegionId, State, TenantId};
+use ims_domain::{
+    access, evolve, CopyStatus, DiskKind, Event, ImageClass, ImageId, Price, RegionId, Source,
+    State, TenantId,
+};
 use ims_log::{chain_hash, decode_event, Envelope, EventLog, LogBatch};
 use ims_projection::queries::{answer, Models, QueryParams};
 use ims_projection::{Catalog, ReadModel, Store, UsageLedger};
@@ -154,12 +157,20 @@ pub fn describe(event: &Event) -> String {
         }
         Event::QuotaSet { tenant, quota } => format!("quota of tenant {tenant} set to {quota}"),
         Event::ImageCreated(new) => format!(
-            "image {} ({}) created, {:?} {:?} from {:?}, status {}",
+            "image {} ({}) created, {} {} image from {}, status {}",
             new.id,
             new.name,
-            new.class,
-            new.disk,
-            new.source,
+            match new.class {
+                ImageClass::Public => "public",
+                ImageClass::Private => "private",
+                ImageClass::Marketplace => "marketplace",
+            },
+            match new.disk {
+                DiskKind::System => "system disk",
+                DiskKind::Data => "data disk",
+                DiskKind::FullEcs => "full-ECS",
+            },
+            describe_source(&new.source),
             new.status.as_str()
         ),
         Event::ImageUpdated(update) => format!("image {} updated", update.image_id),
@@ -206,8 +217,18 @@ pub fn describe(event: &Event) -> String {
         Event::ListedOnMarketplace {
             image_id, listing, ..
         } => format!(
-            "image {image_id} listed on the Marketplace by {} at {:?}",
-            listing.publisher, listing.price
+            "image {image_id} listed on the Marketplace by {} at {}",
+            listing.publisher,
+            match &listing.price {
+                Price::Free => "no charge".to_owned(),
+                Price::PerHour {
+                    amount_minor,
+                    currency,
+                } => format!(
+                    "{amount_minor} minor units of {} per hour",
+                    currency.as_str()
+                ),
+            }
         ),
         Event::DelistedFromMarketplace { image_id, .. } => {
             format!("image {image_id} delisted from the Marketplace")
@@ -225,7 +246,14 @@ pub fn describe(event: &Event) -> String {
             copy_image_id,
             status,
             ..
-        } => format!("copy {copy_image_id} of image {image_id}: {status:?}"),
+        } => format!(
+            "copy {copy_image_id} of image {image_id}: {}",
+            match status {
+                CopyStatus::Requested => "requested".to_owned(),
+                CopyStatus::Delivered => "delivered".to_owned(),
+                CopyStatus::Failed { reason } => format!("failed: {reason}"),
+            }
+        ),
         Event::UsageRecorded {
             tenant,
             image_id,
@@ -239,6 +267,27 @@ pub fn describe(event: &Event) -> String {
                 currency.as_deref().unwrap_or("")
             )
         }
+    }
+}
+
+/// Where an image's bytes come from, in words.
+fn describe_source(source: &Source) -> String {
+    match source {
+        Source::Ecs {
+            instance_id,
+            data_disk_ids,
+        } if data_disk_ids.is_empty() => format!("ECS {instance_id}"),
+        Source::Ecs {
+            instance_id,
+            data_disk_ids,
+        } => format!(
+            "ECS {instance_id} with data disks {}",
+            data_disk_ids.join(", ")
+        ),
+        Source::File { url, format } => format!("{} file {url}", format.as_str()),
+        Source::Upload { format } => format!("an uploaded {} file", format.as_str()),
+        Source::Copy { region, image_id } => format!("image {image_id} of region {region}"),
+        Source::Published => "the operator's publication".to_owned(),
     }
 }
 

@@ -426,18 +426,32 @@ impl Audit {
             output.is_none() || self.json,
             "exporting",
         );
+        let mut written = 0u64;
         self.source
             .scan(from, to, |batch| {
                 for envelope in batch {
                     serde_json::to_writer(&mut out, &service_audit::event_json(envelope))?;
                     out.write_all(b"\n")?;
                 }
+                written += batch.len() as u64;
                 bar.inc(batch.len() as u64);
                 Ok(true)
             })
             .await?;
         out.flush()?;
+        drop(out);
         bar.finish_and_clear();
+        // On stdout the events are the output; a file gets a line saying what went into it.
+        if let Some(path) = output {
+            let summary = json!({"exported": written, "from": from, "to": to, "file": path.display().to_string()});
+            self.print(
+                &summary,
+                format!(
+                    "exported {written} events (positions {from}..={to}) to {}",
+                    path.display()
+                ),
+            );
+        }
         Ok(())
     }
 }
