@@ -113,6 +113,25 @@ async fn exit_codes_say_success_refusal_bad_usage_or_no_service() {
         "list",
     ]);
     assert_eq!(code, 3, "{out}{err}");
+    // A region nobody serves: said once, with what to do.
+    let (code, out, err) = imsctl(&[
+        "--nats-url",
+        &url,
+        "--region",
+        "other-1",
+        "--token",
+        &token,
+        "--tenant",
+        "t1",
+        "images",
+        "list",
+    ]);
+    assert_eq!(code, 3, "{out}{err}");
+    assert!(
+        err.contains("no imsd on") && err.contains("serves region other-1"),
+        "{err}"
+    );
+    assert_eq!(err.matches("no responders").count(), 0, "{err}");
 
     // Options stand anywhere: global ones after the subcommand, audit's after its own.
     let (code, out, err) = imsctl(&[

@@ -126,8 +126,17 @@ pub(crate) async fn request(
                  ID), operator commands an operator's"
             )
         })?
-        .with_context(|| {
-            format!("no service answers on {subject}; is imsd running for this region?")
+        .map_err(|error| match error.kind() {
+            // Said once: the error's own chain would repeat "no responders" twice more.
+            async_nats::RequestErrorKind::NoResponders => {
+                let region = subject.split('.').nth(2).unwrap_or("?");
+                anyhow::anyhow!(
+                    "no service answers on {subject}: no imsd on {nats_url} serves region \
+                     {region}; start one with --regions {region}, or pick the region it serves \
+                     with --region"
+                )
+            }
+            _ => anyhow::anyhow!("the request on {subject} failed: {error}"),
         })?;
     serde_json::from_slice(&message.payload)
         .with_context(|| format!("the answer on {subject} is not JSON"))
