@@ -213,3 +213,55 @@ async fn history_reads_as_sentences_and_export_says_what_it_wrote() {
         "{out}"
     );
 }
+
+#[test]
+fn imsctl_finds_the_nats_server_imsd_run_started_whatever_its_port() {
+    // Hold 4222 so that imsd's own nats-server has to take another port (if something else
+    // holds it already, the same holds).
+    let _holder = std::net::TcpListener::bind("127.0.0.1:4222");
+    let home = tempfile::tempdir().unwrap();
+    let http = format!(
+        "127.0.0.1:{}",
+        ims_service::nats_server::free_port().unwrap()
+    );
+    let imsd = Command::new(env!("CARGO_BIN_EXE_imsd-under-test"))
+        .args(["run", "--http-addr", &http])
+        .current_dir(home.path())
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let imsd = ims_tests::KilledOnDrop(imsd);
+    let url_file = home.path().join("data").join("nats.url");
+    let started = std::time::Instant::now();
+    // No --nats-url and no --token: ./data/nats.url and ./data/operator.token.
+    let registered = loop {
+        if url_file.exists() {
+            let output = Command::new(env!("CARGO_BIN_EXE_imsctl-under-test"))
+                .args(["op", "register-tenant", "acme"])
+                .current_dir(home.path())
+                .env_remove("IMS_NATS_URL")
+                .env_remove("IMS_TOKEN")
+                .output()
+                .unwrap();
+            if output.status.success() {
+                break String::from_utf8_lossy(&output.stdout).into_owned();
+            }
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(60),
+            "imsctl never reached imsd's own nats-server"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    };
+    assert!(registered.contains("ok"), "{registered}");
+    let url = std::fs::read_to_string(&url_file).unwrap();
+    assert!(!url.contains(":4222"), "4222 was held, yet: {url}");
+    let _ = Command::new("kill")
+        .args(["-TERM", &imsd.id().to_string()])
+        .status();
+    let mut imsd = imsd;
+    assert!(imsd.wait().unwrap().success());
+    assert!(!url_file.exists(), "the URL outlived its server");
+}

@@ -217,13 +217,19 @@ async fn serve(options: Options, roles: Roles, embedded_allowed: bool) -> anyhow
                 keys.server_config(listen)
             })
             .context("starting the embedded nats-server")?;
-            tracing::info!(url = %server.url(), "started embedded nats-server; imsctl finds it with --nats-url {}", server.url());
             let url = server.url();
             embedded = Some(server);
             url
         }
         (None, false) => "nats://127.0.0.1:4222".to_owned(),
     };
+    if embedded.is_some() {
+        // imsctl run from the same folder finds the server here, whatever port it got.
+        let url_file = options.data_dir.join("nats.url");
+        std::fs::write(&url_file, format!("{nats_url}\n"))
+            .with_context(|| format!("writing {}", url_file.display()))?;
+        tracing::info!(url = %nats_url, "started embedded nats-server; imsctl finds it through {}", url_file.display());
+    }
     let config = Config {
         nats_url,
         data_dir: options.data_dir,
@@ -241,8 +247,12 @@ async fn serve(options: Options, roles: Roles, embedded_allowed: bool) -> anyhow
         },
         store: options.store,
     };
+    let data_dir = config.data_dir.clone();
     let result = run(config, shutdown_signal()).await;
-    drop(embedded);
+    if embedded.take().is_some() {
+        // The server stops with us: its URL must not outlive it.
+        let _ = std::fs::remove_file(data_dir.join("nats.url"));
+    }
     result
 }
 

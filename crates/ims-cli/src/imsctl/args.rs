@@ -19,14 +19,10 @@ use serde_json::{json, Value};
 #[derive(Parser, Debug)]
 #[command(name = "imsctl", version, verbatim_doc_comment)]
 pub(crate) struct Cli {
-    /// NATS server of the service.
-    #[arg(
-        long,
-        env = "IMS_NATS_URL",
-        default_value = "nats://127.0.0.1:4222",
-        global = true
-    )]
-    pub(crate) nats_url: String,
+    /// NATS server of the service [default: the URL `imsd run` left in ./data/nats.url when
+    /// it started its own nats-server, else nats://127.0.0.1:4222].
+    #[arg(long, env = "IMS_NATS_URL", global = true)]
+    pub(crate) nats_url: Option<String>,
     /// Region to talk to.
     #[arg(long, env = "IMS_REGION", default_value = "local-1", global = true)]
     pub(crate) region: String,

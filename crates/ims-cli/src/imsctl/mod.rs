@@ -80,16 +80,17 @@ async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let prefix = format!("{}.v1.{}", cli.subject_prefix, cli.region);
     let command_id = cli.command_id.unwrap_or_else(uuid::Uuid::now_v7);
     let tenant = cli.tenant.clone();
+    let nats_url = resolve_nats_url(cli.nats_url.clone());
     let token = resolve_token(cli.token.clone(), cli.token_file.as_deref())?;
     let token = token.as_deref();
     let (subject, name, body) = match cli.command {
         Top::Op(OpCommand::Credential(command)) => {
-            return credential(command, &cli.nats_url, token, &cli.subject_prefix, cli.json).await;
+            return credential(command, &nats_url, token, &cli.subject_prefix, cli.json).await;
         }
         Top::Image(ImageTop::Import(args)) => {
             let tenant = tenant_of(tenant.as_deref())?.to_owned();
             return image_import(
-                &cli.nats_url,
+                &nats_url,
                 &cli.http_url,
                 token,
                 &prefix,
@@ -120,7 +121,7 @@ async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Top::Audit(args) => {
             return audit(
                 args,
-                &cli.nats_url,
+                &nats_url,
                 token,
                 &cli.region,
                 &cli.subject_prefix,
@@ -132,7 +133,7 @@ async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Top::Images(query) => {
             let (name, body) = query_request(query);
             let subject = format!("{prefix}.q.{}.{name}", tenant_of(tenant.as_deref())?);
-            let answer = request(&cli.nats_url, token, subject, &body).await?;
+            let answer = request(&nats_url, token, subject, &body).await?;
             if cli.json {
                 println!("{}", serde_json::to_string_pretty(&answer)?);
             } else {
@@ -142,7 +143,7 @@ async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         }
     };
     let body = merge(body, json!({"command_id": command_id.to_string()}));
-    let reply = request(&cli.nats_url, token, subject, &body).await?;
+    let reply = request(&nats_url, token, subject, &body).await?;
     if cli.json {
         println!("{}", serde_json::to_string_pretty(&reply)?);
     } else {

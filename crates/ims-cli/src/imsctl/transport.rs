@@ -14,6 +14,21 @@ pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
 /// Where imsctl looks for a credential when none is given.
 pub(crate) const DEFAULT_TOKEN_FILE: &str = "./data/operator.token";
 
+/// Where `imsd run` leaves the URL of the nats-server it started (it may not be on 4222).
+const DEFAULT_NATS_URL_FILE: &str = "./data/nats.url";
+
+/// `--nats-url`, else the URL `imsd run` left in ./data/nats.url, else the usual local port.
+pub(crate) fn resolve_nats_url(given: Option<String>) -> String {
+    given
+        .or_else(|| {
+            std::fs::read_to_string(DEFAULT_NATS_URL_FILE)
+                .ok()
+                .map(|url| url.trim().to_owned())
+                .filter(|url| !url.is_empty())
+        })
+        .unwrap_or_else(|| "nats://127.0.0.1:4222".to_owned())
+}
+
 /// The credential to connect with: --token / IMS_TOKEN, --token-file, or ./data/operator.token.
 pub(crate) fn resolve_token(
     token: Option<String>,
