@@ -43,6 +43,33 @@ async fn exit_codes_say_success_refusal_bad_usage_or_no_service() {
     let (code, out, err) = imsctl(&with(&["--tenant", "t1", "images", "list"]));
     assert_eq!(code, 0, "{out}{err}");
 
+    // `image show` and `images show` are the same query.
+    let image = service
+        .client
+        .active_image("t1", ims_tests::serde_json::json!({}))
+        .await;
+    let (code, by_image, err) = imsctl(&with(&[
+        "--tenant", "t1", "--json", "image", "show", &image,
+    ]));
+    assert_eq!(code, 0, "{by_image}{err}");
+    let (_, by_images, _) = imsctl(&with(&[
+        "--tenant", "t1", "--json", "images", "show", &image,
+    ]));
+    assert_eq!(by_image, by_images);
+
+    // --help teaches every option of image create, and that a source is required.
+    let (code, help, _) = imsctl(&["image", "create", "--help"]);
+    assert_eq!(code, 0);
+    for taught in [
+        "one of the two is required",
+        "The image's name",
+        "The smallest disk, in GB",
+        "Refuse deletes until",
+        "Free text",
+    ] {
+        assert!(help.contains(taught), "{taught:?} missing from:\n{help}");
+    }
+
     // 1: the service refused, and says why.
     let unknown = uuid::Uuid::now_v7().to_string();
     let (code, out, err) = imsctl(&with(&["--tenant", "t1", "image", "delete", &unknown]));

@@ -213,6 +213,8 @@ pub(crate) struct ImageRef {
 pub(crate) enum ImageTop {
     #[command(flatten)]
     Command(ImageCommand),
+    /// One image (the same as `imsctl images show`).
+    Show { image_id: String },
     /// Create an image and import its file: --file uploads it from this machine with a progress
     /// bar; --url has the service download it (http or https, ports 80 and 443, public
     /// addresses only) and waits until it is imported. The service hashes and inspects the
@@ -263,7 +265,11 @@ pub(crate) struct ImportArgs {
 
 #[derive(Subcommand, Debug)]
 pub(crate) enum ImageCommand {
-    /// Create a private image from an ECS or an image file.
+    /// Create a private image from an ECS (--from-ecs) or an image file (--from-file): one of
+    /// the two is required.
+    ///
+    /// Example: `imsctl --tenant acme image create --name web --disk system --from-ecs ecs-42
+    /// --os ubuntu/22.04/x86_64 --min-disk-gb 40`
     Create(CreateArgs),
     /// Change an image's name, description, tags, minimum disk or protection.
     Update {
@@ -328,6 +334,7 @@ pub(crate) enum ImageCommand {
 
 #[derive(Args, Debug)]
 pub(crate) struct CreateArgs {
+    /// The image's name: 1 to 128 letters, digits, spaces, '.', '_' and '-'.
     #[arg(long)]
     pub(crate) name: String,
     /// system, data or full_ecs.
@@ -353,13 +360,16 @@ pub(crate) struct CreateArgs {
     /// platform/version/arch, such as ubuntu/22.04/x86_64 (system and full_ecs images).
     #[arg(long, value_parser = parse_os)]
     pub(crate) os: Option<Value>,
+    /// The smallest disk, in GB, that an ECS made from the image needs (1 to 1024).
     #[arg(long)]
     pub(crate) min_disk_gb: u32,
     /// repeat as --tag key=value.
     #[arg(long = "tag", value_parser = parse_tag)]
     pub(crate) tags: Vec<(String, String)>,
+    /// Free text, up to 1024 characters.
     #[arg(long, default_value = "")]
     pub(crate) description: String,
+    /// Refuse deletes until the image is updated with --protected false.
     #[arg(long)]
     pub(crate) protected: bool,
     /// Encrypt with this KMS key (encrypted images cannot be shared or copied).

@@ -130,16 +130,27 @@ async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             )
             .await;
         }
-        Top::Images(query) => {
-            let (name, body) = query_request(query);
-            let subject = format!("{prefix}.q.{}.{name}", tenant_of(tenant.as_deref())?);
-            let answer = request(&nats_url, token, subject, &body).await?;
-            if cli.json {
-                println!("{}", serde_json::to_string_pretty(&answer)?);
-            } else {
-                println!("{}", render_query(name, &answer));
-            }
-            return Ok(exit_code(answer["ok"] != false));
+        Top::Image(ImageTop::Show { image_id }) => {
+            return query(
+                &nats_url,
+                token,
+                &prefix,
+                tenant_of(tenant.as_deref())?,
+                ImagesQuery::Show { image_id },
+                cli.json,
+            )
+            .await;
+        }
+        Top::Images(query_args) => {
+            return query(
+                &nats_url,
+                token,
+                &prefix,
+                tenant_of(tenant.as_deref())?,
+                query_args,
+                cli.json,
+            )
+            .await;
         }
     };
     let body = merge(body, json!({"command_id": command_id.to_string()}));
@@ -150,6 +161,26 @@ async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         println!("{}", summarize(name, &reply));
     }
     Ok(exit_code(reply["ok"] == true))
+}
+
+/// A query as `tenant`, printed as a table or as JSON.
+async fn query(
+    nats_url: &str,
+    token: Option<&str>,
+    prefix: &str,
+    tenant: &str,
+    query: ImagesQuery,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    let (name, body) = query_request(query);
+    let subject = format!("{prefix}.q.{tenant}.{name}");
+    let answer = request(nats_url, token, subject, &body).await?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&answer)?);
+    } else {
+        println!("{}", render_query(name, &answer));
+    }
+    Ok(exit_code(answer["ok"] != false))
 }
 
 /// 0 when the service did what was asked, 1 when it refused.
