@@ -116,10 +116,10 @@ fn run(home: &Path, prelude: &str, command: &str) -> String {
             return stdout;
         }
         // Exit 3: the service could not be reached yet (its roles start after NATS).
-        let starting =
-            output.status.code() == Some(3) && started.elapsed() < Duration::from_secs(30);
+        let waiting = (output.status.code() == Some(3) || eventually)
+            && started.elapsed() < Duration::from_secs(30);
         assert!(
-            starting,
+            waiting,
             "README command failed ({}):\n  {command}\nstdout:\n{stdout}\nstderr:\n{stderr}",
             output.status
         );
