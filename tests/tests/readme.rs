@@ -12,22 +12,26 @@
 //! - `deploy/run.sh ARGS` restarts imsd with ARGS on the same data dir;
 //! - a command whose comment says "a moment later" waits on something asynchronous (the copy
 //!   saga) and is retried for a while, as a reader would;
-//! - `target/release/imsctl` and `target/release/imsd` are this build's binaries.
+//! - `target/release/imsctl` and `target/release/imsd` are this build's binaries, and
+//!   `localhost:8080` is the HTTP address this imsd got (a free port);
+//! - `NAME=value` lines, like `alias` lines, hold for the commands after them.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const SECTIONS: [&str; 3] = [
+const SECTIONS: [&str; 4] = [
     "## Walk-through with imsctl",
     "## Audit",
+    "## HTTP API",
     "## Copies across regions",
 ];
 
 const SHA256: &str = "abababababababababababababababababababababababababababababababab";
 
-/// The indented code lines of a README section, continuations joined.
+/// The first indented code block of a README section, continuations joined (a section's later
+/// blocks are references, such as the list of HTTP routes).
 fn block(readme: &str, title: &str) -> Vec<String> {
     let start = readme
         .find(&format!("\n{title}\n"))
@@ -39,6 +43,9 @@ fn block(readme: &str, title: &str) -> Vec<String> {
     let mut lines = Vec::new();
     let mut pending = String::new();
     for line in section[..end].lines() {
+        if !lines.is_empty() && !line.starts_with("    ") {
+            break; // the first block ended
+        }
         let Some(code) = line.strip_prefix("    ") else {
             continue;
         };
@@ -60,7 +67,7 @@ fn placeholder() -> regex::Regex {
 }
 
 /// imsd started the way `deploy/run.sh ARGS` starts it, in `home`.
-fn start_imsd(home: &Path, args: &[&str]) -> ims_tests::KilledOnDrop {
+fn start_imsd(home: &Path, args: &[&str]) -> (ims_tests::KilledOnDrop, String) {
     let http = format!(
         "127.0.0.1:{}",
         ims_service::nats_server::free_port().unwrap()
@@ -84,7 +91,7 @@ fn start_imsd(home: &Path, args: &[&str]) -> ims_tests::KilledOnDrop {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    ims_tests::KilledOnDrop(child)
+    (ims_tests::KilledOnDrop(child), http)
 }
 
 fn stop(imsd: &mut ims_tests::KilledOnDrop) {
@@ -138,7 +145,7 @@ fn the_readme_walk_throughs_run_as_written() {
         .unwrap();
     std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_imsd-under-test"), bin.join("imsd")).unwrap();
 
-    let mut imsd = start_imsd(home.path(), &[]);
+    let (mut imsd, mut http) = start_imsd(home.path(), &[]);
     let mut ids: HashMap<String, String> = HashMap::new();
     let mut prelude = String::new();
     let mut last_output = String::new();
@@ -182,10 +189,13 @@ fn the_readme_walk_throughs_run_as_written() {
             if let Some(args) = line.strip_prefix("deploy/run.sh") {
                 let args: Vec<&str> = args.split('#').next().unwrap().split_whitespace().collect();
                 stop(&mut imsd);
-                imsd = start_imsd(home.path(), &args);
+                (imsd, http) = start_imsd(home.path(), &args);
                 continue;
             }
-            if line.starts_with("alias ") || line.starts_with("export ") {
+            let assignment = line.split_once('=').is_some_and(|(name, _)| {
+                !name.is_empty() && name.chars().all(|c| c.is_ascii_uppercase() || c == '_')
+            });
+            if line.starts_with("alias ") || line.starts_with("export ") || assignment {
                 prelude.push_str(&line);
                 prelude.push('\n');
                 continue;
@@ -198,6 +208,7 @@ fn the_readme_walk_throughs_run_as_written() {
                         })
                         .clone()
                 })
+                .replace("localhost:8080", &http)
                 .replace("<the same 64 hex digits>", SHA256)
                 .replace("<64 hex digits>", SHA256);
             last_output = run(home.path(), &prelude, &command);
