@@ -19,12 +19,6 @@ pub enum SendError {
     Request(String),
 }
 
-impl From<SendError> for String {
-    fn from(error: SendError) -> Self {
-        error.to_string()
-    }
-}
-
 /// Sends `request` to `address`, over TLS for server name `host` when `https`; the request's
 /// target is sent as given (origin form: set the `Host` header yourself).
 pub async fn send<B>(
