@@ -649,6 +649,26 @@ impl EventLog {
         }
     }
 
+    /// The position of the first event of every stream whose name starts with `prefix` (for
+    /// example `tenant/`: when each tenant was registered), read from the stream index alone.
+    pub fn stream_starts(&self, prefix: &str) -> Result<Vec<(String, u64)>, LogError> {
+        let mut scan_prefix = vec![STREAM];
+        scan_prefix.extend_from_slice(prefix.as_bytes());
+        let mut starts = Vec::new();
+        for item in self.shared.db.scan_prefix(scan_prefix) {
+            let (key, value) = item?;
+            // Keys are tag, name, 0, chunk number: the first chunk holds the first position.
+            let Some(name) = key.len().checked_sub(5).map(|end| &key[1..end]) else {
+                continue;
+            };
+            if key[key.len() - 5] != 0 || key[key.len() - 4..] != [0, 0, 0, 0] || value.len() < 8 {
+                continue;
+            }
+            starts.push((String::from_utf8_lossy(name).into_owned(), be_u64(&value)));
+        }
+        Ok(starts)
+    }
+
     /// The events of one stream, in stream order.
     pub fn read_stream(&self, stream: &str) -> Result<Vec<Envelope>, LogError> {
         let until = self.head_position();

@@ -46,7 +46,8 @@ pub fn tenant(n: u64) -> TenantId {
     TenantId::parse(&format!("tenant-{n}")).expect("a valid tenant id")
 }
 
-fn created(id: ImageId, owner: Owner, class: ImageClass, at_ms: u64) -> Event {
+/// The creation of image `id` (a system image from an ECS; active at once when public).
+pub fn created(id: ImageId, owner: Owner, class: ImageClass, at_ms: u64) -> Event {
     Event::ImageCreated(Box::new(NewImage {
         id,
         region: RegionId::parse("bench-1").expect("valid"),

@@ -518,6 +518,94 @@ impl Replayed {
     }
 }
 
+/// `who-could-use` of one image as of `until`, read from the image's own stream and the
+/// tenants' registrations in the stream index, without replaying the region: the answer of
+/// [`Replayed::who_could_use`] after [`replay`] (a property test compares the two), in time
+/// that grows with the image's history, not the region's. `Until::Time` assumes recorded times
+/// do not decrease along the log (the writer stamps its groups in order).
+pub fn who_could_use_offline(
+    log: &EventLog,
+    image: ImageId,
+    until: Until,
+) -> anyhow::Result<Value> {
+    let head = log.head_position();
+    let position = match until {
+        Until::Position(position) => position.min(head),
+        Until::Time(at_ms) => last_position_at(log, at_ms, head)?,
+    };
+    let mut state = State::default();
+    for envelope in log.read_stream(&ims_domain::StreamId::Image(image).to_string())? {
+        if envelope.position() > position {
+            break;
+        }
+        evolve(&mut state, &decode_event(&envelope)?);
+    }
+    let Some(found) = state.images.get(&image) else {
+        return Ok(
+            json!({"image_id": image.to_string(), "position": position, "exists": false, "tenants": []}),
+        );
+    };
+    // A public or Marketplace image reaches every tenant registered by then; any other only its
+    // owner and members, so only their registrations are read.
+    let everyone = matches!(found.class, ImageClass::Public | ImageClass::Marketplace);
+    let prefixes: Vec<String> = if everyone {
+        vec!["tenant/".to_owned()]
+    } else {
+        found
+            .owner
+            .tenant()
+            .into_iter()
+            .chain(found.members.keys())
+            .map(|tenant| format!("tenant/{tenant}"))
+            .collect()
+    };
+    let mut registered = std::collections::BTreeSet::new();
+    for prefix in &prefixes {
+        for (stream, first) in log.stream_starts(prefix)? {
+            if first > position || (!everyone && stream != *prefix) {
+                continue;
+            }
+            if let Some(tenant) = stream
+                .strip_prefix("tenant/")
+                .and_then(|id| TenantId::parse(id).ok())
+            {
+                registered.insert(tenant);
+            }
+        }
+    }
+    let tenants: Vec<Value> = registered
+        .iter()
+        .filter_map(|tenant| {
+            access(found, tenant)
+                .map(|through| json!({"tenant": tenant.as_str(), "through": through.as_str()}))
+        })
+        .collect();
+    Ok(
+        json!({"image_id": image.to_string(), "position": position, "exists": true, "status": found.status.as_str(), "tenants": tenants}),
+    )
+}
+
+/// The last position recorded at or before `at_ms` (0 if none), by bisection.
+fn last_position_at(log: &EventLog, at_ms: u64, head: u64) -> anyhow::Result<u64> {
+    let recorded_at = |position: u64| -> anyhow::Result<u64> {
+        Ok(log
+            .read_range(position, 1)?
+            .first()
+            .map_or(u64::MAX, |envelope| envelope.body.recorded_at_ms))
+    };
+    // The answer lies in [low, high]: every position up to low is at or before at_ms.
+    let (mut low, mut high) = (0u64, head);
+    while low < high {
+        let middle = low + (high - low).div_ceil(2);
+        if recorded_at(middle)? <= at_ms {
+            low = middle;
+        } else {
+            high = middle - 1;
+        }
+    }
+    Ok(low)
+}
+
 /// The first break in the chain: a missing position, a bad link or a bad hash.
 pub async fn verify_chain(
     source: &LogSource,

@@ -295,13 +295,22 @@ impl Audit {
 
     async fn who_could_use(&self, image: &str, at: &Moment) -> anyhow::Result<()> {
         let image = parse_image(image)?;
-        let bar = progress_bar(self.head, self.json, "replaying");
-        let replayed = service_audit::replay(&self.source, &self.region, moment(at)?, |p| {
-            bar.set_position(p)
-        })
-        .await?;
-        bar.finish_and_clear();
-        let answer = replayed.who_could_use(image);
+        let answer = match &self.source {
+            // On disk, the image's stream and the tenants' registrations say it all.
+            LogSource::Offline(log) => {
+                service_audit::who_could_use_offline(log, image, moment(at)?)?
+            }
+            LogSource::Online { .. } => {
+                let bar = progress_bar(self.head, self.json, "replaying");
+                let replayed =
+                    service_audit::replay(&self.source, &self.region, moment(at)?, |p| {
+                        bar.set_position(p)
+                    })
+                    .await?;
+                bar.finish_and_clear();
+                replayed.who_could_use(image)
+            }
+        };
         let lines: Vec<String> = answer["tenants"]
             .as_array()
             .into_iter()
@@ -318,7 +327,7 @@ impl Audit {
             &answer,
             format!(
                 "image {image} as of position {}:\n{}",
-                replayed.position,
+                answer["position"],
                 if lines.is_empty() {
                     "(no tenant)".to_owned()
                 } else {
