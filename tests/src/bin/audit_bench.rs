@@ -9,8 +9,8 @@ use std::time::Instant;
 
 use ims_domain::RegionId;
 use ims_log::{EventLog, NewCommand, NewEvent};
-use ims_projection::synthetic::mixed_log;
 use ims_projection::synthetic::image_id;
+use ims_projection::synthetic::mixed_log;
 use ims_service::audit::{replay, verify_chain, who_could_use_offline, LogSource, Until};
 
 #[tokio::main]
@@ -73,7 +73,11 @@ async fn main() -> anyhow::Result<()> {
         let image = image_id(n * images / samples);
         let answer = who_could_use_offline(&log, image, Until::Position(events as u64))?;
         if n == 0 {
-            assert_eq!(answer, replayed.who_could_use(image), "the fast path disagrees");
+            assert_eq!(
+                answer,
+                replayed.who_could_use(image),
+                "the fast path disagrees"
+            );
         }
     }
     let each_ms = started.elapsed().as_secs_f64() * 1000.0 / samples as f64;
