@@ -125,3 +125,21 @@ async fn an_s3_store_that_cannot_be_reached_is_an_error_not_an_absence() {
         ImageStore::open(&location, data.path(), &RegionId::parse("store-1").unwrap()).unwrap();
     assert!(store.size(&new_id()).await.is_err());
 }
+
+#[test]
+fn opening_a_store_to_audit_it_creates_nothing() {
+    let data = tempfile::tempdir().unwrap();
+    let region = RegionId::parse("store-1").unwrap();
+    let opened = ImageStore::open_existing(&StoreLocation::Local, data.path(), &region).unwrap();
+    assert!(opened.is_none());
+    assert!(
+        !data.path().join("store-1").exists(),
+        "an audit created the store"
+    );
+    ImageStore::open(&StoreLocation::Local, data.path(), &region).unwrap();
+    assert!(
+        ImageStore::open_existing(&StoreLocation::Local, data.path(), &region)
+            .unwrap()
+            .is_some()
+    );
+}

@@ -404,7 +404,7 @@ pub struct Replayed {
 pub async fn verify_objects(
     source: &LogSource,
     region: &RegionId,
-    store: &crate::store::ImageStore,
+    store: Option<&crate::store::ImageStore>,
 ) -> anyhow::Result<Vec<String>> {
     let replayed = replay(source, region, Until::Position(u64::MAX), |_| {}).await?;
     let mut problems = Vec::new();
@@ -417,6 +417,13 @@ pub async fn verify_objects(
         if image.status != ims_domain::ImageStatus::Active {
             continue;
         }
+        let Some(store) = store else {
+            problems.push(format!(
+                "image {}: its object is missing (the region has no image store)",
+                image.id
+            ));
+            continue;
+        };
         match store.digest(&image.id).await {
             Err(error) => problems.push(format!(
                 "image {}: its object cannot be read ({error})",

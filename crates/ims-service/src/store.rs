@@ -128,6 +128,28 @@ impl ImageStore {
         }
     }
 
+    /// Opens the store of `region` to read, creating nothing: `None` when a local store was
+    /// never created (no image was ever imported there). For offline audits.
+    pub fn open_existing(
+        location: &StoreLocation,
+        data_dir: &std::path::Path,
+        region: &RegionId,
+    ) -> std::io::Result<Option<Self>> {
+        let root = store_path(data_dir, region);
+        match location {
+            StoreLocation::Local if !root.join("images").is_dir() => Ok(None),
+            StoreLocation::Local => Ok(Some(Self {
+                objects: Arc::new(
+                    LocalFileSystem::new_with_prefix(&root).map_err(std::io::Error::other)?,
+                ),
+                images: Path::from("images"),
+                staging: root.join("staging"),
+                local: true,
+            })),
+            StoreLocation::S3 { .. } => Self::open(location, data_dir, region).map(Some),
+        }
+    }
+
     fn key(&self, id: &ImageId) -> Path {
         self.images.clone().join(id.to_string())
     }

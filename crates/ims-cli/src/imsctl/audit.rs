@@ -197,6 +197,13 @@ fn offline_log(
             path.display()
         )
     })?;
+    // An empty log verifies trivially; it is never what an auditor meant to check.
+    if log.head_position() == 0 {
+        usage!(
+            "the log of region {region} at {} holds no events; check --data-dir and --region",
+            path.display()
+        );
+    }
     Ok(log)
 }
 
@@ -363,11 +370,16 @@ impl Audit {
         // Imported files are checked where they are: offline, in the data dir's store.
         let objects = match (&chain, &self.data_dir) {
             (Ok(_), Some(dir)) => {
-                let store = ims_service::store::ImageStore::open(&self.store, dir, &self.region)
-                    .with_context(|| {
+                // Read only: an audit creates nothing in the data dir it checks.
+                let store =
+                    ims_service::store::ImageStore::open_existing(&self.store, dir, &self.region)
+                        .with_context(|| {
                         format!("opening the image store of region {}", self.region)
                     })?;
-                Some(service_audit::verify_objects(&self.source, &self.region, &store).await?)
+                Some(
+                    service_audit::verify_objects(&self.source, &self.region, store.as_ref())
+                        .await?,
+                )
             }
             _ => None,
         };
