@@ -77,13 +77,29 @@ async fn write_events(client: &Client, count: usize) {
 }
 
 fn start_projector(nats_url: &str, data_dir: &std::path::Path) -> ims_tests::KilledOnDrop {
-    ims_tests::spawn_imsd(
-        env!("CARGO_BIN_EXE_imsd-under-test"),
-        "project",
-        nats_url,
-        data_dir,
-        REGION,
-    )
+    // Its log goes to a file beside its data, so that a failure can show what it said.
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(data_dir.join("imsd.stderr"))
+        .unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_imsd-under-test"))
+        .args(["project", "--nats-url", nats_url, "--regions", REGION])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args([
+            "--http-addr",
+            &format!(
+                "127.0.0.1:{}",
+                ims_service::nats_server::free_port().unwrap()
+            ),
+        ])
+        .env("RUST_LOG", "info,async_nats=warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    ims_tests::KilledOnDrop(child)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -111,19 +127,41 @@ async fn a_projector_started_after_10000_events_catches_up_and_resumes_after_kil
         projector.wait().unwrap();
     }
     let mut projector = start_projector(&service.nats.url(), projector_dir.path());
-    // `stale` means "retry" (each answer waits 2 s for the position): a client keeps asking,
-    // and so does this test, for as long as a loaded CI machine may need to catch up.
+    // `stale` means "retry" (each answer waits 2 s for the position), and so does no answer
+    // while the fresh process starts: a client keeps asking, and so does this test, for as
+    // long as a loaded CI machine may need. A projector that never catches up still fails it.
+    let connection = service.client.tenant_connection("bulk-0").await;
+    let subject = format!("ims.v1.{REGION}.q.bulk-0.visible-images");
+    let body = json!({"limit": 1, "min_position": head}).to_string();
     let started = std::time::Instant::now();
     let answer = loop {
-        let answer = service
-            .client
-            .query_at("bulk-0", "visible-images", json!({"limit": 1}), head)
-            .await;
-        if answer["error"]["code"] != "stale" || started.elapsed() > Duration::from_secs(30) {
+        let asked = tokio::time::timeout(
+            Duration::from_secs(5),
+            connection.request(subject.clone(), Bytes::from(body.clone())),
+        )
+        .await;
+        let answer: ims_tests::serde_json::Value = match asked {
+            Ok(Ok(message)) => ims_tests::serde_json::from_slice(&message.payload).unwrap(),
+            Ok(Err(_)) | Err(_) => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                json!({"error": {"code": "no answer"}})
+            }
+        };
+        let retry = matches!(
+            answer["error"]["code"].as_str(),
+            Some("stale" | "no answer")
+        );
+        if !retry || started.elapsed() > Duration::from_secs(60) {
             break answer;
         }
     };
-    assert_eq!(answer["position"].as_u64(), Some(head), "{answer}");
+    assert_eq!(
+        answer["position"].as_u64(),
+        Some(head),
+        "{answer}; the projector {:?} said:\n{}",
+        projector.try_wait(),
+        std::fs::read_to_string(projector_dir.path().join("imsd.stderr")).unwrap_or_default()
+    );
     let _ = Command::new("kill")
         .args(["-TERM", &projector.id().to_string()])
         .status();
