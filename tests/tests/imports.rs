@@ -41,6 +41,23 @@ async fn create_from_url(ims: &Client, tenant: &str, url: &str, format: &str) ->
     reply["image_id"].as_str().unwrap().to_owned()
 }
 
+/// Owner's image `id` copied from `a`'s region to `target_region` (served to `b`): the copy's
+/// id and its view once active.
+async fn copied_to(a: &Client, b: &Client, target_region: &str, id: &str) -> (String, Value) {
+    let copied = a
+        .command(
+            "owner",
+            "copy-image",
+            json!({"image_id": id, "target_region": target_region}),
+        )
+        .await;
+    assert_eq!(copied["ok"], true, "{copied}");
+    let copy = copied["copy_image_id"].as_str().unwrap().to_owned();
+    let target = settled(b, "owner", &copy).await;
+    assert_eq!(target["status"], "active", "{target}");
+    (copy, target)
+}
+
 /// The owner's view of the image once the import worker has reported it.
 async fn settled(ims: &Client, tenant: &str, id: &str) -> Value {
     let started = Instant::now();
@@ -590,17 +607,7 @@ async fn a_copy_across_regions_moves_the_bytes_and_hashes_them_again() {
     let id = create_from(a, "owner", &path, "raw").await;
     let source = settled(a, "owner", &id).await;
     assert_eq!(source["status"], "active", "{source}");
-    let copied = a
-        .command(
-            "owner",
-            "copy-image",
-            json!({"image_id": id, "target_region": B}),
-        )
-        .await;
-    assert_eq!(copied["ok"], true, "{copied}");
-    let copy = copied["copy_image_id"].as_str().unwrap().to_owned();
-    let target = settled(&b, "owner", &copy).await;
-    assert_eq!(target["status"], "active", "{target}");
+    let (copy, target) = copied_to(a, &b, B, &id).await;
     assert_eq!(target["checksum_sha256"], source["checksum_sha256"]);
     assert_eq!(target["os_hash_value"], source["os_hash_value"]);
     let owner = a.issue("tenant", Some("owner")).await;
@@ -662,17 +669,7 @@ async fn on_s3_files_are_imported_served_copied_across_processes_and_removed() {
     assert_eq!(status, 200);
     assert!(body == bytes);
 
-    let copied = a
-        .command(
-            "owner",
-            "copy-image",
-            json!({"image_id": id, "target_region": B}),
-        )
-        .await;
-    assert_eq!(copied["ok"], true, "{copied}");
-    let copy = copied["copy_image_id"].as_str().unwrap().to_owned();
-    let target = settled(&b, "owner", &copy).await;
-    assert_eq!(target["status"], "active", "{target}");
+    let (copy, target) = copied_to(a, &b, B, &id).await;
     assert_eq!(target["checksum_sha256"], source["checksum_sha256"]);
     let (status, _, body) = get_bytes(
         peer.http_addr,

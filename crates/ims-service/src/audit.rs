@@ -509,19 +509,12 @@ impl Replayed {
 
     /// The tenants that could use `image` at the replayed moment, and through what.
     pub fn who_could_use(&self, image: ImageId) -> Value {
-        let Some(found) = self.state.images.get(&image) else {
-            return json!({"image_id": image.to_string(), "position": self.position, "exists": false, "tenants": []});
-        };
-        let tenants: Vec<Value> = self
-            .state
-            .tenants
-            .keys()
-            .filter_map(|tenant| {
-                access(found, tenant)
-                    .map(|through| json!({"tenant": tenant.as_str(), "through": through.as_str()}))
-            })
-            .collect();
-        json!({"image_id": image.to_string(), "position": self.position, "exists": true, "status": found.status.as_str(), "tenants": tenants})
+        who_could_use_answer(
+            image,
+            self.position,
+            self.state.images.get(&image),
+            self.state.tenants.keys(),
+        )
     }
 }
 
@@ -548,9 +541,12 @@ pub fn who_could_use_offline(
         evolve(&mut state, &decode_event(&envelope)?);
     }
     let Some(found) = state.images.get(&image) else {
-        return Ok(
-            json!({"image_id": image.to_string(), "position": position, "exists": false, "tenants": []}),
-        );
+        return Ok(who_could_use_answer(
+            image,
+            position,
+            None,
+            std::iter::empty(),
+        ));
     };
     // A public or Marketplace image reaches every tenant registered by then; any other only its
     // owner and members, so only their registrations are read.
@@ -580,16 +576,31 @@ pub fn who_could_use_offline(
             }
         }
     }
+    Ok(who_could_use_answer(
+        image,
+        position,
+        Some(found),
+        registered.iter(),
+    ))
+}
+
+/// The answer of who-could-use: each of `registered` (in order) that has access to `found`.
+fn who_could_use_answer<'t>(
+    image: ImageId,
+    position: u64,
+    found: Option<&ims_domain::Image>,
+    registered: impl Iterator<Item = &'t TenantId>,
+) -> Value {
+    let Some(found) = found else {
+        return json!({"image_id": image.to_string(), "position": position, "exists": false, "tenants": []});
+    };
     let tenants: Vec<Value> = registered
-        .iter()
         .filter_map(|tenant| {
             access(found, tenant)
                 .map(|through| json!({"tenant": tenant.as_str(), "through": through.as_str()}))
         })
         .collect();
-    Ok(
-        json!({"image_id": image.to_string(), "position": position, "exists": true, "status": found.status.as_str(), "tenants": tenants}),
-    )
+    json!({"image_id": image.to_string(), "position": position, "exists": true, "status": found.status.as_str(), "tenants": tenants})
 }
 
 /// The last position recorded at or before `at_ms` (0 if none), by bisection.

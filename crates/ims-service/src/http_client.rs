@@ -19,6 +19,26 @@ pub enum SendError {
     Request(String),
 }
 
+/// Where `uri` points: whether it is https, its host (IPv6 without brackets) and its port
+/// (80 or 443 unless given); `None` for another scheme or no host.
+pub fn endpoint(uri: &hyper::Uri) -> Option<(bool, String, u16)> {
+    let https = match uri.scheme_str()? {
+        "http" => false,
+        "https" => true,
+        _ => return None,
+    };
+    let host = uri
+        .host()?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    Some((
+        https,
+        host,
+        uri.port_u16().unwrap_or(if https { 443 } else { 80 }),
+    ))
+}
+
 /// Sends `request` to `address`, over TLS for server name `host` when `https`; the request's
 /// target is sent as given (origin form: set the `Host` header yourself).
 pub async fn send<B>(

@@ -248,10 +248,10 @@ async fn catch_up(
     subjects: &Subjects,
     models: &RegionModels,
 ) -> anyhow::Result<()> {
+    let reader =
+        LogSource::online(client.clone(), subjects, &models.region).with_timeout(LOG_READ_TIMEOUT);
     loop {
         let from = models.position() + 1;
-        let reader = LogSource::online(client.clone(), subjects, &models.region)
-            .with_timeout(LOG_READ_TIMEOUT);
         let batch = match reader.batch(from, CATCH_UP_BATCH_EVENTS).await {
             Ok(batch) => batch,
             Err(error) => {

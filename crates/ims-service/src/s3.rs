@@ -31,24 +31,15 @@ impl HttpService for HyperService {
     async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         let (mut parts, body) = request.into_parts();
         let failed = |kind, message: String| HttpError::new(kind, std::io::Error::other(message));
-        let https = match parts.uri.scheme_str() {
-            Some("https") => true,
-            Some("http") => false,
-            other => {
-                return Err(failed(
-                    HttpErrorKind::Request,
-                    format!("the store's endpoint has scheme {other:?}: use http or https"),
-                ))
-            }
-        };
-        let host = parts
-            .uri
-            .host()
-            .unwrap_or_default()
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let port = parts.uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let (https, host, port) = http_client::endpoint(&parts.uri).ok_or_else(|| {
+            failed(
+                HttpErrorKind::Request,
+                format!(
+                    "the store's endpoint {} is not an http or https URL with a host",
+                    parts.uri
+                ),
+            )
+        })?;
         let address = tokio::net::lookup_host((host.as_str(), port))
             .await
             .map_err(|e| HttpError::new(HttpErrorKind::Connect, e))?

@@ -96,36 +96,12 @@ impl ImageStore {
         region: &RegionId,
     ) -> std::io::Result<Self> {
         let root = store_path(data_dir, region);
-        let staging = root.join("staging");
-        std::fs::create_dir_all(&staging)?;
-        match location {
-            StoreLocation::Local => {
-                std::fs::create_dir_all(root.join("images"))?;
-                let objects =
-                    LocalFileSystem::new_with_prefix(&root).map_err(std::io::Error::other)?;
-                Ok(Self {
-                    objects: Arc::new(objects),
-                    images: Path::from("images"),
-                    staging,
-                    local: true,
-                })
-            }
-            StoreLocation::S3 {
-                bucket,
-                prefix,
-                options,
-            } => Ok(Self {
-                objects: open_s3(bucket, options)?,
-                images: Path::from_iter(
-                    prefix
-                        .split('/')
-                        .filter(|part| !part.is_empty())
-                        .chain([region.as_str(), "images"]),
-                ),
-                staging,
-                local: false,
-            }),
+        std::fs::create_dir_all(root.join("staging"))?;
+        if *location == StoreLocation::Local {
+            std::fs::create_dir_all(root.join("images"))?;
         }
+        Self::open_existing(location, data_dir, region)?
+            .ok_or_else(|| std::io::Error::other(format!("{} vanished", root.display())))
     }
 
     /// Opens the store of `region` to read, creating nothing: `None` when a local store was
@@ -146,7 +122,21 @@ impl ImageStore {
                 staging: root.join("staging"),
                 local: true,
             })),
-            StoreLocation::S3 { .. } => Self::open(location, data_dir, region).map(Some),
+            StoreLocation::S3 {
+                bucket,
+                prefix,
+                options,
+            } => Ok(Some(Self {
+                objects: open_s3(bucket, options)?,
+                images: Path::from_iter(
+                    prefix
+                        .split('/')
+                        .filter(|part| !part.is_empty())
+                        .chain([region.as_str(), "images"]),
+                ),
+                staging: root.join("staging"),
+                local: false,
+            })),
         }
     }
 

@@ -105,23 +105,12 @@ impl WebDownloadPolicy {
 
     /// One GET of `uri`, on a connection to an address the rules allow.
     async fn get(&self, uri: &Uri) -> Result<hyper::Response<Incoming>, String> {
-        let https = match uri.scheme_str() {
-            Some("http") => false,
-            Some("https") => true,
-            _ => {
-                return Err(format!(
-                    "{uri}: only http:// and https:// URLs are downloaded (file:// only under \
-                     the import root)"
-                ))
-            }
-        };
-        let host = uri
-            .host()
-            .ok_or_else(|| format!("{uri} names no host"))?
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .to_owned();
-        let port = uri.port_u16().unwrap_or(if https { 443 } else { 80 });
+        let (https, host, port) = http_client::endpoint(uri).ok_or_else(|| {
+            format!(
+                "{uri}: only http:// and https:// URLs with a host are downloaded (file:// only \
+                 under the import root)"
+            )
+        })?;
         let address = self.checked_address(uri, &host, port).await?;
         let request = hyper::Request::get(uri.path_and_query().map_or("/", |p| p.as_str()))
             .header(hyper::header::HOST, authority(&host, port, https))
