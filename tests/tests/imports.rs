@@ -802,3 +802,60 @@ async fn web_downloads_are_imported_and_internal_addresses_are_refused_even_afte
         "the loopback server was reached"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_that_breaks_off_records_nothing_and_the_owner_uploads_again() {
+    // Proves a cut connection says nothing about the file: the image stays queued, nothing is
+    // stored, and a whole upload afterwards is imported.
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let service = Service::start().await;
+    let ims = &service.client;
+    ims.register(&["owner"]).await;
+    let path = service.import_root().join("cut.qcow2");
+    qemu_img(&path, "qcow2", &[]);
+    let bytes = std::fs::read(&path).unwrap();
+    let created = ims
+        .command(
+            "owner",
+            "create-image",
+            json!({"name": "cut", "disk": "data", "min_disk_gb": 1, "source": {"upload": {"format": "qcow2"}}}),
+        )
+        .await;
+    let id = created["image_id"].as_str().unwrap().to_owned();
+    ims.query_at(
+        "owner",
+        "image",
+        json!({"image_id": id}),
+        created["position"].as_u64().unwrap(),
+    )
+    .await;
+    let owner = ims.issue("tenant", Some("owner")).await;
+    let file = format!("/v1/{REGION}/tenants/owner/images/{id}/file");
+
+    // Half the announced bytes, then the connection closes.
+    let mut stream = tokio::net::TcpStream::connect(service.http_addr)
+        .await
+        .unwrap();
+    let head = format!(
+        "PUT {file} HTTP/1.1\r\nHost: ims\r\nAuthorization: Bearer {owner}\r\nContent-Length: {}\r\n\r\n",
+        bytes.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(&bytes[..bytes.len() / 2]).await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut answer = Vec::new();
+    let _ = stream.read_to_end(&mut answer).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let view = ims.query("owner", "image", json!({"image_id": id})).await;
+    assert_eq!(view["status"], "queued", "{view}");
+    assert!(
+        !object_path(&service, &id).exists(),
+        "half a file was stored"
+    );
+
+    let (status, reply) = put_bytes(service.http_addr, &file, &owner, &bytes).await;
+    assert_eq!(status, 200, "{reply}");
+    let view = settled(ims, "owner", &id).await;
+    assert_eq!(view["status"], "active", "{view}");
+    assert_eq!(view["checksum_sha256"], hex::encode(Sha256::digest(&bytes)));
+}

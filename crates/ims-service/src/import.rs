@@ -515,3 +515,26 @@ pub async fn run_import_worker(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_file_over_the_cap_is_refused_before_a_byte_is_staged() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("huge.raw");
+        // Sparse: a 64 GiB + 1 byte file that costs nothing on disk.
+        std::fs::File::create(&source)
+            .unwrap()
+            .set_len(IMPORT_BYTES_MAX + 1)
+            .unwrap();
+        let staging = dir.path().join("staging");
+        let imported = import_file(&source, "raw", &staging).unwrap();
+        let Imported::Refused(reason) = imported else {
+            panic!("a file over the cap was imported: {imported:?}")
+        };
+        assert!(reason.contains(&IMPORT_BYTES_MAX.to_string()), "{reason}");
+        assert!(!staging.exists(), "a refused file was staged");
+    }
+}
