@@ -121,31 +121,11 @@ fn touch(image: &mut Image, at_ms: u64) {
 pub fn evolve_image(image: &mut Image, event: &Event) {
     let at_ms = match event {
         Event::ImageDeleted { at_ms, .. } => {
-            // Deleting ends every share and every listing (rule 4); recipients are not asked.
-            image.members.clear();
-            image.listing = None;
-            if image.class == ImageClass::Marketplace {
-                image.class = ImageClass::Private;
-            }
-            image.status = ImageStatus::Deleted;
+            delete(image);
             *at_ms
         }
         Event::ImageUpdated(update) => {
-            if let Some(name) = &update.name {
-                image.name = name.clone();
-            }
-            if let Some(description) = &update.description {
-                image.description = description.clone();
-            }
-            if let Some(tags) = &update.tags {
-                image.tags = tags.clone();
-            }
-            if let Some(min_disk_gb) = update.min_disk_gb {
-                image.min_disk_gb = min_disk_gb;
-            }
-            if let Some(protected) = update.protected {
-                image.protected = protected;
-            }
+            apply_update(image, update);
             update.at_ms
         }
         Event::BuildStarted { at_ms, .. } => {
@@ -231,13 +211,7 @@ pub fn evolve_image(image: &mut Image, event: &Event) {
             at_ms,
             ..
         } => {
-            if let Some(record) = image
-                .copies
-                .iter_mut()
-                .find(|c| c.copy_image_id == *copy_image_id)
-            {
-                record.status = status.clone();
-            }
+            finish_copy(image, *copy_image_id, status);
             *at_ms
         }
         // Tenant events, creation and deletion are handled by `evolve` itself.
@@ -247,4 +221,42 @@ pub fn evolve_image(image: &mut Image, event: &Event) {
         | Event::ImageCreated(_) => return,
     };
     touch(image, at_ms);
+}
+
+/// Deleting ends every share and every listing (rule 4); recipients are not asked.
+fn delete(image: &mut Image) {
+    image.members.clear();
+    image.listing = None;
+    if image.class == ImageClass::Marketplace {
+        image.class = ImageClass::Private;
+    }
+    image.status = ImageStatus::Deleted;
+}
+
+fn apply_update(image: &mut Image, update: &crate::event::ImageUpdated) {
+    if let Some(name) = &update.name {
+        image.name = name.clone();
+    }
+    if let Some(description) = &update.description {
+        image.description = description.clone();
+    }
+    if let Some(tags) = &update.tags {
+        image.tags = tags.clone();
+    }
+    if let Some(min_disk_gb) = update.min_disk_gb {
+        image.min_disk_gb = min_disk_gb;
+    }
+    if let Some(protected) = update.protected {
+        image.protected = protected;
+    }
+}
+
+fn finish_copy(image: &mut Image, copy_image_id: crate::ImageId, status: &CopyStatus) {
+    if let Some(record) = image
+        .copies
+        .iter_mut()
+        .find(|c| c.copy_image_id == copy_image_id)
+    {
+        record.status = status.clone();
+    }
 }

@@ -108,76 +108,88 @@ pub fn usable(
         ));
     }
     let Some(access) = access(image, tenant) else {
-        let reason = match image.members.get(tenant) {
-            Some(MemberStatus::Pending) => format!(
-                "image {image_id} is shared with tenant {tenant} but not yet accepted; accept it \
-                 first (accept-share)"
-            ),
-            Some(MemberStatus::Rejected) => format!(
-                "tenant {tenant} rejected the share of image {image_id}; accept it to use it \
-                 (accept-share)"
-            ),
-            _ => format!(
-                "image {image_id} belongs to another tenant; it must be shared with tenant \
-                 {tenant} and accepted first"
-            ),
-        };
-        return Usability::refused(reason);
+        return Usability::refused(why_not_visible(image, tenant, image_id));
     };
     if image.status != ImageStatus::Active {
-        let reason = match (&image.source, image.status) {
-            (
-                Source::File { .. } | Source::Upload { .. },
-                ImageStatus::Queued | ImageStatus::Saving,
-            ) => format!(
-                "image {image_id} is still being imported from its file (status {}); wait until \
-                 it is active",
-                image.status.as_str()
-            ),
-            (Source::Copy { region, .. }, ImageStatus::Queued | ImageStatus::Saving) => format!(
-                "image {image_id} is still being copied from region {region} (status {}); wait \
-                 until it is active",
-                image.status.as_str()
-            ),
-            _ => format!(
-                "image {image_id} is {}; only an active image can be used",
-                image.status.as_str()
-            ),
-        };
-        return Usability::refused(reason);
+        return Usability::refused(why_not_active(image, image_id));
     }
     let fits = match image.disk {
         DiskKind::Data => purpose == Purpose::CreateEvs,
         DiskKind::System | DiskKind::FullEcs => purpose != Purpose::CreateEvs,
     };
     if !fits {
-        let reason = match image.disk {
-            DiskKind::Data => format!(
-                "image {image_id} is a data disk image: it creates EVS disks (purpose create_evs), \
-                 not {}",
-                purpose.as_str()
-            ),
-            _ => format!(
-                "image {image_id} is a system or full-ECS image: it creates or re-images ECSs \
-                 (purpose create_ecs or change_os), not EVS disks"
-            ),
-        };
-        return Usability::refused(reason);
+        return Usability::refused(why_not_for(image, image_id, purpose));
     }
-    let price = image.listing.as_ref().map(|listing| listing.price.clone());
-    let reason = match (&price, access) {
+    allowed(image, access)
+}
+
+fn why_not_visible(image: &Image, tenant: &TenantId, image_id: ImageId) -> String {
+    match image.members.get(tenant) {
+        Some(MemberStatus::Pending) => format!(
+            "image {image_id} is shared with tenant {tenant} but not yet accepted; accept it \
+             first (accept-share)"
+        ),
+        Some(MemberStatus::Rejected) => format!(
+            "tenant {tenant} rejected the share of image {image_id}; accept it to use it \
+             (accept-share)"
+        ),
+        _ => format!(
+            "image {image_id} belongs to another tenant; it must be shared with tenant \
+             {tenant} and accepted first"
+        ),
+    }
+}
+
+fn why_not_active(image: &Image, image_id: ImageId) -> String {
+    match (&image.source, image.status) {
         (
-            Some(Price::PerHour {
-                amount_minor,
-                currency,
-            }),
-            _,
-        ) => format!(
+            Source::File { .. } | Source::Upload { .. },
+            ImageStatus::Queued | ImageStatus::Saving,
+        ) => {
+            format!(
+                "image {image_id} is still being imported from its file (status {}); wait until \
+                 it is active",
+                image.status.as_str()
+            )
+        }
+        (Source::Copy { region, .. }, ImageStatus::Queued | ImageStatus::Saving) => format!(
+            "image {image_id} is still being copied from region {region} (status {}); wait \
+             until it is active",
+            image.status.as_str()
+        ),
+        _ => format!(
+            "image {image_id} is {}; only an active image can be used",
+            image.status.as_str()
+        ),
+    }
+}
+
+fn why_not_for(image: &Image, image_id: ImageId, purpose: Purpose) -> String {
+    match image.disk {
+        DiskKind::Data => format!(
+            "image {image_id} is a data disk image: it creates EVS disks (purpose create_evs), \
+             not {}",
+            purpose.as_str()
+        ),
+        _ => format!(
+            "image {image_id} is a system or full-ECS image: it creates or re-images ECSs \
+             (purpose create_ecs or change_os), not EVS disks"
+        ),
+    }
+}
+
+fn allowed(image: &Image, access: Access) -> Usability {
+    let price = image.listing.as_ref().map(|listing| listing.price.clone());
+    let reason = match &price {
+        Some(Price::PerHour {
+            amount_minor,
+            currency,
+        }) => format!(
             "usable as a paid Marketplace image: {amount_minor} minor units of {} per hour, \
              charged besides the ECS",
             currency.as_str()
         ),
-        (_, access) => format!("usable through {}", access.as_str()),
+        Some(Price::Free) | None => format!("usable through {}", access.as_str()),
     };
     Usability {
         allowed: true,

@@ -156,23 +156,7 @@ pub fn describe(event: &Event) -> String {
             format!("tenant {tenant} registered with quota {quota}")
         }
         Event::QuotaSet { tenant, quota } => format!("quota of tenant {tenant} set to {quota}"),
-        Event::ImageCreated(new) => format!(
-            "image {} ({}) created, {} {} image from {}, status {}",
-            new.id,
-            new.name,
-            match new.class {
-                ImageClass::Public => "public",
-                ImageClass::Private => "private",
-                ImageClass::Marketplace => "marketplace",
-            },
-            match new.disk {
-                DiskKind::System => "system disk",
-                DiskKind::Data => "data disk",
-                DiskKind::FullEcs => "full-ECS",
-            },
-            describe_source(&new.source),
-            new.status.as_str()
-        ),
+        Event::ImageCreated(new) => describe_created(new),
         Event::ImageUpdated(update) => format!("image {} updated", update.image_id),
         Event::BuildStarted { image_id, .. } => format!("build of image {image_id} started"),
         Event::BuildSucceeded {
@@ -219,16 +203,7 @@ pub fn describe(event: &Event) -> String {
         } => format!(
             "image {image_id} listed on the Marketplace by {} at {}",
             listing.publisher,
-            match &listing.price {
-                Price::Free => "no charge".to_owned(),
-                Price::PerHour {
-                    amount_minor,
-                    currency,
-                } => format!(
-                    "{amount_minor} minor units of {} per hour",
-                    currency.as_str()
-                ),
-            }
+            describe_price(&listing.price)
         ),
         Event::DelistedFromMarketplace { image_id, .. } => {
             format!("image {image_id} delisted from the Marketplace")
@@ -246,14 +221,13 @@ pub fn describe(event: &Event) -> String {
             copy_image_id,
             status,
             ..
-        } => format!(
-            "copy {copy_image_id} of image {image_id}: {}",
-            match status {
-                CopyStatus::Requested => "requested".to_owned(),
-                CopyStatus::Delivered => "delivered".to_owned(),
-                CopyStatus::Failed { reason } => format!("failed: {reason}"),
+        } => match status {
+            CopyStatus::Requested => format!("copy {copy_image_id} of image {image_id}: requested"),
+            CopyStatus::Delivered => format!("copy {copy_image_id} of image {image_id}: delivered"),
+            CopyStatus::Failed { reason } => {
+                format!("copy {copy_image_id} of image {image_id}: failed: {reason}")
             }
-        ),
+        },
         Event::UsageRecorded {
             tenant,
             image_id,
@@ -271,6 +245,39 @@ pub fn describe(event: &Event) -> String {
 }
 
 /// Where an image's bytes come from, in words.
+fn describe_created(new: &ims_domain::NewImage) -> String {
+    let class = match new.class {
+        ImageClass::Public => "public",
+        ImageClass::Private => "private",
+        ImageClass::Marketplace => "marketplace",
+    };
+    let disk = match new.disk {
+        DiskKind::System => "system disk",
+        DiskKind::Data => "data disk",
+        DiskKind::FullEcs => "full-ECS",
+    };
+    format!(
+        "image {} ({}) created, {class} {disk} image from {}, status {}",
+        new.id,
+        new.name,
+        describe_source(&new.source),
+        new.status.as_str()
+    )
+}
+
+fn describe_price(price: &Price) -> String {
+    match price {
+        Price::Free => "no charge".to_owned(),
+        Price::PerHour {
+            amount_minor,
+            currency,
+        } => format!(
+            "{amount_minor} minor units of {} per hour",
+            currency.as_str()
+        ),
+    }
+}
+
 fn describe_source(source: &Source) -> String {
     match source {
         Source::Ecs {

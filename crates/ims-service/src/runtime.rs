@@ -105,6 +105,19 @@ pub fn log_path(data_dir: &std::path::Path, region: &RegionId) -> PathBuf {
     data_dir.join(region.as_str()).join("log")
 }
 
+/// The roles started so far: their tasks, the stop flag they watch, and the service's client.
+struct Started {
+    client: async_nats::Client,
+    tasks: tokio::task::JoinSet<anyhow::Result<()>>,
+    stop_rx: watch::Receiver<bool>,
+}
+
+impl Started {
+    fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
+        stopped(self.stop_rx.clone())
+    }
+}
+
 /// Runs the configured roles until `shutdown` completes; then stops taking commands, answers and
 /// flushes what is queued, drains NATS and returns.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -126,11 +139,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         None => BusAuth::None,
     };
     let client = crate::bus::connect(&config.nats_url, "imsd", &service_auth).await?;
-    let mut logs = HashMap::new();
-    let mut region_models = HashMap::new();
-    let mut stores = HashMap::new();
     let (stop_tx, stop_rx) = watch::channel(false);
-    let mut tasks = tokio::task::JoinSet::new();
+    let mut started = Started {
+        client,
+        tasks: tokio::task::JoinSet::new(),
+        stop_rx,
+    };
+    let mut logs = HashMap::new();
+    let mut stores = HashMap::new();
     // Every store first: a copy between two regions of this process moves the bytes.
     for region in config.regions.iter().filter(|_| config.roles.command) {
         let store = ImageStore::open(&config.store, &config.data_dir, region)
@@ -138,98 +154,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         stores.insert(region.clone(), store);
     }
     let stores = Arc::new(stores);
-    for region in &config.regions {
-        if !config.roles.command {
-            continue;
-        }
-        let path = log_path(&config.data_dir, region);
-        std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
-        let log = EventLog::open(&path, region.as_str())
-            .with_context(|| format!("opening the log of region {region} at {}", path.display()))?;
-        tracing::info!(%region, path = %path.display(), head = log.head_position(), "event log open");
-        logs.insert(region.clone(), log.clone());
-        let (published_tx, published_rx) = mpsc::channel(PUBLISH_QUEUE_MAX);
-        let (writer, thread) = spawn_writer(
-            region.clone(),
-            log.clone(),
-            config.policy.clone(),
-            published_tx,
-        );
-        // The writer is a role like the others: its end, other than at shutdown, stops the
-        // process (fail-stop), whether it failed a write or panicked.
-        let writer_region = region.clone();
-        tasks.spawn(async move {
-            match tokio::task::spawn_blocking(move || thread.join()).await {
-                Ok(Ok(Ok(()))) => Ok(()),
-                Ok(Ok(Err(failed))) => Err(anyhow::Error::new(failed)),
-                Ok(Err(_)) | Err(_) => Err(anyhow::anyhow!(
-                    "the writer of region {writer_region} panicked; stopping (see the panic above)"
-                )),
-            }
-        });
-        let store = stores[region].clone();
-        let importer = ImportWorker::open(
-            client.clone(),
-            config.subjects.clone(),
-            region.clone(),
-            store,
-            config.import_sources.clone(),
-            &config.data_dir.join(region.as_str()).join("import"),
-        )
-        .with_context(|| format!("opening the import worker of region {region}"))?;
-        tasks.spawn(run_import_worker(importer, stopped(stop_rx.clone())));
-        let saga = CopySaga::open(
-            client.clone(),
-            config.subjects.clone(),
-            region.clone(),
-            &config.data_dir.join(region.as_str()).join("copy-saga"),
-        )
-        .with_context(|| format!("opening the copy saga of region {region}"))?
-        .with_stores(stores.clone(), &config.store, &config.data_dir);
-        tasks.spawn(run_copy_saga(saga, stopped(stop_rx.clone())));
-        let publisher = tokio::spawn(publish_events(
-            client.clone(),
-            config.subjects.events(region),
-            published_rx,
-        ));
-        let stopped = stopped(stop_rx.clone());
-        let (client, subjects, region) = (client.clone(), config.subjects.clone(), region.clone());
-        tasks.spawn(async move {
-            let served = serve_commands(client, subjects, region, writer, log, stopped).await;
-            // The endpoints are closed; the writer ends once the last queued command is
-            // answered, and the publisher once the writer's last events are sent.
-            let _ = publisher.await;
-            served
-        });
+    for region in config.regions.iter().filter(|_| config.roles.command) {
+        let log = start_region_commands(&config, region, &stores, &mut started)?;
+        logs.insert(region.clone(), log);
     }
+    let mut region_models = HashMap::new();
     for region in config.regions.iter().filter(|_| config.roles.project) {
-        let path = projections_path(&config.data_dir, region);
-        let models =
-            RegionModels::open(&path, region.clone(), &config.policy).with_context(|| {
-                format!(
-                    "opening the read models of region {region} at {}",
-                    path.display()
-                )
-            })?;
-        let models = Arc::new(models);
-        region_models.insert(region.clone(), models.clone());
-        let (client, subjects) = (client.clone(), config.subjects.clone());
-        let stop = stopped(stop_rx.clone());
-        tasks.spawn(run_projector(
-            client.clone(),
-            subjects.clone(),
-            models.clone(),
-            stop,
-        ));
-        tasks.spawn(serve_queries(
-            client,
-            subjects,
-            models,
-            stopped(stop_rx.clone()),
-        ));
+        let models = start_region_projector(&config, region, &mut started)?;
+        region_models.insert(region.clone(), models);
     }
     if config.insecure_no_auth {
-        tasks.spawn(async {
+        started.tasks.spawn(async {
             let mut every = tokio::time::interval(INSECURE_WARNING_EVERY);
             every.tick().await;
             loop {
@@ -239,63 +174,192 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         });
     }
     if let (Some(security), true) = (&security, config.roles.identity) {
-        let directory = security
-            .directory
-            .clone()
-            .expect("the identity role opened the directory");
-        let system = crate::bus::connect(
-            &config.nats_url,
-            "imsd-system",
-            &BusAuth::Nkey(security.keys.system.seed()?),
-        )
-        .await?;
-        let identity = Arc::new(IdentityService::new(
-            directory.clone(),
-            security.keys.clone(),
-            config.subjects.clone(),
-        ));
-        let endpoints = IdentityEndpoints::start(client.clone(), Some(system), identity).await?;
-        tasks.spawn(endpoints.serve(stopped(stop_rx.clone())));
-        // Written only now that the callout answers: whoever reads the token can connect at once.
-        if let Some(path) = bootstrap_operator(&config.data_dir, &directory, now_ms())
-            .context("issuing the bootstrap operator credential")?
-        {
-            tracing::info!(path = %path.display(), "bootstrap operator token written (mode 0600); imsctl reads it from there");
-        }
+        start_identity(&config, security, &mut started).await?;
     }
     if config.roles.http {
-        let authenticator = match &security {
-            None => Authenticator::Open,
-            Some(Security {
-                directory: Some(directory),
-                ..
-            }) => Authenticator::Local(directory.clone()),
-            Some(_) => Authenticator::Remote {
-                client: client.clone(),
-                subject: config.subjects.iam("authenticate"),
-                cache: Default::default(),
-            },
-        };
         let state = HttpState {
             regions: Arc::new(region_models),
             logs: Arc::new(logs),
             stores,
-            client: Some(client.clone()),
+            client: Some(started.client.clone()),
             subjects: config.subjects.clone(),
-            authenticator,
+            authenticator: authenticator(&config, security.as_ref(), &started.client),
         };
-        tasks.spawn(serve_http(
-            config.http_addr,
-            state,
-            stopped(stop_rx.clone()),
-        ));
+        let stop = started.stopped();
+        started
+            .tasks
+            .spawn(serve_http(config.http_addr, state, stop));
     }
-    // Run until asked to stop, or until a role fails (a port taken, a log that will not open).
+    run_until_stopped(started, stop_tx, shutdown).await
+}
+
+/// Opens `region`'s log and starts its writer, command endpoints, event publisher, import
+/// worker and copy saga. Returns the log, which the HTTP role reads.
+fn start_region_commands(
+    config: &Config,
+    region: &RegionId,
+    stores: &Arc<HashMap<RegionId, ImageStore>>,
+    started: &mut Started,
+) -> anyhow::Result<EventLog> {
+    let path = log_path(&config.data_dir, region);
+    std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
+    let log = EventLog::open(&path, region.as_str())
+        .with_context(|| format!("opening the log of region {region} at {}", path.display()))?;
+    tracing::info!(%region, path = %path.display(), head = log.head_position(), "event log open");
+    let (published_tx, published_rx) = mpsc::channel(PUBLISH_QUEUE_MAX);
+    let (writer, thread) = spawn_writer(
+        region.clone(),
+        log.clone(),
+        config.policy.clone(),
+        published_tx,
+    );
+    // The writer is a role like the others: its end, other than at shutdown, stops the
+    // process (fail-stop), whether it failed a write or panicked.
+    let writer_region = region.clone();
+    started.tasks.spawn(async move {
+        match tokio::task::spawn_blocking(move || thread.join()).await {
+            Ok(Ok(Ok(()))) => Ok(()),
+            Ok(Ok(Err(failed))) => Err(anyhow::Error::new(failed)),
+            Ok(Err(_)) | Err(_) => Err(anyhow::anyhow!(
+                "the writer of region {writer_region} panicked; stopping (see the panic above)"
+            )),
+        }
+    });
+    let client = started.client.clone();
+    let importer = ImportWorker::open(
+        client.clone(),
+        config.subjects.clone(),
+        region.clone(),
+        stores[region].clone(),
+        config.import_sources.clone(),
+        &config.data_dir.join(region.as_str()).join("import"),
+    )
+    .with_context(|| format!("opening the import worker of region {region}"))?;
+    let stop = started.stopped();
+    started.tasks.spawn(run_import_worker(importer, stop));
+    let saga = CopySaga::open(
+        client.clone(),
+        config.subjects.clone(),
+        region.clone(),
+        &config.data_dir.join(region.as_str()).join("copy-saga"),
+    )
+    .with_context(|| format!("opening the copy saga of region {region}"))?
+    .with_stores(stores.clone(), &config.store, &config.data_dir);
+    let stop = started.stopped();
+    started.tasks.spawn(run_copy_saga(saga, stop));
+    let publisher = tokio::spawn(publish_events(
+        client.clone(),
+        config.subjects.events(region),
+        published_rx,
+    ));
+    let stop = started.stopped();
+    let (subjects, region, served_log) = (config.subjects.clone(), region.clone(), log.clone());
+    started.tasks.spawn(async move {
+        let served = serve_commands(client, subjects, region, writer, served_log, stop).await;
+        // The endpoints are closed; the writer ends once the last queued command is
+        // answered, and the publisher once the writer's last events are sent.
+        let _ = publisher.await;
+        served
+    });
+    Ok(log)
+}
+
+/// Opens `region`'s read models and starts its projector and query endpoints.
+fn start_region_projector(
+    config: &Config,
+    region: &RegionId,
+    started: &mut Started,
+) -> anyhow::Result<Arc<RegionModels>> {
+    let path = projections_path(&config.data_dir, region);
+    let models = RegionModels::open(&path, region.clone(), &config.policy).with_context(|| {
+        format!(
+            "opening the read models of region {region} at {}",
+            path.display()
+        )
+    })?;
+    let models = Arc::new(models);
+    let (client, subjects) = (started.client.clone(), config.subjects.clone());
+    let stop = started.stopped();
+    started.tasks.spawn(run_projector(
+        client.clone(),
+        subjects.clone(),
+        models.clone(),
+        stop,
+    ));
+    let stop = started.stopped();
+    started
+        .tasks
+        .spawn(serve_queries(client, subjects, models.clone(), stop));
+    Ok(models)
+}
+
+/// Starts the auth callout and `ims.v1.iam.*`, then writes the bootstrap operator token.
+async fn start_identity(
+    config: &Config,
+    security: &Security,
+    started: &mut Started,
+) -> anyhow::Result<()> {
+    let directory = security
+        .directory
+        .clone()
+        .expect("the identity role opened the directory");
+    let system = crate::bus::connect(
+        &config.nats_url,
+        "imsd-system",
+        &BusAuth::Nkey(security.keys.system.seed()?),
+    )
+    .await?;
+    let identity = Arc::new(IdentityService::new(
+        directory.clone(),
+        security.keys.clone(),
+        config.subjects.clone(),
+    ));
+    let endpoints =
+        IdentityEndpoints::start(started.client.clone(), Some(system), identity).await?;
+    let stop = started.stopped();
+    started.tasks.spawn(endpoints.serve(stop));
+    // Written only now that the callout answers: whoever reads the token can connect at once.
+    if let Some(path) = bootstrap_operator(&config.data_dir, &directory, now_ms())
+        .context("issuing the bootstrap operator credential")?
+    {
+        tracing::info!(path = %path.display(), "bootstrap operator token written (mode 0600); imsctl reads it from there");
+    }
+    Ok(())
+}
+
+/// How the HTTP role checks bearer tokens: against the local directory when the identity role
+/// runs here, else by asking the one that does.
+fn authenticator(
+    config: &Config,
+    security: Option<&Security>,
+    client: &async_nats::Client,
+) -> Authenticator {
+    match security {
+        None => Authenticator::Open,
+        Some(Security {
+            directory: Some(directory),
+            ..
+        }) => Authenticator::Local(directory.clone()),
+        Some(_) => Authenticator::Remote {
+            client: client.clone(),
+            subject: config.subjects.iam("authenticate"),
+            cache: Default::default(),
+        },
+    }
+}
+
+/// Runs until asked to stop, or until a role fails (a port taken, a log that will not open);
+/// then raises the stop flag, waits for every role and drains NATS.
+async fn run_until_stopped(
+    mut started: Started,
+    stop_tx: watch::Sender<bool>,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     let mut result = Ok(());
     tokio::pin!(shutdown);
     tokio::select! {
         _ = &mut shutdown => {}
-        Some(joined) = tasks.join_next() => {
+        Some(joined) = started.tasks.join_next() => {
             result = match joined {
                 Ok(Ok(())) => Err(anyhow::anyhow!("a role of imsd stopped by itself")),
                 Ok(Err(error)) => Err(error),
@@ -305,12 +369,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     tracing::info!("shutting down: no new commands, finishing the batch in hand");
     let _ = stop_tx.send(true);
-    while let Some(joined) = tasks.join_next().await {
+    while let Some(joined) = started.tasks.join_next().await {
         if let (Ok(Err(error)), Ok(())) = (joined, &result) {
             result = Err(error);
         }
     }
-    client.drain().await.ok();
+    started.client.drain().await.ok();
     result
 }
 

@@ -15,7 +15,7 @@ use ims_domain::{
     decide, evolve, Actor, Command, Context, Event, ImageId, Owner, RegionId, SharingPolicy, State,
     StreamId, TenantId,
 };
-use ims_log::{Appended, Envelope, EventLog, LogError, NewCommand};
+use ims_log::{Appended, Envelope, EventLog, LogError, NewCommand, NewEvent};
 use ims_wire::{CommandReply, ParsedCommand, WireError, WireErrorCode};
 use tokio::sync::{mpsc, oneshot};
 
@@ -190,37 +190,61 @@ impl RegionWriter {
         metrics::histogram!("ims_append_seconds").record(started.elapsed().as_secs_f64());
         let results = match appended {
             Ok(results) => results,
-            Err(error) => {
-                tracing::error!(region = %self.region, %error, "appending a batch failed; the writer stops and the process with it");
-                // The batch may or may not have reached the disk: only a reopened, checked log
-                // can say. Nobody is told "nothing was recorded".
-                for Decided { request, .. } in decided {
-                    metrics::counter!("ims_commands_total", "outcome" => "unavailable")
-                        .increment(1);
-                    let _ = request.reply.send(error_reply(
-                        WireErrorCode::Unavailable,
-                        format!(
-                            "the event log could not be written ({error}); the outcome is \
-                             unknown: retry with the same command_id"
-                        ),
-                    ));
-                }
-                return Err(WriterFailed {
-                    region: self.region.clone(),
-                    cause: error,
-                });
-            }
+            Err(error) => return Err(self.fail(decided, error)),
         };
-        let mut final_replies: Vec<CommandReply> = Vec::with_capacity(decided.len());
+        let (replies, envelopes) = self.final_replies(&decided, &results);
+        if !envelopes.is_empty() && self.published.try_send(envelopes).is_err() {
+            // Projectors notice the gap and read it from the log; nothing is lost.
+            tracing::warn!(region = %self.region, "event publisher is behind; live events skipped");
+        }
+        for (Decided { request, .. }, reply) in decided.into_iter().zip(replies) {
+            let outcome = reply.error.as_ref().map_or("ok", |e| e.code.as_str());
+            metrics::counter!("ims_commands_total", "outcome" => outcome).increment(1);
+            let _ = request.reply.send(reply);
+        }
+        if self.state.images.len() + self.state.tenants.len() > CACHE_ENTITIES_MAX {
+            self.state = State::default();
+        }
+        Ok(())
+    }
+
+    /// Answers a batch whose append failed and returns why the writer stops. The batch may or
+    /// may not have reached the disk: only a reopened, checked log can say, so nobody is told
+    /// "nothing was recorded".
+    fn fail(&self, decided: Vec<Decided>, error: LogError) -> WriterFailed {
+        tracing::error!(region = %self.region, %error, "appending a batch failed; the writer stops and the process with it");
+        for Decided { request, .. } in decided {
+            metrics::counter!("ims_commands_total", "outcome" => "unavailable").increment(1);
+            let _ = request.reply.send(error_reply(
+                WireErrorCode::Unavailable,
+                format!(
+                    "the event log could not be written ({error}); the outcome is unknown: retry \
+                     with the same command_id"
+                ),
+            ));
+        }
+        WriterFailed {
+            region: self.region.clone(),
+            cause: error,
+        }
+    }
+
+    /// The reply to each command of a written batch, and the events written, to publish.
+    fn final_replies(
+        &mut self,
+        decided: &[Decided],
+        results: &[Appended],
+    ) -> (Vec<CommandReply>, Vec<Envelope>) {
+        let mut replies: Vec<CommandReply> = Vec::with_capacity(decided.len());
         let mut envelopes = Vec::new();
-        for Decided { outcome, .. } in &decided {
+        for Decided { outcome, .. } in decided {
             let reply = match outcome {
                 Outcome::Refused(reply) | Outcome::NoChange(reply) | Outcome::Replayed(reply) => {
                     reply.clone()
                 }
                 Outcome::FollowerOf(index) => CommandReply {
                     replayed: true,
-                    ..final_replies[*index].clone()
+                    ..replies[*index].clone()
                 },
                 Outcome::Append(index, reply) => match &results[*index] {
                     Appended::New {
@@ -240,28 +264,54 @@ impl RegionWriter {
                         expected_version,
                         actual_version,
                     } => {
-                        // Only a bug can get here: this writer is the only one and its state follows
-                        // the log. Reload everything so the next command sees the truth.
+                        // Only a bug can get here: this writer is the only one and its state
+                        // follows the log. Reload everything so the next command sees the truth.
                         self.state = State::default();
-                        error_reply(WireErrorCode::Conflict, format!("stream {stream} is at version {actual_version}, not {expected_version}; retry"))
+                        error_reply(
+                            WireErrorCode::Conflict,
+                            format!(
+                                "stream {stream} is at version {actual_version}, not \
+                                 {expected_version}; retry"
+                            ),
+                        )
                     }
                 },
             };
-            final_replies.push(reply);
+            replies.push(reply);
         }
-        if !envelopes.is_empty() && self.published.try_send(envelopes).is_err() {
-            // Projectors notice the gap and read it from the log; nothing is lost.
-            tracing::warn!(region = %self.region, "event publisher is behind; live events skipped");
+        (replies, envelopes)
+    }
+
+    /// What a command id already says about `request`: a follower of an earlier command of this
+    /// batch, the stored reply of a recorded one, or a refusal for an id reused with another
+    /// command. `None` when the command must be decided.
+    fn by_command_id(
+        &self,
+        request: &CommandRequest,
+        first_with_id: &mut HashMap<(String, uuid::Uuid), (usize, [u8; 32])>,
+        index: usize,
+    ) -> Option<Outcome> {
+        let meta = &request.parsed.meta;
+        let id = meta.command_id?;
+        let actor = request.actor.to_string();
+        if let Some((first, digest)) = first_with_id.get(&(actor.clone(), id)) {
+            if *digest != meta.digest {
+                return Some(Outcome::Refused(reused_id_reply(&id)));
+            }
+            return Some(Outcome::FollowerOf(*first));
         }
-        for (Decided { request, .. }, reply) in decided.into_iter().zip(final_replies) {
-            let outcome = reply.error.as_ref().map_or("ok", |e| e.code.as_str());
-            metrics::counter!("ims_commands_total", "outcome" => outcome).increment(1);
-            let _ = request.reply.send(reply);
+        first_with_id.insert((actor.clone(), id), (index, meta.digest));
+        match self.log.command(&actor, &id) {
+            Ok(Some(stored)) if stored.digest.is_some_and(|d| d != meta.digest) => {
+                Some(Outcome::Refused(reused_id_reply(&id)))
+            }
+            Ok(Some(stored)) => Some(Outcome::Replayed(stored_reply(&stored))),
+            Ok(None) => None,
+            Err(error) => Some(Outcome::Refused(error_reply(
+                WireErrorCode::Unavailable,
+                format!("reading the command index failed: {error}"),
+            ))),
         }
-        if self.state.images.len() + self.state.tenants.len() > CACHE_ENTITIES_MAX {
-            self.state = State::default();
-        }
-        Ok(())
     }
 
     fn decide_one(
@@ -271,30 +321,10 @@ impl RegionWriter {
         first_with_id: &mut HashMap<(String, uuid::Uuid), (usize, [u8; 32])>,
         index: usize,
     ) -> Outcome {
-        let ParsedCommand { meta, command } = &request.parsed;
-        let actor = request.actor.to_string();
-        if let Some(id) = meta.command_id {
-            if let Some((first, digest)) = first_with_id.get(&(actor.clone(), id)) {
-                if *digest != meta.digest {
-                    return Outcome::Refused(reused_id_reply(&id));
-                }
-                return Outcome::FollowerOf(*first);
-            }
-            first_with_id.insert((actor.clone(), id), (index, meta.digest));
-            match self.log.command(&actor, &id) {
-                Ok(Some(stored)) if stored.digest.is_some_and(|d| d != meta.digest) => {
-                    return Outcome::Refused(reused_id_reply(&id))
-                }
-                Ok(Some(stored)) => return Outcome::Replayed(stored_reply(&stored)),
-                Ok(None) => {}
-                Err(error) => {
-                    return Outcome::Refused(error_reply(
-                        WireErrorCode::Unavailable,
-                        format!("reading the command index failed: {error}"),
-                    ))
-                }
-            }
+        if let Some(outcome) = self.by_command_id(request, first_with_id, index) {
+            return outcome;
         }
+        let ParsedCommand { meta, command } = &request.parsed;
         if let Err(error) = self.load_entities(command, &request.actor) {
             return Outcome::Refused(error_reply(
                 WireErrorCode::Internal,
@@ -314,6 +344,7 @@ impl RegionWriter {
             Err(error) => return Outcome::Refused(CommandReply::error(error.into())),
         };
         let mut reply = self.success_reply(command, &events, &context);
+        let recorded_at_ms = context.now_ms;
         if events.is_empty() {
             // Nothing to record, but the answer reflects the commands before it in this batch:
             // their last position is what a read-your-writes query must wait for.
@@ -321,11 +352,36 @@ impl RegionWriter {
             reply.position = Some(self.log.head_position() + queued as u64);
             return Outcome::NoChange(reply);
         }
+        let (new_events, dirty) = self.evolve_with(&events);
+        // The version of the entity the command changed (the first event's stream), after it.
+        reply.version = events.first().map(|event| self.version_of(&event.stream()));
+        to_append.push(NewCommand {
+            command_id: meta.command_id,
+            digest: Some(meta.digest),
+            actor: request.actor.to_string(),
+            recorded_at_ms,
+            events: new_events,
+            // Only a command with an id can be replayed, so only then is its reply worth storing.
+            reply: if meta.command_id.is_some() {
+                reply.to_json()
+            } else {
+                Vec::new()
+            },
+            snapshots: dirty
+                .iter()
+                .filter_map(|tenant| self.tenant_snapshot(tenant))
+                .collect(),
+        });
+        Outcome::Append(to_append.len() - 1, reply)
+    }
+
+    /// Applies decided `events` to the writer's state; returns them ready for the log, and the
+    /// tenants whose snapshot changes: their own events, and their images' creation and
+    /// deletion (the count of owned images).
+    fn evolve_with(&mut self, events: &[Event]) -> (Vec<NewEvent>, BTreeSet<TenantId>) {
         let mut new_events = Vec::with_capacity(events.len());
-        // Tenants whose snapshot changes: their own events, and their images' creation and
-        // deletion (the count of owned images).
         let mut dirty: BTreeSet<TenantId> = BTreeSet::new();
-        for event in &events {
+        for event in events {
             evolve(&mut self.state, event);
             let stream = event.stream();
             new_events.push(ims_log::new_event(event, self.version_of(&stream)));
@@ -342,26 +398,7 @@ impl RegionWriter {
                 }
             }
         }
-        // The version of the entity the command changed (the first event's stream), after it.
-        reply.version = events.first().map(|event| self.version_of(&event.stream()));
-        to_append.push(NewCommand {
-            command_id: meta.command_id,
-            digest: Some(meta.digest),
-            actor,
-            recorded_at_ms: context.now_ms,
-            events: new_events,
-            // Only a command with an id can be replayed, so only then is its reply worth storing.
-            reply: if meta.command_id.is_some() {
-                reply.to_json()
-            } else {
-                Vec::new()
-            },
-            snapshots: dirty
-                .iter()
-                .filter_map(|tenant| self.tenant_snapshot(tenant))
-                .collect(),
-        });
-        Outcome::Append(to_append.len() - 1, reply)
+        (new_events, dirty)
     }
 
     fn success_reply(

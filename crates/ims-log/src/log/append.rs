@@ -1,0 +1,364 @@
+//! Appending a group: one atomic batch, one flush, one fdatasync, checked before it is written.
+
+use super::*;
+
+/// An append group being built: its batch, the head it has reached, and what it has seen.
+struct Group<'a> {
+    batch: sled::Batch,
+    next: Head,
+    stream_versions: HashMap<String, u64>,
+    chunks: Chunks,
+    seen_commands: HashMap<(Uuid, &'a str), StoredCommand>,
+    results: Vec<Appended>,
+}
+
+impl Group<'_> {
+    fn after(head: Head) -> Self {
+        Self {
+            batch: sled::Batch::default(),
+            next: head,
+            stream_versions: HashMap::new(),
+            chunks: Chunks::default(),
+            seen_commands: HashMap::new(),
+            results: Vec::new(),
+        }
+    }
+}
+
+impl EventLog {
+    /// Appends a group of commands as one atomic batch, then flushes and syncs once. Returns one
+    /// result per command, in order, only once everything written is durable. On `Err`, nothing
+    /// of the group may be acknowledged, and the log refuses further appends until reopened.
+    pub fn append(&self, commands: &[NewCommand]) -> Result<Vec<Appended>, LogError> {
+        if self.shared.poisoned.load(Ordering::Acquire) {
+            return Err(LogError::Poisoned);
+        }
+        let mut head = self.shared.writer.lock().expect("log writer lock");
+        let mut group = Group::after(*head);
+        for command in commands {
+            let result = self.add_command(&mut group, command)?;
+            group.results.push(result);
+        }
+        check_group(*head, group.next, commands.len(), &group.results);
+        let next = group.next;
+        if next != *head {
+            if let Err(error) = self.write_group(&mut group) {
+                self.shared.poisoned.store(true, Ordering::Release);
+                return Err(error);
+            }
+            *head = next;
+            self.shared
+                .durable_position
+                .store(next.position, Ordering::Release);
+        }
+        Ok(group.results)
+    }
+
+    /// What `command` comes to in `group`: the stored reply of an earlier one with its id, a
+    /// conflict, or its events sealed onto the chain (with its snapshots and command record put
+    /// in the group's batch).
+    fn add_command<'a>(
+        &self,
+        group: &mut Group<'a>,
+        command: &'a NewCommand,
+    ) -> Result<Appended, LogError> {
+        if let Some(id) = command.command_id {
+            let earlier = match group.seen_commands.get(&(id, command.actor.as_str())) {
+                Some(stored) => Some(stored.clone()),
+                None => self.command(&command.actor, &id)?,
+            };
+            if let Some(stored) = earlier {
+                return Ok(Appended::Duplicate(stored));
+            }
+        }
+        if let Some(conflict) =
+            self.first_conflict(command, &mut group.stream_versions, &mut group.chunks)?
+        {
+            return Ok(conflict);
+        }
+        let first_position = group.next.position + 1;
+        let envelopes = self.seal_events(group, command)?;
+        for (key, value) in &command.snapshots {
+            group.batch.insert(snapshot_key(key), value.clone());
+        }
+        if let Some(id) = command.command_id.filter(|_| !envelopes.is_empty()) {
+            let stored = StoredCommand {
+                first_position,
+                last_position: group.next.position,
+                reply: command.reply.clone(),
+                digest: command.digest,
+            };
+            group
+                .batch
+                .insert(command_key(&command.actor, &id), codec::encode(&stored));
+            group
+                .seen_commands
+                .insert((id, command.actor.as_str()), stored);
+        }
+        Ok(Appended::New {
+            first_position,
+            last_position: group.next.position,
+            envelopes,
+        })
+    }
+
+    /// Seals `command`'s events onto the chain after `group.next`, noting each in the stream
+    /// index.
+    fn seal_events(
+        &self,
+        group: &mut Group<'_>,
+        command: &NewCommand,
+    ) -> Result<Vec<Envelope>, LogError> {
+        let mut envelopes = Vec::with_capacity(command.events.len());
+        for event in &command.events {
+            let body = EnvelopeBody {
+                position: group.next.position + 1,
+                event_id: *Uuid::now_v7().as_bytes(),
+                stream: event.stream.clone(),
+                stream_version: event.stream_version,
+                command_id: command.command_id.map(|id| *id.as_bytes()),
+                actor: command.actor.clone(),
+                region: self.shared.region.clone(),
+                recorded_at_ms: command.recorded_at_ms,
+                event_type: event.event_type.clone(),
+                schema_version: event.schema_version,
+                payload: event.payload.clone(),
+            };
+            let envelope = Envelope::seal(body, group.next.hash);
+            // A version that opens a chunk needs no read: the chunk is new.
+            let opens_chunk = (event.stream_version - 1) % STREAM_CHUNK_EVENTS == 0;
+            let key = stream_chunk_key(&event.stream, event.stream_version);
+            group
+                .chunks
+                .get(&self.shared.db, key, !opens_chunk)?
+                .push_position(envelope.position());
+            group
+                .stream_versions
+                .insert(event.stream.clone(), event.stream_version);
+            group.next = Head {
+                position: envelope.position(),
+                hash: envelope.hash,
+            };
+            envelopes.push(envelope);
+        }
+        Ok(envelopes)
+    }
+
+    /// Writes the group's batch with its stream chunks, event record and new head, then flushes
+    /// and fdatasyncs once.
+    fn write_group(&self, group: &mut Group<'_>) -> Result<(), LogError> {
+        let db = &self.shared.db;
+        let mut batch = std::mem::take(&mut group.batch);
+        for (key, chunk) in std::mem::take(&mut group.chunks).changed() {
+            batch.insert(key, chunk);
+        }
+        let record = encode_record(group.results.iter().flat_map(|result| match result {
+            Appended::New { envelopes, .. } => envelopes.as_slice(),
+            _ => &[],
+        }));
+        batch.insert(&event_key(group.next.position)[..], record);
+        let mut head_value = group.next.position.to_be_bytes().to_vec();
+        head_value.extend_from_slice(&group.next.hash);
+        batch.insert(HEAD, head_value);
+        db.apply_batch(batch)?;
+        db.flush()?;
+        failpoint::fsync()?;
+        self.shared.data_file.sync_data()?;
+        Ok(())
+    }
+
+    fn first_conflict(
+        &self,
+        command: &NewCommand,
+        stream_versions: &mut HashMap<String, u64>,
+        chunks: &mut Chunks,
+    ) -> Result<Option<Appended>, LogError> {
+        let mut expected: HashMap<&str, u64> = HashMap::new();
+        for event in &command.events {
+            let previous = event.stream_version.saturating_sub(1);
+            let at_previous = match expected
+                .get(event.stream.as_str())
+                .or_else(|| stream_versions.get(&event.stream))
+            {
+                Some(version) => *version == previous,
+                None => self.stream_is_at(&event.stream, previous, chunks)?,
+            };
+            if event.stream_version == 0 || !at_previous {
+                let current = match expected
+                    .get(event.stream.as_str())
+                    .or_else(|| stream_versions.get(&event.stream))
+                {
+                    Some(version) => *version,
+                    None => self.stream_version(&event.stream)?,
+                };
+                return Ok(Some(Appended::Conflict {
+                    stream: event.stream.clone(),
+                    expected_version: previous,
+                    actual_version: current,
+                }));
+            }
+            expected.insert(&event.stream, event.stream_version);
+        }
+        Ok(None)
+    }
+
+    /// Whether `stream` holds exactly `version` events: one chunk of the stream index read (two
+    /// when `version` fills a chunk), cheaper than finding the last chunk with a reverse scan. The
+    /// chunks read stay in `chunks` for the append that follows.
+    fn stream_is_at(
+        &self,
+        stream: &str,
+        version: u64,
+        chunks: &mut Chunks,
+    ) -> Result<bool, LogError> {
+        let db = &self.shared.db;
+        let mut held_with = |version: u64| -> Result<u64, LogError> {
+            Ok(chunks
+                .get(db, stream_chunk_key(stream, version), true)?
+                .len())
+        };
+        // Chunks fill in order, so the chunk that would take `version + 1` tells it all, unless
+        // `version` ends a chunk: then that chunk must be full.
+        let in_chunk = version % STREAM_CHUNK_EVENTS;
+        if held_with(version + 1)? != in_chunk {
+            return Ok(false);
+        }
+        Ok(in_chunk != 0 || version == 0 || held_with(version)? == STREAM_CHUNK_EVENTS)
+    }
+}
+
+/// Fault injection (feature `failpoints`, tests only): `IMS_FAILPOINTS=fsync-fails-after=N`
+/// makes every fsync after the first N fail, as a dying disk would.
+mod failpoint {
+    #[cfg(feature = "failpoints")]
+    pub fn fsync() -> std::io::Result<()> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static DONE: AtomicU64 = AtomicU64::new(0);
+        match crate::failpoints::value("fsync-fails-after") {
+            Some(after) if DONE.fetch_add(1, Ordering::AcqRel) >= after => Err(
+                std::io::Error::other("injected fsync failure (IMS_FAILPOINTS)"),
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    #[cfg(not(feature = "failpoints"))]
+    #[inline(always)]
+    pub fn fsync() -> std::io::Result<()> {
+        Ok(())
+    }
+}
+/// The invariants of one append group, checked on every append before anything is written, in
+/// TigerBeetle's spirit: one result per command; positions contiguous from the head, each
+/// `New` result's range matching its envelopes; the hash chain unbroken from the head's hash;
+/// and the group ending exactly at the new head. A broken one panics the writer thread, which
+/// stops the process (fail-stop) with nothing of the group on disk.
+fn check_group(head: Head, next: Head, commands: usize, results: &[Appended]) {
+    assert_eq!(results.len(), commands, "one result per command");
+    let mut at = head;
+    for result in results {
+        let Appended::New {
+            first_position,
+            last_position,
+            envelopes,
+        } = result
+        else {
+            continue;
+        };
+        assert_eq!(
+            *first_position,
+            at.position + 1,
+            "positions follow the head"
+        );
+        assert_eq!(
+            last_position - first_position + 1,
+            envelopes.len() as u64,
+            "a command's range holds its envelopes"
+        );
+        for envelope in envelopes {
+            assert_eq!(
+                envelope.position(),
+                at.position + 1,
+                "positions are contiguous"
+            );
+            assert_eq!(envelope.prev_hash, at.hash, "the hash chain continues");
+            at = Head {
+                position: envelope.position(),
+                hash: envelope.hash,
+            };
+        }
+    }
+    assert_eq!(at, next, "the group ends at the new head");
+}
+
+#[cfg(test)]
+mod group_checks {
+    use super::*;
+
+    fn envelope(position: u64, prev_hash: [u8; 32]) -> Envelope {
+        let body = EnvelopeBody {
+            position,
+            event_id: [1; 16],
+            stream: "image-x".into(),
+            stream_version: position,
+            command_id: None,
+            actor: "operator".into(),
+            region: "test-1".into(),
+            recorded_at_ms: 0,
+            event_type: "image_created".into(),
+            schema_version: 1,
+            payload: vec![],
+        };
+        Envelope::seal(body, prev_hash)
+    }
+
+    fn group(envelopes: Vec<Envelope>) -> (Head, Vec<Appended>) {
+        let last = envelopes.last().unwrap();
+        let next = Head {
+            position: last.position(),
+            hash: last.hash,
+        };
+        let result = Appended::New {
+            first_position: envelopes[0].position(),
+            last_position: last.position(),
+            envelopes,
+        };
+        (next, vec![result])
+    }
+
+    #[test]
+    fn a_group_that_continues_the_head_passes() {
+        let head = Head {
+            position: 7,
+            hash: [9; 32],
+        };
+        let first = envelope(8, head.hash);
+        let second = envelope(9, first.hash);
+        let (next, results) = group(vec![first, second]);
+        check_group(head, next, 1, &results);
+    }
+
+    #[test]
+    #[should_panic(expected = "the hash chain continues")]
+    fn a_group_that_breaks_the_chain_stops_the_writer() {
+        let head = Head {
+            position: 7,
+            hash: [9; 32],
+        };
+        let first = envelope(8, head.hash);
+        let second = envelope(9, [0; 32]);
+        let (next, results) = group(vec![first, second]);
+        check_group(head, next, 1, &results);
+    }
+
+    #[test]
+    #[should_panic(expected = "positions follow the head")]
+    fn a_group_that_skips_a_position_stops_the_writer() {
+        let head = Head {
+            position: 7,
+            hash: [9; 32],
+        };
+        let (next, results) = group(vec![envelope(9, head.hash)]);
+        check_group(head, next, 1, &results);
+    }
+}
