@@ -111,7 +111,7 @@ async fn as_of_answers_what_the_live_queries_answered_at_each_moment() {
             image_id: Some(image.clone()),
             ..Default::default()
         };
-        let answer = then.query(&tenant(&viewer), query, &params).unwrap_or_else(|e| json!({"ok": false, "error": {"code": e.to_string().split(':').next().unwrap_or(""), "message": e.to_string()}}));
+        let answer = then.query(&tenant(&viewer), ims_wire::Query::parse(query).unwrap(), &params).unwrap_or_else(|e| json!({"ok": false, "error": {"code": e.to_string().split(':').next().unwrap_or(""), "message": e.to_string()}}));
         if live["ok"] == false {
             assert_eq!(
                 answer["ok"], false,

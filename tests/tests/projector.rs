@@ -267,7 +267,7 @@ async fn a_lost_live_event_is_filled_from_log_read() {
     let view = models
         .query(
             &tenant,
-            "image",
+            ims_wire::Query::Image,
             &ims_projection::queries::QueryParams {
                 image_id: Some(image.clone()),
                 ..Default::default()

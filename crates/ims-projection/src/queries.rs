@@ -8,8 +8,7 @@ use ims_wire::time::rfc3339;
 use ims_wire::views::{
     image_type, FeedItem, ImageView, MemberView, Page, ShareCountView, UsableView,
 };
-use ims_wire::{WireError, WireErrorCode};
-use serde::Deserialize;
+use ims_wire::{Query, WireError, WireErrorCode};
 use serde_json::{json, Value};
 
 use crate::catalog::{member_status_from_byte, tenant_key, FeedRecord, OWNED};
@@ -17,45 +16,12 @@ use crate::store::{be_u64, image_key, Store};
 use crate::usage::UsageEntry;
 use crate::ProjectionError;
 
-/// The query names, as in the NATS subjects.
-pub const QUERIES: [&str; 8] = [
-    "visible-images",
-    "shared-with-me",
-    "image",
-    "members",
-    "share-counts",
-    "usable",
-    "feed",
-    "usage",
-];
-
 /// The page size when a query gives none.
 pub const PAGE_LIMIT_DEFAULT: usize = 25;
 /// The largest page a query may ask for: big enough for scripts, small enough for one reply.
 pub const PAGE_LIMIT_MAX: usize = 1000;
 
-/// Parameters of every query; each query reads the ones it needs and refuses unknown ones.
-#[derive(Clone, Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct QueryParams {
-    pub image_id: Option<String>,
-    #[serde(rename = "type")]
-    pub image_type: Option<String>,
-    pub status: Option<String>,
-    pub platform: Option<String>,
-    /// `key` or `key=value`.
-    pub tag: Option<String>,
-    /// A case-insensitive part of the name.
-    pub name: Option<String>,
-    pub include_deprecated: Option<bool>,
-    pub limit: Option<usize>,
-    pub marker: Option<String>,
-    pub purpose: Option<String>,
-    /// Feed and usage: only entries after this position.
-    pub after: Option<u64>,
-    /// Read your writes: answer only once the model has reached this position.
-    pub min_position: Option<u64>,
-}
+pub use ims_wire::QueryParams;
 
 /// The read models a query reads, and where they are.
 #[derive(Debug)]
@@ -239,18 +205,18 @@ fn ids_after<'a>(
 pub fn answer(
     models: &Models,
     tenant: &TenantId,
-    query: &str,
+    query: Query,
     params: &QueryParams,
 ) -> Result<Value, WireError> {
     match query {
-        "visible-images" => visible_images(models, tenant, params),
-        "shared-with-me" => shared_with_me(models, tenant, params),
-        "image" => {
+        Query::VisibleImages => visible_images(models, tenant, params),
+        Query::SharedWithMe => shared_with_me(models, tenant, params),
+        Query::Image => {
             let id = image_id_param(params)?;
             let image = visible_image(models, tenant, &id)?;
             Ok(json!(ImageView::new(&image, Some(tenant))))
         }
-        "members" => {
+        Query::Members => {
             let id = image_id_param(params)?;
             let image = visible_image(models, tenant, &id)?;
             if !image.is_owned_by(tenant) {
@@ -272,8 +238,8 @@ pub fn answer(
                 position: models.position
             }))
         }
-        "share-counts" => share_counts(models, tenant),
-        "usable" => {
+        Query::ShareCounts => share_counts(models, tenant),
+        Query::Usable => {
             let id = image_id_param(params)?;
             let purpose_name = params.purpose.as_deref().unwrap_or("create_ecs");
             let purpose = match purpose_name {
@@ -295,15 +261,8 @@ pub fn answer(
                 &answer
             )))
         }
-        "feed" => feed(models, tenant, params),
-        "usage" => usage(models, tenant, params),
-        other => Err(WireError::new(
-            WireErrorCode::UnknownCommand,
-            format!(
-                "unknown query {other:?}; queries are {}",
-                QUERIES.join(", ")
-            ),
-        )),
+        Query::Feed => feed(models, tenant, params),
+        Query::Usage => usage(models, tenant, params),
     }
 }
 

@@ -18,9 +18,9 @@ use ims_domain::{
     State, TenantId,
 };
 use ims_log::{chain_hash, decode_event, Envelope, EventLog, LogBatch};
-use ims_projection::queries::{answer, Models, QueryParams};
+use ims_projection::queries::{answer, Models};
 use ims_projection::{Catalog, ReadModel, Store, UsageLedger};
-use ims_wire::Subjects;
+use ims_wire::{Query, QueryParams, Subjects};
 use serde_json::{json, Value};
 
 /// Events per read, online or offline.
@@ -499,7 +499,7 @@ impl Replayed {
     pub fn query(
         &self,
         tenant: &TenantId,
-        name: &str,
+        query: Query,
         params: &QueryParams,
     ) -> anyhow::Result<Value> {
         let models = Models {
@@ -511,7 +511,7 @@ impl Replayed {
             // Printed, not sent: the page is bounded by its limit alone.
             reply_bytes_max: usize::MAX,
         };
-        answer(&models, tenant, name, params).map_err(|e| anyhow::anyhow!("{e}"))
+        answer(&models, tenant, query, params).map_err(|e| anyhow::anyhow!("{e}"))
     }
 
     /// The tenants that could use `image` at the replayed moment, and through what.

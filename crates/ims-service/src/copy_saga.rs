@@ -23,13 +23,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use ims_domain::{CopySpec, Event, ImageId, RegionId};
 use ims_log::{decode_event, LogBatch};
-use ims_wire::commands::{DiskDto, OsDto, ReceiveCopyDto, RecordCopyOutcomeDto};
+use ims_wire::commands::{
+    command_payload, CommandBody, DiskDto, OsDto, ReceiveCopyRequest, RecordCopyOutcomeRequest,
+    ReportBuildRequest,
+};
 use ims_wire::{CommandReply, Subjects};
-use serde_json::{json, Value};
+use ims_wire::{Query, QueryParams};
 
 use crate::audit::LogSource;
 use crate::command_service::derived_command_id;
-use crate::import::{import_stream, report_body, Imported};
+use crate::import::{import_stream, report_payload, Imported};
 use crate::store::{ImageStore, StoreLocation};
 
 /// How often an idle saga looks for new copy requests.
@@ -81,9 +84,9 @@ struct Retry(String);
 async fn send(
     client: &async_nats::Client,
     subject: String,
-    body: &Value,
+    payload: Vec<u8>,
 ) -> Result<CommandReply, Retry> {
-    let payload = Bytes::from(serde_json::to_vec(body).map_err(|e| Retry(e.to_string()))?);
+    let payload = Bytes::from(payload);
     match tokio::time::timeout(REQUEST_TIMEOUT, client.request(subject.clone(), payload)).await {
         Err(_) => Err(Retry(format!(
             "{subject} did not answer within {REQUEST_TIMEOUT:?}"
@@ -92,6 +95,16 @@ async fn send(
         Ok(Ok(message)) => serde_json::from_slice(&message.payload)
             .map_err(|e| Retry(format!("{subject} answered garbage: {e}"))),
     }
+}
+
+/// The `image` query for the source image of `request`, as of the request.
+fn image_query(request: &CopyRequest) -> Bytes {
+    let params = QueryParams {
+        image_id: Some(request.image_id.to_string()),
+        min_position: Some(request.position),
+        ..QueryParams::default()
+    };
+    Bytes::from(serde_json::to_vec(&params).expect("query parameters serialise"))
 }
 
 /// The saga of one source region.
@@ -194,12 +207,10 @@ impl CopySaga {
         // What the source recorded of its file, as of the copy request.
         let subject = self
             .subjects
-            .query(&self.region, &request.spec.owner, "image");
-        let body =
-            json!({"image_id": request.image_id.to_string(), "min_position": request.position});
+            .query(&self.region, &request.spec.owner, Query::Image.as_str());
         let message = tokio::time::timeout(
             REQUEST_TIMEOUT,
-            self.client.request(subject, Bytes::from(body.to_string())),
+            self.client.request(subject, image_query(request)),
         )
         .await
         .map_err(|_| Retry("the source's record did not come".into()))?
@@ -237,7 +248,7 @@ impl CopySaga {
                 .map_err(|e| retry("storing the copy's file", &e))?,
             Imported::Refused(_) => target.discard(&request.copy_image_id),
         }
-        let body = report_body(
+        let payload = report_payload(
             &request.copy_image_id,
             &outcome,
             bytes_command_id(request.event_id),
@@ -245,8 +256,8 @@ impl CopySaga {
         let reply = send(
             &self.client,
             self.subjects
-                .operator_command(&request.target, "report-build"),
-            &body,
+                .operator_command(&request.target, ReportBuildRequest::NAME),
+            payload,
         )
         .await?;
         match reply.error {
@@ -370,20 +381,18 @@ impl CopySaga {
             Ok(()) => ("delivered", String::new()),
             Err(reason) => ("failed", reason),
         };
-        let body = serde_json::to_value(RecordCopyOutcomeDto {
+        let body = RecordCopyOutcomeRequest {
             image_id: image_id.to_string(),
             copy_image_id: copy_image_id.to_string(),
             outcome: outcome.to_owned(),
             reason,
-        })
-        .map_err(|e| Retry(e.to_string()))?;
-        let mut body = body;
-        body["command_id"] = json!(outcome_command_id(*event_id).to_string());
+        };
+        let payload = command_payload(&body, Some(outcome_command_id(*event_id)), None);
         let reply = send(
             &self.client,
             self.subjects
-                .operator_command(&self.region, "record-copy-outcome"),
-            &body,
+                .operator_command(&self.region, RecordCopyOutcomeRequest::NAME),
+            payload,
         )
         .await?;
         if let Some(error) = reply.error.filter(|_| !reply.ok) {
@@ -406,10 +415,8 @@ impl CopySaga {
     async fn source_deleted(&self, request: &CopyRequest) -> bool {
         let subject = self
             .subjects
-            .query(&self.region, &request.spec.owner, "image");
-        let body =
-            json!({"image_id": request.image_id.to_string(), "min_position": request.position});
-        match send(&self.client, subject, &body).await {
+            .query(&self.region, &request.spec.owner, Query::Image.as_str());
+        match send(&self.client, subject, image_query(request).into()).await {
             Ok(reply) => reply
                 .error
                 .is_some_and(|e| e.code == ims_wire::WireErrorCode::NotFound),
@@ -430,7 +437,7 @@ impl CopySaga {
             spec,
             ..
         } = request;
-        let dto = ReceiveCopyDto {
+        let body = ReceiveCopyRequest {
             copy_image_id: copy_image_id.to_string(),
             owner: spec.owner.to_string(),
             source_region: self.region.to_string(),
@@ -442,13 +449,13 @@ impl CopySaga {
             tags: spec.tags.clone(),
             description: spec.description.clone(),
         };
-        let mut body = serde_json::to_value(dto).map_err(|e| Retry(e.to_string()))?;
         // The source event's id: a repeat is answered with the first reply, never a second copy.
-        body["command_id"] = json!(uuid::Uuid::from_bytes(request.event_id).to_string());
+        let command_id = uuid::Uuid::from_bytes(request.event_id);
         match send(
             &self.client,
-            self.subjects.operator_command(target, "receive-copy"),
-            &body,
+            self.subjects
+                .operator_command(target, ReceiveCopyRequest::NAME),
+            command_payload(&body, Some(command_id), None),
         )
         .await
         {

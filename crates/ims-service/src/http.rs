@@ -6,16 +6,16 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query as UrlQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use ims_domain::{RegionId, TenantId};
 use ims_log::EventLog;
-use ims_projection::queries::QueryParams;
+use ims_wire::commands::{CommandBody, ReportBuildRequest};
 use ims_wire::views::QueryError;
-use ims_wire::{WireError, WireErrorCode};
+use ims_wire::{Query, QueryParams, WireError, WireErrorCode};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::identity::{AuthFailure, Authenticator};
@@ -137,7 +137,7 @@ async fn query(
     headers: &HeaderMap,
     region: &str,
     tenant: &str,
-    name: &str,
+    name: Query,
     mut params: QueryParams,
     image_id: Option<String>,
 ) -> Response {
@@ -158,16 +158,16 @@ async fn query(
     }
 }
 
-type Params = Result<Query<QueryParams>, axum::extract::rejection::QueryRejection>;
+type Params = Result<UrlQuery<QueryParams>, axum::extract::rejection::QueryRejection>;
 
 fn params(params: Params) -> Result<QueryParams, WireError> {
     params
-        .map(|Query(p)| p)
+        .map(|UrlQuery(p)| p)
         .map_err(|e| WireError::new(WireErrorCode::InvalidArgument, e.body_text()))
 }
 
 macro_rules! tenant_route {
-    ($name:literal) => {
+    ($name:expr) => {
         |State(state): State<HttpState>,
          headers: HeaderMap,
          Path((region, tenant)): Path<(String, String)>,
@@ -181,7 +181,7 @@ macro_rules! tenant_route {
 }
 
 macro_rules! image_route {
-    ($name:literal) => {
+    ($name:expr) => {
         |State(state): State<HttpState>,
          headers: HeaderMap,
          Path((region, tenant, id)): Path<(String, String, String)>,
@@ -450,11 +450,13 @@ async fn receive_upload(
         crate::import::Imported::Refused(_) => store.discard(&image),
     }
     let command =
-        crate::import::report_body(&image, &outcome, crate::import::upload_command_id(&image));
+        crate::import::report_payload(&image, &outcome, crate::import::upload_command_id(&image));
     let message = client
         .request(
-            state.subjects.operator_command(&region_id, "report-build"),
-            bytes::Bytes::from(command.to_string()),
+            state
+                .subjects
+                .operator_command(&region_id, ReportBuildRequest::NAME),
+            bytes::Bytes::from(command),
         )
         .await
         .map_err(|e| unavailable(format!("reporting the upload failed: {e}; upload again")))?;
@@ -471,7 +473,7 @@ async fn query_value(
     state: &HttpState,
     region: &str,
     tenant: &str,
-    name: &str,
+    name: Query,
     params: &QueryParams,
 ) -> Result<serde_json::Value, WireError> {
     let models = models_of(state, region)?;
@@ -490,7 +492,7 @@ async fn image_view(
         image_id: Some(id.to_owned()),
         ..QueryParams::default()
     };
-    query_value(state, region, tenant, "image", &params).await
+    query_value(state, region, tenant, Query::Image, &params).await
 }
 
 async fn ready(State(state): State<HttpState>) -> Response {
@@ -522,35 +524,35 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(|| async { prometheus().render() }))
         .route(
             "/v1/{region}/tenants/{tenant}/images",
-            get(tenant_route!("visible-images")),
+            get(tenant_route!(Query::VisibleImages)),
         )
         .route(
             "/v1/{region}/tenants/{tenant}/shared-with-me",
-            get(tenant_route!("shared-with-me")),
+            get(tenant_route!(Query::SharedWithMe)),
         )
         .route(
             "/v1/{region}/tenants/{tenant}/share-counts",
-            get(tenant_route!("share-counts")),
+            get(tenant_route!(Query::ShareCounts)),
         )
         .route(
             "/v1/{region}/tenants/{tenant}/feed",
-            get(tenant_route!("feed")),
+            get(tenant_route!(Query::Feed)),
         )
         .route(
             "/v1/{region}/tenants/{tenant}/usage",
-            get(tenant_route!("usage")),
+            get(tenant_route!(Query::Usage)),
         )
         .route(
             "/v1/{region}/tenants/{tenant}/images/{id}",
-            get(image_route!("image")),
+            get(image_route!(Query::Image)),
         )
         .route(
             "/v1/{region}/tenants/{tenant}/images/{id}/members",
-            get(image_route!("members")),
+            get(image_route!(Query::Members)),
         )
         .route(
             "/v1/{region}/tenants/{tenant}/images/{id}/usable",
-            get(image_route!("usable")),
+            get(image_route!(Query::Usable)),
         )
         .route(
             "/v1/{region}/tenants/{tenant}/images/{id}/file",

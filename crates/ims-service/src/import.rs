@@ -19,8 +19,9 @@ use bytes::Bytes;
 use ims_domain::{Event, ImageId, RegionId, Source};
 use ims_inspect::{inspect, Regions, HEAD_BYTES, TAIL_BYTES};
 use ims_log::decode_event;
+use ims_wire::commands::{command_payload, BuildOutcomeDto, CommandBody, ReportBuildRequest};
 use ims_wire::Subjects;
-use serde_json::{json, Value};
+use serde_json::Value;
 
 use crate::audit::LogSource;
 use crate::command_service::derived_command_id;
@@ -56,23 +57,38 @@ pub fn upload_command_id(id: &ImageId) -> uuid::Uuid {
 }
 
 /// The `report-build` command that tells what an import found.
-pub fn report_body(id: &ImageId, outcome: &Imported, command_id: uuid::Uuid) -> Value {
-    let mut body = match outcome {
+pub fn report_payload(id: &ImageId, outcome: &Imported, command_id: uuid::Uuid) -> Vec<u8> {
+    let body = match outcome {
         Imported::Built {
             size_bytes,
             sha256,
             sha512,
             format,
             virtual_size,
-        } => json!({"image_id": id.to_string(), "outcome": "succeeded", "size_bytes": size_bytes,
-                    "checksum_sha256": sha256, "os_hash_algo": "sha512", "os_hash_value": sha512,
-                    "detected_format": format, "virtual_size": virtual_size}),
-        Imported::Refused(reason) => {
-            json!({"image_id": id.to_string(), "outcome": "failed", "reason": reason})
-        }
+        } => ReportBuildRequest {
+            image_id: id.to_string(),
+            outcome: BuildOutcomeDto::Succeeded,
+            size_bytes: Some(*size_bytes),
+            checksum_sha256: Some(sha256.clone()),
+            os_hash_algo: Some("sha512".to_owned()),
+            os_hash_value: Some(sha512.clone()),
+            detected_format: Some((*format).to_owned()),
+            virtual_size: *virtual_size,
+            reason: None,
+        },
+        Imported::Refused(reason) => ReportBuildRequest {
+            image_id: id.to_string(),
+            outcome: BuildOutcomeDto::Failed,
+            size_bytes: None,
+            checksum_sha256: None,
+            os_hash_algo: None,
+            os_hash_value: None,
+            detected_format: None,
+            virtual_size: None,
+            reason: Some(reason.clone()),
+        },
     };
-    body["command_id"] = json!(command_id.to_string());
-    body
+    command_payload(&body, Some(command_id), None)
 }
 
 /// What an import found, or why it failed.
@@ -478,11 +494,13 @@ impl ImportWorker {
                 tracing::info!(region = %self.region, %id, reason, "import refused");
             }
         }
-        let body = report_body(&id, &outcome, report_command_id(event_id));
-        let subject = self.subjects.operator_command(&self.region, "report-build");
+        let payload = report_payload(&id, &outcome, report_command_id(event_id));
+        let subject = self
+            .subjects
+            .operator_command(&self.region, ReportBuildRequest::NAME);
         let sent = tokio::time::timeout(
             REQUEST_TIMEOUT,
-            self.client.request(subject, Bytes::from(body.to_string())),
+            self.client.request(subject, Bytes::from(payload)),
         )
         .await;
         let Ok(Ok(message)) = sent else {

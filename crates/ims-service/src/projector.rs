@@ -14,9 +14,10 @@ use bytes::Bytes;
 use futures::StreamExt;
 use ims_domain::{RegionId, SharingPolicy, TenantId};
 use ims_log::Envelope;
-use ims_projection::queries::{answer, Models, QueryParams, QUERIES};
+use ims_projection::queries::{answer, Models};
 use ims_projection::{Catalog, Notice, ProjectionError, ReadModel, UsageLedger};
 use ims_wire::views::FeedItem;
+use ims_wire::{Query, QueryParams};
 use ims_wire::{Subjects, WireError, WireErrorCode};
 use tokio::sync::watch;
 
@@ -163,7 +164,7 @@ impl RegionModels {
     pub async fn query(
         &self,
         tenant: &TenantId,
-        name: &str,
+        query: Query,
         params: &QueryParams,
     ) -> Result<serde_json::Value, WireError> {
         let started = std::time::Instant::now();
@@ -190,14 +191,8 @@ impl RegionModels {
             members_limit: self.members_limit,
             reply_bytes_max: self.reply_bytes_max.load(Ordering::Relaxed),
         };
-        let result = answer(&view, tenant, name, params);
-        // A label only from the known names: any other name would be a new time series.
-        let label = QUERIES
-            .iter()
-            .find(|q| **q == name)
-            .copied()
-            .unwrap_or("unknown");
-        metrics::histogram!("ims_query_seconds", "query" => label)
+        let result = answer(&view, tenant, query, params);
+        metrics::histogram!("ims_query_seconds", "query" => query.as_str())
             .record(started.elapsed().as_secs_f64());
         result
     }

@@ -9,8 +9,8 @@ use async_nats::service::ServiceExt;
 use bytes::Bytes;
 use futures::StreamExt;
 use ims_domain::TenantId;
-use ims_projection::queries::QueryParams;
 use ims_wire::views::QueryError;
+use ims_wire::{Query, QueryParams};
 use ims_wire::{Subjects, WireError, WireErrorCode};
 
 use crate::command_service::{reply_bytes_max, COMMAND_PAYLOAD_BYTES_MAX, SERVICE_VERSION};
@@ -52,7 +52,7 @@ pub async fn handle_query(models: &RegionModels, subject: &str, payload: &[u8]) 
                 WireError::new(code, format!("query {name}: {e}"))
             })?
         };
-        models.query(&tenant, name, &params).await
+        models.query(&tenant, Query::parse(name)?, &params).await
     }
     .await;
     match result {

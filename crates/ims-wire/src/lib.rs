@@ -4,12 +4,13 @@
 //! Wire types are separate from the domain types and converted by hand, so the domain can change
 //! without breaking clients and the wire can change without touching the rules. Modules:
 //! `subjects` (names of NATS subjects), `error` (codes and error bodies), `commands` (JSON
-//! commands to domain commands), `reply` (command replies), `iam` (credentials), `views` (what queries answer),
+//! commands to domain commands), `reply` (command replies), `iam` (credentials), `queries` (query names and parameters), `views` (what queries answer),
 //! `time` (RFC 3339).
 
 pub mod commands;
 pub mod error;
 pub mod iam;
+pub mod queries;
 pub mod reply;
 pub mod subjects;
 pub mod time;
@@ -17,5 +18,6 @@ pub mod views;
 
 pub use commands::{parse_command, CommandMeta, ParsedCommand, OPERATOR_COMMANDS, TENANT_COMMANDS};
 pub use error::{WireError, WireErrorCode};
+pub use queries::{Query, QueryParams};
 pub use reply::CommandReply;
 pub use subjects::Subjects;

@@ -1,7 +1,7 @@
 //! imsctl's command line: every command, option and value parser, with the help they print.
 
 use clap::{Args, Parser, Subcommand};
-use serde_json::{json, Value};
+use ims_wire::commands::{BuildOutcomeDto, DiskDto, OsDto, PriceDto};
 
 /// Talk to the ims Image Management Service.
 ///
@@ -243,17 +243,17 @@ pub(crate) struct ImportArgs {
     /// An http(s) URL the service downloads the image from.
     #[arg(long)]
     pub(crate) url: Option<String>,
-    /// What the file is: qcow2, vmdk, vhd, vhdx, vdi, iso or raw.
-    #[arg(long, value_parser = ["qcow2", "vmdk", "vhd", "vhdx", "vdi", "iso", "raw"])]
-    pub(crate) format: String,
+    /// What the file is.
+    #[arg(long, value_enum)]
+    pub(crate) format: Format,
     #[arg(long)]
     pub(crate) name: String,
-    /// system or data.
-    #[arg(long, value_parser = ["system", "data"])]
-    pub(crate) disk: String,
+    /// What the image becomes.
+    #[arg(long, value_enum)]
+    pub(crate) disk: Disk,
     /// platform/version/arch, such as ubuntu/22.04/x86_64 (system images).
     #[arg(long, value_parser = parse_os)]
-    pub(crate) os: Option<Value>,
+    pub(crate) os: Option<OsDto>,
     #[arg(long)]
     pub(crate) min_disk_gb: u32,
     /// repeat as --tag key=value.
@@ -326,7 +326,7 @@ pub(crate) enum ImageCommand {
         publisher: String,
         /// `free`, or `per_hour:AMOUNT_MINOR:CURRENCY` such as per_hour:120:USD.
         #[arg(long, value_parser = parse_price)]
-        price: Value,
+        price: PriceDto,
     },
     /// Take an image off the Marketplace.
     Delist(ImageRef),
@@ -337,9 +337,9 @@ pub(crate) struct CreateArgs {
     /// The image's name: 1 to 128 letters, digits, spaces, '.', '_' and '-'.
     #[arg(long)]
     pub(crate) name: String,
-    /// system, data or full_ecs.
-    #[arg(long, value_parser = ["system", "data", "full_ecs"])]
-    pub(crate) disk: String,
+    /// What the image becomes.
+    #[arg(long, value_enum)]
+    pub(crate) disk: Disk,
     /// Make the image from this ECS.
     #[arg(
         long,
@@ -354,12 +354,12 @@ pub(crate) struct CreateArgs {
     /// http(s)://… (downloaded under the web-download rules).
     #[arg(long)]
     pub(crate) from_file: Option<String>,
-    /// Format of the file: qcow2, vhd, vhdx, vmdk, raw, qed, vdi, iso, zvhd, zvhd2.
-    #[arg(long, requires = "from_file")]
-    pub(crate) format: Option<String>,
+    /// Format of the file (qcow2 when not given).
+    #[arg(long, value_enum, requires = "from_file")]
+    pub(crate) format: Option<Format>,
     /// platform/version/arch, such as ubuntu/22.04/x86_64 (system and full_ecs images).
     #[arg(long, value_parser = parse_os)]
-    pub(crate) os: Option<Value>,
+    pub(crate) os: Option<OsDto>,
     /// The smallest disk, in GB, that an ECS made from the image needs (1 to 1024).
     #[arg(long)]
     pub(crate) min_disk_gb: u32,
@@ -401,10 +401,10 @@ pub(crate) enum CatalogOpCommand {
     PublishPublicImage {
         #[arg(long)]
         name: String,
-        #[arg(long, default_value = "system", value_parser = ["system", "data"])]
-        disk: String,
+        #[arg(long, value_enum, default_value = "system")]
+        disk: Disk,
         #[arg(long, value_parser = parse_os)]
-        os: Option<Value>,
+        os: Option<OsDto>,
         #[arg(long)]
         min_disk_gb: u32,
         #[arg(long)]
@@ -427,8 +427,8 @@ pub(crate) enum CatalogOpCommand {
     /// Report a build: started, succeeded (with size and checksum) or failed.
     ReportBuild {
         image_id: String,
-        #[arg(long, value_parser = ["started", "succeeded", "failed"])]
-        outcome: String,
+        #[arg(long, value_enum)]
+        outcome: Outcome,
         #[arg(long)]
         size_bytes: Option<u64>,
         #[arg(long)]
@@ -470,28 +470,33 @@ pub(crate) fn parse_tag(value: &str) -> Result<(String, String), String> {
         .ok_or_else(|| format!("tag {value:?} is not key=value"))
 }
 
-pub(crate) fn parse_os(value: &str) -> Result<Value, String> {
+pub(crate) fn parse_os(value: &str) -> Result<OsDto, String> {
     let parts: Vec<&str> = value.split('/').collect();
     match parts.as_slice() {
-        [platform, version, arch] => {
-            Ok(json!({"platform": platform, "version": version, "arch": arch}))
-        }
+        [platform, version, arch] => Ok(OsDto {
+            platform: (*platform).to_owned(),
+            version: (*version).to_owned(),
+            arch: (*arch).to_owned(),
+        }),
         _ => Err(format!(
             "os {value:?} is not platform/version/arch, such as ubuntu/22.04/x86_64"
         )),
     }
 }
 
-pub(crate) fn parse_price(value: &str) -> Result<Value, String> {
+pub(crate) fn parse_price(value: &str) -> Result<PriceDto, String> {
     if value == "free" {
-        return Ok(json!({"model": "free"}));
+        return Ok(PriceDto::Free);
     }
     match value.split(':').collect::<Vec<_>>().as_slice() {
         ["per_hour", amount, currency] => {
             let amount: u64 = amount
                 .parse()
                 .map_err(|_| format!("amount {amount:?} is not a whole number of minor units"))?;
-            Ok(json!({"model": "per_hour", "amount_minor": amount, "currency": currency}))
+            Ok(PriceDto::PerHour {
+                amount_minor: amount,
+                currency: (*currency).to_owned(),
+            })
         }
         _ => Err(format!(
             "price {value:?} is not `free` or `per_hour:AMOUNT_MINOR:CURRENCY`"
@@ -506,4 +511,76 @@ pub(crate) fn parse_command_id(value: &str) -> Result<uuid::Uuid, String> {
              same id again makes a retry), or leave --command-id out to have one generated"
         )
     })
+}
+
+/// What an image becomes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Disk {
+    /// A system disk: creates or re-images ECSs.
+    System,
+    /// A data disk: creates EVS disks.
+    Data,
+    /// A whole ECS, system and data disks.
+    #[value(name = "full_ecs")]
+    FullEcs,
+}
+
+impl From<Disk> for DiskDto {
+    fn from(disk: Disk) -> Self {
+        match disk {
+            Disk::System => DiskDto::System,
+            Disk::Data => DiskDto::Data,
+            Disk::FullEcs => DiskDto::FullEcs,
+        }
+    }
+}
+
+/// The format of an image file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    Qcow2,
+    Vmdk,
+    Vhd,
+    Vhdx,
+    Vdi,
+    Iso,
+    Raw,
+    Qed,
+    Zvhd,
+    Zvhd2,
+}
+
+impl Format {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Format::Qcow2 => "qcow2",
+            Format::Vmdk => "vmdk",
+            Format::Vhd => "vhd",
+            Format::Vhdx => "vhdx",
+            Format::Vdi => "vdi",
+            Format::Iso => "iso",
+            Format::Raw => "raw",
+            Format::Qed => "qed",
+            Format::Zvhd => "zvhd",
+            Format::Zvhd2 => "zvhd2",
+        }
+    }
+}
+
+/// How a build ended, as the builder reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Outcome {
+    Started,
+    Succeeded,
+    Failed,
+}
+
+impl From<Outcome> for BuildOutcomeDto {
+    fn from(outcome: Outcome) -> Self {
+        match outcome {
+            Outcome::Started => BuildOutcomeDto::Started,
+            Outcome::Succeeded => BuildOutcomeDto::Succeeded,
+            Outcome::Failed => BuildOutcomeDto::Failed,
+        }
+    }
 }

@@ -288,6 +288,7 @@ impl Audit {
             include_deprecated: Some(true),
             ..Default::default()
         };
+        let query = ims_wire::Query::parse(query).map_err(|e| Usage(e.message))?;
         let answer = replayed.query(tenant, query, &params)?;
         self.print(
             &answer,

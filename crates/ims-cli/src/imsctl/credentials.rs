@@ -32,7 +32,7 @@ pub(crate) async fn credential(
         ),
         CredentialCommand::List => (subjects.iam("list-credentials"), json!({})),
     };
-    let answer = request(nats_url, token, subject, &body).await?;
+    let answer = request(nats_url, token, subject, serde_json::to_vec(&body)?).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
     }

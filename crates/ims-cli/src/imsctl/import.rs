@@ -1,6 +1,8 @@
 //! `imsctl image import`: create an image and upload its file, or have the service download it.
 
-use serde_json::{json, Value};
+use ims_wire::commands::{command_payload, CommandBody, CreateImageRequest};
+use ims_wire::{Query, QueryParams};
+use serde_json::Value;
 
 use super::args::*;
 use super::render::*;
@@ -20,21 +22,15 @@ pub(crate) async fn image_import(
     args: ImportArgs,
     json: bool,
 ) -> anyhow::Result<std::process::ExitCode> {
-    let source = match &args.url {
-        Some(url) => json!({"file": {"url": url, "format": args.format}}),
-        None => json!({"upload": {"format": args.format}}),
-    };
-    let mut body = json!({"command_id": command_id.to_string(), "name": args.name, "disk": args.disk,
-        "min_disk_gb": args.min_disk_gb, "tags": tags_json(&args.tags), "description": args.description,
-        "source": source});
-    if let Some(os) = args.os {
-        body["os"] = os;
-    }
+    let (name, payload) = (
+        CreateImageRequest::NAME,
+        command_payload(&import_body(&args), Some(command_id), None),
+    );
     let created = request(
         nats_url,
         token,
-        format!("{prefix}.cmd.{tenant}.create-image"),
-        &body,
+        format!("{prefix}.cmd.{tenant}.{name}"),
+        payload,
     )
     .await?;
     if created["ok"] != true {
@@ -43,8 +39,18 @@ pub(crate) async fn image_import(
     }
     let id = created["image_id"].as_str().unwrap_or_default().to_owned();
     // Read your write: the upload checks the image on the read side.
-    let seen = json!({"image_id": id, "min_position": created["position"]});
-    let view = request(nats_url, token, format!("{prefix}.q.{tenant}.image"), &seen).await?;
+    let seen = QueryParams {
+        image_id: Some(id.clone()),
+        min_position: created["position"].as_u64(),
+        ..QueryParams::default()
+    };
+    let view = request(
+        nats_url,
+        token,
+        format!("{prefix}.q.{tenant}.{}", Query::Image),
+        serde_json::to_vec(&seen)?,
+    )
+    .await?;
     let (Some(file), None) = (&args.file, &args.url) else {
         return imported_from_url(nats_url, token, prefix, tenant, view, json).await;
     };
@@ -89,11 +95,15 @@ pub(crate) async fn imported_from_url(
     spinner.enable_steady_tick(std::time::Duration::from_millis(120));
     while view["status"] == "queued" || view["status"] == "saving" {
         tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        let params = QueryParams {
+            image_id: Some(id.clone()),
+            ..QueryParams::default()
+        };
         view = request(
             nats_url,
             token,
-            format!("{prefix}.q.{tenant}.image"),
-            &json!({"image_id": id}),
+            format!("{prefix}.q.{tenant}.{}", Query::Image),
+            serde_json::to_vec(&params)?,
         )
         .await?;
     }

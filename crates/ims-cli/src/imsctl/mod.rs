@@ -5,7 +5,6 @@
 //! 2 bad usage, 3 the service could not be reached.
 
 use clap::Parser as _;
-use serde_json::json;
 
 /// A mistake in how imsctl was called (a missing or malformed option, a data dir without the
 /// log): exit code 2, like clap's own usage errors, not 3 (the service could not be reached).
@@ -83,43 +82,17 @@ async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let nats_url = resolve_nats_url(cli.nats_url.clone());
     let token = resolve_token(cli.token.clone(), cli.token_file.as_deref())?;
     let token = token.as_deref();
-    let (subject, name, body) = match cli.command {
-        Top::Op(OpCommand::Credential(command)) => {
-            return credential(command, &nats_url, token, &cli.subject_prefix, cli.json).await;
-        }
-        Top::Image(ImageTop::Import(args)) => {
-            let tenant = tenant_of(tenant.as_deref())?.to_owned();
-            return image_import(
-                &nats_url,
-                &cli.http_url,
-                token,
-                &prefix,
-                &tenant,
-                command_id,
-                args,
-                cli.json,
-            )
-            .await;
-        }
-        Top::Image(ImageTop::Download { image_id, output }) => {
-            let tenant = tenant_of(tenant.as_deref())?;
-            let path = format!("/v1/{}/tenants/{tenant}/images/{image_id}/file", cli.region);
-            return image_download(&cli.http_url, &path, token, &output, cli.json).await;
-        }
-        Top::Image(ImageTop::Command(command)) => {
-            let (name, body) = tenant_request(command);
-            (
-                format!("{prefix}.cmd.{}.{name}", tenant_of(tenant.as_deref())?),
-                name,
-                body,
-            )
-        }
+    match cli.command {
         Top::Op(OpCommand::Catalog(command)) => {
-            let (name, body) = operator_request(command);
-            (format!("{prefix}.op.{name}"), name, body)
+            let (name, payload) = operator_request(command, command_id);
+            let subject = format!("{prefix}.op.{name}");
+            send_command(&nats_url, token, subject, name, payload, cli.json).await
+        }
+        Top::Op(OpCommand::Credential(command)) => {
+            credential(command, &nats_url, token, &cli.subject_prefix, cli.json).await
         }
         Top::Audit(args) => {
-            return audit(
+            audit(
                 args,
                 &nats_url,
                 token,
@@ -128,39 +101,93 @@ async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
                 tenant.as_deref(),
                 cli.json,
             )
-            .await;
+            .await
         }
-        Top::Image(ImageTop::Show { image_id }) => {
-            return query(
-                &nats_url,
+        Top::Image(command) => {
+            let tenant = tenant_of(tenant.as_deref())?;
+            let at = Place {
+                nats_url: &nats_url,
+                http_url: &cli.http_url,
                 token,
-                &prefix,
-                tenant_of(tenant.as_deref())?,
-                ImagesQuery::Show { image_id },
-                cli.json,
-            )
-            .await;
+                prefix: &prefix,
+                region: &cli.region,
+                tenant,
+            };
+            image_top(command, &at, command_id, cli.json).await
         }
         Top::Images(query_args) => {
-            return query(
-                &nats_url,
-                token,
-                &prefix,
-                tenant_of(tenant.as_deref())?,
-                query_args,
-                cli.json,
-            )
-            .await;
+            let tenant = tenant_of(tenant.as_deref())?;
+            query(&nats_url, token, &prefix, tenant, query_args, cli.json).await
         }
-    };
-    let body = merge(body, json!({"command_id": command_id.to_string()}));
-    let reply = request(&nats_url, token, subject, &body).await?;
-    if cli.json {
+    }
+}
+
+/// Sends a command and prints its reply.
+async fn send_command(
+    nats_url: &str,
+    token: Option<&str>,
+    subject: String,
+    name: &str,
+    payload: Vec<u8>,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    let reply = request(nats_url, token, subject, payload).await?;
+    if json {
         println!("{}", serde_json::to_string_pretty(&reply)?);
     } else {
         println!("{}", summarize(name, &reply));
     }
     Ok(exit_code(reply["ok"] == true))
+}
+
+/// Where a tenant's image commands go.
+struct Place<'a> {
+    nats_url: &'a str,
+    http_url: &'a str,
+    token: Option<&'a str>,
+    prefix: &'a str,
+    region: &'a str,
+    tenant: &'a str,
+}
+
+/// `imsctl image import | download | show`.
+async fn image_top(
+    command: ImageTop,
+    at: &Place<'_>,
+    command_id: uuid::Uuid,
+    json: bool,
+) -> anyhow::Result<std::process::ExitCode> {
+    match command {
+        ImageTop::Import(args) => {
+            image_import(
+                at.nats_url,
+                at.http_url,
+                at.token,
+                at.prefix,
+                at.tenant,
+                command_id,
+                args,
+                json,
+            )
+            .await
+        }
+        ImageTop::Download { image_id, output } => {
+            let path = format!(
+                "/v1/{}/tenants/{}/images/{image_id}/file",
+                at.region, at.tenant
+            );
+            image_download(at.http_url, &path, at.token, &output, json).await
+        }
+        ImageTop::Show { image_id } => {
+            let show = ImagesQuery::Show { image_id };
+            query(at.nats_url, at.token, at.prefix, at.tenant, show, json).await
+        }
+        ImageTop::Command(command) => {
+            let (name, payload) = tenant_request(command, command_id);
+            let subject = format!("{}.cmd.{}.{name}", at.prefix, at.tenant);
+            send_command(at.nats_url, at.token, subject, name, payload, json).await
+        }
+    }
 }
 
 /// A query as `tenant`, printed as a table or as JSON.
@@ -172,13 +199,13 @@ async fn query(
     query: ImagesQuery,
     json: bool,
 ) -> anyhow::Result<std::process::ExitCode> {
-    let (name, body) = query_request(query);
-    let subject = format!("{prefix}.q.{tenant}.{name}");
-    let answer = request(nats_url, token, subject, &body).await?;
+    let (query, params) = query_request(query);
+    let subject = format!("{prefix}.q.{tenant}.{query}");
+    let answer = request(nats_url, token, subject, serde_json::to_vec(&params)?).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
     } else {
-        println!("{}", render_query(name, &answer));
+        println!("{}", render_query(query, &answer));
     }
     Ok(exit_code(answer["ok"] != false))
 }

@@ -1,18 +1,23 @@
 //! What imsctl prints: one-line summaries of answers, tables of query results, progress bars.
 
+use ims_wire::Query;
 use serde_json::Value;
 
 /// A human rendering of a query answer.
-pub(crate) fn render_query(name: &str, answer: &Value) -> String {
+pub(crate) fn render_query(query: Query, answer: &Value) -> String {
+    let name = query.as_str();
     if answer["ok"] == false {
         return summarize(name, answer);
     }
     let items = answer["items"].as_array().cloned().unwrap_or_default();
-    let mut lines: Vec<String> = match name {
-        "visible-images" | "shared-with-me" | "members" | "share-counts" | "feed" | "usage" => {
-            items.iter().map(|item| item_line(name, item)).collect()
-        }
-        "usable" => vec![format!(
+    let mut lines: Vec<String> = match query {
+        Query::VisibleImages
+        | Query::SharedWithMe
+        | Query::Members
+        | Query::ShareCounts
+        | Query::Feed
+        | Query::Usage => items.iter().map(|item| item_line(name, item)).collect(),
+        Query::Usable => vec![format!(
             "{}: {}",
             if answer["allowed"] == true {
                 "allowed"
@@ -21,9 +26,9 @@ pub(crate) fn render_query(name: &str, answer: &Value) -> String {
             },
             text(&answer["reason"])
         )],
-        _ => vec![serde_json::to_string_pretty(answer).unwrap_or_default()],
+        Query::Image => vec![serde_json::to_string_pretty(answer).unwrap_or_default()],
     };
-    if name == "usage" {
+    if query == Query::Usage {
         lines.push(format!("totals (minor units): {}", answer["totals_minor"]));
     }
     if let Some(marker) = answer["next_marker"].as_str() {

@@ -1,17 +1,25 @@
-//! The JSON requests imsctl sends, built from the parsed command line.
+//! The requests imsctl sends, built from the parsed command line as the typed bodies of
+//! `ims_wire`: nothing here writes JSON by hand.
 
-use serde_json::{json, Map, Value};
+use ims_wire::commands::*;
+use ims_wire::{Query, QueryParams};
+use uuid::Uuid;
 
 use super::args::*;
 
-pub(crate) fn query_request(query: ImagesQuery) -> (&'static str, Value) {
-    let mut body = Map::new();
-    let mut set = |key: &str, value: Value| {
-        if !value.is_null() {
-            body.insert(key.to_owned(), value);
-        }
-    };
-    let name = match query {
+/// A command ready to send: its name (the subject's last token) and its JSON payload.
+pub(crate) type Outgoing = (&'static str, Vec<u8>);
+
+fn outgoing<T: CommandBody>(body: &T, command_id: Uuid, expected_version: Option<u64>) -> Outgoing {
+    (
+        T::NAME,
+        command_payload(body, Some(command_id), expected_version),
+    )
+}
+
+pub(crate) fn query_request(query: ImagesQuery) -> (Query, QueryParams) {
+    let mut params = QueryParams::default();
+    let query = match query {
         ImagesQuery::List {
             image_type,
             status,
@@ -22,70 +30,47 @@ pub(crate) fn query_request(query: ImagesQuery) -> (&'static str, Value) {
             limit,
             marker,
         } => {
-            set("type", json!(image_type));
-            set("status", json!(status));
-            set("platform", json!(platform));
-            set("tag", json!(tag));
-            set("name", json!(name));
-            set("include_deprecated", json!(include_deprecated));
-            set("limit", json!(limit));
-            set("marker", json!(marker));
-            "visible-images"
+            params.image_type = image_type;
+            params.status = status;
+            params.platform = platform;
+            params.tag = tag;
+            params.name = name;
+            params.include_deprecated = Some(include_deprecated);
+            params.limit = Some(limit);
+            params.marker = marker;
+            Query::VisibleImages
         }
         ImagesQuery::SharedWithMe { status } => {
-            set("status", json!(status));
-            "shared-with-me"
+            params.status = status;
+            Query::SharedWithMe
         }
         ImagesQuery::Show { image_id } => {
-            set("image_id", json!(image_id));
-            "image"
+            params.image_id = Some(image_id);
+            Query::Image
         }
         ImagesQuery::Members { image_id } => {
-            set("image_id", json!(image_id));
-            "members"
+            params.image_id = Some(image_id);
+            Query::Members
         }
-        ImagesQuery::ShareCounts => "share-counts",
+        ImagesQuery::ShareCounts => Query::ShareCounts,
         ImagesQuery::Usable { image_id, purpose } => {
-            set("image_id", json!(image_id));
-            set("purpose", json!(purpose));
-            "usable"
+            params.image_id = Some(image_id);
+            params.purpose = Some(purpose);
+            Query::Usable
         }
         ImagesQuery::Feed { after } => {
-            set("after", json!(after));
-            "feed"
+            params.after = after;
+            Query::Feed
         }
-        ImagesQuery::Usage => "usage",
+        ImagesQuery::Usage => Query::Usage,
     };
-    (name, Value::Object(body))
+    (query, params)
 }
 
-pub(crate) fn tags_json(tags: &[(String, String)]) -> Value {
-    Value::Object(
-        tags.iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect(),
-    )
-}
-
-pub(crate) fn image_body(image: &ImageRef, extra: Value) -> Value {
-    let mut body = json!({"image_id": image.image_id});
-    if let Some(version) = image.expected_version {
-        body["expected_version"] = json!(version);
-    }
-    merge(body, extra)
-}
-
-pub(crate) fn merge(mut body: Value, extra: Value) -> Value {
-    if let (Some(target), Value::Object(extra)) = (body.as_object_mut(), extra) {
-        target.extend(extra);
-    }
-    body
-}
-
-/// The subject's command name and JSON body of a tenant command.
-pub(crate) fn tenant_request(command: ImageCommand) -> (&'static str, Value) {
+/// A tenant command.
+pub(crate) fn tenant_request(command: ImageCommand, id: Uuid) -> Outgoing {
     match command {
-        ImageCommand::Create(args) => ("create-image", create_body(args)),
+        ImageCommand::Create(args) => outgoing(&create_body(args), id, None),
         ImageCommand::Update {
             image,
             name,
@@ -94,77 +79,102 @@ pub(crate) fn tenant_request(command: ImageCommand) -> (&'static str, Value) {
             min_disk_gb,
             protected,
         } => {
-            let mut extra = Map::new();
-            if let Some(name) = name {
-                extra.insert("name".into(), json!(name));
-            }
-            if let Some(description) = description {
-                extra.insert("description".into(), json!(description));
-            }
-            if !tags.is_empty() {
-                extra.insert("tags".into(), tags_json(&tags));
-            }
-            if let Some(min_disk_gb) = min_disk_gb {
-                extra.insert("min_disk_gb".into(), json!(min_disk_gb));
-            }
-            if let Some(protected) = protected {
-                extra.insert("protected".into(), json!(protected));
-            }
-            ("update-image", image_body(&image, Value::Object(extra)))
+            let body = UpdateImageRequest {
+                image_id: image.image_id,
+                name,
+                description,
+                tags: (!tags.is_empty()).then(|| tags.into_iter().collect()),
+                min_disk_gb,
+                protected,
+            };
+            outgoing(&body, id, image.expected_version)
         }
-        ImageCommand::Delete(image) => ("delete-image", image_body(&image, json!({}))),
-        ImageCommand::Share { image, tenants } => (
-            "share-image",
-            image_body(&image, json!({"tenants": tenants})),
+        ImageCommand::Delete(image) => outgoing(
+            &DeleteImageRequest {
+                image_id: image.image_id,
+            },
+            id,
+            image.expected_version,
+        ),
+        ImageCommand::Share { image, tenants } => outgoing(
+            &ShareImageRequest {
+                image_id: image.image_id,
+                tenants,
+            },
+            id,
+            image.expected_version,
         ),
         ImageCommand::Unshare {
             image,
             tenants,
             all,
-        } => {
-            let extra = if all {
-                json!({"all": true})
-            } else {
-                json!({"tenants": tenants})
-            };
-            ("unshare-image", image_body(&image, extra))
-        }
-        ImageCommand::Accept(image) => ("accept-share", image_body(&image, json!({}))),
-        ImageCommand::Reject(image) => ("reject-share", image_body(&image, json!({}))),
+        } => outgoing(
+            &UnshareImageRequest {
+                image_id: image.image_id,
+                tenants: (!all).then_some(tenants),
+                all,
+            },
+            id,
+            image.expected_version,
+        ),
+        ImageCommand::Accept(image) => outgoing(
+            &AcceptShareRequest {
+                image_id: image.image_id,
+            },
+            id,
+            image.expected_version,
+        ),
+        ImageCommand::Reject(image) => outgoing(
+            &RejectShareRequest {
+                image_id: image.image_id,
+            },
+            id,
+            image.expected_version,
+        ),
         ImageCommand::Copy {
             image,
             target_region,
             name,
-        } => {
-            let mut extra = json!({"target_region": target_region});
-            if let Some(name) = name {
-                extra["name"] = json!(name);
-            }
-            ("copy-image", image_body(&image, extra))
-        }
+        } => outgoing(
+            &CopyImageRequest {
+                image_id: image.image_id,
+                target_region,
+                name,
+            },
+            id,
+            image.expected_version,
+        ),
         ImageCommand::ListOnMarketplace {
             image,
             publisher,
             price,
-        } => (
-            "list-on-marketplace",
-            image_body(&image, json!({"publisher": publisher, "price": price})),
+        } => outgoing(
+            &ListOnMarketplaceRequest {
+                image_id: image.image_id,
+                publisher,
+                price,
+            },
+            id,
+            image.expected_version,
         ),
-        ImageCommand::Delist(image) => ("delist-from-marketplace", image_body(&image, json!({}))),
+        ImageCommand::Delist(image) => outgoing(
+            &DelistFromMarketplaceRequest {
+                image_id: image.image_id,
+            },
+            id,
+            image.expected_version,
+        ),
     }
 }
 
-pub(crate) fn operator_request(command: CatalogOpCommand) -> (&'static str, Value) {
+/// An operator command of a region's catalog.
+pub(crate) fn operator_request(command: CatalogOpCommand, id: Uuid) -> Outgoing {
     match command {
         CatalogOpCommand::RegisterTenant { tenant, quota } => {
-            let mut body = json!({"tenant": tenant});
-            if let Some(quota) = quota {
-                body["quota"] = json!(quota);
-            }
-            ("register-tenant", body)
+            outgoing(&RegisterTenantRequest { tenant, quota }, id, None)
         }
         CatalogOpCommand::SetQuota { tenant, quota } => {
-            ("set-quota", json!({"tenant": tenant, "quota": quota}))
+            outgoing(&SetQuotaRequest { tenant, quota }, id, None)
         }
         CatalogOpCommand::PublishPublicImage {
             name,
@@ -176,19 +186,28 @@ pub(crate) fn operator_request(command: CatalogOpCommand) -> (&'static str, Valu
             tags,
             description,
         } => {
-            let mut body = json!({"name": name, "disk": disk, "min_disk_gb": min_disk_gb, "size_bytes": size_bytes,
-                "checksum_sha256": checksum_sha256, "tags": tags_json(&tags), "description": description});
-            if let Some(os) = os {
-                body["os"] = os;
-            }
-            ("publish-public-image", body)
+            let body = PublishPublicImageRequest {
+                name,
+                disk: disk.into(),
+                os,
+                min_disk_gb,
+                size_bytes,
+                checksum_sha256,
+                tags: tags.into_iter().collect(),
+                description,
+            };
+            outgoing(&body, id, None)
         }
-        CatalogOpCommand::DeprecateImage { image_id, undo } => (
-            "deprecate-image",
-            json!({"image_id": image_id, "deprecated": !undo}),
+        CatalogOpCommand::DeprecateImage { image_id, undo } => outgoing(
+            &DeprecateImageRequest {
+                image_id,
+                deprecated: !undo,
+            },
+            id,
+            None,
         ),
         CatalogOpCommand::DeleteImage { image_id } => {
-            ("delete-image", json!({"image_id": image_id}))
+            outgoing(&DeleteImageRequest { image_id }, id, None)
         }
         CatalogOpCommand::ReportBuild {
             image_id,
@@ -196,45 +215,87 @@ pub(crate) fn operator_request(command: CatalogOpCommand) -> (&'static str, Valu
             size_bytes,
             checksum_sha256,
         } => {
-            let mut body = json!({"image_id": image_id, "outcome": outcome});
-            if let Some(size) = size_bytes {
-                body["size_bytes"] = json!(size);
-            }
-            if let Some(checksum) = checksum_sha256 {
-                body["checksum_sha256"] = json!(checksum);
-            }
-            ("report-build", body)
+            let body = ReportBuildRequest {
+                image_id,
+                outcome: outcome.into(),
+                size_bytes,
+                checksum_sha256,
+                os_hash_algo: None,
+                os_hash_value: None,
+                detected_format: None,
+                virtual_size: None,
+                reason: None,
+            };
+            outgoing(&body, id, None)
         }
         CatalogOpCommand::RecordUsage {
             image_id,
             tenant,
             hours,
-        } => (
-            "record-usage",
-            json!({"image_id": image_id, "tenant": tenant, "hours": hours}),
+        } => outgoing(
+            &RecordUsageRequest {
+                image_id,
+                tenant,
+                hours,
+            },
+            id,
+            None,
         ),
     }
 }
 
 /// The `create-image` request: clap has made sure exactly one source is given.
-fn create_body(args: CreateArgs) -> Value {
+fn create_body(args: CreateArgs) -> CreateImageRequest {
     let source = match (args.from_ecs, args.from_file) {
-        (Some(instance_id), _) => {
-            json!({"ecs": {"instance_id": instance_id, "data_disk_ids": args.data_disks}})
-        }
-        (None, Some(url)) => {
-            json!({"file": {"url": url, "format": args.format.unwrap_or_else(|| "qcow2".into())}})
-        }
+        (Some(instance_id), _) => SourceDto::Ecs {
+            instance_id,
+            data_disk_ids: args.data_disks,
+        },
+        (None, Some(url)) => SourceDto::File {
+            url,
+            format: args.format.map_or("qcow2", Format::as_str).to_owned(),
+        },
         // clap requires one of the two; an empty ECS id is refused by the service if not.
-        (None, None) => json!({"ecs": {"instance_id": "", "data_disk_ids": args.data_disks}}),
+        (None, None) => SourceDto::Ecs {
+            instance_id: String::new(),
+            data_disk_ids: args.data_disks,
+        },
     };
-    let mut body = json!({"name": args.name, "disk": args.disk, "source": source, "min_disk_gb": args.min_disk_gb,
-        "tags": tags_json(&args.tags), "description": args.description, "protected": args.protected});
-    if let Some(os) = args.os {
-        body["os"] = os;
+    CreateImageRequest {
+        name: args.name,
+        disk: args.disk.into(),
+        source,
+        os: args.os,
+        min_disk_gb: args.min_disk_gb,
+        encryption: args
+            .kms_key_id
+            .map(|kms_key_id| EncryptionDto { kms_key_id }),
+        tags: args.tags.into_iter().collect(),
+        description: args.description,
+        protected: args.protected,
     }
-    if let Some(key) = args.kms_key_id {
-        body["encryption"] = json!({"kms_key_id": key});
+}
+
+/// The `create-image` request of `imsctl image import`: an upload, or a URL the service
+/// downloads.
+pub(crate) fn import_body(args: &ImportArgs) -> CreateImageRequest {
+    let format = args.format.as_str().to_owned();
+    let source = match &args.url {
+        Some(url) => SourceDto::File {
+            url: url.clone(),
+            format,
+        },
+        None => SourceDto::Upload { format },
+    };
+    CreateImageRequest {
+        name: args.name.clone(),
+        disk: args.disk.into(),
+        source,
+        os: args.os.clone(),
+        min_disk_gb: args.min_disk_gb,
+        encryption: None,
+        tags: args.tags.iter().cloned().collect(),
+        description: args.description.clone(),
+        protected: false,
     }
-    body
 }

@@ -121,10 +121,10 @@ pub(crate) async fn request(
     nats_url: &str,
     token: Option<&str>,
     subject: String,
-    body: &Value,
+    payload: Vec<u8>,
 ) -> anyhow::Result<Value> {
     let (client, mut violations) = connect_watched(nats_url, token, "imsctl").await?;
-    let payload = Bytes::from(serde_json::to_vec(body)?);
+    let payload = Bytes::from(payload);
     let answered = tokio::time::timeout(REQUEST_TIMEOUT, async {
         tokio::select! {
             answer = client.request(subject.clone(), payload) => Ok(answer),

@@ -1,0 +1,502 @@
+//! The body of each command, typed: what imsctl, the copy saga and the tests send, and what the
+//! service parses. Ids stay strings here so that a bad one is refused by the service with a
+//! message naming it, not by the client's type system. Unknown fields are refused rather than
+//! ignored, so a typo never silently does nothing.
+
+use std::collections::BTreeMap;
+
+use ims_domain::{
+    parse_file_format, BuildOutcome, Command, CopyOutcome, CreateImage, CreateSource, Encryption,
+    FileFacts, Os, PublishPublicImage, ReceiveCopy, UpdateImage,
+};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+use super::values::{DiskDto, EncryptionDto, OsDto, PriceDto, SourceDto};
+use super::{image_id, invalid, region, tenant, tenants};
+use crate::WireError;
+
+/// A command's JSON body: its name on the subject, and how it becomes a domain command.
+pub trait CommandBody: Serialize + DeserializeOwned {
+    /// The command's name, the last token of its subject.
+    const NAME: &'static str;
+
+    /// The domain command, once every id and value in the body is checked.
+    fn into_command(self) -> Result<Command, WireError>;
+}
+
+fn is_false(value: &bool) -> bool {
+    !*value
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateImageRequest {
+    pub name: String,
+    pub disk: DiskDto,
+    pub source: SourceDto,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os: Option<OsDto>,
+    pub min_disk_gb: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionDto>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub protected: bool,
+}
+
+impl CommandBody for CreateImageRequest {
+    const NAME: &'static str = "create-image";
+
+    fn into_command(self) -> Result<Command, WireError> {
+        let source = match self.source {
+            SourceDto::Ecs {
+                instance_id,
+                data_disk_ids,
+            } => CreateSource::Ecs {
+                instance_id,
+                data_disk_ids,
+            },
+            SourceDto::File { url, format } => CreateSource::File {
+                url,
+                format: parse_file_format(&format)?,
+            },
+            SourceDto::Upload { format } => CreateSource::Upload {
+                format: parse_file_format(&format)?,
+            },
+        };
+        Ok(Command::CreateImage(Box::new(CreateImage {
+            name: self.name,
+            disk: self.disk.into(),
+            source,
+            os: self.os.map(Os::from),
+            min_disk_gb: self.min_disk_gb,
+            encryption: self.encryption.map(|e| Encryption {
+                kms_key_id: e.kms_key_id,
+            }),
+            tags: self.tags,
+            description: self.description,
+            protected: self.protected,
+        })))
+    }
+}
+
+/// Changes the fields given; the others stay.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateImageRequest {
+    pub image_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, String>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_disk_gb: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protected: Option<bool>,
+}
+
+impl CommandBody for UpdateImageRequest {
+    const NAME: &'static str = "update-image";
+
+    fn into_command(self) -> Result<Command, WireError> {
+        Ok(Command::UpdateImage(Box::new(UpdateImage {
+            image_id: image_id(&self.image_id)?,
+            name: self.name,
+            description: self.description,
+            tags: self.tags,
+            min_disk_gb: self.min_disk_gb,
+            protected: self.protected,
+        })))
+    }
+}
+
+/// Commands whose body is only the image they are about.
+macro_rules! image_only_command {
+    ($(#[$doc:meta])* $request:ident, $name:literal, $command:ident) => {
+        $(#[$doc])*
+        #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $request {
+            pub image_id: String,
+        }
+
+        impl CommandBody for $request {
+            const NAME: &'static str = $name;
+
+            fn into_command(self) -> Result<Command, WireError> {
+                Ok(Command::$command {
+                    image_id: image_id(&self.image_id)?,
+                })
+            }
+        }
+    };
+}
+
+image_only_command!(
+    /// By the image's owner, or by the operator for any image; ends every share and listing.
+    DeleteImageRequest,
+    "delete-image",
+    DeleteImage
+);
+image_only_command!(AcceptShareRequest, "accept-share", AcceptShare);
+image_only_command!(RejectShareRequest, "reject-share", RejectShare);
+image_only_command!(
+    DelistFromMarketplaceRequest,
+    "delist-from-marketplace",
+    DelistFromMarketplace
+);
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareImageRequest {
+    pub image_id: String,
+    pub tenants: Vec<String>,
+}
+
+impl CommandBody for ShareImageRequest {
+    const NAME: &'static str = "share-image";
+
+    fn into_command(self) -> Result<Command, WireError> {
+        Ok(Command::ShareImage {
+            image_id: image_id(&self.image_id)?,
+            tenants: tenants(&self.tenants)?,
+        })
+    }
+}
+
+/// Either `tenants` or `all: true`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnshareImageRequest {
+    pub image_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tenants: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub all: bool,
+}
+
+impl CommandBody for UnshareImageRequest {
+    const NAME: &'static str = "unshare-image";
+
+    fn into_command(self) -> Result<Command, WireError> {
+        let tenants =
+            match (self.tenants, self.all) {
+                (Some(list), false) => Some(tenants(&list)?),
+                (None, true) => None,
+                _ => return Err(invalid(
+                    "unshare-image: give either \"tenants\": [...] or \"all\": true, not both or \
+                     neither",
+                )),
+            };
+        Ok(Command::UnshareImage {
+            image_id: image_id(&self.image_id)?,
+            tenants,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CopyImageRequest {
+    pub image_id: String,
+    pub target_region: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+impl CommandBody for CopyImageRequest {
+    const NAME: &'static str = "copy-image";
+
+    fn into_command(self) -> Result<Command, WireError> {
+        Ok(Command::CopyImage {
+            image_id: image_id(&self.image_id)?,
+            target_region: region(&self.target_region)?,
+            name: self.name,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListOnMarketplaceRequest {
+    pub image_id: String,
+    pub publisher: String,
+    pub price: PriceDto,
+}
+
+impl CommandBody for ListOnMarketplaceRequest {
+    const NAME: &'static str = "list-on-marketplace";
+
+    fn into_command(self) -> Result<Command, WireError> {
+        Ok(Command::ListOnMarketplace {
+            image_id: image_id(&self.image_id)?,
+            publisher: self.publisher,
+            price: self.price.into_domain()?,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterTenantRequest {
+    pub tenant: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quota: Option<u32>,
+}
+
+impl CommandBody for RegisterTenantRequest {
+    const NAME: &'static str = "register-tenant";
+
+    fn into_command(self) -> Result<Command, WireError> {
+        Ok(Command::RegisterTenant {
+            tenant: tenant(&self.tenant)?,
+            quota: self.quota,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetQuotaRequest {
+    pub tenant: String,
+    pub quota: u32,
+}
+
+impl CommandBody for SetQuotaRequest {
+    const NAME: &'static str = "set-quota";
+
+    fn into_command(self) -> Result<Command, WireError> {
+        Ok(Command::SetQuota {
+            tenant: tenant(&self.tenant)?,
+            quota: self.quota,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublishPublicImageRequest {
+    pub name: String,
+    pub disk: DiskDto,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os: Option<OsDto>,
+    pub min_disk_gb: u32,
+    pub size_bytes: u64,
+    pub checksum_sha256: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+impl CommandBody for PublishPublicImageRequest {
+    const NAME: &'static str = "publish-public-image";
+
+    fn into_command(self) -> Result<Command, WireError> {
+        Ok(Command::PublishPublicImage(Box::new(PublishPublicImage {
+            name: self.name,
+            disk: self.disk.into(),
+            os: self.os.map(Os::from),
+            min_disk_gb: self.min_disk_gb,
+            size_bytes: self.size_bytes,
+            checksum_sha256: self.checksum_sha256,
+            tags: self.tags,
+            description: self.description,
+        })))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeprecateImageRequest {
+    pub image_id: String,
+    /// `false` takes a deprecation back.
+    #[serde(default = "yes")]
+    pub deprecated: bool,
+}
+
+impl CommandBody for DeprecateImageRequest {
+    const NAME: &'static str = "deprecate-image";
+
+    fn into_command(self) -> Result<Command, WireError> {
+        Ok(Command::DeprecateImage {
+            image_id: image_id(&self.image_id)?,
+            deprecated: self.deprecated,
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BuildOutcomeDto {
+    Started,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportBuildRequest {
+    pub image_id: String,
+    pub outcome: BuildOutcomeDto,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub checksum_sha256: Option<String>,
+    /// Glance's name for the second digest's algorithm: only `sha512`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os_hash_algo: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os_hash_value: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detected_format: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub virtual_size: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl CommandBody for ReportBuildRequest {
+    const NAME: &'static str = "report-build";
+
+    fn into_command(self) -> Result<Command, WireError> {
+        let outcome = match self.outcome {
+            BuildOutcomeDto::Started => BuildOutcome::Started,
+            BuildOutcomeDto::Failed => BuildOutcome::Failed,
+            BuildOutcomeDto::Succeeded => BuildOutcome::Succeeded {
+                size_bytes: self.size_bytes.ok_or_else(|| {
+                    invalid(
+                        "report-build: size_bytes is missing; a succeeded build reports the \
+                         image's size in bytes",
+                    )
+                })?,
+            },
+        };
+        let file = match (
+            self.os_hash_algo.as_deref(),
+            self.os_hash_value,
+            self.detected_format,
+        ) {
+            (None, None, None) => None,
+            (Some("sha512"), Some(sha512), Some(format)) => Some(FileFacts {
+                sha512,
+                detected_format: parse_file_format(&format)?,
+                virtual_size: self.virtual_size,
+            }),
+            _ => {
+                return Err(invalid(
+                    "report-build: file facts need os_hash_algo \"sha512\", os_hash_value \
+                     (128 hex digits) and detected_format together",
+                ))
+            }
+        };
+        Ok(Command::ReportBuild {
+            image_id: image_id(&self.image_id)?,
+            outcome,
+            checksum_sha256: self.checksum_sha256,
+            file,
+            reason: self.reason,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordUsageRequest {
+    pub image_id: String,
+    pub tenant: String,
+    pub hours: u32,
+}
+
+impl CommandBody for RecordUsageRequest {
+    const NAME: &'static str = "record-usage";
+
+    fn into_command(self) -> Result<Command, WireError> {
+        Ok(Command::RecordUsage {
+            image_id: image_id(&self.image_id)?,
+            tenant: tenant(&self.tenant)?,
+            hours: self.hours,
+        })
+    }
+}
+
+/// The target side of a copy, as the copy saga sends it (also usable by hand for repairs).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiveCopyRequest {
+    pub copy_image_id: String,
+    pub owner: String,
+    pub source_region: String,
+    pub source_image_id: String,
+    pub name: String,
+    pub disk: DiskDto,
+    pub os: Option<OsDto>,
+    pub min_disk_gb: u32,
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub description: String,
+}
+
+impl CommandBody for ReceiveCopyRequest {
+    const NAME: &'static str = "receive-copy";
+
+    fn into_command(self) -> Result<Command, WireError> {
+        Ok(Command::ReceiveCopy(Box::new(ReceiveCopy {
+            copy_image_id: image_id(&self.copy_image_id)?,
+            owner: tenant(&self.owner)?,
+            source_region: region(&self.source_region)?,
+            source_image_id: image_id(&self.source_image_id)?,
+            name: self.name,
+            disk: self.disk.into(),
+            os: self.os.map(Os::from),
+            min_disk_gb: self.min_disk_gb,
+            tags: self.tags,
+            description: self.description,
+        })))
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordCopyOutcomeRequest {
+    pub image_id: String,
+    pub copy_image_id: String,
+    /// `delivered` or `failed`.
+    pub outcome: String,
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl CommandBody for RecordCopyOutcomeRequest {
+    const NAME: &'static str = "record-copy-outcome";
+
+    fn into_command(self) -> Result<Command, WireError> {
+        let outcome = match self.outcome.as_str() {
+            "delivered" => CopyOutcome::Delivered,
+            "failed" => CopyOutcome::Failed {
+                reason: self.reason,
+            },
+            other => {
+                return Err(invalid(format!(
+                    "record-copy-outcome: outcome {other:?} is not known; expected \"delivered\" \
+                     or \"failed\""
+                )))
+            }
+        };
+        Ok(Command::RecordCopyOutcome {
+            image_id: image_id(&self.image_id)?,
+            copy_image_id: image_id(&self.copy_image_id)?,
+            outcome,
+        })
+    }
+}

@@ -1,0 +1,114 @@
+//! Queries (DESIGN.md section 5): which ones exist, and their parameters, shared by the query
+//! endpoints, HTTP, imsctl, the copy saga and the tests.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{WireError, WireErrorCode};
+
+/// A query, named as in `ims.v1.<region>.q.<tenant>.<query>` and the HTTP routes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Query {
+    VisibleImages,
+    SharedWithMe,
+    Image,
+    Members,
+    ShareCounts,
+    Usable,
+    Feed,
+    Usage,
+}
+
+impl Query {
+    pub const ALL: [Query; 8] = [
+        Query::VisibleImages,
+        Query::SharedWithMe,
+        Query::Image,
+        Query::Members,
+        Query::ShareCounts,
+        Query::Usable,
+        Query::Feed,
+        Query::Usage,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Query::VisibleImages => "visible-images",
+            Query::SharedWithMe => "shared-with-me",
+            Query::Image => "image",
+            Query::Members => "members",
+            Query::ShareCounts => "share-counts",
+            Query::Usable => "usable",
+            Query::Feed => "feed",
+            Query::Usage => "usage",
+        }
+    }
+
+    /// The query named `name`, or `unknown_command` naming the queries there are.
+    pub fn parse(name: &str) -> Result<Query, WireError> {
+        Self::ALL
+            .into_iter()
+            .find(|query| query.as_str() == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Self::ALL.iter().map(|q| q.as_str()).collect();
+                WireError::new(
+                    WireErrorCode::UnknownCommand,
+                    format!("unknown query {name:?}; queries are {}", known.join(", ")),
+                )
+            })
+    }
+}
+
+impl std::fmt::Display for Query {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Parameters of every query; each query reads the ones it needs, and unknown ones are refused.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryParams {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
+    #[serde(rename = "type", skip_serializing_if = "Option::is_none")]
+    pub image_type: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    /// `key` or `key=value`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// A case-insensitive part of the name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub include_deprecated: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub marker: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub purpose: Option<String>,
+    /// Feed and usage: only entries after this position.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub after: Option<u64>,
+    /// Read your writes: answer only once the model has reached this position.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_position: Option<u64>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_query_parses_from_its_name_and_others_are_named_in_the_refusal() {
+        for query in Query::ALL {
+            assert_eq!(Query::parse(query.as_str()).unwrap(), query);
+        }
+        let unknown = Query::parse("all-images").unwrap_err();
+        assert_eq!(unknown.code, WireErrorCode::UnknownCommand);
+        assert!(unknown.message.contains("all-images") && unknown.message.contains("usable"));
+    }
+}
