@@ -13,13 +13,13 @@ use ims_log::LogBatch;
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use ims_bus::BusAuth;
+use ims_cli::runtime::{run, Config, Roles};
+use ims_fetch::web_download::WebDownloadPolicy;
 use ims_identity::setup::NatsKeys;
-use ims_service::bus::BusAuth;
-use ims_service::import::ImportSources;
-use ims_service::nats_server::{free_port, NatsServer};
-use ims_service::runtime::{run, Config, Roles};
-use ims_service::store::StoreLocation;
-use ims_service::web_download::WebDownloadPolicy;
+use ims_import::ImportSources;
+use ims_nats_server::{free_port, NatsServer};
+use ims_store::StoreLocation;
 use ims_wire::Subjects;
 use serde_json::{json, Value};
 
@@ -73,7 +73,7 @@ pub async fn operator_token(data_dir: &Path) -> String {
 /// Connects to NATS as `auth` says, with no request timeout of the client's own (10 s by
 /// default): `request` bounds each wait itself, at 30 s, which a loaded 2-core CI machine needs.
 pub async fn connect_nats(url: &str, auth: BusAuth) -> async_nats::Client {
-    auth.apply(ims_service::bus::options("ims-tests"))
+    auth.apply(ims_bus::options("ims-tests"))
         .request_timeout(None)
         .connect(url)
         .await

@@ -4,11 +4,11 @@
 
 use std::process::Command;
 
+use ims_audit::{replay, LogSource, Until};
+use ims_cli::runtime::log_path;
 use ims_domain::{ImageId, RegionId, TenantId};
 use ims_log::EventLog;
 use ims_projection::queries::QueryParams;
-use ims_service::audit::{replay, LogSource, Until};
-use ims_service::runtime::log_path;
 use ims_tests::serde_json::{json, Value};
 use ims_tests::{Service, REGION};
 use sha2::{Digest, Sha256};

@@ -125,10 +125,7 @@ async fn exit_codes_say_success_refusal_bad_usage_or_no_service() {
     }
 
     // 3: no service there.
-    let nowhere = format!(
-        "nats://127.0.0.1:{}",
-        ims_service::nats_server::free_port().unwrap()
-    );
+    let nowhere = format!("nats://127.0.0.1:{}", ims_nats_server::free_port().unwrap());
     let (code, out, err) = imsctl(&[
         "--nats-url",
         &nowhere,
@@ -247,10 +244,7 @@ fn imsctl_finds_the_nats_server_imsd_run_started_whatever_its_port() {
     // holds it already, the same holds).
     let _holder = std::net::TcpListener::bind("127.0.0.1:4222");
     let home = tempfile::tempdir().unwrap();
-    let http = format!(
-        "127.0.0.1:{}",
-        ims_service::nats_server::free_port().unwrap()
-    );
+    let http = format!("127.0.0.1:{}", ims_nats_server::free_port().unwrap());
     let imsd = Command::new(env!("CARGO_BIN_EXE_imsd-under-test"))
         .args(["run", "--http-addr", &http])
         .current_dir(home.path())

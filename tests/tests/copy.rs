@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
+use ims_cli::runtime::Roles;
 use ims_domain::{CopyStatus, Event, Source};
-use ims_service::runtime::Roles;
 use ims_tests::serde_json::{json, Value};
 use ims_tests::{code, Client, Service};
 
@@ -275,7 +275,7 @@ async fn a_copy_made_before_a_crash_is_recorded_delivered_even_if_the_source_was
     // what region b holds, not "failed".
     let data = tempfile::tempdir().unwrap();
     let nats = ims_tests::secured_nats(data.path());
-    let hold_the_window = [(ims_service::copy_saga::PAUSE_AFTER_RECEIVE_ENV, "60000")];
+    let hold_the_window = [(ims_saga::PAUSE_AFTER_RECEIVE_ENV, "60000")];
     let mut child = ims_tests::spawn_imsd_with_env(
         env!("CARGO_BIN_EXE_imsd-under-test"),
         "run",

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use ims_service::bus::BusAuth;
+use ims_bus::BusAuth;
 use ims_tests::serde_json::{json, Value};
 use ims_tests::{code, Service, REGION};
 use tokio::sync::mpsc;
@@ -397,12 +397,9 @@ async fn an_http_process_of_its_own_checks_tokens_with_the_identity_role() {
     ims.register(&["acme", "beta"]).await;
     let other = tempfile::tempdir().unwrap();
     ims_tests::share_nats_keys(service.data_dir(), other.path());
-    let addr: std::net::SocketAddr = format!(
-        "127.0.0.1:{}",
-        ims_service::nats_server::free_port().unwrap()
-    )
-    .parse()
-    .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", ims_nats_server::free_port().unwrap())
+        .parse()
+        .unwrap();
     let (url, http) = (service.nats.url(), addr.to_string());
     let data = other.path().to_str().unwrap();
     let _http = imsd(&[
@@ -471,13 +468,12 @@ async fn nats_config_prints_a_configuration_nats_server_accepts() {
     );
     let path = data.path().join("nats.conf");
     std::fs::write(&path, &config).unwrap();
-    let checked =
-        std::process::Command::new(ims_service::nats_server::nats_server_binary().unwrap())
-            .arg("-t")
-            .arg("-c")
-            .arg(&path)
-            .output()
-            .unwrap();
+    let checked = std::process::Command::new(ims_nats_server::nats_server_binary().unwrap())
+        .arg("-t")
+        .arg("-c")
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(
         checked.status.success(),
         "nats-server refused the configuration: {}{}",
@@ -489,15 +485,10 @@ async fn nats_config_prints_a_configuration_nats_server_accepts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn insecure_no_auth_lets_anyone_in_and_says_so() {
     // Proves the experiment switch works end to end and warns on stderr.
-    let nats = ims_service::nats_server::NatsServer::start(Some(
-        ims_service::nats_server::free_port().unwrap(),
-    ))
-    .unwrap();
+    let nats =
+        ims_nats_server::NatsServer::start(Some(ims_nats_server::free_port().unwrap())).unwrap();
     let data = tempfile::tempdir().unwrap();
-    let http = format!(
-        "127.0.0.1:{}",
-        ims_service::nats_server::free_port().unwrap()
-    );
+    let http = format!("127.0.0.1:{}", ims_nats_server::free_port().unwrap());
     let mut child = imsd(&[
         "run",
         "--insecure-no-auth",

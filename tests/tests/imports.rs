@@ -592,7 +592,7 @@ async fn a_copy_across_regions_moves_the_bytes_and_hashes_them_again() {
     // Proves the copy saga carries the file: the copy in the target region becomes active with
     // the same SHA-256, and its bytes are served there.
     const B: &str = "test-2";
-    let service = Service::start_with(ims_service::runtime::Roles::ALL, &[REGION, B]).await;
+    let service = Service::start_with(ims_cli::runtime::Roles::ALL, &[REGION, B]).await;
     let a = &service.client;
     let b = Client::connect(&service.nats.url(), B, service.data_dir()).await;
     a.register(&["owner"]).await;
@@ -632,7 +632,7 @@ async fn on_s3_files_are_imported_served_copied_across_processes_and_removed() {
         return;
     };
     let store = s3.store("images", "deployment");
-    let roles = ims_service::runtime::Roles::ALL;
+    let roles = ims_cli::runtime::Roles::ALL;
     let service = Service::start_on(roles, &[REGION], store.clone()).await;
     let peer = service.peer(&[B], store.clone());
     let a = &service.client;
@@ -651,7 +651,7 @@ async fn on_s3_files_are_imported_served_copied_across_processes_and_removed() {
         "an S3 import left a local object"
     );
     let objects = |region: &str| {
-        ims_service::store::ImageStore::open(
+        ims_store::ImageStore::open(
             &store,
             service.data_dir(),
             &ims_domain::RegionId::parse(region).unwrap(),

@@ -6,17 +6,17 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use ims_cli::runtime::Roles;
 use ims_domain::{RegionId, SharingPolicy};
 use ims_log::{Envelope, EventLog};
 use ims_projection::{Catalog, ReadModel, UsageLedger};
-use ims_service::command_service::serve_commands;
-use ims_service::projector::{projections_path, run_projector, RegionModels};
-use ims_service::runtime::Roles;
-use ims_service::writer::spawn_writer;
+use ims_projector::{projections_path, run_projector, RegionModels};
 use ims_tests::serde_json::json;
 use ims_tests::{Client, Service, REGION};
 use ims_wire::subjects::POSITION_HEADER;
 use ims_wire::Subjects;
+use ims_writer::serve_commands;
+use ims_writer::spawn_writer;
 
 /// Every event of the region's log, read over NATS.
 async fn whole_log(client: &Client) -> Vec<Envelope> {
@@ -89,10 +89,7 @@ fn start_projector(nats_url: &str, data_dir: &std::path::Path) -> ims_tests::Kil
         .arg(data_dir)
         .args([
             "--http-addr",
-            &format!(
-                "127.0.0.1:{}",
-                ims_service::nats_server::free_port().unwrap()
-            ),
+            &format!("127.0.0.1:{}", ims_nats_server::free_port().unwrap()),
         ])
         .env("RUST_LOG", "info,async_nats=warn")
         .stdout(std::process::Stdio::null())
@@ -378,12 +375,9 @@ async fn a_fresh_projector_catches_up_over_events_near_the_size_bound_and_pages_
     let head = ims.head().await;
     let projector_dir = tempfile::tempdir().unwrap();
     ims_tests::share_nats_keys(service.data_dir(), projector_dir.path());
-    let http: std::net::SocketAddr = format!(
-        "127.0.0.1:{}",
-        ims_service::nats_server::free_port().unwrap()
-    )
-    .parse()
-    .unwrap();
+    let http: std::net::SocketAddr = format!("127.0.0.1:{}", ims_nats_server::free_port().unwrap())
+        .parse()
+        .unwrap();
     let _projector = ims_tests::KilledOnDrop(
         Command::new(env!("CARGO_BIN_EXE_imsd-under-test"))
             .args([

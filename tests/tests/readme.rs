@@ -71,10 +71,7 @@ fn placeholder() -> regex::Regex {
 
 /// imsd started the way `deploy/run.sh ARGS` starts it, in `home`.
 fn start_imsd(home: &Path, args: &[&str]) -> (ims_tests::KilledOnDrop, String) {
-    let http = format!(
-        "127.0.0.1:{}",
-        ims_service::nats_server::free_port().unwrap()
-    );
+    let http = format!("127.0.0.1:{}", ims_nats_server::free_port().unwrap());
     let child: Child = Command::new(home.join("target/release/imsd"))
         .arg("run")
         .args(["--http-addr", &http])

@@ -41,12 +41,9 @@ fn start_imsd_reporting(
 }
 
 fn free_http_addr() -> std::net::SocketAddr {
-    format!(
-        "127.0.0.1:{}",
-        ims_service::nats_server::free_port().unwrap()
-    )
-    .parse()
-    .unwrap()
+    format!("127.0.0.1:{}", ims_nats_server::free_port().unwrap())
+        .parse()
+        .unwrap()
 }
 
 /// Waits (at most 20 s, else fails with `still_running`) for imsd to exit by itself; its exit
@@ -445,7 +442,7 @@ async fn read_models_ahead_of_their_log_stop_the_start_naming_both_positions() {
     let visible = service.client.visible_ids("t1", 3).await;
     assert!(visible.is_empty());
     service.stop().await;
-    std::fs::remove_dir_all(ims_service::runtime::log_path(
+    std::fs::remove_dir_all(ims_cli::runtime::log_path(
         service.data_dir(),
         &ims_domain::RegionId::parse(REGION).unwrap(),
     ))

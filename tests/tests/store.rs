@@ -2,7 +2,7 @@
 //! the local filesystem and against S3 (a moto_server started here; `.ci/run` installs it).
 
 use ims_domain::{ImageId, RegionId};
-use ims_service::store::{ImageStore, StoreLocation};
+use ims_store::{ImageStore, StoreLocation};
 use ims_tests::LocalS3;
 use object_store::GetRange;
 use sha2::{Digest, Sha256};
@@ -114,7 +114,7 @@ async fn the_s3_store_conforms() {
 async fn an_s3_store_that_cannot_be_reached_is_an_error_not_an_absence() {
     // A store down must never read as "no such file": audit would call every image missing
     // and a download would answer 404 instead of 503.
-    let port = ims_service::nats_server::free_port().unwrap();
+    let port = ims_nats_server::free_port().unwrap();
     let location: StoreLocation = format!(
         "s3://nowhere?endpoint=http://127.0.0.1:{port}&region=us-east-1&skip_signature=true"
     )

@@ -4,10 +4,10 @@
 
 use std::collections::HashMap;
 
+use ims_audit::{replay, who_could_use_offline, LogSource, Until};
 use ims_domain::{Event, ImageClass, Listing, Owner, Price, RegionId};
 use ims_log::{new_event, EventLog, NewCommand};
 use ims_projection::synthetic::{created, image_id, tenant};
-use ims_service::audit::{replay, who_could_use_offline, LogSource, Until};
 use proptest::prelude::*;
 
 const TENANTS: u64 = 5;

@@ -1,15 +1,15 @@
-//! `imsd`: runs the ims service. Thin glue: flags, logging, signals; the work is in ims-service.
+//! `imsd`: runs the ims service. Thin glue: flags, logging, signals; the work is in the role crates, started by `runtime`.
 //! Kept in the library so that the end-to-end tests can run the very same entry point as a child
 //! process.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
+use crate::runtime::{prepare_identity, run, Config, Roles};
 use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 use ims_domain::{RegionId, SharingPolicy};
-use ims_service::nats_server::NatsServer;
-use ims_service::runtime::{prepare_identity, run, Config, Roles};
+use ims_nats_server::NatsServer;
 use ims_wire::Subjects;
 
 /// The ims Image Management Service daemon.
@@ -101,7 +101,7 @@ struct Options {
     /// AWS_ENDPOINT_URL, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY; needs a build
     /// with `--features s3`). Every process of a deployment names the same store.
     #[arg(long, env = "IMS_STORE", default_value = "local")]
-    store: ims_service::store::StoreLocation,
+    store: ims_store::StoreLocation,
 }
 
 fn init_logging(format: &str) {
@@ -239,9 +239,9 @@ async fn serve(options: Options, roles: Roles, embedded_allowed: bool) -> anyhow
         roles,
         policy: SharingPolicy::default(),
         insecure_no_auth: options.insecure_no_auth,
-        import_sources: ims_service::import::ImportSources {
+        import_sources: ims_import::ImportSources {
             root: options.import_root,
-            web: ims_service::web_download::WebDownloadPolicy {
+            web: ims_fetch::web_download::WebDownloadPolicy {
                 allowed: options.web_download_allow,
             },
         },

@@ -26,7 +26,7 @@ pub use log::{
 pub use upcast::{decode_event, encode_event};
 
 /// Fault injection for tests (feature `failpoints`): `IMS_FAILPOINTS=name=N,other=M` arms the
-/// named failpoints of ims-log and ims-service. Without the feature nothing here exists.
+/// named failpoints of ims-log and ims-projector. Without the feature nothing here exists.
 #[cfg(feature = "failpoints")]
 pub mod failpoints {
     use std::collections::HashMap;

@@ -7,11 +7,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::time::Instant;
 
+use ims_audit::{replay, verify_chain, who_could_use_offline, LogSource, Until};
 use ims_domain::RegionId;
 use ims_log::{EventLog, NewCommand, NewEvent};
 use ims_projection::synthetic::image_id;
 use ims_projection::synthetic::mixed_log;
-use ims_service::audit::{replay, verify_chain, who_could_use_offline, LogSource, Until};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {

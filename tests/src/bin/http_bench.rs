@@ -11,10 +11,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ims_domain::{RegionId, SharingPolicy};
+use ims_http::{serve_http, HttpState};
+use ims_nats_server::free_port;
 use ims_projection::synthetic::tenant_with_visible_images;
-use ims_service::http::{serve_http, HttpState};
-use ims_service::nats_server::free_port;
-use ims_service::projector::RegionModels;
+use ims_projector::RegionModels;
 
 const VISIBLE_IMAGES: u64 = 10_000;
 
@@ -43,7 +43,7 @@ async fn main() -> anyhow::Result<()> {
         stores: Arc::new(HashMap::new()),
         client: None,
         subjects: ims_wire::Subjects::default(),
-        authenticator: ims_service::identity::Authenticator::Local(directory),
+        authenticator: ims_iam::Authenticator::Local(directory),
     };
     tokio::spawn(serve_http(addr, state, std::future::pending()));
     tokio::time::sleep(Duration::from_millis(100)).await;

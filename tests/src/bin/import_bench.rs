@@ -10,7 +10,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::io::Write;
 use std::time::Instant;
 
-use ims_service::import::{import_file, Imported};
+use ims_import::{import_file, Imported};
 
 /// Resident and peak resident memory of this process, in MiB.
 fn memory_mib() -> (u64, u64) {

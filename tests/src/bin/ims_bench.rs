@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::StreamExt;
-use ims_service::nats_server::free_port;
-use ims_service::runtime::{run, Config, Roles};
+use ims_cli::runtime::{run, Config, Roles};
+use ims_nats_server::free_port;
 use ims_tests::Client;
 use serde_json::json;
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use clap::Parser;
-use ims_service::nats_server::free_port;
+use ims_nats_server::free_port;
 use ims_tests::{code, Client, KilledOnDrop, REGION};
 use serde_json::{json, Value};
 

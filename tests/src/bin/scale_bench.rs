@@ -12,12 +12,12 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::time::{Duration, Instant};
 
+use ims_cli::runtime::log_path;
 use ims_domain::{evolve, RegionId, SharingPolicy, State, StreamId};
 use ims_log::{new_event, Appended, EventLog, NewCommand};
+use ims_nats_server::free_port;
 use ims_projection::synthetic::{image_id, image_lifecycle, registrations, tenant};
-use ims_service::nats_server::free_port;
-use ims_service::projector::{projections_path, RegionModels};
-use ims_service::runtime::log_path;
+use ims_projector::{projections_path, RegionModels};
 use ims_tests::{http_get, http_get_with, Client, REGION};
 use serde_json::json;
 

@@ -79,7 +79,7 @@ pub(crate) struct AuditArgs {
     /// Where the image files are, for `verify` offline: `local` (the data dir's) or
     /// `s3://bucket[/prefix]`, as given to imsd.
     #[arg(long, env = "IMS_STORE", default_value = "local", global = true)]
-    pub(crate) store: ims_service::store::StoreLocation,
+    pub(crate) store: ims_store::StoreLocation,
     #[command(subcommand)]
     pub(crate) command: AuditCommand,
 }

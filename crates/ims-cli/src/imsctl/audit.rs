@@ -1,7 +1,7 @@
 //! `imsctl audit`: history, as-of, who-could-use, verify and export, online or offline.
 
 use anyhow::Context as _;
-use ims_service::audit::{self as service_audit, LiveModels, LogSource};
+use ims_audit::{self as service_audit, LiveModels, LogSource};
 use serde_json::{json, Value};
 
 use super::args::*;
@@ -11,7 +11,7 @@ use super::Usage;
 
 /// `imsctl audit credentials`: the identity log, line by line, with its chain checked.
 pub(crate) async fn audit_credentials(
-    source: &ims_service::audit::LogSource,
+    source: &ims_audit::LogSource,
     json: bool,
 ) -> anyhow::Result<std::process::ExitCode> {
     use ims_identity::directory::{decode_iam_event, IamEvent};
@@ -77,8 +77,8 @@ pub(crate) async fn audit_credentials(
     Ok(std::process::ExitCode::SUCCESS)
 }
 
-pub(crate) fn moment(moment: &Moment) -> anyhow::Result<ims_service::audit::Until> {
-    use ims_service::audit::Until;
+pub(crate) fn moment(moment: &Moment) -> anyhow::Result<ims_audit::Until> {
+    use ims_audit::Until;
     match (&moment.at, moment.position) {
         (Some(at), _) => Ok(Until::Time(
             ims_wire::time::parse_rfc3339(at).map_err(anyhow::Error::msg)?,
@@ -167,7 +167,7 @@ fn offline_log(
     dir: &std::path::Path,
     region: &ims_domain::RegionId,
 ) -> anyhow::Result<ims_log::EventLog> {
-    let path = ims_service::runtime::log_path(dir, region);
+    let path = crate::runtime::log_path(dir, region);
     // Opening a missing log would create an empty one, which verifies: an auditor who
     // mistyped the path must hear so, never "every hash valid".
     if !path.is_dir() {
@@ -216,7 +216,7 @@ struct Audit {
     head: u64,
     json: bool,
     data_dir: Option<std::path::PathBuf>,
-    store: ims_service::store::StoreLocation,
+    store: ims_store::StoreLocation,
 }
 
 fn parse_image(id: &str) -> Result<ims_domain::ImageId, Usage> {
@@ -353,7 +353,7 @@ impl Audit {
         let projections = self
             .data_dir
             .as_ref()
-            .map(|dir| ims_service::projector::projections_path(dir, &self.region));
+            .map(|dir| ims_projector::projections_path(dir, &self.region));
         let live = match (&projections, &self.source) {
             (Some(dir), _) => LiveModels::Offline(dir),
             (None, LogSource::Online { client, .. }) => LiveModels::Online {
@@ -372,9 +372,8 @@ impl Audit {
         let objects = match (&chain, &self.data_dir) {
             (Ok(_), Some(dir)) => {
                 // Read only: an audit creates nothing in the data dir it checks.
-                let store =
-                    ims_service::store::ImageStore::open_existing(&self.store, dir, &self.region)
-                        .with_context(|| {
+                let store = ims_store::ImageStore::open_existing(&self.store, dir, &self.region)
+                    .with_context(|| {
                         format!("opening the image store of region {}", self.region)
                     })?;
                 Some(
@@ -450,7 +449,7 @@ impl Audit {
         );
         let mut written = 0u64;
         self.source
-            .scan(from, to, |batch| {
+            .scan(from, to, |batch| -> anyhow::Result<bool> {
                 for envelope in batch {
                     serde_json::to_writer(&mut out, &service_audit::event_json(envelope))?;
                     out.write_all(b"\n")?;

@@ -98,8 +98,8 @@ pub(crate) async fn connect_with(
     configure: impl FnOnce(async_nats::ConnectOptions) -> async_nats::ConnectOptions,
 ) -> anyhow::Result<async_nats::Client> {
     let auth = match token {
-        Some(token) => ims_service::bus::BusAuth::Token(token.to_owned()),
-        None => ims_service::bus::BusAuth::None,
+        Some(token) => ims_bus::BusAuth::Token(token.to_owned()),
+        None => ims_bus::BusAuth::None,
     };
     configure(auth.apply(async_nats::ConnectOptions::new()))
         .name(name)

@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Empty};
 use hyper::body::Incoming;
 use hyper::Uri;
 
-use crate::http_client;
+use crate::client as http_client;
 
 /// Redirects followed before a download is refused.
 pub const REDIRECTS_MAX: usize = 5;

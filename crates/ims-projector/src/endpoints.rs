@@ -13,8 +13,8 @@ use ims_wire::views::QueryError;
 use ims_wire::{Query, QueryParams};
 use ims_wire::{Subjects, WireError, WireErrorCode};
 
-use crate::command_service::{reply_bytes_max, COMMAND_PAYLOAD_BYTES_MAX, SERVICE_VERSION};
 use crate::projector::RegionModels;
+use ims_bus::{overloaded, reply_bytes_max, RoleError, COMMAND_PAYLOAD_BYTES_MAX, SERVICE_VERSION};
 
 /// Answers one query message with JSON.
 pub async fn handle_query(models: &RegionModels, subject: &str, payload: &[u8]) -> Vec<u8> {
@@ -63,7 +63,7 @@ pub async fn handle_query(models: &RegionModels, subject: &str, payload: &[u8]) 
 }
 
 /// Queries being answered at once by one region's endpoint; past it a query is answered
-/// `unavailable` at once (see [`crate::command_service::COMMANDS_IN_FLIGHT_MAX`]).
+/// `unavailable` at once (as the command endpoints do).
 pub const QUERIES_IN_FLIGHT_MAX: usize = 1024;
 
 /// The most rows one `audit.rows` reply carries.
@@ -131,7 +131,7 @@ pub async fn serve_queries(
     subjects: Subjects,
     models: Arc<RegionModels>,
     stop: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+) -> Result<(), RoleError> {
     let region = models.region.clone();
     models.set_reply_bytes_max(reply_bytes_max(&client));
     let service = client
@@ -146,19 +146,19 @@ pub async fn serve_queries(
         )
         .start("ims-query", SERVICE_VERSION)
         .await
-        .map_err(|e| anyhow::anyhow!("registering the ims-query service: {e}"))?;
+        .map_err(|e| RoleError::nats("registering the ims-query service", e))?;
     let mut queries = service
         .endpoint_builder()
         .name("queries")
         .add(subjects.queries(&region))
         .await
-        .map_err(|e| anyhow::anyhow!("adding the queries endpoint: {e}"))?;
+        .map_err(|e| RoleError::nats("adding the queries endpoint", e))?;
     let mut rows = service
         .endpoint_builder()
         .name("audit-rows")
         .add(format!("{}.v1.{region}.audit.rows", subjects.prefix))
         .await
-        .map_err(|e| anyhow::anyhow!("adding the audit-rows endpoint: {e}"))?;
+        .map_err(|e| RoleError::nats("adding the audit-rows endpoint", e))?;
     let in_flight = Arc::new(tokio::sync::Semaphore::new(QUERIES_IN_FLIGHT_MAX));
     tokio::pin!(stop);
     loop {
@@ -173,9 +173,7 @@ pub async fn serve_queries(
             request = queries.next() => match request { Some(request) => request, None => break },
         };
         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
-            let _ = request
-                .respond(Ok(crate::command_service::overloaded("queries")))
-                .await;
+            let _ = request.respond(Ok(overloaded("queries"))).await;
             continue;
         };
         let models = models.clone();
@@ -189,6 +187,6 @@ pub async fn serve_queries(
     service
         .stop()
         .await
-        .map_err(|e| anyhow::anyhow!("stopping the ims-query service: {e}"))?;
+        .map_err(|e| RoleError::nats("stopping the ims-query service", e))?;
     Ok(())
 }

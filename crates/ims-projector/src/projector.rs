@@ -21,7 +21,7 @@ use ims_wire::{Query, QueryParams};
 use ims_wire::{Subjects, WireError, WireErrorCode};
 use tokio::sync::watch;
 
-use crate::audit::LogSource;
+use ims_bus::{LogReadError, LogSource, RoleError};
 
 /// Events asked for per `log.read` during catch-up: the log's own maximum per reply.
 pub const CATCH_UP_BATCH_EVENTS: usize = 1000;
@@ -237,12 +237,25 @@ pub fn projections_path(data_dir: &Path, region: &RegionId) -> std::path::PathBu
     data_dir.join(region.as_str()).join("projections")
 }
 
+/// Why a catch-up stopped short of the head.
+#[derive(Debug, thiserror::Error)]
+enum CatchUpError {
+    #[error(transparent)]
+    BeyondHead(#[from] CheckpointBeyondHead),
+    #[error(transparent)]
+    LogRead(#[from] LogReadError),
+    #[error(transparent)]
+    Model(#[from] ProjectionError),
+    #[error("log.read returned a batch with a gap at {0}")]
+    Gap(u64),
+}
+
 /// Reads and applies the log from the checkpoint until the head.
 async fn catch_up(
     client: &async_nats::Client,
     subjects: &Subjects,
     models: &RegionModels,
-) -> anyhow::Result<()> {
+) -> Result<(), CatchUpError> {
     let reader =
         LogSource::online(client.clone(), subjects, &models.region).with_timeout(LOG_READ_TIMEOUT);
     loop {
@@ -251,7 +264,7 @@ async fn catch_up(
             Ok(batch) => batch,
             Err(error) => {
                 models.log_readable.store(false, Ordering::Release);
-                return Err(error);
+                return Err(error.into());
             }
         };
         if batch.head < models.position() {
@@ -269,7 +282,7 @@ async fn catch_up(
         }
         let (_, gap) = models.apply(&batch.envelopes)?;
         if let Some(gap) = gap {
-            anyhow::bail!("log.read returned a batch with a gap at {gap}");
+            return Err(CatchUpError::Gap(gap));
         }
         if models.position() >= batch.head {
             return Ok(());
@@ -312,9 +325,13 @@ pub async fn run_projector(
     subjects: Subjects,
     models: Arc<RegionModels>,
     stop: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
+) -> Result<(), RoleError> {
     let region = models.region.clone();
-    let mut live = client.subscribe(subjects.events(&region)).await?;
+    let events = subjects.events(&region);
+    let mut live = client
+        .subscribe(events.clone())
+        .await
+        .map_err(|e| RoleError::nats(format!("subscribing to {events}"), e))?;
     let mut tail_check = tokio::time::interval(TAIL_CHECK_INTERVAL);
     tokio::pin!(stop);
     let mut need_catch_up = true;
@@ -322,7 +339,9 @@ pub async fn run_projector(
         if need_catch_up {
             match catch_up(&client, &subjects, &models).await {
                 Ok(()) => need_catch_up = false,
-                Err(error) if error.is::<CheckpointBeyondHead>() => return Err(error),
+                Err(CatchUpError::BeyondHead(error)) => {
+                    return Err(RoleError::Broken(error.to_string()))
+                }
                 Err(error) => tracing::debug!(%region, %error, "catch-up failed; retrying"),
             }
         }

@@ -1,5 +1,5 @@
 //! S3 for the image store (the `s3` feature): object_store's S3 client speaking through our
-//! one-request-per-connection hyper client ([`crate::http_client`]), so S3 needs neither
+//! one-request-per-connection hyper client ([`ims_fetch::client`]), so S3 needs neither
 //! reqwest nor aws-lc-rs. Uploads are a few multipart parts of 8 MiB, so a connection per
 //! request costs little next to the bytes.
 
@@ -9,8 +9,8 @@ use object_store::client::{
     HttpResponseBody, HttpService,
 };
 
-use crate::http_client::{self, SendError};
-use crate::web_download::authority;
+use ims_fetch::client::{self as http_client, SendError};
+use ims_fetch::web_download::authority;
 
 /// Makes object_store's S3 client use [`HyperService`].
 #[derive(Debug, Clone, Copy)]

@@ -9,62 +9,25 @@ use async_nats::service::ServiceExt;
 use bytes::Bytes;
 use futures::StreamExt;
 use ims_domain::{Actor, RegionId, TenantId};
-use ims_log::{Envelope, EventLog, LogBatch};
+use ims_log::{Envelope, EventLog};
 use ims_wire::subjects::POSITION_HEADER;
 use ims_wire::{parse_command, CommandReply, Subjects, WireError, WireErrorCode};
-use serde::Deserialize;
 use tokio::sync::mpsc;
 
+use ims_bus::{
+    overloaded, read_log, refuse, reply_bytes, reply_bytes_max, respond_log_read, RoleError,
+    COMMAND_PAYLOAD_BYTES_MAX, SERVICE_VERSION,
+};
+
 use crate::writer::WriterHandle;
-
-/// The largest command payload accepted. The biggest legitimate command (create-image with ten
-/// tags and a 1024-character description) is under 4 KiB; 64 KiB leaves room and stops abuse.
-pub const COMMAND_PAYLOAD_BYTES_MAX: usize = 64 * 1024;
-
-/// The most events one `log.read` reply carries; the reply is also cut by bytes (see
-/// [`reply_bytes_max`]), so a batch of large events is shorter.
-pub const LOG_READ_EVENTS_MAX: usize = 1000;
-
-/// Room left in a reply for NATS's own framing and headers.
-const REPLY_OVERHEAD_BYTES: usize = 4 * 1024;
-
-/// The most bytes a reply on `client` may carry: the server's `max_payload` (from its INFO),
-/// less room for framing, so that no reply is ever dropped for its size.
-pub fn reply_bytes_max(client: &async_nats::Client) -> usize {
-    client
-        .server_info()
-        .max_payload
-        .saturating_sub(REPLY_OVERHEAD_BYTES)
-        .max(ims_domain::limits::EVENT_ENVELOPE_BYTES_MAX)
-}
 
 /// Commands being answered at once by one region's endpoints. Past it a command is answered
 /// `unavailable` ("overloaded; retry") at once, without a task or a queue slot, so that a flood
 /// costs a reply each and memory stays flat. The writer's queue holds as many.
 pub const COMMANDS_IN_FLIGHT_MAX: usize = crate::writer::QUEUE_COMMANDS_MAX;
 
-/// The reply to a request that finds its endpoint full.
-pub fn overloaded(endpoint: &'static str) -> Bytes {
-    metrics::counter!("ims_overloaded_total", "endpoint" => endpoint).increment(1);
-    reply_bytes(&refuse(
-        WireErrorCode::Unavailable,
-        format!("overloaded: {endpoint} has as many requests in flight as it takes; retry shortly"),
-    ))
-}
-
 /// Batches of durable events waiting to be published.
 pub const PUBLISH_QUEUE_MAX: usize = 1024;
-
-/// The service's version, as `nats micro info` shows it.
-pub const SERVICE_VERSION: &str = env!("CARGO_PKG_VERSION");
-
-fn reply_bytes(reply: &CommandReply) -> Bytes {
-    Bytes::from(reply.to_json())
-}
-
-fn refuse(code: WireErrorCode, message: impl Into<String>) -> CommandReply {
-    CommandReply::error(WireError::new(code, message))
-}
 
 /// Works out who sends a message on a command subject and which command it is.
 fn actor_and_command(subject: &str, operator: bool) -> Result<(Actor, String), WireError> {
@@ -112,71 +75,6 @@ pub async fn handle_command(
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LogReadRequest {
-    from: u64,
-    #[serde(default = "default_max")]
-    max: usize,
-}
-
-fn default_max() -> usize {
-    LOG_READ_EVENTS_MAX
-}
-
-/// Answers `log.read`: a bincode [`LogBatch`], or a JSON error with the `Ims-Error` header.
-pub(crate) fn read_log(
-    log: &EventLog,
-    payload: &[u8],
-    bytes_max: usize,
-) -> Result<Bytes, WireError> {
-    let request: LogReadRequest = serde_json::from_slice(payload).map_err(|e| {
-        WireError::new(
-            WireErrorCode::InvalidArgument,
-            format!("log.read expects {{\"from\": n, \"max\": k}}: {e}"),
-        )
-    })?;
-    let max = request.max.clamp(1, LOG_READ_EVENTS_MAX);
-    let envelopes = log.read_range(request.from.max(1), max).map_err(|e| {
-        WireError::new(
-            WireErrorCode::Unavailable,
-            format!("reading the log failed: {e}"),
-        )
-    })?;
-    let batch = LogBatch::cut(envelopes, log.head_position(), bytes_max);
-    Ok(Bytes::from(ims_log::encode(&batch)))
-}
-
-/// A command id derived from `seed` for one `purpose` (a name-based UUID, version 8, from
-/// SHA-256 of both): the same step retried after a crash sends the same id, so the log's
-/// command index answers the repeat and records nothing twice.
-pub fn derived_command_id(purpose: &str, seed: &[u8]) -> uuid::Uuid {
-    use sha2::{Digest, Sha256};
-    let digest = Sha256::new()
-        .chain_update(purpose.as_bytes())
-        .chain_update(seed)
-        .finalize();
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&digest[..16]);
-    uuid::Builder::from_custom_bytes(bytes).into_uuid()
-}
-
-/// Sends a `log.read` answer: the batch, or the error as JSON with the `Ims-Error` header.
-pub(crate) async fn respond_log_read(
-    request: async_nats::service::Request,
-    answer: Result<Bytes, WireError>,
-) -> Result<(), async_nats::PublishError> {
-    match answer {
-        Ok(bytes) => request.respond(Ok(bytes)).await,
-        Err(error) => {
-            let mut headers = async_nats::HeaderMap::new();
-            headers.insert("Ims-Error", error.code.as_str());
-            let body = reply_bytes(&CommandReply::error(error));
-            request.respond_with_headers(Ok(body), headers).await
-        }
-    }
-}
-
 /// Publishes durable events in position order, one message each with the `Ims-Position` header.
 pub async fn publish_events(
     client: async_nats::Client,
@@ -207,7 +105,7 @@ pub async fn serve_commands(
     writer: WriterHandle,
     log: EventLog,
     shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+) -> Result<(), RoleError> {
     let service = client
         .service_builder()
         .description(format!(
@@ -220,14 +118,14 @@ pub async fn serve_commands(
         )
         .start("ims-command", SERVICE_VERSION)
         .await
-        .map_err(|e| anyhow::anyhow!("registering the ims-command service: {e}"))?;
+        .map_err(|e| RoleError::nats("registering the ims-command service", e))?;
     let add = |name: &'static str, subject: String| {
         let builder = service.endpoint_builder().name(name);
         async move {
             builder
                 .add(subject)
                 .await
-                .map_err(|e| anyhow::anyhow!("adding endpoint {name}: {e}"))
+                .map_err(|e| RoleError::nats(format!("adding endpoint {name}"), e))
         }
     };
     let mut tenant_commands = add("tenant-commands", subjects.tenant_commands(&region)).await?;
@@ -275,6 +173,6 @@ pub async fn serve_commands(
     service
         .stop()
         .await
-        .map_err(|e| anyhow::anyhow!("stopping the ims-command service: {e}"))?;
+        .map_err(|e| RoleError::nats("stopping the ims-command service", e))?;
     Ok(())
 }

@@ -18,10 +18,11 @@ use ims_wire::views::QueryError;
 use ims_wire::{Query, QueryParams, WireError, WireErrorCode};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::identity::{AuthFailure, Authenticator};
-use crate::projector::RegionModels;
-use crate::store::ImageStore;
+use ims_bus::RoleError;
+use ims_iam::{AuthFailure, Authenticator};
 use ims_identity::Principal;
+use ims_projector::RegionModels;
+use ims_store::ImageStore;
 use object_store::GetRange;
 
 /// The process-wide Prometheus recorder (installed once, on first use).
@@ -222,11 +223,11 @@ async fn history(
         // A tenant reads only the history of its own images; anyone else's is answered as if
         // it did not exist, so the route reveals nothing about other tenants' images.
         if let Some(tenant) = principal.as_ref().and_then(|p| p.role.tenant()) {
-            if crate::audit::image_owner(&envelopes).as_ref() != Some(tenant) {
+            if ims_audit::image_owner(&envelopes).as_ref() != Some(tenant) {
                 return Err(no_history());
             }
         }
-        Ok(crate::audit::history_json(&envelopes))
+        Ok(ims_audit::history_json(&envelopes))
     })();
     match result {
         Ok(value) => Json(value).into_response(),
@@ -426,7 +427,7 @@ async fn receive_upload(
         )));
     };
     // Streamed straight through the checks into staging.
-    let checked = crate::import::import_stream(
+    let checked = ims_import::import_stream(
         body.into_data_stream(),
         &format,
         &store.staging_path(&image),
@@ -443,14 +444,14 @@ async fn receive_upload(
         )
     })?;
     match &outcome {
-        crate::import::Imported::Built { .. } => store
+        ims_import::Imported::Built { .. } => store
             .commit(&image)
             .await
             .map_err(|e| unavailable(format!("storing the upload failed: {e}")))?,
-        crate::import::Imported::Refused(_) => store.discard(&image),
+        ims_import::Imported::Refused(_) => store.discard(&image),
     }
     let command =
-        crate::import::report_payload(&image, &outcome, crate::import::upload_command_id(&image));
+        ims_import::report_payload(&image, &outcome, ims_import::upload_command_id(&image));
     let message = client
         .request(
             state
@@ -462,7 +463,7 @@ async fn receive_upload(
         .map_err(|e| unavailable(format!("reporting the upload failed: {e}; upload again")))?;
     let mut reply: serde_json::Value = serde_json::from_slice(&message.payload)
         .map_err(|e| unavailable(format!("the build report's answer: {e}")))?;
-    if let crate::import::Imported::Refused(reason) = &outcome {
+    if let ims_import::Imported::Refused(reason) = &outcome {
         reply = serde_json::json!({"ok": false, "image_id": id, "error": {"code": "invalid_argument", "message": reason}});
     }
     Ok(reply)
@@ -573,13 +574,19 @@ pub async fn serve_http(
     addr: SocketAddr,
     state: HttpState,
     stop: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
+) -> Result<(), RoleError> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| anyhow::anyhow!("binding HTTP on {addr}: {e}"))?;
+        .map_err(|error| RoleError::Io {
+            doing: format!("binding HTTP on {addr}"),
+            error,
+        })?;
     tracing::info!(%addr, "HTTP API listening");
     axum::serve(listener, router(state))
         .with_graceful_shutdown(stop)
-        .await?;
-    Ok(())
+        .await
+        .map_err(|error| RoleError::Io {
+            doing: format!("serving HTTP on {addr}"),
+            error,
+        })
 }

@@ -7,6 +7,9 @@
 //! only once it is complete and checked does it become the object (a rename on the filesystem,
 //! a multipart upload to S3), so no reader ever sees half a file.
 
+#[cfg(feature = "s3")]
+mod s3;
+
 use std::path::PathBuf;
 use std::sync::Arc;
 

@@ -2,8 +2,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context as _;
-
 /// The longest pause between two reconnect attempts.
 const RECONNECT_DELAY_MAX: Duration = Duration::from_secs(2);
 
@@ -53,11 +51,26 @@ impl BusAuth {
 
 /// Connects to `url`, retrying until the server is there; later drops are reconnected by the
 /// client, and subscriptions (service endpoints included) are restored with the connection.
-pub async fn connect(url: &str, name: &str, auth: &BusAuth) -> anyhow::Result<async_nats::Client> {
+pub async fn connect(
+    url: &str,
+    name: &str,
+    auth: &BusAuth,
+) -> Result<async_nats::Client, ConnectFailed> {
     auth.apply(options(name))
         .connect(url)
         .await
-        .with_context(|| format!("connecting to NATS at {url}"))
+        .map_err(|error| ConnectFailed {
+            url: url.to_owned(),
+            error,
+        })
+}
+
+/// A connection that could not be made.
+#[derive(Debug, thiserror::Error)]
+#[error("connecting to NATS at {url}: {error}")]
+pub struct ConnectFailed {
+    pub url: String,
+    pub error: async_nats::ConnectError,
 }
 
 /// The options of [`connect`], for callers that change one (a request timeout, say).

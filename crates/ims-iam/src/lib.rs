@@ -17,7 +17,7 @@ use ims_identity::{Credential, Directory, IdentityError, KeyId, Principal, Role}
 use ims_wire::iam::{Authenticate, CredentialView, IamReply, IssueCredential, RevokeCredential};
 use ims_wire::{Subjects, WireError, WireErrorCode};
 
-use crate::command_service::SERVICE_VERSION;
+use ims_bus::{read_log, reply_bytes_max, respond_log_read, RoleError, SERVICE_VERSION};
 
 /// Connections remembered per credential, to close them when it is revoked. A client that opens
 /// more than this many keeps only its newest ones closable at once; the rest end at reconnect.
@@ -294,17 +294,17 @@ impl IdentityEndpoints {
         client: async_nats::Client,
         system: Option<async_nats::Client>,
         identity: Arc<IdentityService>,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, RoleError> {
         let callouts = client
             .queue_subscribe(AUTH_REQUEST_SUBJECT, "ims-auth".to_owned())
             .await
-            .map_err(|e| anyhow::anyhow!("subscribing to the auth callout: {e}"))?;
+            .map_err(|e| RoleError::nats("subscribing to the auth callout", e))?;
         let service = client
             .service_builder()
             .description("ims identity: credentials and the NATS auth callout")
             .start("ims-identity", SERVICE_VERSION)
             .await
-            .map_err(|e| anyhow::anyhow!("registering the ims-identity service: {e}"))?;
+            .map_err(|e| RoleError::nats("registering the ims-identity service", e))?;
         let add = |name: &'static str| {
             let builder = service.endpoint_builder().name(name);
             let subject = identity.subjects.iam(&name.replace("log-read", "log.read"));
@@ -312,7 +312,7 @@ impl IdentityEndpoints {
                 builder
                     .add(subject)
                     .await
-                    .map_err(|e| anyhow::anyhow!("adding endpoint {name}: {e}"))
+                    .map_err(|e| RoleError::nats(format!("adding endpoint {name}"), e))
             }
         };
         let (issue, revoke) = (
@@ -324,7 +324,7 @@ impl IdentityEndpoints {
         client
             .flush()
             .await
-            .map_err(|e| anyhow::anyhow!("flushing the identity subscriptions: {e}"))?;
+            .map_err(|e| RoleError::nats("flushing the identity subscriptions", e))?;
         tracing::info!(
             credentials = identity.directory.list().len(),
             "identity service ready"
@@ -344,7 +344,7 @@ impl IdentityEndpoints {
     }
 
     /// Serves the identity role until `shutdown` completes.
-    pub async fn serve(mut self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    pub async fn serve(mut self, shutdown: impl Future<Output = ()>) -> Result<(), RoleError> {
         let identity = self.identity.clone();
         tokio::pin!(shutdown);
         loop {
@@ -370,12 +370,12 @@ impl IdentityEndpoints {
                 }
                 Some(request) = self.list.next() => (request, identity.list()),
                 Some(request) = self.log_read.next() => {
-                    let answer = crate::command_service::read_log(
+                    let answer = read_log(
                         identity.directory.log(),
                         &request.message.payload,
-                        crate::command_service::reply_bytes_max(&self.client),
+                        reply_bytes_max(&self.client),
                     );
-                    if let Err(error) = crate::command_service::respond_log_read(request, answer).await {
+                    if let Err(error) = respond_log_read(request, answer).await {
                         tracing::debug!(%error, "answering the identity log.read failed");
                     }
                     continue;
@@ -393,7 +393,7 @@ impl IdentityEndpoints {
         self.service
             .stop()
             .await
-            .map_err(|e| anyhow::anyhow!("stopping the ims-identity service: {e}"))?;
+            .map_err(|e| RoleError::nats("stopping the ims-identity service", e))?;
         Ok(())
     }
 }

@@ -13,18 +13,16 @@ use tokio::sync::{mpsc, watch};
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::bus::BusAuth;
-use crate::command_service::{publish_events, serve_commands, PUBLISH_QUEUE_MAX};
-use crate::copy_saga::{run_copy_saga, CopySaga};
-use crate::http::{prometheus, serve_http, HttpState};
-use crate::identity::{Authenticator, IdentityEndpoints, IdentityService};
-use crate::import::{run_import_worker, ImportSources, ImportWorker};
-use crate::projector::{projections_path, run_projector, RegionModels};
-use crate::query_service::serve_queries;
-use crate::store::{ImageStore, StoreLocation};
-use crate::writer::spawn_writer;
+use ims_bus::BusAuth;
+use ims_http::{prometheus, serve_http, HttpState};
+use ims_iam::{Authenticator, IdentityEndpoints, IdentityService};
 use ims_identity::setup::{bootstrap_operator, NatsKeys};
 use ims_identity::Directory;
+use ims_import::{run_import_worker, ImportSources, ImportWorker};
+use ims_projector::{projections_path, run_projector, serve_queries, RegionModels};
+use ims_saga::{run_copy_saga, CopySaga};
+use ims_store::{ImageStore, StoreLocation};
+use ims_writer::{publish_events, serve_commands, spawn_writer, PUBLISH_QUEUE_MAX};
 
 /// Which parts of the service this process runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -116,6 +114,15 @@ impl Started {
     fn stopped(&self) -> impl Future<Output = ()> + Send + 'static {
         stopped(self.stop_rx.clone())
     }
+
+    /// Runs `role` among the others; its error, typed by its crate, stops the process.
+    fn spawn<E>(&mut self, role: impl Future<Output = Result<(), E>> + Send + 'static)
+    where
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        self.tasks
+            .spawn(async move { role.await.map_err(anyhow::Error::new) });
+    }
 }
 
 /// Runs the configured roles until `shutdown` completes; then stops taking commands, answers and
@@ -138,7 +145,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         Some(security) => BusAuth::Nkey(security.keys.service.seed()?),
         None => BusAuth::None,
     };
-    let client = crate::bus::connect(&config.nats_url, "imsd", &service_auth).await?;
+    let client = ims_bus::connect(&config.nats_url, "imsd", &service_auth).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut started = Started {
         client,
@@ -186,9 +193,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             authenticator: authenticator(&config, security.as_ref(), &started.client),
         };
         let stop = started.stopped();
-        started
-            .tasks
-            .spawn(serve_http(config.http_addr, state, stop));
+        started.spawn(serve_http(config.http_addr, state, stop));
     }
     run_until_stopped(started, stop_tx, shutdown).await
 }
@@ -236,7 +241,7 @@ fn start_region_commands(
     )
     .with_context(|| format!("opening the import worker of region {region}"))?;
     let stop = started.stopped();
-    started.tasks.spawn(run_import_worker(importer, stop));
+    started.spawn(run_import_worker(importer, stop));
     let saga = CopySaga::open(
         client.clone(),
         config.subjects.clone(),
@@ -246,7 +251,7 @@ fn start_region_commands(
     .with_context(|| format!("opening the copy saga of region {region}"))?
     .with_stores(stores.clone(), &config.store, &config.data_dir);
     let stop = started.stopped();
-    started.tasks.spawn(run_copy_saga(saga, stop));
+    started.spawn(run_copy_saga(saga, stop));
     let publisher = tokio::spawn(publish_events(
         client.clone(),
         config.subjects.events(region),
@@ -254,7 +259,7 @@ fn start_region_commands(
     ));
     let stop = started.stopped();
     let (subjects, region, served_log) = (config.subjects.clone(), region.clone(), log.clone());
-    started.tasks.spawn(async move {
+    started.spawn(async move {
         let served = serve_commands(client, subjects, region, writer, served_log, stop).await;
         // The endpoints are closed; the writer ends once the last queued command is
         // answered, and the publisher once the writer's last events are sent.
@@ -280,16 +285,14 @@ fn start_region_projector(
     let models = Arc::new(models);
     let (client, subjects) = (started.client.clone(), config.subjects.clone());
     let stop = started.stopped();
-    started.tasks.spawn(run_projector(
+    started.spawn(run_projector(
         client.clone(),
         subjects.clone(),
         models.clone(),
         stop,
     ));
     let stop = started.stopped();
-    started
-        .tasks
-        .spawn(serve_queries(client, subjects, models.clone(), stop));
+    started.spawn(serve_queries(client, subjects, models.clone(), stop));
     Ok(models)
 }
 
@@ -303,7 +306,7 @@ async fn start_identity(
         .directory
         .clone()
         .expect("the identity role opened the directory");
-    let system = crate::bus::connect(
+    let system = ims_bus::connect(
         &config.nats_url,
         "imsd-system",
         &BusAuth::Nkey(security.keys.system.seed()?),
@@ -317,7 +320,7 @@ async fn start_identity(
     let endpoints =
         IdentityEndpoints::start(started.client.clone(), Some(system), identity).await?;
     let stop = started.stopped();
-    started.tasks.spawn(endpoints.serve(stop));
+    started.spawn(endpoints.serve(stop));
     // Written only now that the callout answers: whoever reads the token can connect at once.
     if let Some(path) = bootstrap_operator(&config.data_dir, &directory, now_ms())
         .context("issuing the bootstrap operator credential")?

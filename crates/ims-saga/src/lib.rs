@@ -30,10 +30,9 @@ use ims_wire::commands::{
 use ims_wire::{CommandReply, Subjects};
 use ims_wire::{Query, QueryParams};
 
-use crate::audit::LogSource;
-use crate::command_service::derived_command_id;
-use crate::import::{import_stream, report_payload, Imported};
-use crate::store::{ImageStore, StoreLocation};
+use ims_bus::{derived_command_id, LogSource};
+use ims_import::{import_stream, report_payload, Imported};
+use ims_store::{ImageStore, StoreLocation};
 
 /// How often an idle saga looks for new copy requests.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
@@ -107,6 +106,25 @@ fn image_query(request: &CopyRequest) -> Bytes {
     Bytes::from(serde_json::to_vec(&params).expect("query parameters serialise"))
 }
 
+/// Why the copy saga stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SagaError {
+    #[error("the copy saga's state: {0}")]
+    State(#[from] sled::Error),
+    #[error(transparent)]
+    Log(#[from] ims_log::LogError),
+    #[error(
+        "the copy saga of region {region} is at position {checkpoint}, beyond the log's head \
+         {head}: its state belongs to another or a newer log; move its copy-saga folder away to \
+         start over"
+    )]
+    BeyondHead {
+        region: RegionId,
+        checkpoint: u64,
+        head: u64,
+    },
+}
+
 /// The saga of one source region.
 #[derive(Debug)]
 pub struct CopySaga {
@@ -133,7 +151,7 @@ impl CopySaga {
         subjects: Subjects,
         region: RegionId,
         dir: &Path,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, SagaError> {
         let db = ims_log::open_sled(sled::Config::new().path(dir))?;
         let checkpoint = db.get(CHECKPOINT_KEY)?.map_or(0, |v| {
             let mut bytes = [0u8; 8];
@@ -290,7 +308,7 @@ impl CopySaga {
             .map_err(|e| Retry(format!("writing the copy saga's state: {e}")))
     }
 
-    fn save_checkpoint(&mut self, position: u64) -> anyhow::Result<()> {
+    fn save_checkpoint(&mut self, position: u64) -> Result<(), SagaError> {
         self.checkpoint = position;
         self.db
             .insert(CHECKPOINT_KEY, &position.to_be_bytes()[..])?;
@@ -305,7 +323,7 @@ impl CopySaga {
     }
 
     /// Processes what the log holds past the checkpoint; stops at the first step to retry.
-    async fn step(&mut self) -> anyhow::Result<()> {
+    async fn step(&mut self) -> Result<(), SagaError> {
         let batch = match self.read_log().await {
             Ok(batch) => batch,
             Err(Retry(why)) => {
@@ -315,14 +333,13 @@ impl CopySaga {
         };
         // No silent rollback: a checkpoint past the head means this saga's state belongs to
         // another or a newer log, and acting on it could skip or repeat copies.
-        anyhow::ensure!(
-            batch.head >= self.checkpoint,
-            "the copy saga of region {} is at position {}, beyond the log's head {}: its state \
-             belongs to another or a newer log; move its copy-saga folder away to start over",
-            self.region,
-            self.checkpoint,
-            batch.head
-        );
+        if batch.head < self.checkpoint {
+            return Err(SagaError::BeyondHead {
+                region: self.region.clone(),
+                checkpoint: self.checkpoint,
+                head: batch.head,
+            });
+        }
         for envelope in &batch.envelopes {
             if envelope.body.event_type == "copy_requested" {
                 if let Event::CopyRequested {
@@ -484,7 +501,7 @@ impl CopySaga {
 pub async fn run_copy_saga(
     mut saga: CopySaga,
     stop: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
+) -> Result<(), SagaError> {
     tokio::pin!(stop);
     loop {
         saga.step().await?;

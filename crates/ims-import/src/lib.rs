@@ -23,10 +23,9 @@ use ims_wire::commands::{command_payload, BuildOutcomeDto, CommandBody, ReportBu
 use ims_wire::Subjects;
 use serde_json::Value;
 
-use crate::audit::LogSource;
-use crate::command_service::derived_command_id;
-use crate::store::ImageStore;
-use crate::web_download::{self, WebDownloadPolicy};
+use ims_bus::{derived_command_id, LogSource};
+use ims_fetch::web_download::{self, WebDownloadPolicy};
+use ims_store::ImageStore;
 
 /// The largest image file imported (64 GiB): larger ones are refused, so a mistaken path (a
 /// device, a huge log) cannot fill the store.
@@ -368,7 +367,7 @@ impl ImportSources {
         url: &str,
         declared: &str,
         staging: PathBuf,
-    ) -> anyhow::Result<Imported> {
+    ) -> Result<Imported, ImportError> {
         let read = if url.starts_with("file://") {
             match path_under_root(url, self.root.as_deref()) {
                 Err(reason) => return Ok(Imported::Refused(reason)),
@@ -385,6 +384,30 @@ impl ImportSources {
             Imported::Refused(format!("reading the source failed: {error}"))
         }))
     }
+}
+
+/// Why the import worker stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("the import worker's checkpoint: {0}")]
+    State(#[from] sled::Error),
+    #[error(transparent)]
+    Log(#[from] ims_log::LogError),
+    #[error("the image store: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("an import task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+    #[error("the answer to an import report: {0}")]
+    Reply(#[from] serde_json::Error),
+    #[error(
+        "the import worker of region {region} is at position {checkpoint}, beyond the log's head \
+         {head}: its state belongs to another or a newer log; move its import folder away"
+    )]
+    BeyondHead {
+        region: RegionId,
+        checkpoint: u64,
+        head: u64,
+    },
 }
 
 /// The import worker of one region.
@@ -410,7 +433,7 @@ impl ImportWorker {
         store: ImageStore,
         sources: ImportSources,
         dir: &Path,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, ImportError> {
         let db = ims_log::open_sled(sled::Config::new().path(dir))?;
         let checkpoint = db.get(CHECKPOINT_KEY)?.map_or(0, |value| {
             let mut bytes = [0u8; 8];
@@ -429,7 +452,7 @@ impl ImportWorker {
         })
     }
 
-    fn advance(&mut self, position: u64) -> anyhow::Result<()> {
+    fn advance(&mut self, position: u64) -> Result<(), ImportError> {
         self.checkpoint = position;
         self.db
             .insert(CHECKPOINT_KEY, &position.to_be_bytes()[..])?;
@@ -439,18 +462,17 @@ impl ImportWorker {
 
     /// Imports what the log holds past the checkpoint; `Ok(false)` when the service cannot be
     /// reached yet (retried on the next poll).
-    async fn step(&mut self) -> anyhow::Result<bool> {
+    async fn step(&mut self) -> Result<bool, ImportError> {
         let Ok(batch) = self.log.batch(self.checkpoint + 1, 1000).await else {
             return Ok(false);
         };
-        anyhow::ensure!(
-            batch.head >= self.checkpoint,
-            "the import worker of region {} is at position {}, beyond the log's head {}: its \
-             state belongs to another or a newer log; move its import folder away",
-            self.region,
-            self.checkpoint,
-            batch.head
-        );
+        if batch.head < self.checkpoint {
+            return Err(ImportError::BeyondHead {
+                region: self.region.clone(),
+                checkpoint: self.checkpoint,
+                head: batch.head,
+            });
+        }
         for envelope in &batch.envelopes {
             if envelope.body.event_type == "image_deleted" {
                 if let Event::ImageDeleted { image_id, .. } = decode_event(envelope)? {
@@ -482,7 +504,7 @@ impl ImportWorker {
         url: &str,
         declared: &str,
         event_id: [u8; 16],
-    ) -> anyhow::Result<bool> {
+    ) -> Result<bool, ImportError> {
         let outcome = self
             .sources
             .import(url, declared, self.store.staging_path(&id))
@@ -523,7 +545,7 @@ impl ImportWorker {
 pub async fn run_import_worker(
     mut worker: ImportWorker,
     stop: impl std::future::Future<Output = ()>,
-) -> anyhow::Result<()> {
+) -> Result<(), ImportError> {
     tokio::pin!(stop);
     loop {
         worker.step().await?;

@@ -9,128 +9,43 @@
 //! Check a line with: `sha256(hex_decode(prev_hash) || hex_decode(body_hex)) == hash`, and that
 //! each `prev_hash` is the `hash` of the line before (zeros before position 1).
 
-use std::time::Duration;
-
-use anyhow::{bail, Context as _};
 use bytes::Bytes;
 use ims_domain::{
     access, evolve, CopyStatus, DiskKind, Event, ImageClass, ImageId, Price, RegionId, Source,
     State, TenantId,
 };
-use ims_log::{chain_hash, decode_event, Envelope, EventLog, LogBatch};
+use ims_log::{chain_hash, decode_event, Envelope, EventLog};
 use ims_projection::queries::{answer, Models};
 use ims_projection::{Catalog, ReadModel, Store, UsageLedger};
 use ims_wire::{Query, QueryParams, Subjects};
 use serde_json::{json, Value};
 
-/// Events per read, online or offline.
-pub const AUDIT_BATCH_EVENTS: usize = 1000;
+pub use ims_bus::{LogReadError, LogSource, SCAN_BATCH_EVENTS as AUDIT_BATCH_EVENTS};
 
-/// Where the history comes from: the one reader of a log, for audits, projectors, the copy
-/// saga and the import worker alike.
-#[derive(Debug)]
-pub enum LogSource {
-    /// The log on disk; the service must be stopped (sled allows one process per database).
-    Offline(EventLog),
-    /// A running service, through a `log.read` subject.
-    Online {
-        client: async_nats::Client,
-        /// `ims.v1.<region>.log.read`, or `ims.v1.iam.log.read` for the identity log.
-        log_read: String,
-        /// How long one `log.read` may take.
-        timeout: Duration,
+/// Why an audit could not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    LogRead(#[from] LogReadError),
+    #[error(transparent)]
+    Log(#[from] ims_log::LogError),
+    #[error(transparent)]
+    Model(#[from] ims_projection::ProjectionError),
+    #[error("{0}")]
+    Query(#[from] ims_wire::WireError),
+    #[error("the image store: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("asking {subject}: {error}")]
+    Nats {
+        subject: String,
+        error: async_nats::Error,
     },
-}
-
-/// How long one `log.read` may take unless the reader says otherwise.
-const LOG_READ_TIMEOUT: Duration = Duration::from_secs(30);
-
-impl LogSource {
-    /// A region's log on a running service.
-    pub fn online(client: async_nats::Client, subjects: &Subjects, region: &RegionId) -> Self {
-        LogSource::Online {
-            client,
-            log_read: subjects.log_read(region),
-            timeout: LOG_READ_TIMEOUT,
-        }
-    }
-
-    /// The same reader with another bound on each read (a projector retries sooner).
-    pub fn with_timeout(mut self, bound: Duration) -> Self {
-        if let LogSource::Online { timeout, .. } = &mut self {
-            *timeout = bound;
-        }
-        self
-    }
-
-    /// The identity log on a running service (its identity role).
-    pub fn online_identity(client: async_nats::Client, subjects: &Subjects) -> Self {
-        LogSource::Online {
-            client,
-            log_read: subjects.iam("log.read"),
-            timeout: LOG_READ_TIMEOUT,
-        }
-    }
-
-    /// Up to `max` events from `from`, and the head.
-    pub async fn batch(&self, from: u64, max: usize) -> anyhow::Result<LogBatch> {
-        match self {
-            LogSource::Offline(log) => Ok(LogBatch {
-                envelopes: log.read_range(from, max)?,
-                head: log.head_position(),
-            }),
-            LogSource::Online {
-                client,
-                log_read,
-                timeout,
-            } => {
-                let payload = serde_json::to_vec(&json!({"from": from, "max": max}))?;
-                let message = tokio::time::timeout(
-                    *timeout,
-                    client.request(log_read.clone(), Bytes::from(payload)),
-                )
-                .await
-                .with_context(|| format!("{log_read} did not answer within {timeout:?}"))?
-                .with_context(|| format!("no service answers {log_read}; is imsd running?"))?;
-                if let Some(error) = message.headers.as_ref().and_then(|h| h.get("Ims-Error")) {
-                    bail!(
-                        "log.read answered {error}: {}",
-                        String::from_utf8_lossy(&message.payload)
-                    );
-                }
-                Ok(ims_log::decode(&message.payload, || {
-                    "log.read reply".into()
-                })?)
-            }
-        }
-    }
-
-    pub async fn head(&self) -> anyhow::Result<u64> {
-        Ok(self.batch(1, 1).await?.head)
-    }
-
-    /// Calls `each` with consecutive batches from `from` to `to` (inclusive), in order; stops
-    /// early when `each` returns false.
-    pub async fn scan(
-        &self,
-        from: u64,
-        to: u64,
-        mut each: impl FnMut(&[Envelope]) -> anyhow::Result<bool>,
-    ) -> anyhow::Result<()> {
-        let mut next = from.max(1);
-        while next <= to {
-            let max = AUDIT_BATCH_EVENTS.min((to - next + 1) as usize);
-            let batch = self.batch(next, max).await?;
-            if batch.envelopes.is_empty() {
-                return Ok(());
-            }
-            next = batch.envelopes.last().map_or(next, |e| e.position() + 1);
-            if !each(&batch.envelopes)? {
-                return Ok(());
-            }
-        }
-        Ok(())
-    }
+    #[error("{0}")]
+    Answered(String),
+    #[error("an answer that is not what was asked for: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("an answer that is not hex: {0}")]
+    Hex(#[from] hex::FromHexError),
 }
 
 /// A readable line about an event.
@@ -361,7 +276,7 @@ pub async fn history(
     image: Option<ImageId>,
     tenant: Option<&TenantId>,
     progress: impl Fn(u64),
-) -> anyhow::Result<Vec<Value>> {
+) -> Result<Vec<Value>, AuditError> {
     if let (LogSource::Offline(log), Some(image), None) = (source, image, tenant) {
         return Ok(log
             .read_stream(&format!("image/{image}"))?
@@ -372,7 +287,7 @@ pub async fn history(
     let head = source.head().await?;
     let mut items = Vec::new();
     source
-        .scan(1, head, |batch| {
+        .scan(1, head, |batch| -> Result<bool, AuditError> {
             for envelope in batch {
                 let event = decode_event(envelope)?;
                 let image_matches = image.is_none_or(|id| event.image_id() == Some(id));
@@ -411,8 +326,8 @@ pub struct Replayed {
 pub async fn verify_objects(
     source: &LogSource,
     region: &RegionId,
-    store: Option<&crate::store::ImageStore>,
-) -> anyhow::Result<Vec<String>> {
+    store: Option<&ims_store::ImageStore>,
+) -> Result<Vec<String>, AuditError> {
     let replayed = replay(source, region, Until::Position(u64::MAX), |_| {}).await?;
     let mut problems = Vec::new();
     for image in replayed.state.images.values() {
@@ -457,7 +372,7 @@ pub async fn replay(
     region: &RegionId,
     until: Until,
     progress: impl Fn(u64),
-) -> anyhow::Result<Replayed> {
+) -> Result<Replayed, AuditError> {
     let head = source.head().await?;
     let to = match until {
         Until::Position(position) => position.min(head),
@@ -471,7 +386,7 @@ pub async fn replay(
         state: State::default(),
     };
     source
-        .scan(1, to, |batch| {
+        .scan(1, to, |batch| -> Result<bool, AuditError> {
             let cut = match until {
                 Until::Time(at_ms) => batch
                     .iter()
@@ -501,7 +416,7 @@ impl Replayed {
         tenant: &TenantId,
         query: Query,
         params: &QueryParams,
-    ) -> anyhow::Result<Value> {
+    ) -> Result<Value, AuditError> {
         let models = Models {
             region: &self.region,
             catalog: self.catalog.store(),
@@ -511,7 +426,7 @@ impl Replayed {
             // Printed, not sent: the page is bounded by its limit alone.
             reply_bytes_max: usize::MAX,
         };
-        answer(&models, tenant, query, params).map_err(|e| anyhow::anyhow!("{e}"))
+        Ok(answer(&models, tenant, query, params)?)
     }
 
     /// The tenants that could use `image` at the replayed moment, and through what.
@@ -534,7 +449,7 @@ pub fn who_could_use_offline(
     log: &EventLog,
     image: ImageId,
     until: Until,
-) -> anyhow::Result<Value> {
+) -> Result<Value, AuditError> {
     let head = log.head_position();
     let position = match until {
         Until::Position(position) => position.min(head),
@@ -611,8 +526,8 @@ fn who_could_use_answer<'t>(
 }
 
 /// The last position recorded at or before `at_ms` (0 if none), by bisection.
-fn last_position_at(log: &EventLog, at_ms: u64, head: u64) -> anyhow::Result<u64> {
-    let recorded_at = |position: u64| -> anyhow::Result<u64> {
+fn last_position_at(log: &EventLog, at_ms: u64, head: u64) -> Result<u64, AuditError> {
+    let recorded_at = |position: u64| -> Result<u64, AuditError> {
         Ok(log
             .read_range(position, 1)?
             .first()
@@ -635,7 +550,7 @@ fn last_position_at(log: &EventLog, at_ms: u64, head: u64) -> anyhow::Result<u64
 pub async fn verify_chain(
     source: &LogSource,
     progress: impl Fn(u64),
-) -> anyhow::Result<Result<u64, (u64, String)>> {
+) -> Result<Result<u64, (u64, String)>, AuditError> {
     let head = source.head().await?;
     if let LogSource::Offline(log) = source {
         // On disk, the log's own check also names events too damaged to decode.
@@ -649,7 +564,7 @@ pub async fn verify_chain(
     let mut prev_hash = [0u8; 32];
     let mut broken = None;
     source
-        .scan(1, head, |batch| {
+        .scan(1, head, |batch| -> Result<bool, AuditError> {
             for envelope in batch {
                 let problem = if envelope.position() != expected {
                     Some((expected, "event is missing".to_owned()))
@@ -692,7 +607,7 @@ pub async fn verify_chain(
 pub fn first_difference(
     live: &[(Vec<u8>, Vec<u8>)],
     rebuilt: &Store,
-) -> anyhow::Result<Option<String>> {
+) -> Result<Option<String>, AuditError> {
     let rebuilt = rebuilt.entries()?;
     for index in 0..live.len().max(rebuilt.len()) {
         match (live.get(index), rebuilt.get(index)) {
@@ -748,7 +663,7 @@ async fn online_rows(
     client: &async_nats::Client,
     subject: &str,
     model: &str,
-) -> anyhow::Result<(u64, Vec<(Vec<u8>, Vec<u8>)>)> {
+) -> Result<(u64, Vec<(Vec<u8>, Vec<u8>)>), AuditError> {
     'attempt: for _ in 0..CONSISTENT_READ_TRIES {
         let mut rows = Vec::new();
         let mut checkpoint = None;
@@ -761,14 +676,20 @@ async fn online_rows(
                     Bytes::from(serde_json::to_vec(&request)?),
                 )
                 .await
-                .with_context(|| format!("asking {subject}"))?;
+                .map_err(|error| AuditError::Nats {
+                    subject: subject.to_owned(),
+                    error: error.into(),
+                })?;
             let page: Value = serde_json::from_slice(&message.payload)?;
             if page["ok"] == false {
-                bail!("{subject} answered {}", page["error"]);
+                return Err(AuditError::Answered(format!(
+                    "{subject} answered {}",
+                    page["error"]
+                )));
             }
             let page_checkpoint = page["checkpoint"]
                 .as_u64()
-                .context("no checkpoint in audit.rows")?;
+                .ok_or_else(|| AuditError::Answered(format!("{subject}: no checkpoint")))?;
             if checkpoint.is_some_and(|c| c != page_checkpoint) {
                 continue 'attempt; // the model moved on between pages: start again
             }
@@ -786,7 +707,10 @@ async fn online_rows(
             }
         }
     }
-    bail!("the {model} model kept changing while it was read; run verify when the service is idle, or offline")
+    Err(AuditError::Answered(format!(
+        "the {model} model kept changing while it was read; run verify when the service is \
+         idle, or offline"
+    )))
 }
 
 /// Checks every live read model against a rebuild from position 1 up to the model's own
@@ -795,7 +719,7 @@ pub async fn verify_models(
     source: &LogSource,
     region: &RegionId,
     live: LiveModels<'_>,
-) -> anyhow::Result<Vec<(String, Option<String>)>> {
+) -> Result<Vec<(String, Option<String>)>, AuditError> {
     let mut results = Vec::new();
     for model in ["catalog", "usage"] {
         let (checkpoint, rows) = match &live {

@@ -1,0 +1,44 @@
+//! The NATS side every role of ims shares: the connection (`connect`), what every endpoint
+//! takes and answers (`endpoint`), and `log.read`, the one way to read a region's history
+//! (`log_read`, with [`LogSource`]).
+
+mod connect;
+mod endpoint;
+mod log_read;
+
+pub use connect::{connect, options, BusAuth, ConnectFailed};
+pub use endpoint::*;
+pub use log_read::*;
+
+/// A role that could not start or stopped with an error: its NATS service, its log, its state.
+#[derive(Debug, thiserror::Error)]
+pub enum RoleError {
+    #[error("{doing}: {error}")]
+    Nats {
+        doing: String,
+        error: async_nats::Error,
+    },
+    #[error(transparent)]
+    Connect(#[from] ConnectFailed),
+    #[error(transparent)]
+    LogRead(#[from] LogReadError),
+    #[error(transparent)]
+    Log(#[from] ims_log::LogError),
+    #[error("{doing}: {error}")]
+    Io {
+        doing: String,
+        error: std::io::Error,
+    },
+    #[error("{0}")]
+    Broken(String),
+}
+
+impl RoleError {
+    /// A failed NATS call while `doing` something.
+    pub fn nats(doing: impl Into<String>, error: impl Into<async_nats::Error>) -> Self {
+        RoleError::Nats {
+            doing: doing.into(),
+            error: error.into(),
+        }
+    }
+}
