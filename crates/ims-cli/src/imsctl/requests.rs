@@ -67,6 +67,15 @@ pub(crate) fn query_request(query: ImagesQuery) -> (Query, QueryParams) {
     (query, params)
 }
 
+/// A command about one image, with the version it must be at when one is given.
+fn about_image<T: CommandBody>(
+    image: ImageRef,
+    id: Uuid,
+    body: impl FnOnce(String) -> T,
+) -> Outgoing {
+    outgoing(&body(image.image_id), id, image.expected_version)
+}
+
 /// A tenant command.
 pub(crate) fn tenant_request(command: ImageCommand, id: Uuid) -> Outgoing {
     match command {
@@ -78,92 +87,56 @@ pub(crate) fn tenant_request(command: ImageCommand, id: Uuid) -> Outgoing {
             tags,
             min_disk_gb,
             protected,
-        } => {
-            let body = UpdateImageRequest {
-                image_id: image.image_id,
-                name,
-                description,
-                tags: (!tags.is_empty()).then(|| tags.into_iter().collect()),
-                min_disk_gb,
-                protected,
-            };
-            outgoing(&body, id, image.expected_version)
+        } => about_image(image, id, |image_id| UpdateImageRequest {
+            image_id,
+            name,
+            description,
+            tags: (!tags.is_empty()).then(|| tags.into_iter().collect()),
+            min_disk_gb,
+            protected,
+        }),
+        ImageCommand::Delete(image) => {
+            about_image(image, id, |image_id| DeleteImageRequest { image_id })
         }
-        ImageCommand::Delete(image) => outgoing(
-            &DeleteImageRequest {
-                image_id: image.image_id,
-            },
-            id,
-            image.expected_version,
-        ),
-        ImageCommand::Share { image, tenants } => outgoing(
-            &ShareImageRequest {
-                image_id: image.image_id,
-                tenants,
-            },
-            id,
-            image.expected_version,
-        ),
+        ImageCommand::Share { image, tenants } => about_image(image, id, |image_id| {
+            ShareImageRequest { image_id, tenants }
+        }),
         ImageCommand::Unshare {
             image,
             tenants,
             all,
-        } => outgoing(
-            &UnshareImageRequest {
-                image_id: image.image_id,
-                tenants: (!all).then_some(tenants),
-                all,
-            },
-            id,
-            image.expected_version,
-        ),
-        ImageCommand::Accept(image) => outgoing(
-            &AcceptShareRequest {
-                image_id: image.image_id,
-            },
-            id,
-            image.expected_version,
-        ),
-        ImageCommand::Reject(image) => outgoing(
-            &RejectShareRequest {
-                image_id: image.image_id,
-            },
-            id,
-            image.expected_version,
-        ),
+        } => about_image(image, id, |image_id| UnshareImageRequest {
+            image_id,
+            tenants: (!all).then_some(tenants),
+            all,
+        }),
+        ImageCommand::Accept(image) => {
+            about_image(image, id, |image_id| AcceptShareRequest { image_id })
+        }
+        ImageCommand::Reject(image) => {
+            about_image(image, id, |image_id| RejectShareRequest { image_id })
+        }
         ImageCommand::Copy {
             image,
             target_region,
             name,
-        } => outgoing(
-            &CopyImageRequest {
-                image_id: image.image_id,
-                target_region,
-                name,
-            },
-            id,
-            image.expected_version,
-        ),
+        } => about_image(image, id, |image_id| CopyImageRequest {
+            image_id,
+            target_region,
+            name,
+        }),
         ImageCommand::ListOnMarketplace {
             image,
             publisher,
             price,
-        } => outgoing(
-            &ListOnMarketplaceRequest {
-                image_id: image.image_id,
-                publisher,
-                price,
-            },
-            id,
-            image.expected_version,
-        ),
-        ImageCommand::Delist(image) => outgoing(
-            &DelistFromMarketplaceRequest {
-                image_id: image.image_id,
-            },
-            id,
-            image.expected_version,
-        ),
+        } => about_image(image, id, |image_id| ListOnMarketplaceRequest {
+            image_id,
+            publisher,
+            price,
+        }),
+        ImageCommand::Delist(image) => about_image(image, id, |image_id| {
+            DelistFromMarketplaceRequest { image_id }
+        }),
     }
 }
 

@@ -1,0 +1,208 @@
+//! Time travel: the region as it was at a position or a time, and who could use an image then.
+
+use ims_domain::{access, evolve, ImageClass, ImageId, RegionId, State, TenantId};
+use ims_log::{decode_event, EventLog};
+use ims_projection::queries::{answer, Models};
+use ims_projection::{Catalog, ReadModel, UsageLedger};
+use ims_wire::{Query, QueryParams};
+use serde_json::{json, Value};
+
+use crate::{AuditError, LogSource};
+
+/// A moment in history.
+#[derive(Clone, Copy, Debug)]
+pub enum Until {
+    Position(u64),
+    /// Unix milliseconds: every event recorded at or before it.
+    Time(u64),
+}
+
+/// The region as it was: the read models and the domain state after the last event up to `until`.
+#[derive(Debug)]
+pub struct Replayed {
+    pub region: RegionId,
+    pub position: u64,
+    pub catalog: ReadModel<Catalog>,
+    pub usage: ReadModel<UsageLedger>,
+    pub state: State,
+}
+
+/// Replays the log into temporary (in-memory) read models up to `until`.
+pub async fn replay(
+    source: &LogSource,
+    region: &RegionId,
+    until: Until,
+    progress: impl Fn(u64),
+) -> Result<Replayed, AuditError> {
+    let head = source.head().await?;
+    let to = match until {
+        Until::Position(position) => position.min(head),
+        Until::Time(_) => head,
+    };
+    let mut replayed = Replayed {
+        region: region.clone(),
+        position: 0,
+        catalog: ReadModel::in_memory_for(Catalog, to),
+        usage: ReadModel::in_memory(UsageLedger),
+        state: State::default(),
+    };
+    source
+        .scan(1, to, |batch| -> Result<bool, AuditError> {
+            let cut = match until {
+                Until::Time(at_ms) => batch
+                    .iter()
+                    .position(|e| e.body.recorded_at_ms > at_ms)
+                    .unwrap_or(batch.len()),
+                Until::Position(_) => batch.len(),
+            };
+            let whole = batch.len();
+            let batch = &batch[..cut];
+            replayed.catalog.apply(batch)?;
+            replayed.usage.apply(batch)?;
+            for envelope in batch {
+                evolve(&mut replayed.state, &decode_event(envelope)?);
+            }
+            replayed.position = batch.last().map_or(replayed.position, |e| e.position());
+            progress(replayed.position);
+            Ok(cut == whole)
+        })
+        .await?;
+    Ok(replayed)
+}
+
+impl Replayed {
+    /// Answers a query for `tenant` as of the replayed moment.
+    pub fn query(
+        &self,
+        tenant: &TenantId,
+        query: Query,
+        params: &QueryParams,
+    ) -> Result<Value, AuditError> {
+        let models = Models {
+            region: &self.region,
+            catalog: self.catalog.store(),
+            usage: self.usage.store(),
+            position: self.position,
+            members_limit: ims_domain::SharingPolicy::default().members_per_image_max,
+            // Printed, not sent: the page is bounded by its limit alone.
+            reply_bytes_max: usize::MAX,
+        };
+        Ok(answer(&models, tenant, query, params)?)
+    }
+
+    /// The tenants that could use `image` at the replayed moment, and through what.
+    pub fn who_could_use(&self, image: ImageId) -> Value {
+        who_could_use_answer(
+            image,
+            self.position,
+            self.state.images.get(&image),
+            self.state.tenants.keys(),
+        )
+    }
+}
+
+/// `who-could-use` of one image as of `until`, read from the image's own stream and the
+/// tenants' registrations in the stream index, without replaying the region: the answer of
+/// [`Replayed::who_could_use`] after [`replay`] (a property test compares the two), in time
+/// that grows with the image's history, not the region's. `Until::Time` assumes recorded times
+/// do not decrease along the log (the writer stamps its groups in order).
+pub fn who_could_use_offline(
+    log: &EventLog,
+    image: ImageId,
+    until: Until,
+) -> Result<Value, AuditError> {
+    let head = log.head_position();
+    let position = match until {
+        Until::Position(position) => position.min(head),
+        Until::Time(at_ms) => last_position_at(log, at_ms, head)?,
+    };
+    let mut state = State::default();
+    for envelope in log.read_stream(&ims_domain::StreamId::Image(image).to_string())? {
+        if envelope.position() > position {
+            break;
+        }
+        evolve(&mut state, &decode_event(&envelope)?);
+    }
+    let Some(found) = state.images.get(&image) else {
+        return Ok(who_could_use_answer(
+            image,
+            position,
+            None,
+            std::iter::empty(),
+        ));
+    };
+    // A public or Marketplace image reaches every tenant registered by then; any other only its
+    // owner and members, so only their registrations are read.
+    let everyone = matches!(found.class, ImageClass::Public | ImageClass::Marketplace);
+    let prefixes: Vec<String> = if everyone {
+        vec!["tenant/".to_owned()]
+    } else {
+        found
+            .owner
+            .tenant()
+            .into_iter()
+            .chain(found.members.keys())
+            .map(|tenant| format!("tenant/{tenant}"))
+            .collect()
+    };
+    let mut registered = std::collections::BTreeSet::new();
+    for prefix in &prefixes {
+        for (stream, first) in log.stream_starts(prefix)? {
+            if first > position || (!everyone && stream != *prefix) {
+                continue;
+            }
+            if let Some(tenant) = stream
+                .strip_prefix("tenant/")
+                .and_then(|id| TenantId::parse(id).ok())
+            {
+                registered.insert(tenant);
+            }
+        }
+    }
+    Ok(who_could_use_answer(
+        image,
+        position,
+        Some(found),
+        registered.iter(),
+    ))
+}
+
+/// The answer of who-could-use: each of `registered` (in order) that has access to `found`.
+fn who_could_use_answer<'t>(
+    image: ImageId,
+    position: u64,
+    found: Option<&ims_domain::Image>,
+    registered: impl Iterator<Item = &'t TenantId>,
+) -> Value {
+    let Some(found) = found else {
+        return json!({"image_id": image.to_string(), "position": position, "exists": false, "tenants": []});
+    };
+    let tenants: Vec<Value> = registered
+        .filter_map(|tenant| {
+            access(found, tenant)
+                .map(|through| json!({"tenant": tenant.as_str(), "through": through.as_str()}))
+        })
+        .collect();
+    json!({"image_id": image.to_string(), "position": position, "exists": true, "status": found.status.as_str(), "tenants": tenants})
+}
+
+/// The last position recorded at or before `at_ms` (0 if none), by bisection.
+fn last_position_at(log: &EventLog, at_ms: u64, head: u64) -> Result<u64, AuditError> {
+    let recorded_at = |position: u64| -> Result<u64, AuditError> {
+        Ok(log
+            .read_range(position, 1)?
+            .first()
+            .map_or(u64::MAX, |envelope| envelope.body.recorded_at_ms))
+    };
+    // The answer lies in [low, high]: every position up to low is at or before at_ms.
+    let (mut low, mut high) = (0u64, head);
+    while low < high {
+        let middle = low + (high - low).div_ceil(2);
+        if recorded_at(middle)? <= at_ms {
+            low = middle;
+        } else {
+            high = middle - 1;
+        }
+    }
+    Ok(low)
+}
