@@ -4,6 +4,8 @@
 //! and the log. Every test runs with authentication on: the client connects with the bootstrap
 //! operator token and issues a credential for each tenant (and an auditor) it acts as.
 
+pub mod latency;
+
 use std::path::Path;
 use std::time::Duration;
 
@@ -527,49 +529,27 @@ pub async fn http_get_with(
     path: &str,
     token: Option<&str>,
 ) -> (u16, Value) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr)
+    use http_body_util::BodyExt as _;
+    let mut request = hyper::Request::get(path).header("host", addr.to_string());
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let request = request
+        .body(http_body_util::Empty::<Bytes>::new())
+        .expect("a GET request");
+    let response = ims_fetch::client::send(addr, "localhost", false, request)
         .await
-        .expect("connecting to the HTTP API");
-    let authorization = token.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-    let request =
-        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n{authorization}Connection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let text = String::from_utf8_lossy(&response);
-    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let chunked = head
-        .to_ascii_lowercase()
-        .contains("transfer-encoding: chunked");
-    let body = if chunked {
-        dechunk(body)
-    } else {
-        body.to_owned()
-    };
+        .expect("the HTTP API answers");
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .expect("the whole body")
+        .to_bytes();
+    let body = String::from_utf8_lossy(&body).into_owned();
     let value = serde_json::from_str(&body).unwrap_or(Value::String(body));
     (status, value)
-}
-
-fn dechunk(body: &str) -> String {
-    let mut out = String::new();
-    let mut rest = body;
-    while let Some((size, after)) = rest.split_once("\r\n") {
-        let Ok(size) = usize::from_str_radix(size.trim(), 16) else {
-            break;
-        };
-        if size == 0 {
-            break;
-        }
-        out.push_str(&after[..size]);
-        rest = after[size..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 impl Client {

@@ -82,30 +82,11 @@ impl ImageId {
                  \"0192f0c1-7a3e-7c2b-9d4e-1a2b3c4d5e6f\""
             ))
         };
-        let bytes = value.as_bytes();
-        if bytes.len() != 36 || [8, 13, 18, 23].iter().any(|&i| bytes[i] != b'-') {
-            return Err(invalid());
+        // Only the hyphenated form: the uuid crate also reads the simple, braced and URN forms.
+        match uuid::Uuid::try_parse(value) {
+            Ok(id) if value.len() == 36 => Ok(Self(id.into_bytes())),
+            _ => Err(invalid()),
         }
-        let hex: Vec<u8> = bytes.iter().copied().filter(|b| *b != b'-').collect();
-        if hex.len() != 32 {
-            return Err(invalid());
-        }
-        let mut out = [0u8; 16];
-        for (i, pair) in hex.chunks(2).enumerate() {
-            let high = hex_value(pair[0]).ok_or_else(invalid)?;
-            let low = hex_value(pair[1]).ok_or_else(invalid)?;
-            out[i] = high << 4 | low;
-        }
-        Ok(Self(out))
-    }
-}
-
-fn hex_value(digit: u8) -> Option<u8> {
-    match digit {
-        b'0'..=b'9' => Some(digit - b'0'),
-        b'a'..=b'f' => Some(digit - b'a' + 10),
-        b'A'..=b'F' => Some(digit - b'A' + 10),
-        _ => None,
     }
 }
 
@@ -123,20 +104,13 @@ impl fmt::Display for TenantId {
 
 impl fmt::Display for ImageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // Built in a buffer and written once: ids are printed on hot paths (keys, feeds, JSON).
-        const HEX: &[u8; 16] = b"0123456789abcdef";
-        let mut text = [0u8; 36];
-        let mut at = 0;
-        for (i, byte) in self.0.iter().enumerate() {
-            if matches!(i, 4 | 6 | 8 | 10) {
-                text[at] = b'-';
-                at += 1;
-            }
-            text[at] = HEX[usize::from(byte >> 4)];
-            text[at + 1] = HEX[usize::from(byte & 0x0f)];
-            at += 2;
-        }
-        f.write_str(std::str::from_utf8(&text).map_err(|_| fmt::Error)?)
+        // Encoded in a buffer on the stack: ids are printed on hot paths (keys, feeds, JSON).
+        let mut buffer = uuid::Uuid::encode_buffer();
+        f.write_str(
+            uuid::Uuid::from_bytes(self.0)
+                .hyphenated()
+                .encode_lower(&mut buffer),
+        )
     }
 }
 
@@ -167,5 +141,17 @@ mod tests {
         assert_eq!(ImageId::parse(&text).unwrap(), id);
         assert!(ImageId::parse("0192f0c1x7a3e-7c2b-9d4e-1a2b3c4d5e6f").is_err());
         assert!(ImageId::parse("not-a-uuid").is_err());
+        // Other forms of the same UUID are not ids on the wire.
+        for other in [
+            "0192f0c17a3e7c2b9d4e1a2b3c4d5e6f",
+            "{0192f0c1-7a3e-7c2b-9d4e-1a2b3c4d5e6f}",
+            "urn:uuid:0192f0c1-7a3e-7c2b-9d4e-1a2b3c4d5e6f",
+        ] {
+            assert!(ImageId::parse(other).is_err(), "{other} was accepted");
+        }
+        assert_eq!(
+            ImageId::parse("0192F0C1-7A3E-7C2B-9D4E-1A2B3C4D5E6F").unwrap(),
+            id
+        );
     }
 }

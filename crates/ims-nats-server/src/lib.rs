@@ -19,13 +19,13 @@ pub fn nats_server_binary() -> Result<PathBuf, NatsServerError> {
         }
         return Err(NatsServerError::NotAFile(path));
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
+    if let Ok(path) = which::which("nats-server") {
+        return Ok(path);
+    }
     let project_venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../.venv-nats/bin");
-    for dir in std::env::split_paths(&path).chain([project_venv]) {
-        let candidate = dir.join("nats-server");
-        if candidate.is_file() {
-            return Ok(candidate);
-        }
+    let installed = project_venv.join("nats-server");
+    if installed.is_file() {
+        return Ok(installed);
     }
     Err(NatsServerError::NotFound)
 }

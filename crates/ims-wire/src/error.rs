@@ -4,8 +4,20 @@ use ims_domain::{DomainError, ErrorCode};
 use serde::{Deserialize, Serialize};
 
 /// Every code a reply can carry: the domain's and the transport's.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    Serialize,
+    Deserialize,
+    strum::IntoStaticStr,
+    strum::VariantArray,
+)]
 #[serde(rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum WireErrorCode {
     InvalidJson,
     InvalidArgument,
@@ -32,30 +44,9 @@ pub enum WireErrorCode {
 }
 
 impl WireErrorCode {
+    /// The code as it is written in replies and headers.
     pub fn as_str(self) -> &'static str {
-        match self {
-            WireErrorCode::InvalidJson => "invalid_json",
-            WireErrorCode::InvalidArgument => "invalid_argument",
-            WireErrorCode::UnknownCommand => "unknown_command",
-            WireErrorCode::PayloadTooLarge => "payload_too_large",
-            WireErrorCode::NotFound => "not_found",
-            WireErrorCode::Forbidden => "forbidden",
-            WireErrorCode::InvalidState => "invalid_state",
-            WireErrorCode::NotShareable => "not_shareable",
-            WireErrorCode::EncryptedNotShareable => "encrypted_not_shareable",
-            WireErrorCode::FullEcsNotShareable => "full_ecs_not_shareable",
-            WireErrorCode::UnknownTenant => "unknown_tenant",
-            WireErrorCode::ShareLimitExceeded => "share_limit_exceeded",
-            WireErrorCode::NotAMember => "not_a_member",
-            WireErrorCode::Protected => "protected",
-            WireErrorCode::QuotaExceeded => "quota_exceeded",
-            WireErrorCode::Conflict => "conflict",
-            WireErrorCode::EncryptedNotCopyable => "encrypted_not_copyable",
-            WireErrorCode::Stale => "stale",
-            WireErrorCode::Unavailable => "unavailable",
-            WireErrorCode::Internal => "internal",
-            WireErrorCode::Unauthenticated => "unauthenticated",
-        }
+        self.into()
     }
 
     /// The HTTP status that fits the code.
@@ -128,3 +119,21 @@ impl std::fmt::Display for WireError {
 }
 
 impl std::error::Error for WireError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strum::VariantArray as _;
+
+    #[test]
+    fn every_code_is_written_the_same_in_json_and_in_headers() {
+        for code in WireErrorCode::VARIANTS {
+            let json = serde_json::to_value(code).unwrap();
+            assert_eq!(json, code.as_str(), "{code:?}");
+        }
+        assert_eq!(
+            WireErrorCode::EncryptedNotShareable.as_str(),
+            "encrypted_not_shareable"
+        );
+    }
+}

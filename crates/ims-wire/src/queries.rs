@@ -6,7 +6,18 @@ use serde::{Deserialize, Serialize};
 use crate::{WireError, WireErrorCode};
 
 /// A query, named as in `ims.v1.<region>.q.<tenant>.<query>` and the HTTP routes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    Hash,
+    strum::IntoStaticStr,
+    strum::EnumString,
+    strum::VariantArray,
+)]
+#[strum(serialize_all = "kebab-case")]
 pub enum Query {
     VisibleImages,
     SharedWithMe,
@@ -19,42 +30,23 @@ pub enum Query {
 }
 
 impl Query {
-    pub const ALL: [Query; 8] = [
-        Query::VisibleImages,
-        Query::SharedWithMe,
-        Query::Image,
-        Query::Members,
-        Query::ShareCounts,
-        Query::Usable,
-        Query::Feed,
-        Query::Usage,
-    ];
+    /// Every query, in the order of DESIGN.md.
+    pub const ALL: &'static [Query] = <Query as strum::VariantArray>::VARIANTS;
 
+    /// The query's name in subjects and routes.
     pub fn as_str(self) -> &'static str {
-        match self {
-            Query::VisibleImages => "visible-images",
-            Query::SharedWithMe => "shared-with-me",
-            Query::Image => "image",
-            Query::Members => "members",
-            Query::ShareCounts => "share-counts",
-            Query::Usable => "usable",
-            Query::Feed => "feed",
-            Query::Usage => "usage",
-        }
+        self.into()
     }
 
     /// The query named `name`, or `unknown_command` naming the queries there are.
     pub fn parse(name: &str) -> Result<Query, WireError> {
-        Self::ALL
-            .into_iter()
-            .find(|query| query.as_str() == name)
-            .ok_or_else(|| {
-                let known: Vec<&str> = Self::ALL.iter().map(|q| q.as_str()).collect();
-                WireError::new(
-                    WireErrorCode::UnknownCommand,
-                    format!("unknown query {name:?}; queries are {}", known.join(", ")),
-                )
-            })
+        name.parse().map_err(|_| {
+            let known: Vec<&str> = Self::ALL.iter().map(|q| q.as_str()).collect();
+            WireError::new(
+                WireErrorCode::UnknownCommand,
+                format!("unknown query {name:?}; queries are {}", known.join(", ")),
+            )
+        })
     }
 }
 
@@ -105,8 +97,10 @@ mod tests {
     #[test]
     fn every_query_parses_from_its_name_and_others_are_named_in_the_refusal() {
         for query in Query::ALL {
-            assert_eq!(Query::parse(query.as_str()).unwrap(), query);
+            assert_eq!(Query::parse(query.as_str()).unwrap(), *query);
         }
+        assert_eq!(Query::VisibleImages.as_str(), "visible-images");
+        assert_eq!(Query::ALL.len(), 8);
         let unknown = Query::parse("all-images").unwrap_err();
         assert_eq!(unknown.code, WireErrorCode::UnknownCommand);
         assert!(unknown.message.contains("all-images") && unknown.message.contains("usable"));

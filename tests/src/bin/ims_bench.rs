@@ -8,6 +8,7 @@
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+use ims_tests::latency::Latencies;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,18 +27,7 @@ const CONNECTIONS: usize = 4;
 
 struct Figures {
     requests_per_second: f64,
-    p50: Duration,
-    p99: Duration,
-}
-
-fn figures(mut latencies: Vec<Duration>, elapsed: Duration) -> Figures {
-    latencies.sort();
-    let at = |q: f64| latencies[((latencies.len() as f64 * q) as usize).min(latencies.len() - 1)];
-    Figures {
-        requests_per_second: latencies.len() as f64 / elapsed.as_secs_f64(),
-        p50: at(0.50),
-        p99: at(0.99),
-    }
+    latencies: Latencies,
 }
 
 /// Runs `CLIENTS` loops of `step(client_index, iteration)` for `duration`; returns the figures.
@@ -53,22 +43,25 @@ where
     for client in 0..CLIENTS {
         let step = step.clone();
         tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
+            let mut latencies = Latencies::default();
             let mut iteration = 0;
             while Instant::now() < deadline {
                 let sent = Instant::now();
                 step(client, iteration).await;
-                latencies.push(sent.elapsed());
+                latencies.record(sent.elapsed());
                 iteration += 1;
             }
             latencies
         }));
     }
-    let mut all = Vec::new();
+    let mut latencies = Latencies::default();
     for task in tasks {
-        all.extend(task.await.unwrap());
+        latencies.add(&task.await.unwrap());
     }
-    figures(all, started.elapsed())
+    Figures {
+        requests_per_second: latencies.count() as f64 / started.elapsed().as_secs_f64(),
+        latencies,
+    }
 }
 
 #[tokio::main]
@@ -221,8 +214,8 @@ async fn main() -> anyhow::Result<()> {
         println!(
             "{name:<28} {:>10.0} req/s   p50 {:>8.3} ms   p99 {:>8.3} ms",
             f.requests_per_second,
-            f.p50.as_secs_f64() * 1e3,
-            f.p99.as_secs_f64() * 1e3
+            f.latencies.quantile_ms(0.50),
+            f.latencies.quantile_ms(0.99)
         );
     }
     println!(
