@@ -22,6 +22,7 @@ use ims_identity::setup::NatsKeys;
 use ims_import::ImportSources;
 use ims_nats_server::{free_port, NatsServer};
 use ims_store::StoreLocation;
+use ims_wire::commands::{BuildOutcomeDto, RegisterTenantRequest, ReportBuildRequest};
 use ims_wire::Subjects;
 use serde_json::{json, Value};
 
@@ -133,7 +134,10 @@ impl Client {
 
     /// Issues a credential over the operator's connection: the whole token.
     pub async fn issue(&self, role: &str, tenant: Option<&str>) -> String {
-        let body = json!({"role": role, "tenant": tenant});
+        let body = ims_wire::iam::IssueCredential {
+            role: role.to_owned(),
+            tenant: tenant.map(str::to_owned),
+        };
         let reply = self
             .request_on(
                 &self.nats,
@@ -244,7 +248,17 @@ impl Client {
             .await
     }
 
-    /// An operator command.
+    /// A typed operator command (see `ims_wire::commands`), without a command id.
+    pub async fn op_typed<T: ims_wire::commands::CommandBody>(&self, body: &T) -> Value {
+        let subject = self.subjects.operator_command(&self.region, T::NAME);
+        self.request(
+            subject,
+            ims_wire::commands::command_payload(body, None, None),
+        )
+        .await
+    }
+
+    /// An operator command as raw JSON: for tests of the wire format itself.
     pub async fn op(&self, name: &str, body: Value) -> Value {
         let subject = self.subjects.operator_command(&self.region, name);
         self.request(subject, serde_json::to_vec(&body).unwrap())
@@ -264,7 +278,7 @@ impl Client {
     /// A batch of the log from `from`.
     pub async fn read_log(&self, from: u64, max: usize) -> LogBatch {
         let subject = self.subjects.log_read(&self.region);
-        let payload = serde_json::to_vec(&json!({"from": from, "max": max})).unwrap();
+        let payload = serde_json::to_vec(&ims_bus::LogReadRequest { from, max }).unwrap();
         let connection = self.connection_for(&subject).await;
         let message = tokio::time::timeout(
             Duration::from_secs(30),
@@ -307,7 +321,12 @@ impl Client {
     /// Registers tenants with the default quota.
     pub async fn register(&self, tenants: &[&str]) {
         for tenant in tenants {
-            let reply = self.op("register-tenant", json!({"tenant": tenant})).await;
+            let reply = self
+                .op_typed(&RegisterTenantRequest {
+                    tenant: (*tenant).to_owned(),
+                    quota: None,
+                })
+                .await;
             assert_eq!(reply["ok"], true, "registering {tenant}: {reply}");
         }
     }
@@ -327,7 +346,17 @@ impl Client {
         assert_eq!(created["ok"], true, "create-image: {created}");
         let id = created["image_id"].as_str().unwrap().to_owned();
         let built = self
-            .op("report-build", json!({"image_id": id, "outcome": "succeeded", "size_bytes": 1u64 << 30, "checksum_sha256": "ab".repeat(32)}))
+            .op_typed(&ReportBuildRequest {
+                image_id: id.clone(),
+                outcome: BuildOutcomeDto::Succeeded,
+                size_bytes: Some(1 << 30),
+                checksum_sha256: Some("ab".repeat(32)),
+                os_hash_algo: None,
+                os_hash_value: None,
+                detected_format: None,
+                virtual_size: None,
+                reason: None,
+            })
             .await;
         assert_eq!(built["ok"], true, "report-build: {built}");
         id

@@ -272,10 +272,13 @@ async fn a_lost_live_event_is_filled_from_log_read() {
         )
         .await
         .unwrap();
+    let ims_wire::views::Answer::Image(view) = view else {
+        panic!("the image query answered {view:?}");
+    };
     assert_eq!(
-        (view["status"].as_str(), view["version"].as_u64()),
-        (Some("active"), Some(3)),
-        "{view}"
+        (view.status.as_str(), view.version),
+        ("active", 3),
+        "{view:?}"
     );
     assert_eq!(whole_log(&client).await.len(), 5);
     drop(models);

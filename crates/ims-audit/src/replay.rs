@@ -87,7 +87,7 @@ impl Replayed {
             // Printed, not sent: the page is bounded by its limit alone.
             reply_bytes_max: usize::MAX,
         };
-        Ok(answer(&models, tenant, query, params)?)
+        Ok(answer(&models, tenant, query, params)?.to_value())
     }
 
     /// The tenants that could use `image` at the replayed moment, and through what.

@@ -131,6 +131,20 @@ mod tests {
     }
 
     #[test]
+    fn tenant_and_region_ids_print_and_read_as_given() {
+        let tenant = TenantId::parse("t_1-x").unwrap();
+        let region = RegionId::parse("eu-west-0").unwrap();
+        assert_eq!(
+            (tenant.as_str(), tenant.to_string()),
+            ("t_1-x", "t_1-x".into())
+        );
+        assert_eq!(
+            (region.as_str(), region.to_string()),
+            ("eu-west-0", "eu-west-0".into())
+        );
+    }
+
+    #[test]
     fn an_image_id_reads_back_what_it_prints() {
         let id = ImageId::from_bytes([
             0x01, 0x92, 0xf0, 0xc1, 0x7a, 0x3e, 0x7c, 0x2b, 0x9d, 0x4e, 0x1a, 0x2b, 0x3c, 0x4d,

@@ -479,7 +479,7 @@ async fn query_value(
 ) -> Result<serde_json::Value, WireError> {
     let models = models_of(state, region)?;
     let tenant = TenantId::parse(tenant).map_err(WireError::from)?;
-    models.query(&tenant, name, params).await
+    Ok(models.query(&tenant, name, params).await?.to_value())
 }
 
 /// The `image` query's answer, for the file routes.

@@ -6,10 +6,10 @@ use ims_domain::{
 };
 use ims_wire::time::rfc3339;
 use ims_wire::views::{
-    image_type, FeedItem, ImageView, MemberView, Page, ShareCountView, UsableView,
+    image_type, Answer, FeedItem, ImageView, MemberView, Page, ShareCountView, UsableView,
+    UsageItem, UsageView,
 };
 use ims_wire::{Query, WireError, WireErrorCode};
-use serde_json::{json, Value};
 
 use crate::catalog::{member_status_from_byte, tenant_key, FeedRecord, OWNED};
 use crate::store::{be_u64, image_key, Store};
@@ -169,11 +169,11 @@ impl ImagePage {
         true
     }
 
-    fn answer(self, position: u64) -> Value {
-        json!(Page {
+    fn answer(self, position: u64) -> Answer {
+        Answer::Images(Page {
             items: self.items,
             next_marker: self.next_marker,
-            position
+            position,
         })
     }
 }
@@ -207,14 +207,17 @@ pub fn answer(
     tenant: &TenantId,
     query: Query,
     params: &QueryParams,
-) -> Result<Value, WireError> {
+) -> Result<Answer, WireError> {
     match query {
         Query::VisibleImages => visible_images(models, tenant, params),
         Query::SharedWithMe => shared_with_me(models, tenant, params),
         Query::Image => {
             let id = image_id_param(params)?;
             let image = visible_image(models, tenant, &id)?;
-            Ok(json!(ImageView::new(&image, Some(tenant))))
+            Ok(Answer::Image(Box::new(ImageView::new(
+                &image,
+                Some(tenant),
+            ))))
         }
         Query::Members => {
             let id = image_id_param(params)?;
@@ -232,10 +235,10 @@ pub fn answer(
                 .iter()
                 .map(|(t, s)| MemberView::new(t, *s))
                 .collect();
-            Ok(json!(Page {
+            Ok(Answer::Members(Page {
                 items,
                 next_marker: None,
-                position: models.position
+                position: models.position,
             }))
         }
         Query::ShareCounts => share_counts(models, tenant),
@@ -255,10 +258,10 @@ pub fn answer(
             // An image the tenant may not see answers exactly as one that does not exist.
             let image = visible_image(models, tenant, &id)?;
             let answer = usable(models.region, tenant, id, Some(&image), purpose);
-            Ok(json!(UsableView::new(
+            Ok(Answer::Usable(UsableView::new(
                 id.to_string(),
                 purpose_name,
-                &answer
+                &answer,
             )))
         }
         Query::Feed => feed(models, tenant, params),
@@ -292,7 +295,7 @@ fn visible_images(
     models: &Models,
     tenant: &TenantId,
     params: &QueryParams,
-) -> Result<Value, WireError> {
+) -> Result<Answer, WireError> {
     let limit = limit(params)?;
     if let Some(t) = &params.image_type {
         one_of("type", t, &["public", "private", "shared", "marketplace"])?;
@@ -366,7 +369,7 @@ fn shared_with_me(
     models: &Models,
     tenant: &TenantId,
     params: &QueryParams,
-) -> Result<Value, WireError> {
+) -> Result<Answer, WireError> {
     if let Some(s) = &params.status {
         one_of("status", s, &["pending", "accepted", "rejected"])?;
     }
@@ -394,7 +397,7 @@ fn shared_with_me(
     Ok(page.answer(models.position))
 }
 
-fn share_counts(models: &Models, tenant: &TenantId) -> Result<Value, WireError> {
+fn share_counts(models: &Models, tenant: &TenantId) -> Result<Answer, WireError> {
     let prefix = tenant_key(b'v', tenant, &[]);
     let mut items = Vec::new();
     for entry in entries_after(models.catalog, &prefix, None) {
@@ -416,14 +419,14 @@ fn share_counts(models: &Models, tenant: &TenantId) -> Result<Value, WireError> 
             limit: models.members_limit as u32,
         });
     }
-    Ok(json!(Page {
+    Ok(Answer::ShareCounts(Page {
         items,
         next_marker: None,
-        position: models.position
+        position: models.position,
     }))
 }
 
-fn feed(models: &Models, tenant: &TenantId, params: &QueryParams) -> Result<Value, WireError> {
+fn feed(models: &Models, tenant: &TenantId, params: &QueryParams) -> Result<Answer, WireError> {
     let limit = limit(params)?;
     let after = params.after.unwrap_or(0);
     let read = |prefix: Vec<u8>| -> Result<Vec<FeedItem>, WireError> {
@@ -459,14 +462,14 @@ fn feed(models: &Models, tenant: &TenantId, params: &QueryParams) -> Result<Valu
         })
         .flatten();
     items.truncate(fit);
-    Ok(json!(Page {
+    Ok(Answer::Feed(Page {
         items,
         next_marker,
-        position: models.position
+        position: models.position,
     }))
 }
 
-fn usage(models: &Models, tenant: &TenantId, params: &QueryParams) -> Result<Value, WireError> {
+fn usage(models: &Models, tenant: &TenantId, params: &QueryParams) -> Result<Answer, WireError> {
     let limit = limit(params)?;
     let prefix = tenant_key(b'u', tenant, &[]);
     let mut start = prefix.clone();
@@ -481,8 +484,18 @@ fn usage(models: &Models, tenant: &TenantId, params: &QueryParams) -> Result<Val
         if let Some(currency) = &entry.currency {
             *totals.entry(currency.clone()).or_default() += u128::from(entry.charge_minor);
         }
-        items.push(json!({"position": be_u64(&key[prefix.len()..]), "image_id": entry.image_id.to_string(), "hours": entry.hours,
-            "charge_minor": entry.charge_minor, "currency": entry.currency, "at": rfc3339(entry.at_ms)}));
+        items.push(UsageItem {
+            position: be_u64(&key[prefix.len()..]),
+            image_id: entry.image_id.to_string(),
+            hours: entry.hours,
+            charge_minor: entry.charge_minor,
+            currency: entry.currency,
+            at: rfc3339(entry.at_ms),
+        });
     }
-    Ok(json!({"items": items, "totals_minor": totals, "position": models.position}))
+    Ok(Answer::Usage(UsageView {
+        items,
+        totals_minor: totals,
+        position: models.position,
+    }))
 }

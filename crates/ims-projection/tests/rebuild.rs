@@ -291,12 +291,12 @@ proptest! {
             evolve(&mut domain_state, &ims_log::decode_event(envelope).unwrap());
         }
         for t in 0..TENANTS.len() {
-            let all = answer(&models, &tenant(t), ims_wire::Query::VisibleImages, &QueryParams { limit: Some(1000), include_deprecated: Some(true), ..Default::default() }).unwrap();
+            let all = answer(&models, &tenant(t), ims_wire::Query::VisibleImages, &QueryParams { limit: Some(1000), include_deprecated: Some(true), ..Default::default() }).unwrap().to_value();
             let expected: Vec<String> = all["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_owned()).collect();
             let mut paged = Vec::new();
             let mut marker = None;
             loop {
-                let page = answer(&models, &tenant(t), ims_wire::Query::VisibleImages, &QueryParams { limit: Some(limit), marker: marker.clone(), include_deprecated: Some(true), ..Default::default() }).unwrap();
+                let page = answer(&models, &tenant(t), ims_wire::Query::VisibleImages, &QueryParams { limit: Some(limit), marker: marker.clone(), include_deprecated: Some(true), ..Default::default() }).unwrap().to_value();
                 paged.extend(page["items"].as_array().unwrap().iter().map(|i| i["id"].as_str().unwrap().to_owned()));
                 match page["next_marker"].as_str() {
                     Some(next) => marker = Some(next.to_owned()),

@@ -16,7 +16,7 @@ use ims_domain::{RegionId, SharingPolicy, TenantId};
 use ims_log::Envelope;
 use ims_projection::queries::{answer, Models};
 use ims_projection::{Catalog, Notice, ProjectionError, ReadModel, UsageLedger};
-use ims_wire::views::FeedItem;
+use ims_wire::views::{Answer, FeedItem};
 use ims_wire::{Query, QueryParams};
 use ims_wire::{Subjects, WireError, WireErrorCode};
 use tokio::sync::watch;
@@ -166,7 +166,7 @@ impl RegionModels {
         tenant: &TenantId,
         query: Query,
         params: &QueryParams,
-    ) -> Result<serde_json::Value, WireError> {
+    ) -> Result<Answer, WireError> {
         let started = std::time::Instant::now();
         if let Some(wanted) = params.min_position {
             let mut position = self.position.subscribe();

@@ -264,6 +264,53 @@ pub struct Page<T> {
     pub position: u64,
 }
 
+/// One entry of a tenant's Marketplace usage.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageItem {
+    pub position: u64,
+    pub image_id: String,
+    pub hours: u32,
+    pub charge_minor: u64,
+    /// `None` for a free image.
+    pub currency: Option<String>,
+    pub at: String,
+}
+
+/// A page of usage with the totals of the page per currency (a sum of u64 charges: u128).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UsageView {
+    pub items: Vec<UsageItem>,
+    pub totals_minor: std::collections::BTreeMap<String, u128>,
+    pub position: u64,
+}
+
+/// What a query answers, one shape per query (DESIGN.md section 5).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum Answer {
+    /// `visible-images`, `shared-with-me`.
+    Images(Page<ImageView>),
+    /// `image`.
+    Image(Box<ImageView>),
+    /// `members`.
+    Members(Page<MemberView>),
+    /// `share-counts`.
+    ShareCounts(Page<ShareCountView>),
+    /// `usable`.
+    Usable(UsableView),
+    /// `feed`.
+    Feed(Page<FeedItem>),
+    /// `usage`.
+    Usage(UsageView),
+}
+
+impl Answer {
+    /// The answer as a JSON value (keys in order, as every answer was sent before it was typed).
+    pub fn to_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("query answers serialise")
+    }
+}
+
 /// A failed query answer has the same shape as a failed command reply.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueryError {
