@@ -90,9 +90,10 @@ pub enum CopyOutcome {
     Failed { reason: String },
 }
 
+/// What a tenant may ask, about its own images and the shares offered to it; the actor is the
+/// tenant of the subject. The operator may send `DeleteImage` too, for a public image.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Command {
-    // Tenant commands: the actor is the tenant of the subject.
+pub enum TenantCommand {
     CreateImage(Box<CreateImage>),
     UpdateImage(Box<UpdateImage>),
     DeleteImage {
@@ -126,7 +127,11 @@ pub enum Command {
     DelistFromMarketplace {
         image_id: ImageId,
     },
-    // Operator commands.
+}
+
+/// What only the operator may ask (and the service's own sagas, which act as the operator).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OperatorCommand {
     RegisterTenant {
         tenant: TenantId,
         quota: Option<u32>,
@@ -162,6 +167,25 @@ pub enum Command {
     },
 }
 
+/// A command of either kind: the kind says who may send it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    Tenant(TenantCommand),
+    Operator(OperatorCommand),
+}
+
+impl From<TenantCommand> for Command {
+    fn from(command: TenantCommand) -> Self {
+        Command::Tenant(command)
+    }
+}
+
+impl From<OperatorCommand> for Command {
+    fn from(command: OperatorCommand) -> Self {
+        Command::Operator(command)
+    }
+}
+
 /// What a command reads: a writer that holds only part of the region's state loads these first.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Touches {
@@ -170,52 +194,78 @@ pub struct Touches {
 }
 
 impl Command {
-    /// Whether only the operator may send it.
-    pub fn is_operator_command(&self) -> bool {
-        matches!(
-            self,
-            Command::RegisterTenant { .. }
-                | Command::SetQuota { .. }
-                | Command::PublishPublicImage(_)
-                | Command::DeprecateImage { .. }
-                | Command::ReportBuild { .. }
-                | Command::RecordUsage { .. }
-                | Command::ReceiveCopy(_)
-                | Command::RecordCopyOutcome { .. }
-        )
-    }
-
     /// The images and tenants `decide` may read for this command, besides the actor, and the
     /// owners of the named images (which a writer finds once the images are loaded).
     pub fn touches(&self) -> Touches {
+        match self {
+            Command::Tenant(command) => command.touches(),
+            Command::Operator(command) => command.touches(),
+        }
+    }
+
+    /// The command's name on the wire, as in DESIGN.md section 4.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Tenant(command) => command.name(),
+            Command::Operator(command) => command.name(),
+        }
+    }
+}
+
+impl TenantCommand {
+    fn touches(&self) -> Touches {
         let mut touches = Touches::default();
         match self {
-            Command::CreateImage(_) | Command::PublishPublicImage(_) => {}
-            Command::UpdateImage(update) => touches.images.push(update.image_id),
-            Command::DeleteImage { image_id }
-            | Command::AcceptShare { image_id }
-            | Command::RejectShare { image_id }
-            | Command::CopyImage { image_id, .. }
-            | Command::ListOnMarketplace { image_id, .. }
-            | Command::DelistFromMarketplace { image_id }
-            | Command::DeprecateImage { image_id, .. }
-            | Command::ReportBuild { image_id, .. }
-            | Command::RecordCopyOutcome { image_id, .. } => touches.images.push(*image_id),
-            Command::ShareImage { image_id, tenants } => {
+            TenantCommand::CreateImage(_) => {}
+            TenantCommand::UpdateImage(update) => touches.images.push(update.image_id),
+            TenantCommand::DeleteImage { image_id }
+            | TenantCommand::AcceptShare { image_id }
+            | TenantCommand::RejectShare { image_id }
+            | TenantCommand::CopyImage { image_id, .. }
+            | TenantCommand::ListOnMarketplace { image_id, .. }
+            | TenantCommand::DelistFromMarketplace { image_id }
+            | TenantCommand::UnshareImage { image_id, .. } => touches.images.push(*image_id),
+            TenantCommand::ShareImage { image_id, tenants } => {
                 touches.images.push(*image_id);
                 touches.tenants.extend(tenants.iter().cloned());
             }
-            Command::UnshareImage { image_id, .. } => touches.images.push(*image_id),
-            Command::RegisterTenant { tenant, .. } | Command::SetQuota { tenant, .. } => {
-                touches.tenants.push(tenant.clone())
-            }
-            Command::RecordUsage {
+        }
+        touches
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            TenantCommand::CreateImage(_) => "create-image",
+            TenantCommand::UpdateImage(_) => "update-image",
+            TenantCommand::DeleteImage { .. } => "delete-image",
+            TenantCommand::ShareImage { .. } => "share-image",
+            TenantCommand::UnshareImage { .. } => "unshare-image",
+            TenantCommand::AcceptShare { .. } => "accept-share",
+            TenantCommand::RejectShare { .. } => "reject-share",
+            TenantCommand::CopyImage { .. } => "copy-image",
+            TenantCommand::ListOnMarketplace { .. } => "list-on-marketplace",
+            TenantCommand::DelistFromMarketplace { .. } => "delist-from-marketplace",
+        }
+    }
+}
+
+impl OperatorCommand {
+    fn touches(&self) -> Touches {
+        let mut touches = Touches::default();
+        match self {
+            OperatorCommand::PublishPublicImage(_) => {}
+            OperatorCommand::DeprecateImage { image_id, .. }
+            | OperatorCommand::ReportBuild { image_id, .. }
+            | OperatorCommand::RecordCopyOutcome { image_id, .. } => touches.images.push(*image_id),
+            OperatorCommand::RegisterTenant { tenant, .. }
+            | OperatorCommand::SetQuota { tenant, .. } => touches.tenants.push(tenant.clone()),
+            OperatorCommand::RecordUsage {
                 image_id, tenant, ..
             } => {
                 touches.images.push(*image_id);
                 touches.tenants.push(tenant.clone());
             }
-            Command::ReceiveCopy(copy) => {
+            OperatorCommand::ReceiveCopy(copy) => {
                 touches.images.push(copy.copy_image_id);
                 touches.tenants.push(copy.owner.clone());
             }
@@ -223,27 +273,16 @@ impl Command {
         touches
     }
 
-    /// The command's name on the wire, as in DESIGN.md section 4.
-    pub fn name(&self) -> &'static str {
+    fn name(&self) -> &'static str {
         match self {
-            Command::CreateImage(_) => "create-image",
-            Command::UpdateImage(_) => "update-image",
-            Command::DeleteImage { .. } => "delete-image",
-            Command::ShareImage { .. } => "share-image",
-            Command::UnshareImage { .. } => "unshare-image",
-            Command::AcceptShare { .. } => "accept-share",
-            Command::RejectShare { .. } => "reject-share",
-            Command::CopyImage { .. } => "copy-image",
-            Command::ListOnMarketplace { .. } => "list-on-marketplace",
-            Command::DelistFromMarketplace { .. } => "delist-from-marketplace",
-            Command::RegisterTenant { .. } => "register-tenant",
-            Command::SetQuota { .. } => "set-quota",
-            Command::PublishPublicImage(_) => "publish-public-image",
-            Command::DeprecateImage { .. } => "deprecate-image",
-            Command::ReportBuild { .. } => "report-build",
-            Command::RecordUsage { .. } => "record-usage",
-            Command::ReceiveCopy(_) => "receive-copy",
-            Command::RecordCopyOutcome { .. } => "record-copy-outcome",
+            OperatorCommand::RegisterTenant { .. } => "register-tenant",
+            OperatorCommand::SetQuota { .. } => "set-quota",
+            OperatorCommand::PublishPublicImage(_) => "publish-public-image",
+            OperatorCommand::DeprecateImage { .. } => "deprecate-image",
+            OperatorCommand::ReportBuild { .. } => "report-build",
+            OperatorCommand::RecordUsage { .. } => "record-usage",
+            OperatorCommand::ReceiveCopy(_) => "receive-copy",
+            OperatorCommand::RecordCopyOutcome { .. } => "record-copy-outcome",
         }
     }
 }

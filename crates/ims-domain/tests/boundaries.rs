@@ -13,7 +13,7 @@ use support::*;
 
 const IMAGE: u128 = 1;
 
-fn update(change: impl FnOnce(&mut UpdateImage)) -> Command {
+fn update(change: impl FnOnce(&mut UpdateImage)) -> TenantCommand {
     let mut update = UpdateImage {
         image_id: image_id(IMAGE),
         name: None,
@@ -23,7 +23,7 @@ fn update(change: impl FnOnce(&mut UpdateImage)) -> Command {
         protected: None,
     };
     change(&mut update);
-    Command::UpdateImage(Box::new(update))
+    TenantCommand::UpdateImage(Box::new(update))
 }
 
 /// `update` by the owner is accepted.
@@ -120,20 +120,20 @@ fn the_expected_version_passes_when_it_is_the_images_version() {
 fn a_quota_up_to_the_maximum_is_accepted_and_one_more_is_refused() {
     let max = SharingPolicy::default().quota_max;
     let (_, state) = owner_with_active_image()
-        .when(op(Command::SetQuota {
+        .when(op(OperatorCommand::SetQuota {
             tenant: tenant("t1"),
             quota: max,
         }))
         .then_ok();
     assert_eq!(state.tenants[&tenant("t1")].quota, max);
     owner_with_active_image()
-        .when(op(Command::SetQuota {
+        .when(op(OperatorCommand::SetQuota {
             tenant: tenant("t1"),
             quota: max + 1,
         }))
         .then_refused(ErrorCode::InvalidArgument, "too large");
     Scenario::new()
-        .when(op(Command::RegisterTenant {
+        .when(op(OperatorCommand::RegisterTenant {
             tenant: tenant("t9"),
             quota: Some(max + 1),
         }))
@@ -143,7 +143,7 @@ fn a_quota_up_to_the_maximum_is_accepted_and_one_more_is_refused() {
 #[test]
 fn a_build_report_needs_a_sha256_of_64_and_a_sha512_of_128_hex_digits() {
     let report = |checksum: String| {
-        op(Command::ReportBuild {
+        op(OperatorCommand::ReportBuild {
             image_id: image_id(1),
             outcome: BuildOutcome::Succeeded {
                 size_bytes: 1 << 30,
@@ -156,7 +156,7 @@ fn a_build_report_needs_a_sha256_of_64_and_a_sha512_of_128_hex_digits() {
     let queued = || Scenario::new().given([register("t1"), by("t1", system_image("web"))]);
     queued().when(report("0f".repeat(32))).then_ok();
     let with_sha512 = |sha512: String| {
-        op(Command::ReportBuild {
+        op(OperatorCommand::ReportBuild {
             image_id: image_id(1),
             outcome: BuildOutcome::Succeeded {
                 size_bytes: 1 << 30,
@@ -190,7 +190,7 @@ fn a_marketplace_price_from_one_minor_unit_to_the_maximum_is_accepted() {
     let list = |amount_minor: u64| {
         by(
             "t1",
-            Command::ListOnMarketplace {
+            TenantCommand::ListOnMarketplace {
                 image_id: image_id(IMAGE),
                 publisher: "Acme".into(),
                 price: Price::PerHour {
@@ -216,7 +216,7 @@ fn a_marketplace_price_from_one_minor_unit_to_the_maximum_is_accepted() {
 fn versions_and_owned_counts_grow_by_exactly_one_per_event() {
     let scenario = Scenario::new().given([register("t1")]);
     let tenant_version = scenario.state.tenants[&tenant("t1")].version;
-    let scenario = scenario.given([op(Command::SetQuota {
+    let scenario = scenario.given([op(OperatorCommand::SetQuota {
         tenant: tenant("t1"),
         quota: 7,
     })]);
@@ -243,14 +243,14 @@ fn usable_names_a_rejected_share_and_a_disk_kind_that_does_not_fit_the_purpose()
     let scenario = owner_with_active_image().given([
         by(
             "t1",
-            Command::ShareImage {
+            TenantCommand::ShareImage {
                 image_id: image_id(IMAGE),
                 tenants: vec![tenant("t2")],
             },
         ),
         by(
             "t2",
-            Command::RejectShare {
+            TenantCommand::RejectShare {
                 image_id: image_id(IMAGE),
             },
         ),
@@ -370,7 +370,7 @@ fn a_file_or_upload_makes_system_and_data_images_but_never_a_full_ecs_image() {
 fn usage_counts_as_a_change_of_the_tenant() {
     let scenario = owner_with_active_image().given([by(
         "t1",
-        Command::ListOnMarketplace {
+        TenantCommand::ListOnMarketplace {
             image_id: image_id(IMAGE),
             publisher: "Acme".into(),
             price: Price::PerHour {
@@ -381,7 +381,7 @@ fn usage_counts_as_a_change_of_the_tenant() {
     )]);
     let version = scenario.state.tenants[&tenant("t2")].version;
     let (_, state) = scenario
-        .when(op(Command::RecordUsage {
+        .when(op(OperatorCommand::RecordUsage {
             image_id: image_id(IMAGE),
             tenant: tenant("t2"),
             hours: 2,
@@ -395,7 +395,7 @@ fn deleting_a_listed_image_takes_it_off_the_marketplace_for_good() {
     let (_, state) = owner_with_active_image()
         .given([by(
             "t1",
-            Command::ListOnMarketplace {
+            TenantCommand::ListOnMarketplace {
                 image_id: image_id(IMAGE),
                 publisher: "Acme".into(),
                 price: Price::Free,
@@ -403,7 +403,7 @@ fn deleting_a_listed_image_takes_it_off_the_marketplace_for_good() {
         )])
         .when(by(
             "t1",
-            Command::DeleteImage {
+            TenantCommand::DeleteImage {
                 image_id: image_id(IMAGE),
             },
         ))
@@ -419,14 +419,14 @@ fn usable_says_through_what_and_for_which_purpose_in_words() {
     let scenario = owner_with_active_image().given([
         by(
             "t1",
-            Command::ShareImage {
+            TenantCommand::ShareImage {
                 image_id: image_id(IMAGE),
                 tenants: vec![tenant("t2")],
             },
         ),
         by(
             "t2",
-            Command::AcceptShare {
+            TenantCommand::AcceptShare {
                 image_id: image_id(IMAGE),
             },
         ),
@@ -478,7 +478,7 @@ fn free_text_up_to_its_limit_is_accepted_and_a_refusal_shows_only_the_start_of_a
     let list = |publisher: String| {
         by(
             "t1",
-            Command::ListOnMarketplace {
+            TenantCommand::ListOnMarketplace {
                 image_id: image_id(IMAGE),
                 publisher,
                 price: Price::Free,

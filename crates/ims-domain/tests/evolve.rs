@@ -16,7 +16,7 @@ fn an_update_changes_every_field_it_names_and_bumps_the_version() {
     let (_, after) = scenario
         .when(by(
             "t1",
-            Command::UpdateImage(Box::new(UpdateImage {
+            TenantCommand::UpdateImage(Box::new(UpdateImage {
                 image_id: image_id(1),
                 name: Some("web-2".into()),
                 description: Some("the second".into()),
@@ -42,7 +42,7 @@ fn a_started_build_makes_a_queued_image_saving() {
     let before = scenario.image(image_id(1)).clone();
     assert_eq!(before.status, ImageStatus::Queued);
     let (_, after) = scenario
-        .when(op(Command::ReportBuild {
+        .when(op(OperatorCommand::ReportBuild {
             image_id: image_id(1),
             outcome: BuildOutcome::Started,
             checksum_sha256: None,

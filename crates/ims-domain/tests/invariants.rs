@@ -24,7 +24,7 @@ fn tenant_actor() -> impl Strategy<Value = Actor> {
 fn any_command() -> impl Strategy<Value = (Actor, Command)> {
     prop_oneof![
         any_tenant().prop_map(|t| register(&t)),
-        (any_tenant(), 0u32..4).prop_map(|(t, q)| op(Command::SetQuota {
+        (any_tenant(), 0u32..4).prop_map(|(t, q)| op(OperatorCommand::SetQuota {
             tenant: tenant(&t),
             quota: q
         })),
@@ -47,8 +47,8 @@ fn any_command() -> impl Strategy<Value = (Actor, Command)> {
             }
         ),
         any_image().prop_map(|i| op(succeeded(i))),
-        any_image().prop_map(
-            |i| op(Command::PublishPublicImage(Box::new(PublishPublicImage {
+        any_image().prop_map(|i| op(OperatorCommand::PublishPublicImage(Box::new(
+            PublishPublicImage {
                 name: format!("pub-{}", i.as_bytes()[15]),
                 disk: DiskKind::System,
                 os: os(),
@@ -57,8 +57,8 @@ fn any_command() -> impl Strategy<Value = (Actor, Command)> {
                 checksum_sha256: "c".repeat(64),
                 tags: Default::default(),
                 description: String::new(),
-            })))
-        ),
+            }
+        )))),
         (
             tenant_actor(),
             any_image(),
@@ -67,10 +67,11 @@ fn any_command() -> impl Strategy<Value = (Actor, Command)> {
             .prop_map(|(a, i, ts)| {
                 (
                     a,
-                    Command::ShareImage {
+                    TenantCommand::ShareImage {
                         image_id: i,
                         tenants: ts.iter().map(|t| tenant(t)).collect(),
-                    },
+                    }
+                    .into(),
                 )
             }),
         (
@@ -81,29 +82,36 @@ fn any_command() -> impl Strategy<Value = (Actor, Command)> {
             .prop_map(|(a, i, ts)| {
                 (
                     a,
-                    Command::UnshareImage {
+                    TenantCommand::UnshareImage {
                         image_id: i,
                         tenants: ts.map(|ts| ts.iter().map(|t| tenant(t)).collect()),
-                    },
+                    }
+                    .into(),
                 )
             }),
-        (tenant_actor(), any_image()).prop_map(|(a, i)| (a, Command::AcceptShare { image_id: i })),
-        (tenant_actor(), any_image()).prop_map(|(a, i)| (a, Command::RejectShare { image_id: i })),
-        (tenant_actor(), any_image()).prop_map(|(a, i)| (a, Command::DeleteImage { image_id: i })),
-        any_image().prop_map(|i| op(Command::DeleteImage { image_id: i })),
+        (tenant_actor(), any_image())
+            .prop_map(|(a, i)| (a, TenantCommand::AcceptShare { image_id: i }.into())),
+        (tenant_actor(), any_image())
+            .prop_map(|(a, i)| (a, TenantCommand::RejectShare { image_id: i }.into())),
+        (tenant_actor(), any_image())
+            .prop_map(|(a, i)| (a, TenantCommand::DeleteImage { image_id: i }.into())),
+        any_image().prop_map(|i| op(TenantCommand::DeleteImage { image_id: i })),
         (tenant_actor(), any_image()).prop_map(|(a, i)| (
             a,
-            Command::ListOnMarketplace {
+            TenantCommand::ListOnMarketplace {
                 image_id: i,
                 publisher: "p".into(),
                 price: Price::Free
             }
+            .into()
         )),
-        (tenant_actor(), any_image())
-            .prop_map(|(a, i)| (a, Command::DelistFromMarketplace { image_id: i })),
         (tenant_actor(), any_image()).prop_map(|(a, i)| (
             a,
-            Command::UpdateImage(Box::new(UpdateImage {
+            TenantCommand::DelistFromMarketplace { image_id: i }.into()
+        )),
+        (tenant_actor(), any_image()).prop_map(|(a, i)| (
+            a,
+            TenantCommand::UpdateImage(Box::new(UpdateImage {
                 image_id: i,
                 name: None,
                 description: None,
@@ -111,6 +119,7 @@ fn any_command() -> impl Strategy<Value = (Actor, Command)> {
                 min_disk_gb: None,
                 protected: Some(false),
             }))
+            .into()
         )),
     ]
 }
@@ -160,7 +169,7 @@ proptest! {
         for command in commands {
             let before = scenario.state.clone();
             let quotas: Vec<(TenantId, u32, u32)> = before.tenants.values().map(|t| (t.id.clone(), t.quota, t.owned_private_images)).collect();
-            let created = matches!(command.1, Command::CreateImage(_));
+            let created = matches!(command.1, Command::Tenant(TenantCommand::CreateImage(_)));
             let actor = command.0.clone();
             match scenario.run(command) {
                 Ok(events) => {

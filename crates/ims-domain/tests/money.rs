@@ -37,7 +37,7 @@ proptest! {
         start in prop_oneof![Just(0u64), Just(u64::MAX - 20_000_000_000_000), any::<u64>()],
     ) {
         let mut scenario = owner_with_active_image();
-        let listing = scenario.run(by("t1", Command::ListOnMarketplace {
+        let listing = scenario.run(by("t1", TenantCommand::ListOnMarketplace {
             image_id: image_id(1),
             publisher: "Acme".into(),
             price: Price::PerHour { amount_minor: listed, currency: Currency(*b"USD") },
@@ -53,7 +53,7 @@ proptest! {
         let mut expected = [u128::from(start); 2];
         for (hours, who) in usage {
             let t = ["t2", "t3"][who];
-            let result = scenario.run(op(Command::RecordUsage {
+            let result = scenario.run(op(OperatorCommand::RecordUsage {
                 image_id: image_id(1),
                 tenant: tenant(t),
                 hours,

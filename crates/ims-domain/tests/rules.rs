@@ -7,8 +7,8 @@ use support::*;
 
 const IMAGE: u128 = 1;
 
-fn share(tenants: &[&str]) -> Command {
-    Command::ShareImage {
+fn share(tenants: &[&str]) -> TenantCommand {
+    TenantCommand::ShareImage {
         image_id: image_id(IMAGE),
         tenants: tenants.iter().map(|t| tenant(t)).collect(),
     }
@@ -19,7 +19,7 @@ fn share(tenants: &[&str]) -> Command {
 #[test]
 fn another_tenant_cannot_update_delete_share_copy_or_list_an_image() {
     let attempts = [
-        Command::UpdateImage(Box::new(UpdateImage {
+        TenantCommand::UpdateImage(Box::new(UpdateImage {
             image_id: image_id(IMAGE),
             name: Some("x".into()),
             description: None,
@@ -27,20 +27,20 @@ fn another_tenant_cannot_update_delete_share_copy_or_list_an_image() {
             min_disk_gb: None,
             protected: None,
         })),
-        Command::DeleteImage {
+        TenantCommand::DeleteImage {
             image_id: image_id(IMAGE),
         },
         share(&["t3"]),
-        Command::UnshareImage {
+        TenantCommand::UnshareImage {
             image_id: image_id(IMAGE),
             tenants: None,
         },
-        Command::CopyImage {
+        TenantCommand::CopyImage {
             image_id: image_id(IMAGE),
             target_region: RegionId::parse("us-east-1").unwrap(),
             name: None,
         },
-        Command::ListOnMarketplace {
+        TenantCommand::ListOnMarketplace {
             image_id: image_id(IMAGE),
             publisher: "x".into(),
             price: Price::Free,
@@ -58,7 +58,7 @@ fn a_tenant_cannot_send_operator_commands() {
     owner_with_active_image()
         .when(by(
             "t1",
-            Command::SetQuota {
+            OperatorCommand::SetQuota {
                 tenant: tenant("t1"),
                 quota: 500,
             },
@@ -69,7 +69,7 @@ fn a_tenant_cannot_send_operator_commands() {
 #[test]
 fn the_operator_cannot_delete_a_tenants_private_image() {
     owner_with_active_image()
-        .when(op(Command::DeleteImage {
+        .when(op(TenantCommand::DeleteImage {
             image_id: image_id(IMAGE),
         }))
         .then_refused(ErrorCode::Forbidden, "operator");
@@ -91,7 +91,7 @@ fn sharing_an_active_private_image_makes_the_targets_pending_members() {
 #[test]
 fn nobody_can_share_a_public_image_a_tenant_does_not_own_it_and_the_operator_does_not_share() {
     let scenario = || {
-        owner_with_active_image().given([op(Command::PublishPublicImage(Box::new(
+        owner_with_active_image().given([op(OperatorCommand::PublishPublicImage(Box::new(
             PublishPublicImage {
                 name: "ubuntu-22.04".into(),
                 disk: DiskKind::System,
@@ -104,7 +104,7 @@ fn nobody_can_share_a_public_image_a_tenant_does_not_own_it_and_the_operator_doe
             },
         )))])
     };
-    let share_public = || Command::ShareImage {
+    let share_public = || TenantCommand::ShareImage {
         image_id: image_id(2),
         tenants: vec![tenant("t2")],
     };
@@ -121,7 +121,7 @@ fn sharing_a_marketplace_image_is_refused_as_not_shareable() {
     owner_with_active_image()
         .given([by(
             "t1",
-            Command::ListOnMarketplace {
+            TenantCommand::ListOnMarketplace {
                 image_id: image_id(IMAGE),
                 publisher: "Acme".into(),
                 price: Price::Free,
@@ -225,7 +225,7 @@ fn rejected_members_count_towards_the_share_limit() {
             by("t1", share(&["t2"])),
             by(
                 "t2",
-                Command::RejectShare {
+                TenantCommand::RejectShare {
                     image_id: image_id(IMAGE),
                 },
             ),
@@ -268,7 +268,7 @@ fn a_member_accepts_a_pending_share_and_then_can_use_the_image() {
         .given([by("t1", share(&["t2"]))])
         .when(by(
             "t2",
-            Command::AcceptShare {
+            TenantCommand::AcceptShare {
                 image_id: image_id(IMAGE),
             },
         ))
@@ -284,13 +284,13 @@ fn a_member_can_accept_after_rejecting_and_reject_after_accepting() {
         by("t1", share(&["t2"])),
         by(
             "t2",
-            Command::RejectShare {
+            TenantCommand::RejectShare {
                 image_id: image_id(IMAGE),
             },
         ),
         by(
             "t2",
-            Command::AcceptShare {
+            TenantCommand::AcceptShare {
                 image_id: image_id(IMAGE),
             },
         ),
@@ -302,7 +302,7 @@ fn a_member_can_accept_after_rejecting_and_reject_after_accepting() {
     let (_, state) = scenario
         .when(by(
             "t2",
-            Command::RejectShare {
+            TenantCommand::RejectShare {
                 image_id: image_id(IMAGE),
             },
         ))
@@ -318,7 +318,7 @@ fn a_tenant_that_is_not_a_member_cannot_accept_or_reject() {
     owner_with_active_image()
         .when(by(
             "t3",
-            Command::AcceptShare {
+            TenantCommand::AcceptShare {
                 image_id: image_id(IMAGE),
             },
         ))
@@ -326,7 +326,7 @@ fn a_tenant_that_is_not_a_member_cannot_accept_or_reject() {
     owner_with_active_image()
         .when(by(
             "t3",
-            Command::RejectShare {
+            TenantCommand::RejectShare {
                 image_id: image_id(IMAGE),
             },
         ))
@@ -339,7 +339,7 @@ fn a_pending_or_rejected_share_does_not_make_the_image_visible() {
     assert_eq!(access(scenario.image(image_id(IMAGE)), &tenant("t2")), None);
     let scenario = scenario.given([by(
         "t2",
-        Command::RejectShare {
+        TenantCommand::RejectShare {
             image_id: image_id(IMAGE),
         },
     )]);
@@ -354,7 +354,7 @@ fn the_owner_stops_sharing_with_some_tenants_or_all() {
         by("t1", share(&["t2", "t3"])),
         by(
             "t2",
-            Command::AcceptShare {
+            TenantCommand::AcceptShare {
                 image_id: image_id(IMAGE),
             },
         ),
@@ -362,7 +362,7 @@ fn the_owner_stops_sharing_with_some_tenants_or_all() {
     let (_, state) = scenario
         .when(by(
             "t1",
-            Command::UnshareImage {
+            TenantCommand::UnshareImage {
                 image_id: image_id(IMAGE),
                 tenants: Some(vec![tenant("t2")]),
             },
@@ -375,7 +375,7 @@ fn the_owner_stops_sharing_with_some_tenants_or_all() {
         .given([by("t1", share(&["t2", "t3"]))])
         .when(by(
             "t1",
-            Command::UnshareImage {
+            TenantCommand::UnshareImage {
                 image_id: image_id(IMAGE),
                 tenants: None,
             },
@@ -390,7 +390,7 @@ fn deleting_a_shared_image_ends_every_share_and_frees_quota() {
         by("t1", share(&["t2"])),
         by(
             "t2",
-            Command::AcceptShare {
+            TenantCommand::AcceptShare {
                 image_id: image_id(IMAGE),
             },
         ),
@@ -402,7 +402,7 @@ fn deleting_a_shared_image_ends_every_share_and_frees_quota() {
     let (_, state) = scenario
         .when(by(
             "t1",
-            Command::DeleteImage {
+            TenantCommand::DeleteImage {
                 image_id: image_id(IMAGE),
             },
         ))
@@ -419,7 +419,7 @@ fn a_deleted_image_cannot_be_changed_any_more() {
     owner_with_active_image()
         .given([by(
             "t1",
-            Command::DeleteImage {
+            TenantCommand::DeleteImage {
                 image_id: image_id(IMAGE),
             },
         )])
@@ -441,7 +441,7 @@ fn a_protected_image_cannot_be_deleted() {
         ])
         .when(by(
             "t1",
-            Command::DeleteImage {
+            TenantCommand::DeleteImage {
                 image_id: image_id(IMAGE),
             },
         ))
@@ -454,7 +454,7 @@ fn a_protected_image_cannot_be_deleted() {
 fn a_tenant_cannot_own_more_private_images_than_its_quota() {
     Scenario::new()
         .given([
-            op(Command::RegisterTenant {
+            op(OperatorCommand::RegisterTenant {
                 tenant: tenant("t1"),
                 quota: Some(2),
             }),
@@ -470,7 +470,7 @@ fn the_default_quota_is_100_and_the_operator_can_raise_it() {
     let scenario = Scenario::new().given([register("t1")]);
     assert_eq!(scenario.state.tenants[&tenant("t1")].quota, 100);
     let (_, state) = scenario
-        .when(op(Command::SetQuota {
+        .when(op(OperatorCommand::SetQuota {
             tenant: tenant("t1"),
             quota: 300,
         }))
@@ -496,16 +496,18 @@ fn registering_a_tenant_twice_is_refused() {
 // Rule 7: public images.
 
 fn publish() -> (Actor, Command) {
-    op(Command::PublishPublicImage(Box::new(PublishPublicImage {
-        name: "ubuntu-22.04".into(),
-        disk: DiskKind::System,
-        os: os(),
-        min_disk_gb: 10,
-        size_bytes: 1,
-        checksum_sha256: "b".repeat(64),
-        tags: Default::default(),
-        description: String::new(),
-    })))
+    op(OperatorCommand::PublishPublicImage(Box::new(
+        PublishPublicImage {
+            name: "ubuntu-22.04".into(),
+            disk: DiskKind::System,
+            os: os(),
+            min_disk_gb: 10,
+            size_bytes: 1,
+            checksum_sha256: "b".repeat(64),
+            tags: Default::default(),
+            description: String::new(),
+        },
+    )))
 }
 
 #[test]
@@ -525,21 +527,21 @@ fn a_published_public_image_is_active_at_once_and_visible_to_every_tenant() {
 fn the_operator_deprecates_and_deletes_public_images_but_not_private_ones() {
     let scenario = owner_with_active_image().given([publish()]);
     let (_, state) = scenario
-        .when(op(Command::DeprecateImage {
+        .when(op(OperatorCommand::DeprecateImage {
             image_id: image_id(2),
             deprecated: true,
         }))
         .then_ok();
     assert!(state.images[&image_id(2)].deprecated);
     owner_with_active_image()
-        .when(op(Command::DeprecateImage {
+        .when(op(OperatorCommand::DeprecateImage {
             image_id: image_id(IMAGE),
             deprecated: true,
         }))
         .then_refused(ErrorCode::InvalidState, "not public");
     let (_, state) = owner_with_active_image()
         .given([publish()])
-        .when(op(Command::DeleteImage {
+        .when(op(TenantCommand::DeleteImage {
             image_id: image_id(2),
         }))
         .then_ok();
@@ -550,7 +552,7 @@ fn the_operator_deprecates_and_deletes_public_images_but_not_private_ones() {
 fn a_deprecated_public_image_is_still_usable() {
     let scenario = owner_with_active_image().given([
         publish(),
-        op(Command::DeprecateImage {
+        op(OperatorCommand::DeprecateImage {
             image_id: image_id(2),
             deprecated: true,
         }),
@@ -578,7 +580,7 @@ fn paid() -> Price {
 fn a_listed_image_is_visible_to_every_tenant_until_delisted() {
     let scenario = owner_with_active_image().given([by(
         "t1",
-        Command::ListOnMarketplace {
+        TenantCommand::ListOnMarketplace {
             image_id: image_id(IMAGE),
             publisher: "Acme".into(),
             price: paid(),
@@ -591,7 +593,7 @@ fn a_listed_image_is_visible_to_every_tenant_until_delisted() {
     let (_, state) = scenario
         .when(by(
             "t1",
-            Command::DelistFromMarketplace {
+            TenantCommand::DelistFromMarketplace {
                 image_id: image_id(IMAGE),
             },
         ))
@@ -604,7 +606,7 @@ fn an_encrypted_or_shared_or_inactive_image_cannot_be_listed() {
     let list = || {
         by(
             "t1",
-            Command::ListOnMarketplace {
+            TenantCommand::ListOnMarketplace {
                 image_id: image_id(IMAGE),
                 publisher: "Acme".into(),
                 price: Price::Free,
@@ -641,7 +643,7 @@ fn a_bad_price_is_refused_naming_it() {
     owner_with_active_image()
         .when(by(
             "t1",
-            Command::ListOnMarketplace {
+            TenantCommand::ListOnMarketplace {
                 image_id: image_id(IMAGE),
                 publisher: "Acme".into(),
                 price: Price::PerHour {
@@ -657,14 +659,14 @@ fn a_bad_price_is_refused_naming_it() {
 fn usage_of_a_paid_marketplace_image_is_charged_to_the_user() {
     let scenario = owner_with_active_image().given([by(
         "t1",
-        Command::ListOnMarketplace {
+        TenantCommand::ListOnMarketplace {
             image_id: image_id(IMAGE),
             publisher: "Acme".into(),
             price: paid(),
         },
     )]);
     let (events, state) = scenario
-        .when(op(Command::RecordUsage {
+        .when(op(OperatorCommand::RecordUsage {
             image_id: image_id(IMAGE),
             tenant: tenant("t2"),
             hours: 3,
@@ -692,7 +694,7 @@ fn usage_of_a_paid_marketplace_image_is_charged_to_the_user() {
 #[test]
 fn usage_of_an_image_not_on_the_marketplace_is_refused() {
     owner_with_active_image()
-        .when(op(Command::RecordUsage {
+        .when(op(OperatorCommand::RecordUsage {
             image_id: image_id(IMAGE),
             tenant: tenant("t2"),
             hours: 3,
@@ -707,7 +709,7 @@ fn a_copy_is_requested_in_the_source_region_with_the_new_images_id() {
     let (events, state) = owner_with_active_image()
         .when(by(
             "t1",
-            Command::CopyImage {
+            TenantCommand::CopyImage {
                 image_id: image_id(IMAGE),
                 target_region: RegionId::parse("us-east-1").unwrap(),
                 name: None,
@@ -740,7 +742,7 @@ fn copying_an_encrypted_image_is_refused() {
         ])
         .when(by(
             "t1",
-            Command::CopyImage {
+            TenantCommand::CopyImage {
                 image_id: image_id(IMAGE),
                 target_region: RegionId::parse("us-east-1").unwrap(),
                 name: None,
@@ -754,7 +756,7 @@ fn copying_to_the_images_own_region_is_refused() {
     owner_with_active_image()
         .when(by(
             "t1",
-            Command::CopyImage {
+            TenantCommand::CopyImage {
                 image_id: image_id(IMAGE),
                 target_region: region(),
                 name: None,
@@ -764,7 +766,7 @@ fn copying_to_the_images_own_region_is_refused() {
 }
 
 fn receive(owner: &str) -> (Actor, Command) {
-    op(Command::ReceiveCopy(Box::new(ReceiveCopy {
+    op(OperatorCommand::ReceiveCopy(Box::new(ReceiveCopy {
         copy_image_id: image_id(77),
         owner: tenant(owner),
         source_region: RegionId::parse("us-east-1").unwrap(),
@@ -816,13 +818,13 @@ fn a_copy_for_a_tenant_not_registered_in_the_target_region_is_refused() {
 fn the_source_records_how_its_copy_went_once() {
     let scenario = owner_with_active_image().given([by(
         "t1",
-        Command::CopyImage {
+        TenantCommand::CopyImage {
             image_id: image_id(IMAGE),
             target_region: RegionId::parse("us-east-1").unwrap(),
             name: None,
         },
     )]);
-    let outcome = Command::RecordCopyOutcome {
+    let outcome = OperatorCommand::RecordCopyOutcome {
         image_id: image_id(IMAGE),
         copy_image_id: image_id(2),
         outcome: CopyOutcome::Failed {
@@ -1049,7 +1051,7 @@ fn an_unknown_image_is_not_found() {
         .given([register("t1")])
         .when(by(
             "t1",
-            Command::DeleteImage {
+            TenantCommand::DeleteImage {
                 image_id: image_id(42),
             },
         ))
@@ -1065,7 +1067,7 @@ fn a_build_is_reported_only_for_a_queued_or_saving_image() {
         .given([
             register("t1"),
             by("t1", system_image("w")),
-            op(Command::ReportBuild {
+            op(OperatorCommand::ReportBuild {
                 image_id: image_id(IMAGE),
                 outcome: BuildOutcome::Started,
                 checksum_sha256: None,
@@ -1073,7 +1075,7 @@ fn a_build_is_reported_only_for_a_queued_or_saving_image() {
                 reason: None,
             }),
         ])
-        .when(op(Command::ReportBuild {
+        .when(op(OperatorCommand::ReportBuild {
             image_id: image_id(IMAGE),
             outcome: BuildOutcome::Failed,
             checksum_sha256: None,
@@ -1196,7 +1198,7 @@ fn a_price_above_the_maximum_is_refused() {
     owner_with_active_image()
         .when(by(
             "t1",
-            Command::ListOnMarketplace {
+            TenantCommand::ListOnMarketplace {
                 image_id: image_id(IMAGE),
                 publisher: "Acme".into(),
                 price: Price::PerHour {
@@ -1213,13 +1215,13 @@ fn usage_hours_above_the_maximum_are_refused() {
     owner_with_active_image()
         .given([by(
             "t1",
-            Command::ListOnMarketplace {
+            TenantCommand::ListOnMarketplace {
                 image_id: image_id(IMAGE),
                 publisher: "Acme".into(),
                 price: paid(),
             },
         )])
-        .when(op(Command::RecordUsage {
+        .when(op(OperatorCommand::RecordUsage {
             image_id: image_id(IMAGE),
             tenant: tenant("t2"),
             hours: limits::USAGE_HOURS_MAX + 1,
@@ -1235,7 +1237,7 @@ fn a_charge_that_would_overflow_the_tenants_total_is_refused_and_nothing_wraps()
     };
     let mut scenario = owner_with_active_image().given([by(
         "t1",
-        Command::ListOnMarketplace {
+        TenantCommand::ListOnMarketplace {
             image_id: image_id(IMAGE),
             publisher: "Acme".into(),
             price: max_price,
@@ -1251,7 +1253,7 @@ fn a_charge_that_would_overflow_the_tenants_total_is_refused_and_nothing_wraps()
         .charges_minor
         .insert("USD".into(), u64::MAX - charge + 1);
     scenario
-        .when(op(Command::RecordUsage {
+        .when(op(OperatorCommand::RecordUsage {
             image_id: image_id(IMAGE),
             tenant: tenant("t2"),
             hours: limits::USAGE_HOURS_MAX,
@@ -1263,7 +1265,7 @@ fn a_charge_that_would_overflow_the_tenants_total_is_refused_and_nothing_wraps()
 fn a_copy_failure_reason_above_the_maximum_is_refused() {
     let mut scenario = owner_with_active_image().given([by(
         "t1",
-        Command::CopyImage {
+        TenantCommand::CopyImage {
             image_id: image_id(IMAGE),
             target_region: RegionId::parse("us-east-1").unwrap(),
             name: None,
@@ -1276,7 +1278,7 @@ fn a_copy_failure_reason_above_the_maximum_is_refused() {
         .any(|c| c.copy_image_id == copy));
     scenario.expected_version = None;
     scenario
-        .when(op(Command::RecordCopyOutcome {
+        .when(op(OperatorCommand::RecordCopyOutcome {
             image_id: image_id(IMAGE),
             copy_image_id: copy,
             outcome: CopyOutcome::Failed {
@@ -1292,7 +1294,7 @@ fn a_copy_failure_reason_above_the_maximum_is_refused() {
 fn a_succeeded_import_records_the_files_sha512_format_and_virtual_size() {
     let scenario = Scenario::new().given([register("t1"), by("t1", system_image("web"))]);
     let (events, state) = scenario
-        .when(op(Command::ReportBuild {
+        .when(op(OperatorCommand::ReportBuild {
             image_id: image_id(1),
             outcome: BuildOutcome::Succeeded { size_bytes: 4096 },
             checksum_sha256: Some("a".repeat(64)),
@@ -1318,7 +1320,7 @@ fn a_succeeded_import_records_the_files_sha512_format_and_virtual_size() {
 fn a_failed_import_records_the_reason_the_owner_sees() {
     let scenario = Scenario::new().given([register("t1"), by("t1", system_image("web"))]);
     let (events, state) = scenario
-        .when(op(Command::ReportBuild {
+        .when(op(OperatorCommand::ReportBuild {
             image_id: image_id(1),
             outcome: BuildOutcome::Failed,
             checksum_sha256: None,
@@ -1349,7 +1351,7 @@ fn file_facts_with_a_malformed_sha512_or_without_success_are_refused() {
     };
     let scenario = || Scenario::new().given([register("t1"), by("t1", system_image("web"))]);
     scenario()
-        .when(op(Command::ReportBuild {
+        .when(op(OperatorCommand::ReportBuild {
             image_id: image_id(1),
             outcome: BuildOutcome::Succeeded { size_bytes: 1 },
             checksum_sha256: Some("a".repeat(64)),
@@ -1358,7 +1360,7 @@ fn file_facts_with_a_malformed_sha512_or_without_success_are_refused() {
         }))
         .then_refused(ErrorCode::InvalidArgument, "128 hex digits");
     scenario()
-        .when(op(Command::ReportBuild {
+        .when(op(OperatorCommand::ReportBuild {
             image_id: image_id(1),
             outcome: BuildOutcome::Failed,
             checksum_sha256: None,

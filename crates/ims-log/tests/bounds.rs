@@ -32,7 +32,8 @@ struct Region {
 }
 
 impl Region {
-    fn run(&mut self, actor: Actor, command: Command) {
+    fn run(&mut self, actor: Actor, command: impl Into<Command>) {
+        let command = command.into();
         self.next_image += 1;
         let context = Context {
             actor,
@@ -61,8 +62,8 @@ fn largest_tags(policy: &SharingPolicy) -> BTreeMap<String, String> {
         .collect()
 }
 
-fn largest_image(policy: &SharingPolicy, source: CreateSource, disk: DiskKind) -> Command {
-    Command::CreateImage(Box::new(CreateImage {
+fn largest_image(policy: &SharingPolicy, source: CreateSource, disk: DiskKind) -> TenantCommand {
+    TenantCommand::CreateImage(Box::new(CreateImage {
         name: wide(policy.name_chars_max),
         disk,
         source,
@@ -95,7 +96,7 @@ fn the_largest_valid_events_encode_under_16_kib() {
     for tenant in std::iter::once(&owner).chain(&members) {
         region.run(
             Actor::Operator,
-            Command::RegisterTenant {
+            OperatorCommand::RegisterTenant {
                 tenant: tenant.clone(),
                 quota: None,
             },
@@ -107,7 +108,7 @@ fn the_largest_valid_events_encode_under_16_kib() {
         data_disk_ids: vec![ascii(DATA_DISK_ID_CHARS_MAX); DATA_DISKS_MAX],
     };
     let mut encrypted = largest_image(&policy, ecs.clone(), DiskKind::System);
-    if let Command::CreateImage(create) = &mut encrypted {
+    if let TenantCommand::CreateImage(create) = &mut encrypted {
         create.encryption = Some(Encryption {
             kms_key_id: ascii(KMS_KEY_ID_CHARS_MAX),
         });
@@ -128,7 +129,7 @@ fn the_largest_valid_events_encode_under_16_kib() {
     let image = ImageId::from_bytes(region.next_image.to_be_bytes());
     region.run(
         Actor::Operator,
-        Command::ReportBuild {
+        OperatorCommand::ReportBuild {
             image_id: image,
             outcome: BuildOutcome::Succeeded {
                 size_bytes: u64::MAX,
@@ -144,21 +145,21 @@ fn the_largest_valid_events_encode_under_16_kib() {
     );
     region.run(
         owner_actor.clone(),
-        Command::ShareImage {
+        TenantCommand::ShareImage {
             image_id: image,
             tenants: members.clone(),
         },
     );
     region.run(
         owner_actor.clone(),
-        Command::UnshareImage {
+        TenantCommand::UnshareImage {
             image_id: image,
             tenants: None,
         },
     );
     region.run(
         owner_actor.clone(),
-        Command::CopyImage {
+        TenantCommand::CopyImage {
             image_id: image,
             target_region: RegionId::parse("us-east-1").unwrap(),
             name: None,
@@ -167,7 +168,7 @@ fn the_largest_valid_events_encode_under_16_kib() {
     let copy = ImageId::from_bytes(region.next_image.to_be_bytes());
     region.run(
         Actor::Operator,
-        Command::RecordCopyOutcome {
+        OperatorCommand::RecordCopyOutcome {
             image_id: image,
             copy_image_id: copy,
             outcome: CopyOutcome::Failed {
@@ -177,7 +178,7 @@ fn the_largest_valid_events_encode_under_16_kib() {
     );
     region.run(
         owner_actor.clone(),
-        Command::UpdateImage(Box::new(UpdateImage {
+        TenantCommand::UpdateImage(Box::new(UpdateImage {
             image_id: image,
             name: Some(wide(policy.name_chars_max)),
             description: Some(wide(policy.description_chars_max)),
@@ -188,7 +189,7 @@ fn the_largest_valid_events_encode_under_16_kib() {
     );
     region.run(
         owner_actor.clone(),
-        Command::ListOnMarketplace {
+        TenantCommand::ListOnMarketplace {
             image_id: image,
             publisher: wide(PUBLISHER_CHARS_MAX),
             price: Price::PerHour {
@@ -208,7 +209,7 @@ fn the_largest_valid_events_encode_under_16_kib() {
     let failed = ImageId::from_bytes(region.next_image.to_be_bytes());
     region.run(
         Actor::Operator,
-        Command::ReportBuild {
+        OperatorCommand::ReportBuild {
             image_id: failed,
             outcome: BuildOutcome::Failed,
             checksum_sha256: None,

@@ -11,6 +11,10 @@ use proptest::prelude::*;
 
 const TENANTS: [&str; 4] = ["t0", "t1", "t2", "t3"];
 
+fn cmd(actor: Actor, command: impl Into<Command>) -> (Actor, Command) {
+    (actor, command.into())
+}
+
 fn tenant(i: usize) -> TenantId {
     TenantId::parse(TENANTS[i % TENANTS.len()]).unwrap()
 }
@@ -33,9 +37,9 @@ fn run_commands(commands: &[(u8, usize, u8, usize)]) -> Vec<Envelope> {
     let mut next_image = 1u8;
     let mut all: Vec<(Actor, Command)> = (0..TENANTS.len())
         .map(|i| {
-            (
+            cmd(
                 Actor::Operator,
-                Command::RegisterTenant {
+                OperatorCommand::RegisterTenant {
                     tenant: tenant(i),
                     quota: None,
                 },
@@ -46,9 +50,9 @@ fn run_commands(commands: &[(u8, usize, u8, usize)]) -> Vec<Envelope> {
         let me = Actor::Tenant(tenant(*actor));
         let id = image(1 + target % 6);
         let command = match kind % 12 {
-            0 | 1 => (
+            0 | 1 => cmd(
                 me,
-                Command::CreateImage(Box::new(CreateImage {
+                TenantCommand::CreateImage(Box::new(CreateImage {
                     name: "img".into(),
                     disk: DiskKind::System,
                     source: CreateSource::Ecs {
@@ -67,9 +71,9 @@ fn run_commands(commands: &[(u8, usize, u8, usize)]) -> Vec<Envelope> {
                     protected: false,
                 })),
             ),
-            2 => (
+            2 => cmd(
                 Actor::Operator,
-                Command::ReportBuild {
+                OperatorCommand::ReportBuild {
                     image_id: id,
                     outcome: BuildOutcome::Succeeded { size_bytes: 1 },
                     checksum_sha256: Some("a".repeat(64)),
@@ -81,17 +85,17 @@ fn run_commands(commands: &[(u8, usize, u8, usize)]) -> Vec<Envelope> {
                     reason: None,
                 },
             ),
-            3 => (
+            3 => cmd(
                 Actor::Operator,
                 match target % 2 {
-                    0 => Command::ReportBuild {
+                    0 => OperatorCommand::ReportBuild {
                         image_id: id,
                         outcome: BuildOutcome::Succeeded { size_bytes: 1 },
                         checksum_sha256: Some("a".repeat(64)),
                         file: None,
                         reason: None,
                     },
-                    _ => Command::ReportBuild {
+                    _ => OperatorCommand::ReportBuild {
                         image_id: id,
                         outcome: BuildOutcome::Failed,
                         checksum_sha256: None,
@@ -100,26 +104,26 @@ fn run_commands(commands: &[(u8, usize, u8, usize)]) -> Vec<Envelope> {
                     },
                 },
             ),
-            4 => (
+            4 => cmd(
                 me,
-                Command::ShareImage {
+                TenantCommand::ShareImage {
                     image_id: id,
                     tenants: vec![tenant(*other)],
                 },
             ),
-            5 => (me, Command::AcceptShare { image_id: id }),
-            6 => (me, Command::RejectShare { image_id: id }),
-            7 => (
+            5 => cmd(me, TenantCommand::AcceptShare { image_id: id }),
+            6 => cmd(me, TenantCommand::RejectShare { image_id: id }),
+            7 => cmd(
                 me,
-                Command::UnshareImage {
+                TenantCommand::UnshareImage {
                     image_id: id,
                     tenants: None,
                 },
             ),
-            8 => (me, Command::DeleteImage { image_id: id }),
-            9 => (
+            8 => cmd(me, TenantCommand::DeleteImage { image_id: id }),
+            9 => cmd(
                 me,
-                Command::ListOnMarketplace {
+                TenantCommand::ListOnMarketplace {
                     image_id: id,
                     publisher: "p".into(),
                     price: Price::PerHour {
@@ -128,17 +132,17 @@ fn run_commands(commands: &[(u8, usize, u8, usize)]) -> Vec<Envelope> {
                     },
                 },
             ),
-            10 => (
+            10 => cmd(
                 Actor::Operator,
-                Command::RecordUsage {
+                OperatorCommand::RecordUsage {
                     image_id: id,
                     tenant: tenant(*other),
                     hours: 2,
                 },
             ),
-            _ => (
+            _ => cmd(
                 Actor::Operator,
-                Command::PublishPublicImage(Box::new(PublishPublicImage {
+                OperatorCommand::PublishPublicImage(Box::new(PublishPublicImage {
                     name: "pub".into(),
                     disk: DiskKind::System,
                     os: Some(Os {

@@ -12,8 +12,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use ims_domain::{
-    decide, evolve, Actor, Command, Context, Event, ImageId, Owner, RegionId, SharingPolicy, State,
-    StreamId, TenantId,
+    decide, evolve, Actor, Command, Context, Event, ImageId, OperatorCommand, Owner, RegionId,
+    SharingPolicy, State, StreamId, TenantCommand, TenantId,
 };
 use ims_log::{Appended, Envelope, EventLog, LogError, NewCommand, NewEvent};
 use ims_wire::{CommandReply, ParsedCommand, WireError, WireErrorCode};
@@ -417,12 +417,14 @@ impl RegionWriter {
             .or_else(|| command.touches().images.first().copied());
         reply.image_id = image_id.map(|id| id.to_string());
         match command {
-            Command::RegisterTenant { tenant, .. }
-            | Command::SetQuota { tenant, .. }
-            | Command::RecordUsage { tenant, .. } => {
+            Command::Operator(
+                OperatorCommand::RegisterTenant { tenant, .. }
+                | OperatorCommand::SetQuota { tenant, .. }
+                | OperatorCommand::RecordUsage { tenant, .. },
+            ) => {
                 reply.tenant = Some(tenant.to_string());
             }
-            Command::ShareImage { tenants, .. } => {
+            Command::Tenant(TenantCommand::ShareImage { tenants, .. }) => {
                 let added: Vec<&TenantId> = events
                     .iter()
                     .flat_map(|e| match e {
@@ -438,10 +440,10 @@ impl RegionWriter {
                 already.dedup();
                 reply.already_members = already;
             }
-            Command::UnshareImage {
+            Command::Tenant(TenantCommand::UnshareImage {
                 tenants: Some(tenants),
                 ..
-            } => {
+            }) => {
                 let ended: Vec<&TenantId> = events
                     .iter()
                     .flat_map(|e| match e {
@@ -455,7 +457,7 @@ impl RegionWriter {
                     .map(|t| t.to_string())
                     .collect();
             }
-            Command::CopyImage { .. } => {
+            Command::Tenant(TenantCommand::CopyImage { .. }) => {
                 reply.copy_image_id = Some(context.new_image_id.to_string())
             }
             _ => {}

@@ -13,7 +13,8 @@ mod validation;
 pub use validation::parse_file_format;
 
 use crate::{
-    Command, DomainError, ErrorCode, Event, ImageId, RegionId, SharingPolicy, State, TenantId,
+    Command, DomainError, ErrorCode, Event, ImageId, OperatorCommand, RegionId, SharingPolicy,
+    State, TenantCommand, TenantId,
 };
 
 /// Who sends a command: the tenant named by the subject, or the platform operator (which is also
@@ -53,44 +54,89 @@ pub fn decide(
     command: &Command,
     context: &Context,
 ) -> Result<Vec<Event>, DomainError> {
-    check_sender(command, &context.actor)?;
+    match (command, &context.actor) {
+        (Command::Tenant(command), Actor::Tenant(_)) => decide_tenant(state, command, context),
+        // The one tenant command the operator sends too: it deletes public images.
+        (Command::Tenant(TenantCommand::DeleteImage { image_id }), Actor::Operator) => {
+            images::delete_image(state, *image_id, context)
+        }
+        (Command::Operator(command), Actor::Operator) => decide_operator(state, command, context),
+        (Command::Operator(_), Actor::Tenant(tenant)) => Err(DomainError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "{} is an operator command; tenant {tenant} cannot send it",
+                command.name()
+            ),
+        )),
+        (Command::Tenant(_), Actor::Operator) => Err(DomainError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "{} is a tenant command; send it on a tenant's subject",
+                command.name()
+            ),
+        )),
+    }
+}
+
+/// A tenant's command, by area.
+fn decide_tenant(
+    state: &State,
+    command: &TenantCommand,
+    context: &Context,
+) -> Result<Vec<Event>, DomainError> {
     match command {
-        Command::CreateImage(create) => images::create_image(state, create, context),
-        Command::UpdateImage(update) => images::update_image(state, update, context),
-        Command::DeleteImage { image_id } => images::delete_image(state, *image_id, context),
-        Command::ShareImage { image_id, tenants } => {
+        TenantCommand::CreateImage(create) => images::create_image(state, create, context),
+        TenantCommand::UpdateImage(update) => images::update_image(state, update, context),
+        TenantCommand::DeleteImage { image_id } => images::delete_image(state, *image_id, context),
+        TenantCommand::ShareImage { image_id, tenants } => {
             sharing::share_image(state, *image_id, tenants, context)
         }
-        Command::UnshareImage { image_id, tenants } => {
+        TenantCommand::UnshareImage { image_id, tenants } => {
             sharing::unshare_image(state, *image_id, tenants.as_deref(), context)
         }
-        Command::AcceptShare { image_id } => sharing::answer_share(state, *image_id, true, context),
-        Command::RejectShare { image_id } => {
+        TenantCommand::AcceptShare { image_id } => {
+            sharing::answer_share(state, *image_id, true, context)
+        }
+        TenantCommand::RejectShare { image_id } => {
             sharing::answer_share(state, *image_id, false, context)
         }
-        Command::CopyImage {
+        TenantCommand::CopyImage {
             image_id,
             target_region,
             name,
         } => copy::copy_image(state, *image_id, target_region, name.as_deref(), context),
-        Command::ListOnMarketplace {
+        TenantCommand::ListOnMarketplace {
             image_id,
             publisher,
             price,
         } => marketplace::list_on_marketplace(state, *image_id, publisher, price, context),
-        Command::DelistFromMarketplace { image_id } => {
+        TenantCommand::DelistFromMarketplace { image_id } => {
             marketplace::delist_from_marketplace(state, *image_id, context)
         }
-        Command::RegisterTenant { tenant, quota } => {
+    }
+}
+
+/// The operator's command, by area.
+fn decide_operator(
+    state: &State,
+    command: &OperatorCommand,
+    context: &Context,
+) -> Result<Vec<Event>, DomainError> {
+    match command {
+        OperatorCommand::RegisterTenant { tenant, quota } => {
             tenants::register_tenant(state, tenant, *quota, context)
         }
-        Command::SetQuota { tenant, quota } => tenants::set_quota(state, tenant, *quota, context),
-        Command::PublishPublicImage(publish) => images::publish_public_image(publish, context),
-        Command::DeprecateImage {
+        OperatorCommand::SetQuota { tenant, quota } => {
+            tenants::set_quota(state, tenant, *quota, context)
+        }
+        OperatorCommand::PublishPublicImage(publish) => {
+            images::publish_public_image(publish, context)
+        }
+        OperatorCommand::DeprecateImage {
             image_id,
             deprecated,
         } => images::deprecate_image(state, *image_id, *deprecated, context),
-        Command::ReportBuild {
+        OperatorCommand::ReportBuild {
             image_id,
             outcome,
             checksum_sha256,
@@ -107,40 +153,16 @@ pub fn decide(
             },
             context,
         ),
-        Command::RecordUsage {
+        OperatorCommand::RecordUsage {
             image_id,
             tenant,
             hours,
         } => marketplace::record_usage(state, *image_id, tenant, *hours, context),
-        Command::ReceiveCopy(copy) => copy::receive_copy(state, copy, context),
-        Command::RecordCopyOutcome {
+        OperatorCommand::ReceiveCopy(copy) => copy::receive_copy(state, copy, context),
+        OperatorCommand::RecordCopyOutcome {
             image_id,
             copy_image_id,
             outcome,
         } => copy::record_copy_outcome(state, *image_id, *copy_image_id, outcome, context),
-    }
-}
-
-/// Operator commands come from the operator only, tenant commands from tenants only; the one
-/// exception is `delete-image`, which the operator sends for public images.
-fn check_sender(command: &Command, actor: &Actor) -> Result<(), DomainError> {
-    match (actor, command.is_operator_command()) {
-        (Actor::Tenant(tenant), true) => Err(DomainError::new(
-            ErrorCode::Forbidden,
-            format!(
-                "{} is an operator command; tenant {tenant} cannot send it",
-                command.name()
-            ),
-        )),
-        (Actor::Operator, false) if !matches!(command, Command::DeleteImage { .. }) => {
-            Err(DomainError::new(
-                ErrorCode::Forbidden,
-                format!(
-                    "{} is a tenant command; send it on a tenant's subject",
-                    command.name()
-                ),
-            ))
-        }
-        _ => Ok(()),
     }
 }

@@ -29,8 +29,8 @@ pub fn os() -> Option<Os> {
     })
 }
 
-pub fn system_image(name: &str) -> Command {
-    Command::CreateImage(Box::new(CreateImage {
+pub fn system_image(name: &str) -> TenantCommand {
+    TenantCommand::CreateImage(Box::new(CreateImage {
         name: name.into(),
         disk: DiskKind::System,
         source: CreateSource::Ecs {
@@ -46,16 +46,16 @@ pub fn system_image(name: &str) -> Command {
     }))
 }
 
-pub fn with_create(command: Command, change: impl FnOnce(&mut CreateImage)) -> Command {
-    let Command::CreateImage(mut create) = command else {
+pub fn with_create(command: TenantCommand, change: impl FnOnce(&mut CreateImage)) -> TenantCommand {
+    let TenantCommand::CreateImage(mut create) = command else {
         panic!("not a create-image")
     };
     change(&mut create);
-    Command::CreateImage(create)
+    TenantCommand::CreateImage(create)
 }
 
-pub fn succeeded(image: ImageId) -> Command {
-    Command::ReportBuild {
+pub fn succeeded(image: ImageId) -> OperatorCommand {
+    OperatorCommand::ReportBuild {
         image_id: image,
         outcome: BuildOutcome::Succeeded {
             size_bytes: 1 << 30,
@@ -69,19 +69,20 @@ pub fn succeeded(image: ImageId) -> Command {
 pub fn register(id: &str) -> (Actor, Command) {
     (
         Actor::Operator,
-        Command::RegisterTenant {
+        OperatorCommand::RegisterTenant {
             tenant: tenant(id),
             quota: None,
-        },
+        }
+        .into(),
     )
 }
 
-pub fn by(id: &str, command: Command) -> (Actor, Command) {
-    (Actor::Tenant(tenant(id)), command)
+pub fn by(id: &str, command: impl Into<Command>) -> (Actor, Command) {
+    (Actor::Tenant(tenant(id)), command.into())
 }
 
-pub fn op(command: Command) -> (Actor, Command) {
-    (Actor::Operator, command)
+pub fn op(command: impl Into<Command>) -> (Actor, Command) {
+    (Actor::Operator, command.into())
 }
 
 /// A region's state built from commands, with a clock and an id counter standing in for the

@@ -160,7 +160,7 @@ pub fn command_payload<T: CommandBody>(
 }
 
 fn parsed<T: CommandBody>(value: serde_json::Value) -> Result<Command, WireError> {
-    from_json::<T>(T::NAME, value)?.into_command()
+    Ok(from_json::<T>(T::NAME, value)?.into_command()?.into())
 }
 
 /// The domain command of the body `value` of command `name`, one of the two lists above.
@@ -211,7 +211,10 @@ mod tests {
             "min_disk_gb":40,"tags":{"env":"prod"}}"#;
         let parsed = parse_command("create-image", payload).unwrap();
         assert!(parsed.meta.command_id.is_some());
-        assert!(matches!(parsed.command, Command::CreateImage(_)));
+        assert!(matches!(
+            parsed.command,
+            Command::Tenant(ims_domain::TenantCommand::CreateImage(_))
+        ));
     }
 
     #[test]
@@ -228,7 +231,7 @@ mod tests {
         .unwrap();
         assert_eq!(parsed.meta.command_id, Some(id));
         assert_eq!(parsed.meta.expected_version, Some(3));
-        assert_eq!(parsed.command, body.into_command().unwrap());
+        assert_eq!(parsed.command, body.into_command().unwrap().into());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use ims_domain::{
     parse_file_format, BuildOutcome, Command, CopyOutcome, CreateImage, CreateSource, Encryption,
-    FileFacts, Os, PublishPublicImage, ReceiveCopy, UpdateImage,
+    FileFacts, OperatorCommand, Os, PublishPublicImage, ReceiveCopy, TenantCommand, UpdateImage,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
@@ -20,8 +20,11 @@ pub trait CommandBody: Serialize + DeserializeOwned {
     /// The command's name, the last token of its subject.
     const NAME: &'static str;
 
+    /// Which kind of command it is: a tenant's or the operator's.
+    type Kind: Into<Command>;
+
     /// The domain command, once every id and value in the body is checked.
-    fn into_command(self) -> Result<Command, WireError>;
+    fn into_command(self) -> Result<Self::Kind, WireError>;
 }
 
 fn is_false(value: &bool) -> bool {
@@ -54,7 +57,9 @@ pub struct CreateImageRequest {
 impl CommandBody for CreateImageRequest {
     const NAME: &'static str = "create-image";
 
-    fn into_command(self) -> Result<Command, WireError> {
+    type Kind = TenantCommand;
+
+    fn into_command(self) -> Result<TenantCommand, WireError> {
         let source = match self.source {
             SourceDto::Ecs {
                 instance_id,
@@ -71,7 +76,7 @@ impl CommandBody for CreateImageRequest {
                 format: parse_file_format(&format)?,
             },
         };
-        Ok(Command::CreateImage(Box::new(CreateImage {
+        Ok(TenantCommand::CreateImage(Box::new(CreateImage {
             name: self.name,
             disk: self.disk.into(),
             source,
@@ -107,8 +112,10 @@ pub struct UpdateImageRequest {
 impl CommandBody for UpdateImageRequest {
     const NAME: &'static str = "update-image";
 
-    fn into_command(self) -> Result<Command, WireError> {
-        Ok(Command::UpdateImage(Box::new(UpdateImage {
+    type Kind = TenantCommand;
+
+    fn into_command(self) -> Result<TenantCommand, WireError> {
+        Ok(TenantCommand::UpdateImage(Box::new(UpdateImage {
             image_id: image_id(&self.image_id)?,
             name: self.name,
             description: self.description,
@@ -132,8 +139,10 @@ macro_rules! image_only_command {
         impl CommandBody for $request {
             const NAME: &'static str = $name;
 
-            fn into_command(self) -> Result<Command, WireError> {
-                Ok(Command::$command {
+            type Kind = TenantCommand;
+
+            fn into_command(self) -> Result<TenantCommand, WireError> {
+                Ok(TenantCommand::$command {
                     image_id: image_id(&self.image_id)?,
                 })
             }
@@ -165,8 +174,10 @@ pub struct ShareImageRequest {
 impl CommandBody for ShareImageRequest {
     const NAME: &'static str = "share-image";
 
-    fn into_command(self) -> Result<Command, WireError> {
-        Ok(Command::ShareImage {
+    type Kind = TenantCommand;
+
+    fn into_command(self) -> Result<TenantCommand, WireError> {
+        Ok(TenantCommand::ShareImage {
             image_id: image_id(&self.image_id)?,
             tenants: tenants(&self.tenants)?,
         })
@@ -187,7 +198,9 @@ pub struct UnshareImageRequest {
 impl CommandBody for UnshareImageRequest {
     const NAME: &'static str = "unshare-image";
 
-    fn into_command(self) -> Result<Command, WireError> {
+    type Kind = TenantCommand;
+
+    fn into_command(self) -> Result<TenantCommand, WireError> {
         let tenants =
             match (self.tenants, self.all) {
                 (Some(list), false) => Some(tenants(&list)?),
@@ -197,7 +210,7 @@ impl CommandBody for UnshareImageRequest {
                      neither",
                 )),
             };
-        Ok(Command::UnshareImage {
+        Ok(TenantCommand::UnshareImage {
             image_id: image_id(&self.image_id)?,
             tenants,
         })
@@ -216,8 +229,10 @@ pub struct CopyImageRequest {
 impl CommandBody for CopyImageRequest {
     const NAME: &'static str = "copy-image";
 
-    fn into_command(self) -> Result<Command, WireError> {
-        Ok(Command::CopyImage {
+    type Kind = TenantCommand;
+
+    fn into_command(self) -> Result<TenantCommand, WireError> {
+        Ok(TenantCommand::CopyImage {
             image_id: image_id(&self.image_id)?,
             target_region: region(&self.target_region)?,
             name: self.name,
@@ -236,8 +251,10 @@ pub struct ListOnMarketplaceRequest {
 impl CommandBody for ListOnMarketplaceRequest {
     const NAME: &'static str = "list-on-marketplace";
 
-    fn into_command(self) -> Result<Command, WireError> {
-        Ok(Command::ListOnMarketplace {
+    type Kind = TenantCommand;
+
+    fn into_command(self) -> Result<TenantCommand, WireError> {
+        Ok(TenantCommand::ListOnMarketplace {
             image_id: image_id(&self.image_id)?,
             publisher: self.publisher,
             price: self.price.into_domain()?,
@@ -256,8 +273,10 @@ pub struct RegisterTenantRequest {
 impl CommandBody for RegisterTenantRequest {
     const NAME: &'static str = "register-tenant";
 
-    fn into_command(self) -> Result<Command, WireError> {
-        Ok(Command::RegisterTenant {
+    type Kind = OperatorCommand;
+
+    fn into_command(self) -> Result<OperatorCommand, WireError> {
+        Ok(OperatorCommand::RegisterTenant {
             tenant: tenant(&self.tenant)?,
             quota: self.quota,
         })
@@ -274,8 +293,10 @@ pub struct SetQuotaRequest {
 impl CommandBody for SetQuotaRequest {
     const NAME: &'static str = "set-quota";
 
-    fn into_command(self) -> Result<Command, WireError> {
-        Ok(Command::SetQuota {
+    type Kind = OperatorCommand;
+
+    fn into_command(self) -> Result<OperatorCommand, WireError> {
+        Ok(OperatorCommand::SetQuota {
             tenant: tenant(&self.tenant)?,
             quota: self.quota,
         })
@@ -301,17 +322,21 @@ pub struct PublishPublicImageRequest {
 impl CommandBody for PublishPublicImageRequest {
     const NAME: &'static str = "publish-public-image";
 
-    fn into_command(self) -> Result<Command, WireError> {
-        Ok(Command::PublishPublicImage(Box::new(PublishPublicImage {
-            name: self.name,
-            disk: self.disk.into(),
-            os: self.os.map(Os::from),
-            min_disk_gb: self.min_disk_gb,
-            size_bytes: self.size_bytes,
-            checksum_sha256: self.checksum_sha256,
-            tags: self.tags,
-            description: self.description,
-        })))
+    type Kind = OperatorCommand;
+
+    fn into_command(self) -> Result<OperatorCommand, WireError> {
+        Ok(OperatorCommand::PublishPublicImage(Box::new(
+            PublishPublicImage {
+                name: self.name,
+                disk: self.disk.into(),
+                os: self.os.map(Os::from),
+                min_disk_gb: self.min_disk_gb,
+                size_bytes: self.size_bytes,
+                checksum_sha256: self.checksum_sha256,
+                tags: self.tags,
+                description: self.description,
+            },
+        )))
     }
 }
 
@@ -327,8 +352,10 @@ pub struct DeprecateImageRequest {
 impl CommandBody for DeprecateImageRequest {
     const NAME: &'static str = "deprecate-image";
 
-    fn into_command(self) -> Result<Command, WireError> {
-        Ok(Command::DeprecateImage {
+    type Kind = OperatorCommand;
+
+    fn into_command(self) -> Result<OperatorCommand, WireError> {
+        Ok(OperatorCommand::DeprecateImage {
             image_id: image_id(&self.image_id)?,
             deprecated: self.deprecated,
         })
@@ -368,7 +395,9 @@ pub struct ReportBuildRequest {
 impl CommandBody for ReportBuildRequest {
     const NAME: &'static str = "report-build";
 
-    fn into_command(self) -> Result<Command, WireError> {
+    type Kind = OperatorCommand;
+
+    fn into_command(self) -> Result<OperatorCommand, WireError> {
         let outcome = match self.outcome {
             BuildOutcomeDto::Started => BuildOutcome::Started,
             BuildOutcomeDto::Failed => BuildOutcome::Failed,
@@ -399,7 +428,7 @@ impl CommandBody for ReportBuildRequest {
                 ))
             }
         };
-        Ok(Command::ReportBuild {
+        Ok(OperatorCommand::ReportBuild {
             image_id: image_id(&self.image_id)?,
             outcome,
             checksum_sha256: self.checksum_sha256,
@@ -420,8 +449,10 @@ pub struct RecordUsageRequest {
 impl CommandBody for RecordUsageRequest {
     const NAME: &'static str = "record-usage";
 
-    fn into_command(self) -> Result<Command, WireError> {
-        Ok(Command::RecordUsage {
+    type Kind = OperatorCommand;
+
+    fn into_command(self) -> Result<OperatorCommand, WireError> {
+        Ok(OperatorCommand::RecordUsage {
             image_id: image_id(&self.image_id)?,
             tenant: tenant(&self.tenant)?,
             hours: self.hours,
@@ -450,8 +481,10 @@ pub struct ReceiveCopyRequest {
 impl CommandBody for ReceiveCopyRequest {
     const NAME: &'static str = "receive-copy";
 
-    fn into_command(self) -> Result<Command, WireError> {
-        Ok(Command::ReceiveCopy(Box::new(ReceiveCopy {
+    type Kind = OperatorCommand;
+
+    fn into_command(self) -> Result<OperatorCommand, WireError> {
+        Ok(OperatorCommand::ReceiveCopy(Box::new(ReceiveCopy {
             copy_image_id: image_id(&self.copy_image_id)?,
             owner: tenant(&self.owner)?,
             source_region: region(&self.source_region)?,
@@ -480,7 +513,9 @@ pub struct RecordCopyOutcomeRequest {
 impl CommandBody for RecordCopyOutcomeRequest {
     const NAME: &'static str = "record-copy-outcome";
 
-    fn into_command(self) -> Result<Command, WireError> {
+    type Kind = OperatorCommand;
+
+    fn into_command(self) -> Result<OperatorCommand, WireError> {
         let outcome = match self.outcome.as_str() {
             "delivered" => CopyOutcome::Delivered,
             "failed" => CopyOutcome::Failed {
@@ -493,7 +528,7 @@ impl CommandBody for RecordCopyOutcomeRequest {
                 )))
             }
         };
-        Ok(Command::RecordCopyOutcome {
+        Ok(OperatorCommand::RecordCopyOutcome {
             image_id: image_id(&self.image_id)?,
             copy_image_id: image_id(&self.copy_image_id)?,
             outcome,
