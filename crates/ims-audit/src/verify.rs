@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use ims_domain::RegionId;
-use ims_log::chain_hash;
+use ims_log::ChainCheck;
 use ims_projection::{Catalog, ReadModel, Store, UsageLedger};
 use ims_wire::Subjects;
 use serde_json::{json, Value};
@@ -69,42 +69,23 @@ pub async fn verify_chain(
             .map(|()| head)
             .map_err(|broken| (broken.position, broken.problem)));
     }
-    let mut expected = 1;
-    let mut prev_hash = [0u8; 32];
+    let mut chain = ChainCheck::from_start();
     let mut broken = None;
     source
         .scan(1, head, |batch| -> Result<bool, AuditError> {
             for envelope in batch {
-                let problem = if envelope.position() != expected {
-                    Some((expected, "event is missing".to_owned()))
-                } else if envelope.prev_hash != prev_hash {
-                    Some((
-                        expected,
-                        "prev_hash does not match the previous event's hash".to_owned(),
-                    ))
-                } else if chain_hash(&envelope.prev_hash, &envelope.canonical_body())
-                    != envelope.hash
-                {
-                    Some((
-                        expected,
-                        "hash does not match the event's contents".to_owned(),
-                    ))
-                } else {
-                    None
-                };
-                if problem.is_some() {
-                    broken = problem;
+                // Read through log.read, an event's place is the position it says.
+                if let Err(problem) = chain.check(envelope, envelope.position()) {
+                    broken = Some((problem.position, problem.problem));
                     return Ok(false);
                 }
-                prev_hash = envelope.hash;
-                expected += 1;
             }
-            progress(expected - 1);
+            progress(chain.expected() - 1);
             Ok(true)
         })
         .await?;
-    if broken.is_none() && expected <= head {
-        broken = Some((expected, "event is missing".to_owned()));
+    if broken.is_none() && chain.expected() <= head {
+        broken = Some((chain.expected(), "event is missing".to_owned()));
     }
     Ok(match broken {
         Some(broken) => Err(broken),

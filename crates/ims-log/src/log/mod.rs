@@ -146,6 +146,7 @@ mod verify;
 
 use keys::*;
 pub use keys::{decode_record, encode_record};
+pub use verify::ChainCheck;
 
 impl EventLog {
     /// Opens (or creates) the log at `path` for `region`, checking the last

@@ -10,42 +10,36 @@ impl EventLog {
         range: std::ops::RangeInclusive<u64>,
     ) -> Result<Result<(), Broken>, LogError> {
         let (from, to) = (*range.start().max(&1), *range.end());
-        let mut prev_hash = match self.hash_before(from)? {
-            Ok(hash) => hash,
+        let mut chain = match self.hash_before(from)? {
+            Ok(hash) => ChainCheck::after(from - 1, hash),
             Err(broken) => return Ok(Err(broken)),
         };
-        let mut expected = from;
         for item in self.shared.db.range(event_key(from)..=event_key(u64::MAX)) {
-            if expected > to {
+            if chain.expected() > to {
                 break;
             }
             let (key, value) = item?;
             let last_position = be_u64(&key[1..]);
             let envelopes = match decode_record(&value, last_position) {
                 Ok(envelopes) => envelopes,
-                Err(error) => return Ok(Err(broken(expected, error.to_string()))),
+                Err(error) => return Ok(Err(broken(chain.expected(), error.to_string()))),
             };
             // Where each envelope of the record must sit, counting back from the key.
             let first_position = (last_position + 1).saturating_sub(envelopes.len() as u64);
             for (stored_at, envelope) in (first_position..).zip(&envelopes) {
-                if stored_at < expected {
+                if stored_at < chain.expected() {
                     continue;
                 }
                 if stored_at > to {
                     break;
                 }
-                if stored_at != expected {
-                    return Ok(Err(broken(expected, "event is missing")));
+                if let Err(broken) = chain.check(envelope, stored_at) {
+                    return Ok(Err(broken));
                 }
-                if let Some(problem) = envelope_problem(envelope, stored_at, prev_hash) {
-                    return Ok(Err(broken(stored_at, problem)));
-                }
-                prev_hash = envelope.hash;
-                expected += 1;
             }
         }
-        if expected <= to && to <= self.head_position() {
-            return Ok(Err(broken(expected, "event is missing")));
+        if chain.expected() <= to && to <= self.head_position() {
+            return Ok(Err(broken(chain.expected(), "event is missing")));
         }
         Ok(Ok(()))
     }
@@ -71,6 +65,49 @@ fn broken(position: u64, problem: impl Into<String>) -> Broken {
     Broken {
         position,
         problem: problem.into(),
+    }
+}
+
+/// The hash chain walked event by event, the one check of it that the log and the audits share:
+/// each event must come at the next position, say that position, link to the hash of the one
+/// before (zeros before position 1) and hash to what it says.
+#[derive(Clone, Debug)]
+pub struct ChainCheck {
+    expected: u64,
+    prev_hash: [u8; 32],
+}
+
+impl ChainCheck {
+    /// A walk from position 1.
+    pub fn from_start() -> Self {
+        Self::after(0, [0u8; 32])
+    }
+
+    /// A walk that continues after the event at `position`, hashed `hash`.
+    pub fn after(position: u64, hash: [u8; 32]) -> Self {
+        Self {
+            expected: position + 1,
+            prev_hash: hash,
+        }
+    }
+
+    /// The position the next event must have.
+    pub fn expected(&self) -> u64 {
+        self.expected
+    }
+
+    /// Checks `envelope`, found at `stored_at` (its key's position, or its own when read through
+    /// `log.read`), and moves past it.
+    pub fn check(&mut self, envelope: &Envelope, stored_at: u64) -> Result<(), Broken> {
+        if stored_at != self.expected {
+            return Err(broken(self.expected, "event is missing"));
+        }
+        if let Some(problem) = envelope_problem(envelope, stored_at, self.prev_hash) {
+            return Err(broken(stored_at, problem));
+        }
+        self.prev_hash = envelope.hash;
+        self.expected += 1;
+        Ok(())
     }
 }
 
