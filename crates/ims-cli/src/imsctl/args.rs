@@ -116,9 +116,9 @@ pub(crate) enum RegionAuditCommand {
     AsOf {
         #[command(flatten)]
         moment: Moment,
-        /// visible-images, shared-with-me, members or share-counts.
-        #[arg(long, default_value = "visible-images", value_parser = ["visible-images", "shared-with-me", "members", "share-counts", "image", "usable"])]
-        query: String,
+        /// The query to answer as of then.
+        #[arg(long, value_enum, default_value = "visible-images")]
+        query: AsOfQuery,
         /// The image, for members.
         #[arg(long)]
         image: Option<String>,
@@ -451,8 +451,8 @@ pub(crate) enum CredentialCommand {
     /// Examples: `imsctl op credential issue tenant acme`, `imsctl op credential issue auditor`.
     Issue {
         /// What the holder may do.
-        #[arg(value_parser = ["tenant", "operator", "auditor"])]
-        role: String,
+        #[arg(value_enum)]
+        role: Role,
         /// The tenant a `tenant` credential acts as.
         #[arg(required_if_eq("role", "tenant"))]
         for_tenant: Option<String>,
@@ -581,6 +581,51 @@ impl From<Outcome> for BuildOutcomeDto {
             Outcome::Started => BuildOutcomeDto::Started,
             Outcome::Succeeded => BuildOutcomeDto::Succeeded,
             Outcome::Failed => BuildOutcomeDto::Failed,
+        }
+    }
+}
+
+/// The queries `audit as-of` answers from a replay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum AsOfQuery {
+    VisibleImages,
+    SharedWithMe,
+    Members,
+    ShareCounts,
+    Image,
+    Usable,
+}
+
+impl From<AsOfQuery> for ims_wire::Query {
+    fn from(query: AsOfQuery) -> Self {
+        match query {
+            AsOfQuery::VisibleImages => ims_wire::Query::VisibleImages,
+            AsOfQuery::SharedWithMe => ims_wire::Query::SharedWithMe,
+            AsOfQuery::Members => ims_wire::Query::Members,
+            AsOfQuery::ShareCounts => ims_wire::Query::ShareCounts,
+            AsOfQuery::Image => ims_wire::Query::Image,
+            AsOfQuery::Usable => ims_wire::Query::Usable,
+        }
+    }
+}
+
+/// What a credential's holder may do (DESIGN.md section 10).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Role {
+    /// Acts as one tenant.
+    Tenant,
+    /// Runs the catalog: operator commands, every tenant's reads.
+    Operator,
+    /// Reads history and audits, changes nothing.
+    Auditor,
+}
+
+impl Role {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Role::Tenant => "tenant",
+            Role::Operator => "operator",
+            Role::Auditor => "auditor",
         }
     }
 }

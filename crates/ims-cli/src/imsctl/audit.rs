@@ -150,7 +150,7 @@ pub(crate) async fn audit(
             moment: at,
             query,
             image,
-        } => audit.as_of(&at, &query, image).await?,
+        } => audit.as_of(&at, query.into(), image).await?,
         RegionAuditCommand::WhoCouldUse { image, moment: at } => {
             audit.who_could_use(&image, &at).await?
         }
@@ -272,7 +272,12 @@ impl Audit {
         Ok(())
     }
 
-    async fn as_of(&self, at: &Moment, query: &str, image: Option<String>) -> anyhow::Result<()> {
+    async fn as_of(
+        &self,
+        at: &Moment,
+        query: ims_wire::Query,
+        image: Option<String>,
+    ) -> anyhow::Result<()> {
         let Some(tenant) = &self.tenant else {
             usage!("audit as-of answers for a tenant: pass --tenant T");
         };
@@ -288,7 +293,6 @@ impl Audit {
             include_deprecated: Some(true),
             ..Default::default()
         };
-        let query = ims_wire::Query::parse(query).map_err(|e| Usage(e.message))?;
         let answer = replayed.query(tenant, query, &params)?;
         self.print(
             &answer,

@@ -20,7 +20,7 @@ pub(crate) async fn credential(
         CredentialCommand::Issue { role, for_tenant } => (
             subjects.iam("issue-credential"),
             serde_json::to_value(IssueCredential {
-                role: role.clone(),
+                role: role.as_str().to_owned(),
                 tenant: for_tenant.clone(),
             })?,
         ),
