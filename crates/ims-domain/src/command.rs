@@ -286,3 +286,69 @@ impl OperatorCommand {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tenant(id: &str) -> TenantId {
+        TenantId::parse(id).unwrap()
+    }
+
+    fn image(n: u8) -> ImageId {
+        ImageId::from_bytes([n; 16])
+    }
+
+    #[test]
+    fn a_command_touches_the_images_and_tenants_it_names() {
+        let share = Command::from(TenantCommand::ShareImage {
+            image_id: image(1),
+            tenants: vec![tenant("t2"), tenant("t3")],
+        });
+        assert_eq!(
+            share.touches(),
+            Touches {
+                images: vec![image(1)],
+                tenants: vec![tenant("t2"), tenant("t3")],
+            }
+        );
+        let usage = Command::from(OperatorCommand::RecordUsage {
+            image_id: image(2),
+            tenant: tenant("t4"),
+            hours: 1,
+        });
+        assert_eq!(
+            usage.touches(),
+            Touches {
+                images: vec![image(2)],
+                tenants: vec![tenant("t4")],
+            }
+        );
+        let copy = Command::from(OperatorCommand::ReceiveCopy(Box::new(ReceiveCopy {
+            copy_image_id: image(3),
+            owner: tenant("t5"),
+            source_region: RegionId::parse("eu-west-0").unwrap(),
+            source_image_id: image(4),
+            name: "web".into(),
+            disk: DiskKind::System,
+            os: None,
+            min_disk_gb: 10,
+            tags: BTreeMap::new(),
+            description: String::new(),
+        })));
+        assert_eq!(
+            copy.touches(),
+            Touches {
+                images: vec![image(3)],
+                tenants: vec![tenant("t5")],
+            }
+        );
+        let accept = Command::from(TenantCommand::AcceptShare { image_id: image(6) });
+        assert_eq!(accept.touches().images, vec![image(6)]);
+        let register = Command::from(OperatorCommand::RegisterTenant {
+            tenant: tenant("t6"),
+            quota: None,
+        });
+        assert_eq!(register.touches().tenants, vec![tenant("t6")]);
+    }
+}

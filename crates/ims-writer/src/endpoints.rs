@@ -4,6 +4,7 @@
 //! `ims.v1.<region>.events`. Registered with the NATS micro-services API as `ims-command`.
 
 use std::future::Future;
+use std::time::Instant;
 
 use async_nats::service::ServiceExt;
 use bytes::Bytes;
@@ -69,10 +70,20 @@ pub async fn handle_command(
         Ok(found) => found,
         Err(error) => return CommandReply::error(error),
     };
-    match parse_command(&name, payload) {
+    let started = Instant::now();
+    let parsed = parse_command(&name, payload);
+    endpoint_stage("parse", started.elapsed());
+    match parsed {
         Ok(parsed) => writer.execute(actor, parsed).await,
         Err(error) => CommandReply::error(error),
     }
+}
+
+/// Records how long a stage of a command's way through the endpoint took: `spawn` (received to
+/// its task running), `parse`, `respond` (the reply sent back) and `in_service` (received to
+/// responded: everything but the NATS hops to and from the client).
+fn endpoint_stage(name: &'static str, took: std::time::Duration) {
+    metrics::histogram!("ims_endpoint_stage_seconds", "stage" => name).record(took.as_secs_f64());
 }
 
 /// Publishes durable events in position order, one message each with the `Ims-Position` header.
@@ -156,8 +167,10 @@ pub async fn serve_commands(
             continue;
         };
         let writer = writer.clone();
+        let received = Instant::now();
         tokio::spawn(async move {
             let _permit = permit;
+            endpoint_stage("spawn", received.elapsed());
             let reply = handle_command(
                 &writer,
                 &request.message.subject,
@@ -165,9 +178,12 @@ pub async fn serve_commands(
                 operator,
             )
             .await;
+            let responding = Instant::now();
             if let Err(error) = request.respond(Ok(reply_bytes(&reply))).await {
                 tracing::debug!(%error, "answering a command failed");
             }
+            endpoint_stage("respond", responding.elapsed());
+            endpoint_stage("in_service", received.elapsed());
         });
     }
     service

@@ -15,7 +15,7 @@ use ims_domain::{
     decide, evolve, Actor, Command, Context, Event, ImageId, OperatorCommand, Owner, RegionId,
     SharingPolicy, State, StreamId, TenantCommand, TenantId,
 };
-use ims_log::{Appended, Envelope, EventLog, LogError, NewCommand, NewEvent};
+use ims_log::{AppendTimings, Appended, Envelope, EventLog, LogError, NewCommand, NewEvent};
 use ims_wire::{CommandReply, ParsedCommand, WireError, WireErrorCode};
 use tokio::sync::{mpsc, oneshot};
 
@@ -36,6 +36,8 @@ pub struct CommandRequest {
     pub actor: Actor,
     pub parsed: ParsedCommand,
     pub reply: oneshot::Sender<CommandReply>,
+    /// When it was queued: the wait for the writer is a stage of its latency.
+    pub queued_at: Instant,
 }
 
 /// The handle that command endpoints use to reach a region's writer.
@@ -54,6 +56,7 @@ impl WriterHandle {
                 actor,
                 parsed,
                 reply,
+                queued_at: Instant::now(),
             })
             .await
             .is_err()
@@ -144,6 +147,12 @@ pub fn spawn_writer(
     (WriterHandle { sender }, thread)
 }
 
+/// Records how long a stage of the writer took: `queue_wait` and `decide` per command; `seal`,
+/// `apply`, `flush`, `fsync` and `reply` per batch (every command of it waits for them).
+fn stage(name: &'static str, took: std::time::Duration) {
+    metrics::histogram!("ims_writer_stage_seconds", "stage" => name).record(took.as_secs_f64());
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -173,25 +182,40 @@ impl RegionWriter {
     }
 
     fn write_batch(&mut self, batch: Vec<CommandRequest>) -> Result<(), WriterFailed> {
+        let batch_started = Instant::now();
+        metrics::histogram!("ims_writer_batch_commands").record(batch.len() as f64);
         let mut decided = Vec::with_capacity(batch.len());
         let mut to_append: Vec<NewCommand> = Vec::new();
         let mut first_with_id = HashMap::new();
         for request in batch {
+            stage(
+                "queue_wait",
+                batch_started.duration_since(request.queued_at),
+            );
+            let started = Instant::now();
             let outcome =
                 self.decide_one(&request, &mut to_append, &mut first_with_id, decided.len());
+            stage("decide", started.elapsed());
             decided.push(Decided { request, outcome });
         }
         let started = Instant::now();
         let appended = if to_append.is_empty() {
-            Ok(Vec::new())
+            Ok((Vec::new(), AppendTimings::default()))
         } else {
-            self.log.append(&to_append)
+            self.log.append_timed(&to_append)
         };
         metrics::histogram!("ims_append_seconds").record(started.elapsed().as_secs_f64());
         let results = match appended {
-            Ok(results) => results,
+            Ok((results, timings)) => {
+                stage("seal", timings.seal);
+                stage("apply", timings.apply);
+                stage("flush", timings.flush);
+                stage("fsync", timings.fsync);
+                results
+            }
             Err(error) => return Err(self.fail(decided, error)),
         };
+        let replying = Instant::now();
         let (replies, envelopes) = self.final_replies(&decided, &results);
         if !envelopes.is_empty() && self.published.try_send(envelopes).is_err() {
             // Projectors notice the gap and read it from the log; nothing is lost.
@@ -202,6 +226,7 @@ impl RegionWriter {
             metrics::counter!("ims_commands_total", "outcome" => outcome).increment(1);
             let _ = request.reply.send(reply);
         }
+        stage("reply", replying.elapsed());
         if self.state.images.len() + self.state.tenants.len() > CACHE_ENTITIES_MAX {
             self.state = State::default();
         }

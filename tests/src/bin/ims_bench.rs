@@ -97,6 +97,10 @@ async fn main() -> anyhow::Result<()> {
         import_sources: Default::default(),
         store: Default::default(),
     };
+    // The service's own metrics, read in process: where a command's time goes.
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .expect("the benchmark's metrics recorder");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let service = tokio::spawn(run(config, async move {
         let _ = stopped.await;
@@ -169,6 +173,7 @@ async fn main() -> anyhow::Result<()> {
     for client in 0..CLIENTS {
         images.push(setup.active_image(&tenant_of(client), json!({})).await);
     }
+    let before = stages::Snapshot::take(&metrics);
     let ims_client = ims.clone();
     let ims_figures = load(duration, move |client, iteration| {
         let ims = ims_client.clone();
@@ -219,10 +224,164 @@ async fn main() -> anyhow::Result<()> {
         );
     }
     println!(
-        "ratio ims / echo: {:.2} (target >= 0.5)",
-        ims_figures.requests_per_second / echo_figures.requests_per_second
+        "ratio ims / echo: {:.2} (target >= 0.5); ims p99 {:.3} ms (target < 5 ms)",
+        ims_figures.requests_per_second / echo_figures.requests_per_second,
+        ims_figures.latencies.quantile_ms(0.99)
     );
+    stages::Snapshot::take(&metrics).print_since(&before, duration, &ims_figures.latencies);
     let _ = stop.send(());
     service.await??;
     Ok(())
+}
+
+/// The stage breakdown of the ims phase, from the service's `ims_writer_stage_seconds`,
+/// `ims_endpoint_stage_seconds` and `ims_writer_batch_commands` (Prometheus summaries rendered
+/// in process): counts and sums are taken as deltas over the phase, quantiles from the end.
+mod stages {
+    use std::collections::BTreeMap;
+    use std::time::Duration;
+
+    use ims_tests::latency::Latencies;
+    use metrics_exporter_prometheus::PrometheusHandle;
+
+    /// One summary's figures: its count, sum and quantiles (by quantile label).
+    #[derive(Clone, Debug, Default)]
+    struct Summary {
+        count: f64,
+        sum: f64,
+        quantiles: BTreeMap<String, f64>,
+    }
+
+    /// Every summary of the rendered metrics, keyed `name{stage}`.
+    pub struct Snapshot(BTreeMap<String, Summary>);
+
+    impl Snapshot {
+        pub fn take(handle: &PrometheusHandle) -> Self {
+            let mut summaries: BTreeMap<String, Summary> = BTreeMap::new();
+            for line in handle.render().lines().filter(|l| !l.starts_with('#')) {
+                let Some((series, value)) = line.rsplit_once(' ') else {
+                    continue;
+                };
+                let Ok(value) = value.parse::<f64>() else {
+                    continue;
+                };
+                let (name, labels) = series.split_once('{').unwrap_or((series, ""));
+                let label = |key: &str| {
+                    labels
+                        .split(',')
+                        .find_map(|pair| pair.strip_prefix(&format!("{key}=\"")))
+                        .map(|v| v.trim_end_matches(['"', '}']).to_owned())
+                };
+                let stage = label("stage").unwrap_or_default();
+                let (base, part) = match name.strip_suffix("_sum") {
+                    Some(base) => (base, "sum"),
+                    None => match name.strip_suffix("_count") {
+                        Some(base) => (base, "count"),
+                        None => (name, "quantile"),
+                    },
+                };
+                let entry = summaries.entry(format!("{base}{{{stage}}}")).or_default();
+                match part {
+                    "sum" => entry.sum = value,
+                    "count" => entry.count = value,
+                    _ => {
+                        if let Some(q) = label("quantile") {
+                            entry.quantiles.insert(q, value);
+                        }
+                    }
+                }
+            }
+            Snapshot(summaries)
+        }
+
+        fn delta(&self, before: &Snapshot, key: &str) -> Summary {
+            let now = self.0.get(key).cloned().unwrap_or_default();
+            let then = before.0.get(key).cloned().unwrap_or_default();
+            Summary {
+                count: now.count - then.count,
+                sum: now.sum - then.sum,
+                quantiles: now.quantiles,
+            }
+        }
+
+        /// Prints where a command's time went over the phase.
+        pub fn print_since(&self, before: &Snapshot, phase: Duration, client: &Latencies) {
+            let batch = self.delta(before, "ims_writer_batch_commands{}");
+            println!(
+                "writer batches: {:.0} per second, mean {:.1} commands each",
+                batch.count / phase.as_secs_f64(),
+                batch.sum / batch.count.max(1.0)
+            );
+            println!(
+                "{:<30} {:>10} {:>10} {:>10} {:>10}",
+                "stage (ims phase)", "count", "mean ms", "p50 ms", "p99 ms"
+            );
+            let rows = [
+                (
+                    "ims_endpoint_stage_seconds",
+                    "spawn",
+                    "endpoint: received to task",
+                ),
+                ("ims_endpoint_stage_seconds", "parse", "endpoint: parse"),
+                (
+                    "ims_writer_stage_seconds",
+                    "queue_wait",
+                    "writer: queue wait",
+                ),
+                (
+                    "ims_writer_stage_seconds",
+                    "decide",
+                    "writer: decide (per command)",
+                ),
+                (
+                    "ims_writer_stage_seconds",
+                    "seal",
+                    "log: encode, hash, batch",
+                ),
+                ("ims_writer_stage_seconds", "apply", "log: sled apply_batch"),
+                ("ims_writer_stage_seconds", "flush", "log: sled flush"),
+                ("ims_writer_stage_seconds", "fsync", "log: fdatasync"),
+                (
+                    "ims_writer_stage_seconds",
+                    "reply",
+                    "writer: replies handed over",
+                ),
+                (
+                    "ims_endpoint_stage_seconds",
+                    "respond",
+                    "endpoint: reply sent",
+                ),
+                (
+                    "ims_endpoint_stage_seconds",
+                    "in_service",
+                    "in service (all of the above)",
+                ),
+            ];
+            for (metric, stage, label) in rows {
+                let s = self.delta(before, &format!("{metric}{{{stage}}}"));
+                let q = |q: &str| s.quantiles.get(q).copied().unwrap_or(0.0) * 1e3;
+                println!(
+                    "{label:<30} {:>10.0} {:>10.3} {:>10.3} {:>10.3}",
+                    s.count,
+                    s.sum / s.count.max(1.0) * 1e3,
+                    q("0.5"),
+                    q("0.99")
+                );
+            }
+            let service = self.delta(before, "ims_endpoint_stage_seconds{in_service}");
+            let in_service_ms = service.sum / service.count.max(1.0) * 1e3;
+            println!(
+                "{:<30} {:>10} {:>10.3} {:>10.3} {:>10.3}",
+                "client: round trip",
+                client.count(),
+                client.mean_ms(),
+                client.quantile_ms(0.5),
+                client.quantile_ms(0.99)
+            );
+            println!(
+                "NATS hops and client (round trip less in service, mean): {:.3} ms",
+                client.mean_ms() - in_service_ms
+            );
+        }
+    }
 }

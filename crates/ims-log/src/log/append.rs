@@ -1,6 +1,22 @@
 //! Appending a group: one atomic batch, one flush, one fdatasync, checked before it is written.
 
+use std::time::{Duration, Instant};
+
 use super::*;
+
+/// Where an append's time went.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AppendTimings {
+    /// Checking command ids and versions, sealing the events onto the chain (encode and hash),
+    /// building the batch.
+    pub seal: Duration,
+    /// sled's `apply_batch`: the keys into its tree and its log buffer.
+    pub apply: Duration,
+    /// sled's `flush`: its log buffer written out (`pwrite`, `sync_file_range`).
+    pub flush: Duration,
+    /// `fdatasync` of sled's data file: the device has it.
+    pub fsync: Duration,
+}
 
 /// An append group being built: its batch, the head it has reached, and what it has seen.
 struct Group<'a> {
@@ -30,9 +46,18 @@ impl EventLog {
     /// result per command, in order, only once everything written is durable. On `Err`, nothing
     /// of the group may be acknowledged, and the log refuses further appends until reopened.
     pub fn append(&self, commands: &[NewCommand]) -> Result<Vec<Appended>, LogError> {
+        self.append_timed(commands).map(|(results, _)| results)
+    }
+
+    /// [`EventLog::append`], also saying how long each stage of it took.
+    pub fn append_timed(
+        &self,
+        commands: &[NewCommand],
+    ) -> Result<(Vec<Appended>, AppendTimings), LogError> {
         if self.shared.poisoned.load(Ordering::Acquire) {
             return Err(LogError::Poisoned);
         }
+        let started = Instant::now();
         let mut head = self.shared.writer.lock().expect("log writer lock");
         let mut group = Group::after(*head);
         for command in commands {
@@ -40,9 +65,13 @@ impl EventLog {
             group.results.push(result);
         }
         check_group(*head, group.next, commands.len(), &group.results);
+        let mut timings = AppendTimings {
+            seal: started.elapsed(),
+            ..AppendTimings::default()
+        };
         let next = group.next;
         if next != *head {
-            if let Err(error) = self.write_group(&mut group) {
+            if let Err(error) = self.write_group(&mut group, &mut timings) {
                 self.shared.poisoned.store(true, Ordering::Release);
                 return Err(error);
             }
@@ -51,7 +80,7 @@ impl EventLog {
                 .durable_position
                 .store(next.position, Ordering::Release);
         }
-        Ok(group.results)
+        Ok((group.results, timings))
     }
 
     /// What `command` comes to in `group`: the stored reply of an earlier one with its id, a
@@ -146,8 +175,13 @@ impl EventLog {
 
     /// Writes the group's batch with its stream chunks, event record and new head, then flushes
     /// and fdatasyncs once.
-    fn write_group(&self, group: &mut Group<'_>) -> Result<(), LogError> {
+    fn write_group(
+        &self,
+        group: &mut Group<'_>,
+        timings: &mut AppendTimings,
+    ) -> Result<(), LogError> {
         let db = &self.shared.db;
+        let started = Instant::now();
         let mut batch = std::mem::take(&mut group.batch);
         for (key, chunk) in std::mem::take(&mut group.chunks).changed() {
             batch.insert(key, chunk);
@@ -160,10 +194,17 @@ impl EventLog {
         let mut head_value = group.next.position.to_be_bytes().to_vec();
         head_value.extend_from_slice(&group.next.hash);
         batch.insert(HEAD, head_value);
+        timings.seal += started.elapsed();
+        let started = Instant::now();
         db.apply_batch(batch)?;
+        timings.apply = started.elapsed();
+        let started = Instant::now();
         db.flush()?;
+        timings.flush = started.elapsed();
+        let started = Instant::now();
         failpoint::fsync()?;
         self.shared.data_file.sync_data()?;
+        timings.fsync = started.elapsed();
         Ok(())
     }
 

@@ -144,6 +144,7 @@ mod append;
 mod keys;
 mod verify;
 
+pub use append::AppendTimings;
 use keys::*;
 pub use keys::{decode_record, encode_record};
 pub use verify::ChainCheck;
