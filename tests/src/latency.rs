@@ -9,9 +9,16 @@ use hdrhistogram::Histogram;
 #[derive(Debug, Clone)]
 pub struct Latencies(Histogram<u64>);
 
+/// The longest latency told apart from longer ones: a minute, in microseconds. Fixed bounds,
+/// because adding auto-resizing histograms of different ranges loses the larger values.
+const LATENCY_MAX_MICROS: u64 = 60_000_000;
+
 impl Default for Latencies {
     fn default() -> Self {
-        Self(Histogram::new(3).expect("3 significant digits is a valid precision"))
+        Self(
+            Histogram::new_with_bounds(1, LATENCY_MAX_MICROS, 3)
+                .expect("valid bounds and precision"),
+        )
     }
 }
 
@@ -45,5 +52,25 @@ impl Latencies {
 
     pub fn mean_ms(&self) -> f64 {
         self.0.mean() / 1e3
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_of_several_clients_add_up() {
+        let mut all = Latencies::default();
+        for client in 0..3u64 {
+            let mut one = Latencies::default();
+            for i in 0..100u64 {
+                one.record(Duration::from_micros(1000 + 30 * i + client));
+            }
+            all.add(&one);
+        }
+        assert_eq!(all.count(), 300);
+        assert!((all.quantile_ms(0.5) - 2.5).abs() < 0.1, "{}", all.quantile_ms(0.5));
+        assert!(all.max_ms() > 3.9 && all.mean_ms() > 2.0);
     }
 }
