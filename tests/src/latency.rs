@@ -70,7 +70,11 @@ mod tests {
             all.add(&one);
         }
         assert_eq!(all.count(), 300);
-        assert!((all.quantile_ms(0.5) - 2.5).abs() < 0.1, "{}", all.quantile_ms(0.5));
+        assert!(
+            (all.quantile_ms(0.5) - 2.5).abs() < 0.1,
+            "{}",
+            all.quantile_ms(0.5)
+        );
         assert!(all.max_ms() > 3.9 && all.mean_ms() > 2.0);
     }
 }
