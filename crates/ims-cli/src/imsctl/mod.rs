@@ -33,6 +33,7 @@ mod import;
 mod render;
 mod requests;
 mod transport;
+mod values;
 
 use args::*;
 use audit::*;
