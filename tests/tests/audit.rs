@@ -180,6 +180,7 @@ async fn who_could_use_follows_share_accept_reject_unshare_and_delete() {
         moments.push((reply["position"].as_u64().unwrap(), expected.to_vec()));
     }
     let source = online(&service).await;
+    let auditor_nats = service.client.auditor_connection().await;
     let region = RegionId::parse(REGION).unwrap();
     let id = ImageId::parse(&image).unwrap();
     let accepted_at = moments[2].0;
@@ -188,6 +189,17 @@ async fn who_could_use_follows_share_accept_reject_unshare_and_delete() {
             .await
             .unwrap();
         let answer = then.who_could_use(id);
+        // Online, from the image's stream in the writer's process: the same answer.
+        let from_stream = ims_audit::who_could_use_online(
+            &auditor_nats,
+            &Default::default(),
+            &region,
+            id,
+            Until::Position(position),
+        )
+        .await
+        .unwrap();
+        assert_eq!(from_stream, answer, "at position {position}");
         let tenants: Vec<&str> = answer["tenants"]
             .as_array()
             .unwrap()

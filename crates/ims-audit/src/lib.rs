@@ -11,11 +11,13 @@
 
 mod describe;
 mod history;
+mod online;
 mod replay;
 mod verify;
 
 pub use describe::{describe, summary};
 pub use history::{event_json, history, history_json, image_owner};
+pub use online::{serve_audits, who_could_use_online};
 pub use replay::{replay, who_could_use_offline, Replayed, Until};
 pub use verify::{first_difference, verify_chain, verify_models, verify_objects, LiveModels};
 

@@ -227,14 +227,7 @@ pub async fn verify_models(
                 client,
                 subjects,
                 region,
-            } => {
-                online_rows(
-                    client,
-                    &format!("{}.v1.{region}.audit.rows", subjects.prefix),
-                    model,
-                )
-                .await?
-            }
+            } => online_rows(client, &subjects.audit(region, "rows"), model).await?,
         };
         let rebuilt = replay(source, region, Until::Position(checkpoint), |_| {}).await?;
         let store = if model == "catalog" {

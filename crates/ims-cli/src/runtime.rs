@@ -252,6 +252,14 @@ fn start_region_commands(
     .with_stores(stores.clone(), &config.store, &config.data_dir);
     let stop = started.stopped();
     started.spawn(run_copy_saga(saga, stop));
+    let stop = started.stopped();
+    started.spawn(ims_audit::serve_audits(
+        client.clone(),
+        config.subjects.clone(),
+        region.clone(),
+        log.clone(),
+        stop,
+    ));
     let publisher = tokio::spawn(publish_events(
         client.clone(),
         config.subjects.events(region),

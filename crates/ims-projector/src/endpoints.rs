@@ -156,7 +156,7 @@ pub async fn serve_queries(
     let mut rows = service
         .endpoint_builder()
         .name("audit-rows")
-        .add(format!("{}.v1.{region}.audit.rows", subjects.prefix))
+        .add(subjects.audit(&region, "rows"))
         .await
         .map_err(|e| RoleError::nats("adding the audit-rows endpoint", e))?;
     let in_flight = Arc::new(tokio::sync::Semaphore::new(QUERIES_IN_FLIGHT_MAX));

@@ -311,7 +311,7 @@ async fn publish_notices(
         // Tenant ids never start with '_', so `_all` cannot be a tenant's feed.
         let subject = match &notice.tenant {
             Some(tenant) => subjects.feed(region, tenant),
-            None => format!("{}.v1.{region}.feed._all", subjects.prefix),
+            None => subjects.feed_all(region),
         };
         if let Ok(payload) = serde_json::to_vec(&item) {
             let _ = client.publish(subject, Bytes::from(payload)).await;

@@ -90,6 +90,19 @@ pub struct QueryParams {
     pub min_position: Option<u64>,
 }
 
+/// `ims.v1.<region>.audit.who-could-use`: which tenants could use an image at a position or a
+/// moment (neither: now).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WhoCouldUseRequest {
+    pub image_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+    /// Unix milliseconds: as of every event recorded at or before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ms: Option<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

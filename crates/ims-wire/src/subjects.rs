@@ -71,6 +71,17 @@ impl Subjects {
         format!("{}.feed.{tenant}", self.region(region))
     }
 
+    /// `ims.v1.<region>.feed._all`: notifications to every tenant (tenant ids never start with
+    /// `_`, so this is no tenant's feed).
+    pub fn feed_all(&self, region: &RegionId) -> String {
+        format!("{}.feed._all", self.region(region))
+    }
+
+    /// `ims.v1.<region>.audit.<name>`: the audit endpoints (`rows`, `who-could-use`).
+    pub fn audit(&self, region: &RegionId, name: &str) -> String {
+        format!("{}.audit.{name}", self.region(region))
+    }
+
     /// `ims.v1.iam.<name>`: the identity context's subjects (`iam` is never a region id).
     pub fn iam(&self, name: &str) -> String {
         format!("{}.v1.iam.{name}", self.prefix)

@@ -312,15 +312,16 @@ impl Audit {
             LogSource::Offline(log) => {
                 service_audit::who_could_use_offline(log, image, moment(at)?)?
             }
-            LogSource::Online { .. } => {
-                let bar = progress_bar(self.head, self.json, "replaying");
-                let replayed =
-                    service_audit::replay(&self.source, &self.region, moment(at)?, |p| {
-                        bar.set_position(p)
-                    })
-                    .await?;
-                bar.finish_and_clear();
-                replayed.who_could_use(image)
+            // Online, the process that holds the log reads the same streams.
+            LogSource::Online { client, .. } => {
+                service_audit::who_could_use_online(
+                    client,
+                    &self.subjects,
+                    &self.region,
+                    image,
+                    moment(at)?,
+                )
+                .await?
             }
         };
         let lines: Vec<String> = answer["tenants"]
