@@ -10,7 +10,8 @@ pub use connect::{connect, options, BusAuth, ConnectFailed};
 pub use endpoint::*;
 pub use log_read::*;
 
-/// A role that could not start or stopped with an error: its NATS service, its log, its state.
+/// A role that could not start or stopped with an error: its NATS service, its socket, or state
+/// it cannot go on from.
 #[derive(Debug, thiserror::Error)]
 pub enum RoleError {
     #[error("{doing}: {error}")]
@@ -18,12 +19,6 @@ pub enum RoleError {
         doing: String,
         error: async_nats::Error,
     },
-    #[error(transparent)]
-    Connect(#[from] ConnectFailed),
-    #[error(transparent)]
-    LogRead(#[from] LogReadError),
-    #[error(transparent)]
-    Log(#[from] ims_log::LogError),
     #[error("{doing}: {error}")]
     Io {
         doing: String,
