@@ -92,6 +92,7 @@ async fn exit_codes_say_success_refusal_bad_usage_or_no_service() {
             "is not a UUID; give one such as",
         ),
         (with(&["--tenant", "t1", "image", "create"]), "required"),
+        (with(&["--tenant", "a.b", "images", "list"]), "--tenant: "),
         (
             [
                 "--region",

@@ -8,31 +8,19 @@ use super::args::*;
 use super::render::*;
 use super::requests::*;
 use super::transport::*;
+use super::Place;
 
 /// `imsctl image import`: creates an image with an upload source, waits until the read side has
 /// it, and uploads the file over HTTP.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn image_import(
-    nats_url: &str,
-    http_url: &str,
-    token: Option<&str>,
-    prefix: &str,
-    tenant: &str,
+    at: &Place<'_>,
     command_id: uuid::Uuid,
     args: ImportArgs,
     json: bool,
 ) -> anyhow::Result<std::process::ExitCode> {
-    let (name, payload) = (
-        CreateImageRequest::NAME,
-        command_payload(&import_body(&args), Some(command_id), None),
-    );
-    let created = request(
-        nats_url,
-        token,
-        format!("{prefix}.cmd.{tenant}.{name}"),
-        payload,
-    )
-    .await?;
+    let payload = command_payload(&import_body(&args), Some(command_id), None);
+    let subject = at.command(CreateImageRequest::NAME);
+    let created = request(at.nats_url, at.token, subject, payload).await?;
     if created["ok"] != true {
         println!("{}", summarize("create-image", &created));
         return Ok(std::process::ExitCode::from(1));
@@ -45,18 +33,17 @@ pub(crate) async fn image_import(
         ..QueryParams::default()
     };
     let view = request(
-        nats_url,
-        token,
-        format!("{prefix}.q.{tenant}.{}", Query::Image),
+        at.nats_url,
+        at.token,
+        at.query(Query::Image),
         serde_json::to_vec(&seen)?,
     )
     .await?;
     let (Some(file), None) = (&args.file, &args.url) else {
-        return imported_from_url(nats_url, token, prefix, tenant, view, json).await;
+        return imported_from_url(at, view, json).await;
     };
-    let region = prefix.rsplit('.').next().unwrap_or_default();
-    let path = format!("/v1/{region}/tenants/{tenant}/images/{id}/file");
-    let (status, answer) = crate::files::upload(http_url, &path, token, file, json).await?;
+    let path = at.file_path(&id);
+    let (status, answer) = crate::files::upload(at.http_url, &path, at.token, file, json).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
     } else if status == 200 {
@@ -78,10 +65,7 @@ pub(crate) async fn image_import(
 /// Waits, with a spinner, until the service's import worker has imported the image `view`
 /// describes (active) or refused it (killed, with the reason).
 pub(crate) async fn imported_from_url(
-    nats_url: &str,
-    token: Option<&str>,
-    prefix: &str,
-    tenant: &str,
+    at: &Place<'_>,
     mut view: Value,
     json: bool,
 ) -> anyhow::Result<std::process::ExitCode> {
@@ -100,9 +84,9 @@ pub(crate) async fn imported_from_url(
             ..QueryParams::default()
         };
         view = request(
-            nats_url,
-            token,
-            format!("{prefix}.q.{tenant}.{}", Query::Image),
+            at.nats_url,
+            at.token,
+            at.query(Query::Image),
             serde_json::to_vec(&params)?,
         )
         .await?;

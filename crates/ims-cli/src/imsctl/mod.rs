@@ -69,15 +69,21 @@ pub fn main() -> std::process::ExitCode {
     }
 }
 
-fn tenant_of(tenant: Option<&str>) -> anyhow::Result<&str> {
+fn tenant_of(tenant: Option<&str>) -> anyhow::Result<ims_domain::TenantId> {
     match tenant {
-        Some(tenant) => Ok(tenant),
+        Some(tenant) => ims_domain::TenantId::parse(tenant)
+            .map_err(|e| anyhow::Error::new(Usage(format!("--tenant: {}", e.message)))),
         None => usage!("this command acts as a tenant: pass --tenant ID (or set IMS_TENANT)"),
     }
 }
 
+fn region_of(region: &str) -> anyhow::Result<ims_domain::RegionId> {
+    ims_domain::RegionId::parse(region)
+        .map_err(|e| anyhow::Error::new(Usage(format!("--region: {}", e.message))))
+}
+
 async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
-    let prefix = format!("{}.v1.{}", cli.subject_prefix, cli.region);
+    let subjects = ims_wire::Subjects::new(cli.subject_prefix.clone());
     let command_id = cli.command_id.unwrap_or_else(uuid::Uuid::now_v7);
     let tenant = cli.tenant.clone();
     let nats_url = resolve_nats_url(cli.nats_url.clone());
@@ -86,7 +92,7 @@ async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Top::Op(OpCommand::Catalog(command)) => {
             let (name, payload) = operator_request(command, command_id);
-            let subject = format!("{prefix}.op.{name}");
+            let subject = subjects.operator_command(&region_of(&cli.region)?, name);
             send_command(&nats_url, token, subject, name, payload, cli.json).await
         }
         Top::Op(OpCommand::Credential(command)) => {
@@ -105,20 +111,26 @@ async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             .await
         }
         Top::Image(command) => {
-            let tenant = tenant_of(tenant.as_deref())?;
             let at = Place {
                 nats_url: &nats_url,
                 http_url: &cli.http_url,
                 token,
-                prefix: &prefix,
-                region: &cli.region,
-                tenant,
+                region: region_of(&cli.region)?,
+                tenant: tenant_of(tenant.as_deref())?,
+                subjects,
             };
             image_top(command, &at, command_id, cli.json).await
         }
         Top::Images(query_args) => {
-            let tenant = tenant_of(tenant.as_deref())?;
-            query(&nats_url, token, &prefix, tenant, query_args, cli.json).await
+            let at = Place {
+                nats_url: &nats_url,
+                http_url: &cli.http_url,
+                token,
+                region: region_of(&cli.region)?,
+                tenant: tenant_of(tenant.as_deref())?,
+                subjects,
+            };
+            query(&at, query_args, cli.json).await
         }
     }
 }
@@ -141,14 +153,37 @@ async fn send_command(
     Ok(exit_code(reply["ok"] == true))
 }
 
-/// Where a tenant's image commands go.
-struct Place<'a> {
-    nats_url: &'a str,
-    http_url: &'a str,
-    token: Option<&'a str>,
-    prefix: &'a str,
-    region: &'a str,
-    tenant: &'a str,
+/// Where a tenant's requests go: the service's subjects in one region, as one tenant, and its
+/// HTTP API for image files.
+pub(crate) struct Place<'a> {
+    pub(crate) nats_url: &'a str,
+    pub(crate) http_url: &'a str,
+    pub(crate) token: Option<&'a str>,
+    pub(crate) subjects: ims_wire::Subjects,
+    pub(crate) region: ims_domain::RegionId,
+    pub(crate) tenant: ims_domain::TenantId,
+}
+
+impl Place<'_> {
+    /// The subject of the tenant command `name`.
+    pub(crate) fn command(&self, name: &str) -> String {
+        self.subjects
+            .tenant_command(&self.region, &self.tenant, name)
+    }
+
+    /// The subject of `query` as the tenant.
+    pub(crate) fn query(&self, query: ims_wire::Query) -> String {
+        self.subjects
+            .query(&self.region, &self.tenant, query.as_str())
+    }
+
+    /// The HTTP path of an image's file.
+    pub(crate) fn file_path(&self, image_id: &str) -> String {
+        format!(
+            "/v1/{}/tenants/{}/images/{image_id}/file",
+            self.region, self.tenant
+        )
+    }
 }
 
 /// `imsctl image import | download | show`.
@@ -159,50 +194,34 @@ async fn image_top(
     json: bool,
 ) -> anyhow::Result<std::process::ExitCode> {
     match command {
-        ImageTop::Import(args) => {
-            image_import(
-                at.nats_url,
+        ImageTop::Import(args) => image_import(at, command_id, args, json).await,
+        ImageTop::Download { image_id, output } => {
+            image_download(
                 at.http_url,
+                &at.file_path(&image_id),
                 at.token,
-                at.prefix,
-                at.tenant,
-                command_id,
-                args,
+                &output,
                 json,
             )
             .await
         }
-        ImageTop::Download { image_id, output } => {
-            let path = format!(
-                "/v1/{}/tenants/{}/images/{image_id}/file",
-                at.region, at.tenant
-            );
-            image_download(at.http_url, &path, at.token, &output, json).await
-        }
-        ImageTop::Show { image_id } => {
-            let show = ImagesQuery::Show { image_id };
-            query(at.nats_url, at.token, at.prefix, at.tenant, show, json).await
-        }
+        ImageTop::Show { image_id } => query(at, ImagesQuery::Show { image_id }, json).await,
         ImageTop::Command(command) => {
             let (name, payload) = tenant_request(command, command_id);
-            let subject = format!("{}.cmd.{}.{name}", at.prefix, at.tenant);
-            send_command(at.nats_url, at.token, subject, name, payload, json).await
+            send_command(at.nats_url, at.token, at.command(name), name, payload, json).await
         }
     }
 }
 
 /// A query as `tenant`, printed as a table or as JSON.
 async fn query(
-    nats_url: &str,
-    token: Option<&str>,
-    prefix: &str,
-    tenant: &str,
+    at: &Place<'_>,
     query: ImagesQuery,
     json: bool,
 ) -> anyhow::Result<std::process::ExitCode> {
     let (query, params) = query_request(query);
-    let subject = format!("{prefix}.q.{tenant}.{query}");
-    let answer = request(nats_url, token, subject, serde_json::to_vec(&params)?).await?;
+    let payload = serde_json::to_vec(&params)?;
+    let answer = request(at.nats_url, at.token, at.query(query), payload).await?;
     if json {
         println!("{}", serde_json::to_string_pretty(&answer)?);
     } else {
