@@ -1,4 +1,6 @@
-//! Replay speed of `audit as-of` and `audit verify` on a log of 1M events, offline.
+//! Audits on a log of 1M events, offline: the replay speed of `audit as-of` and `audit verify`,
+//! then each audit command in a process of its own (this binary run again with `--one`), with
+//! its time and its peak resident memory (VmHWM).
 //!
 //! Run: `cargo run --release -p ims-tests --bin audit-bench [-- EVENTS]`
 
@@ -7,16 +9,22 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::time::Instant;
 
-use ims_audit::{replay, verify_chain, who_could_use_offline, LogSource, Until};
+use ims_audit::{history, replay, verify_chain, who_could_use_offline, LogSource, Until};
 use ims_domain::RegionId;
 use ims_log::{EventLog, NewCommand, NewEvent};
 use ims_projection::synthetic::image_id;
 use ims_projection::synthetic::mixed_log;
+use ims_projection::synthetic::tenant;
+use ims_wire::{Query, QueryParams};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let events: usize = std::env::args()
-        .nth(1)
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--one") {
+        return one(&args[2], std::path::Path::new(&args[3]), args[4].parse()?).await;
+    }
+    let events: usize = args
+        .get(1)
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
     let dir = tempfile::tempdir()?;
@@ -86,5 +94,88 @@ async fn main() -> anyhow::Result<()> {
         replay_seconds * 1000.0,
         replay_seconds * 1000.0 / each_ms
     );
+    drop((replayed, source, log));
+    each_in_its_own_process(dir.path(), events)
+}
+
+/// Runs each audit command in a fresh process on the log just written and prints its time and
+/// peak resident memory.
+fn each_in_its_own_process(dir: &std::path::Path, events: usize) -> anyhow::Result<()> {
+    println!("each audit in a process of its own (time, peak resident memory):");
+    for kind in ["who-could-use", "history", "as-of", "verify"] {
+        let output = std::process::Command::new(std::env::current_exe()?)
+            .args(["--one", kind])
+            .arg(dir)
+            .arg(events.to_string())
+            .output()?;
+        let said = String::from_utf8_lossy(&output.stdout);
+        anyhow::ensure!(
+            output.status.success(),
+            "{kind}: {said}{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        println!("  {said}");
+    }
     Ok(())
+}
+
+/// One audit command on the log in `dir`: prints what it did, how long it took and the
+/// process's peak resident memory.
+async fn one(kind: &str, dir: &std::path::Path, events: u64) -> anyhow::Result<()> {
+    let log = EventLog::open(dir.join("log"), "bench-1")?;
+    let source = LogSource::Offline(log.clone());
+    let region = RegionId::parse("bench-1").unwrap();
+    // A position and an image away from both ends of the log, the same every run.
+    let position = events * 7 / 10;
+    let image = image_id(events / 6 / 3);
+    let started = Instant::now();
+    let what = match kind {
+        "who-could-use" => {
+            let answer = who_could_use_offline(&log, image, Until::Position(position))?;
+            format!(
+                "who-could-use of one image at position {position}: {} tenants",
+                answer["tenants"].as_array().map_or(0, Vec::len)
+            )
+        }
+        "history" => {
+            let items = history(&source, Some(image), None, |_| {}).await?;
+            format!("history of one image: {} events", items.len())
+        }
+        "as-of" => {
+            let replayed = replay(&source, &region, Until::Position(position), |_| {}).await?;
+            let params = QueryParams {
+                limit: Some(25),
+                ..QueryParams::default()
+            };
+            let page = replayed.query(&tenant(1), Query::VisibleImages, &params)?;
+            format!(
+                "as-of position {position}, visible-images of one tenant: {} items",
+                page["items"].as_array().map_or(0, Vec::len)
+            )
+        }
+        _ => {
+            let verified = verify_chain(&source, |_| {}).await?;
+            format!("verify of the chain: {verified:?}")
+        }
+    };
+    let took = started.elapsed();
+    println!(
+        "{what:<72} {:>9.1} ms {:>7} MiB",
+        took.as_secs_f64() * 1e3,
+        peak_resident_kib() / 1024
+    );
+    Ok(())
+}
+
+/// This process's peak resident memory (VmHWM), in KiB.
+fn peak_resident_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|line| line.strip_prefix("VmHWM:"))
+                .and_then(|value| value.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
 }
