@@ -185,10 +185,11 @@ async fn who_could_use_follows_share_accept_reject_unshare_and_delete() {
     let id = ImageId::parse(&image).unwrap();
     let accepted_at = moments[2].0;
     for (position, expected) in moments {
-        let then = replay(&source, &region, Until::Position(position), |_| {})
-            .await
-            .unwrap();
-        let answer = then.who_could_use(id);
+        let then =
+            ims_audit::replay_with_state(&source, &region, Until::Position(position), |_| {})
+                .await
+                .unwrap();
+        let answer = then.who_could_use(id).unwrap();
         // Online, from the image's stream in the writer's process: the same answer.
         let from_stream = ims_audit::who_could_use_online(
             &auditor_nats,

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use ims_audit::{replay, who_could_use_offline, LogSource, Until};
+use ims_audit::{replay_with_state, who_could_use_offline, LogSource, Until};
 use ims_domain::{Event, ImageClass, Listing, Owner, Price, RegionId};
 use ims_log::{new_event, EventLog, NewCommand};
 use ims_projection::synthetic::{created, image_id, tenant};
@@ -119,18 +119,18 @@ proptest! {
         let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
         for position in 0..=events.len() as u64 + 1 {
             let replayed = runtime
-                .block_on(replay(&source, &region, Until::Position(position), |_| {}))
+                .block_on(replay_with_state(&source, &region, Until::Position(position), |_| {}))
                 .unwrap();
             for n in 0..IMAGES {
                 let fast = who_could_use_offline(&log, image_id(n), Until::Position(position)).unwrap();
-                prop_assert_eq!(&fast, &replayed.who_could_use(image_id(n)), "image {} at {}", n, position);
+                prop_assert_eq!(Some(fast), replayed.who_could_use(image_id(n)), "image {} at {}", n, position);
             }
             // By time too: event n was recorded at 1_700_000_000_000 + n.
             let at = Until::Time(1_700_000_000_000 + position.saturating_sub(1));
-            let by_time = runtime.block_on(replay(&source, &region, at, |_| {})).unwrap();
+            let by_time = runtime.block_on(replay_with_state(&source, &region, at, |_| {})).unwrap();
             let at = Until::Time(1_700_000_000_000 + position.saturating_sub(1));
             prop_assert_eq!(
-                who_could_use_offline(&log, image_id(0), at).unwrap(),
+                Some(who_could_use_offline(&log, image_id(0), at).unwrap()),
                 by_time.who_could_use(image_id(0))
             );
         }

@@ -24,7 +24,9 @@ pub struct Replayed {
     pub position: u64,
     pub catalog: ReadModel<Catalog>,
     pub usage: ReadModel<UsageLedger>,
-    pub state: State,
+    /// The domain state, when asked for ([`replay_with_state`]): what the full replay of
+    /// who-could-use reads. Queries need only the read models.
+    pub state: Option<State>,
 }
 
 /// Replays the log into temporary (in-memory) read models up to `until`.
@@ -32,6 +34,26 @@ pub async fn replay(
     source: &LogSource,
     region: &RegionId,
     until: Until,
+    progress: impl Fn(u64),
+) -> Result<Replayed, AuditError> {
+    replay_into(source, region, until, false, progress).await
+}
+
+/// [`replay`], also folding the domain state (about as much memory again as the read models).
+pub async fn replay_with_state(
+    source: &LogSource,
+    region: &RegionId,
+    until: Until,
+    progress: impl Fn(u64),
+) -> Result<Replayed, AuditError> {
+    replay_into(source, region, until, true, progress).await
+}
+
+async fn replay_into(
+    source: &LogSource,
+    region: &RegionId,
+    until: Until,
+    with_state: bool,
     progress: impl Fn(u64),
 ) -> Result<Replayed, AuditError> {
     let head = source.head().await?;
@@ -44,7 +66,7 @@ pub async fn replay(
         position: 0,
         catalog: ReadModel::in_memory_for(Catalog, to),
         usage: ReadModel::in_memory(UsageLedger),
-        state: State::default(),
+        state: with_state.then(State::default),
     };
     source
         .scan(1, to, |batch| -> Result<bool, AuditError> {
@@ -59,8 +81,10 @@ pub async fn replay(
             let batch = &batch[..cut];
             replayed.catalog.apply(batch)?;
             replayed.usage.apply(batch)?;
-            for envelope in batch {
-                evolve(&mut replayed.state, &decode_event(envelope)?);
+            if let Some(state) = &mut replayed.state {
+                for envelope in batch {
+                    evolve(state, &decode_event(envelope)?);
+                }
             }
             replayed.position = batch.last().map_or(replayed.position, |e| e.position());
             progress(replayed.position);
@@ -91,13 +115,16 @@ impl Replayed {
     }
 
     /// The tenants that could use `image` at the replayed moment, and through what.
-    pub fn who_could_use(&self, image: ImageId) -> Value {
-        who_could_use_answer(
+    /// The tenants that could use `image` at the replayed moment, and through what; `None`
+    /// unless replayed with the state.
+    pub fn who_could_use(&self, image: ImageId) -> Option<Value> {
+        let state = self.state.as_ref()?;
+        Some(who_could_use_answer(
             image,
             self.position,
-            self.state.images.get(&image),
-            self.state.tenants.keys(),
-        )
+            state.images.get(&image),
+            state.tenants.keys(),
+        ))
     }
 }
 

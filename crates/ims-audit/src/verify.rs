@@ -7,7 +7,7 @@ use ims_projection::{Catalog, ReadModel, Store, UsageLedger};
 use ims_wire::Subjects;
 use serde_json::{json, Value};
 
-use crate::replay::{replay, Until};
+use crate::replay::{replay, replay_with_state, Until};
 use crate::{AuditError, LogSource};
 
 /// Checks the stored file of every active image that was imported: it exists, with the size
@@ -17,9 +17,11 @@ pub async fn verify_objects(
     region: &RegionId,
     store: Option<&ims_store::ImageStore>,
 ) -> Result<Vec<String>, AuditError> {
-    let replayed = replay(source, region, Until::Position(u64::MAX), |_| {}).await?;
+    // The domain state holds each image's file facts, size and checksum.
+    let replayed = replay_with_state(source, region, Until::Position(u64::MAX), |_| {}).await?;
+    let state = replayed.state.unwrap_or_default();
     let mut problems = Vec::new();
-    for image in replayed.state.images.values() {
+    for image in state.images.values() {
         let (Some(_), Some(size), Some(checksum)) =
             (&image.file, image.size_bytes, &image.checksum_sha256)
         else {

@@ -9,7 +9,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::time::Instant;
 
-use ims_audit::{history, replay, verify_chain, who_could_use_offline, LogSource, Until};
+use ims_audit::{
+    history, replay, replay_with_state, verify_chain, who_could_use_offline, LogSource, Until,
+};
 use ims_domain::RegionId;
 use ims_log::{EventLog, NewCommand, NewEvent};
 use ims_projection::synthetic::image_id;
@@ -66,10 +68,11 @@ async fn main() -> anyhow::Result<()> {
     println!("audit verify (chain from position 1):      {verify_rate:>10.0} events/s");
 
     let started = Instant::now();
-    let replayed = replay(&source, &region, Until::Position(events as u64), |_| {}).await?;
+    let replayed =
+        replay_with_state(&source, &region, Until::Position(events as u64), |_| {}).await?;
     let replay_rate = events as f64 / started.elapsed().as_secs_f64();
     assert_eq!(replayed.position, events as u64);
-    println!("audit as-of (replay into read models):     {replay_rate:>10.0} events/s");
+    println!("audit replay (read models and state):     {replay_rate:>10.0} events/s");
     let replay_seconds = events as f64 / replay_rate;
 
     // who-could-use from the image's stream, for images spread over the whole log, against the
@@ -82,7 +85,7 @@ async fn main() -> anyhow::Result<()> {
         let answer = who_could_use_offline(&log, image, Until::Position(events as u64))?;
         if n == 0 {
             assert_eq!(
-                answer,
+                Some(answer),
                 replayed.who_could_use(image),
                 "the fast path disagrees"
             );
@@ -114,7 +117,7 @@ fn each_in_its_own_process(dir: &std::path::Path, events: usize) -> anyhow::Resu
             "{kind}: {said}{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        println!("  {said}");
+        println!("  {}", said.trim_end());
     }
     Ok(())
 }
