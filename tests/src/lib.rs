@@ -448,6 +448,7 @@ impl Service {
                 },
             },
             store: Default::default(),
+            snapshot_every: ims_projector::SNAPSHOT_EVERY_EVENTS,
         }
     }
 

@@ -18,7 +18,9 @@ mod verify;
 pub use describe::{describe, summary};
 pub use history::{event_json, history, history_json, image_owner};
 pub use online::{serve_audits, who_could_use_online};
-pub use replay::{replay, replay_with_state, who_could_use_offline, Replayed, Until};
+pub use replay::{
+    replay, replay_from_snapshots, replay_with_state, who_could_use_offline, Replayed, Until,
+};
 pub use verify::{first_difference, verify_chain, verify_models, verify_objects, LiveModels};
 
 pub use ims_bus::{LogReadError, LogSource, SCAN_BATCH_EVENTS as AUDIT_BATCH_EVENTS};

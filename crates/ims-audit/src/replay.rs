@@ -3,7 +3,7 @@
 use ims_domain::{access, evolve, ImageClass, ImageId, RegionId, State, TenantId};
 use ims_log::{decode_event, EventLog};
 use ims_projection::queries::{answer, Models};
-use ims_projection::{Catalog, ReadModel, UsageLedger};
+use ims_projection::{snapshot, Catalog, Fold, ReadModel, UsageLedger};
 use ims_wire::{Query, QueryParams};
 use serde_json::{json, Value};
 
@@ -36,7 +36,25 @@ pub async fn replay(
     until: Until,
     progress: impl Fn(u64),
 ) -> Result<Replayed, AuditError> {
-    replay_into(source, region, until, false, progress).await
+    let models = Start::empty(source, until).await?;
+    replay_into(source, region, until, models, false, progress).await
+}
+
+/// [`replay`], starting from the newest snapshots of the read models in `snapshots` (a
+/// region's `projections/snapshots`) at or before the moment, when the log is on disk: only the
+/// events after them are replayed. Without a usable snapshot it replays from position 1.
+pub async fn replay_from_snapshots(
+    source: &LogSource,
+    region: &RegionId,
+    until: Until,
+    snapshots: &std::path::Path,
+    progress: impl Fn(u64),
+) -> Result<Replayed, AuditError> {
+    let models = match source {
+        LogSource::Offline(log) => Start::from_snapshots(log, until, snapshots)?,
+        LogSource::Online { .. } => Start::empty(source, until).await?,
+    };
+    replay_into(source, region, until, models, false, progress).await
 }
 
 /// [`replay`], also folding the domain state (about as much memory again as the read models).
@@ -46,30 +64,94 @@ pub async fn replay_with_state(
     until: Until,
     progress: impl Fn(u64),
 ) -> Result<Replayed, AuditError> {
-    replay_into(source, region, until, true, progress).await
+    let models = Start::empty(source, until).await?;
+    replay_into(source, region, until, models, true, progress).await
+}
+
+/// Where a replay starts: the models it folds into, the position after which it reads, and
+/// the last position it reads.
+struct Start {
+    catalog: ReadModel<Catalog>,
+    usage: ReadModel<UsageLedger>,
+    after: u64,
+    to: u64,
+}
+
+impl Start {
+    async fn empty(source: &LogSource, until: Until) -> Result<Self, AuditError> {
+        let head = source.head().await?;
+        let to = match until {
+            Until::Position(position) => position.min(head),
+            Until::Time(_) => head,
+        };
+        Ok(Self {
+            catalog: ReadModel::in_memory_for(Catalog, to),
+            usage: ReadModel::in_memory(UsageLedger),
+            after: 0,
+            to,
+        })
+    }
+
+    fn from_snapshots(
+        log: &EventLog,
+        until: Until,
+        dir: &std::path::Path,
+    ) -> Result<Self, AuditError> {
+        let head = log.head_position();
+        let to = match until {
+            Until::Position(position) => position.min(head),
+            Until::Time(at_ms) => last_position_at(log, at_ms, head)?,
+        };
+        let load = |name: &str| -> Result<Option<(u64, Vec<_>)>, AuditError> {
+            match snapshot::nearest(dir, name, to)? {
+                Some((_, path)) => Ok(Some(snapshot::read(&path)?)),
+                None => Ok(None),
+            }
+        };
+        let (catalog, usage) = match (load(Catalog::NAME)?, load(UsageLedger::NAME)?) {
+            (Some((_, catalog)), Some((_, usage))) => (
+                ReadModel::from_rows(Catalog, catalog)?,
+                ReadModel::from_rows(UsageLedger, usage)?,
+            ),
+            _ => (
+                ReadModel::in_memory_for(Catalog, to),
+                ReadModel::in_memory(UsageLedger),
+            ),
+        };
+        // Each model skips what it holds already; reading starts after the older of the two.
+        let after = catalog.checkpoint().min(usage.checkpoint());
+        Ok(Self {
+            catalog,
+            usage,
+            after,
+            to,
+        })
+    }
 }
 
 async fn replay_into(
     source: &LogSource,
     region: &RegionId,
     until: Until,
+    start: Start,
     with_state: bool,
     progress: impl Fn(u64),
 ) -> Result<Replayed, AuditError> {
-    let head = source.head().await?;
-    let to = match until {
-        Until::Position(position) => position.min(head),
-        Until::Time(_) => head,
-    };
+    let Start {
+        catalog,
+        usage,
+        after,
+        to,
+    } = start;
     let mut replayed = Replayed {
         region: region.clone(),
-        position: 0,
-        catalog: ReadModel::in_memory_for(Catalog, to),
-        usage: ReadModel::in_memory(UsageLedger),
+        position: after,
+        catalog,
+        usage,
         state: with_state.then(State::default),
     };
     source
-        .scan(1, to, |batch| -> Result<bool, AuditError> {
+        .scan(after + 1, to, |batch| -> Result<bool, AuditError> {
             let cut = match until {
                 Until::Time(at_ms) => batch
                     .iter()

@@ -102,6 +102,11 @@ struct Options {
     /// with `--features s3`). Every process of a deployment names the same store.
     #[arg(long, env = "IMS_STORE", default_value = "local")]
     store: ims_store::StoreLocation,
+    /// Every how many events each projector writes a snapshot of its read models (the newest 8
+    /// are kept, under `<data-dir>/<region>/projections/snapshots`), so that `imsctl audit
+    /// as-of --data-dir` starts from the nearest one instead of position 1. 0 turns them off.
+    #[arg(long, env = "IMS_SNAPSHOT_EVERY", default_value_t = ims_projector::SNAPSHOT_EVERY_EVENTS)]
+    snapshot_every: u64,
 }
 
 fn init_logging(format: &str) {
@@ -246,6 +251,7 @@ async fn serve(options: Options, roles: Roles, embedded_allowed: bool) -> anyhow
             },
         },
         store: options.store,
+        snapshot_every: options.snapshot_every,
     };
     let data_dir = config.data_dir.clone();
     let result = run(config, shutdown_signal()).await;

@@ -61,6 +61,9 @@ pub struct Config {
     pub import_sources: ImportSources,
     /// Where image files are kept (`--store`).
     pub store: StoreLocation,
+    /// Every how many events each projector snapshots its read models (`--snapshot-every`; 0:
+    /// never), for audits as of a past position.
+    pub snapshot_every: u64,
 }
 
 /// How often `--insecure-no-auth` repeats its warning.
@@ -290,6 +293,7 @@ fn start_region_projector(
             path.display()
         )
     })?;
+    models.set_snapshot_every(config.snapshot_every);
     let models = Arc::new(models);
     let (client, subjects) = (started.client.clone(), config.subjects.clone());
     let stop = started.stopped();

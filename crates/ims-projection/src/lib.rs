@@ -8,10 +8,12 @@
 //!
 //! Modules: `store` (sled or in-memory storage and the batch of changes), `catalog` (images,
 //! visibility indexes, feeds), `usage` (the Marketplace usage ledger), `queries` (the answers of
-//! DESIGN.md section 5).
+//! DESIGN.md section 5), `snapshot` (a model's rows at a checkpoint, for audits as of a past
+//! position).
 
 pub mod catalog;
 pub mod queries;
+pub mod snapshot;
 pub mod store;
 pub mod synthetic;
 pub mod usage;
@@ -35,6 +37,8 @@ pub enum ProjectionError {
     Storage(#[from] sled::Error),
     #[error(transparent)]
     Log(#[from] LogError),
+    #[error("read model snapshot: {0}")]
+    Snapshot(String),
 }
 
 /// A notification produced while folding: for one tenant, or every tenant (`None`).
@@ -119,6 +123,20 @@ impl<F: Fold> ReadModel<F> {
     /// A model in memory, for rebuilds and comparisons.
     pub fn in_memory(fold: F) -> Self {
         Self::in_memory_for(fold, 0)
+    }
+
+    /// A model in memory holding `rows` (a snapshot's), at the checkpoint they hold.
+    pub fn from_rows(fold: F, rows: Vec<store::Entry>) -> Result<Self, ProjectionError> {
+        let mut map = HashMap::with_capacity_and_hasher(rows.len(), Default::default());
+        map.extend(rows);
+        let store = Store::Memory(map);
+        Ok(Self {
+            checkpoint: store.checkpoint()?,
+            checkpoint_hash: store.checkpoint_hash()?,
+            store,
+            fold,
+            _db: None,
+        })
     }
 
     /// A model in memory for a rebuild of about `events` events: its map is sized up front

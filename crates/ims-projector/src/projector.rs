@@ -5,7 +5,7 @@
 //! live message lost, or the publisher behind) is filled from `log.read`; a periodic check finds a
 //! tail that no live message announced. After a restart it resumes from its checkpoint.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
@@ -15,7 +15,7 @@ use futures::StreamExt;
 use ims_domain::{RegionId, SharingPolicy, TenantId};
 use ims_log::Envelope;
 use ims_projection::queries::{answer, Models};
-use ims_projection::{Catalog, Notice, ProjectionError, ReadModel, UsageLedger};
+use ims_projection::{Catalog, Fold, Notice, ProjectionError, ReadModel, UsageLedger};
 use ims_wire::views::{Answer, FeedItem};
 use ims_wire::{Query, QueryParams};
 use ims_wire::{Subjects, WireError, WireErrorCode};
@@ -53,7 +53,14 @@ pub struct RegionModels {
     members_limit: usize,
     /// The most bytes a query's answer may take; see [`RegionModels::set_reply_bytes_max`].
     reply_bytes_max: AtomicUsize,
+    /// Where snapshots of the models go (`projections/snapshots`), and every how many events.
+    snapshots: PathBuf,
+    snapshot_every: AtomicU64,
 }
+
+/// Every how many events the projector writes a snapshot of each read model, for audits as of a
+/// past position (see `ims_projection::snapshot`).
+pub const SNAPSHOT_EVERY_EVENTS: u64 = 100_000;
 
 /// Until the query service reads the server's limit: NATS's default `max_payload` (1 MiB)
 /// less room for framing.
@@ -91,7 +98,39 @@ impl RegionModels {
             log_readable: AtomicBool::new(false),
             members_limit: policy.members_per_image_max,
             reply_bytes_max: AtomicUsize::new(REPLY_BYTES_MAX_DEFAULT),
+            snapshots: snapshots_path(dir),
+            snapshot_every: AtomicU64::new(SNAPSHOT_EVERY_EVENTS),
         })
+    }
+
+    /// Snapshots every `events` events instead of [`SNAPSHOT_EVERY_EVENTS`] (tests, small
+    /// regions); 0 turns them off.
+    pub fn set_snapshot_every(&self, events: u64) {
+        self.snapshot_every.store(events, Ordering::Relaxed);
+    }
+
+    /// Writes a snapshot of each model when `from..=to` crossed a multiple of the interval. A
+    /// snapshot that cannot be written is logged and skipped: audits then start further back.
+    fn snapshot_if_due(&self, from: u64, to: u64) {
+        let every = self.snapshot_every.load(Ordering::Relaxed);
+        if every == 0 || from / every == to / every {
+            return;
+        }
+        // The projector is the models' only writer, so a read lock sees them still.
+        let models = self.models.read().expect("read model lock");
+        for (name, store) in [
+            (Catalog::NAME, models.0.store()),
+            (UsageLedger::NAME, models.1.store()),
+        ] {
+            match ims_projection::snapshot::write(&self.snapshots, name, store) {
+                Ok(path) => {
+                    tracing::info!(region = %self.region, path = %path.display(), "read model snapshot written")
+                }
+                Err(error) => {
+                    tracing::warn!(region = %self.region, %error, "a read model snapshot could not be written")
+                }
+            }
+        }
     }
 
     /// The position every read model has reached.
@@ -147,8 +186,10 @@ impl RegionModels {
             tracing::error!(region = %self.region, position, "an event does not chain to the last applied one (wrong prev_hash); refused, reading the log instead");
             metrics::counter!("ims_projection_chain_breaks_total", "region" => self.region.to_string()).increment(1);
         }
+        let before = self.position();
         let position = models.0.checkpoint().min(models.1.checkpoint());
         drop(models);
+        self.snapshot_if_due(before, position);
         if let Some(last) = envelopes.last() {
             self.head_seen.fetch_max(last.position(), Ordering::AcqRel);
         }
@@ -248,6 +289,11 @@ enum CatchUpError {
     Model(#[from] ProjectionError),
     #[error("log.read returned a batch with a gap at {0}")]
     Gap(u64),
+}
+
+/// Where the snapshots of the read models under `projections` are kept.
+pub fn snapshots_path(projections: &Path) -> PathBuf {
+    projections.join("snapshots")
 }
 
 /// Reads and applies the log from the checkpoint until the head.

@@ -96,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
         insecure_no_auth: false,
         import_sources: Default::default(),
         store: Default::default(),
+        snapshot_every: 0,
     };
     // The service's own metrics, read in process: where a command's time goes.
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()

@@ -282,10 +282,25 @@ impl Audit {
             usage!("audit as-of answers for a tenant: pass --tenant T");
         };
         let bar = progress_bar(self.head, self.json, "replaying");
-        let replayed = service_audit::replay(&self.source, &self.region, moment(at)?, |p| {
-            bar.set_position(p)
-        })
-        .await?;
+        let progress = |p| bar.set_position(p);
+        let replayed = match &self.data_dir {
+            // On disk, from the projector's newest snapshots at or before the moment.
+            Some(dir) => {
+                let projections = ims_projector::projections_path(dir, &self.region);
+                let snapshots = ims_projector::snapshots_path(&projections);
+                service_audit::replay_from_snapshots(
+                    &self.source,
+                    &self.region,
+                    moment(at)?,
+                    &snapshots,
+                    progress,
+                )
+                .await?
+            }
+            None => {
+                service_audit::replay(&self.source, &self.region, moment(at)?, progress).await?
+            }
+        };
         bar.finish_and_clear();
         let params = ims_projection::queries::QueryParams {
             image_id: image,
