@@ -10,13 +10,15 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::Instant;
 
 use ims_audit::{
-    history, replay, replay_with_state, verify_chain, who_could_use_offline, LogSource, Until,
+    history, replay, replay_from_snapshots, replay_with_state, verify_chain, who_could_use_offline,
+    LogSource, Until,
 };
 use ims_domain::RegionId;
 use ims_log::{EventLog, NewCommand, NewEvent};
 use ims_projection::synthetic::image_id;
 use ims_projection::synthetic::mixed_log;
 use ims_projection::synthetic::tenant;
+use ims_projection::{snapshot, Catalog, Fold, UsageLedger};
 use ims_wire::{Query, QueryParams};
 
 #[tokio::main]
@@ -97,7 +99,13 @@ async fn main() -> anyhow::Result<()> {
         replay_seconds * 1000.0,
         replay_seconds * 1000.0 / each_ms
     );
-    drop((replayed, source, log));
+    // Snapshots as a projector would have written them, 100,000 events before the as-of below.
+    let snapshot_at = (events as u64 * 6 / 10).max(1);
+    let at = replay(&source, &region, Until::Position(snapshot_at), |_| {}).await?;
+    let snapshots = dir.path().join("snapshots");
+    snapshot::write(&snapshots, Catalog::NAME, at.catalog.store())?;
+    snapshot::write(&snapshots, UsageLedger::NAME, at.usage.store())?;
+    drop((at, replayed, source, log));
     each_in_its_own_process(dir.path(), events)
 }
 
@@ -105,7 +113,13 @@ async fn main() -> anyhow::Result<()> {
 /// peak resident memory.
 fn each_in_its_own_process(dir: &std::path::Path, events: usize) -> anyhow::Result<()> {
     println!("each audit in a process of its own (time, peak resident memory):");
-    for kind in ["who-could-use", "history", "as-of", "verify"] {
+    for kind in [
+        "who-could-use",
+        "history",
+        "as-of",
+        "as-of-snapshot",
+        "verify",
+    ] {
         let output = std::process::Command::new(std::env::current_exe()?)
             .args(["--one", kind])
             .arg(dir)
@@ -144,15 +158,27 @@ async fn one(kind: &str, dir: &std::path::Path, events: u64) -> anyhow::Result<(
             let items = history(&source, Some(image), None, |_| {}).await?;
             format!("history of one image: {} events", items.len())
         }
-        "as-of" => {
-            let replayed = replay(&source, &region, Until::Position(position), |_| {}).await?;
+        "as-of" | "as-of-snapshot" => {
+            let replayed = if kind == "as-of" {
+                replay(&source, &region, Until::Position(position), |_| {}).await?
+            } else {
+                let snapshots = dir.join("snapshots");
+                replay_from_snapshots(
+                    &source,
+                    &region,
+                    Until::Position(position),
+                    &snapshots,
+                    |_| {},
+                )
+                .await?
+            };
             let params = QueryParams {
                 limit: Some(25),
                 ..QueryParams::default()
             };
             let page = replayed.query(&tenant(1), Query::VisibleImages, &params)?;
             format!(
-                "as-of position {position}, visible-images of one tenant: {} items",
+                "{kind} at position {position}, visible-images of a tenant: {} items",
                 page["items"].as_array().map_or(0, Vec::len)
             )
         }
