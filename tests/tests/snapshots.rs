@@ -7,7 +7,7 @@ use ims_domain::RegionId;
 use ims_log::{EventLog, NewCommand, NewEvent};
 use ims_projection::synthetic::{mixed_log, tenant};
 use ims_projection::{snapshot, Catalog, Fold, UsageLedger};
-use ims_projector::{snapshots_path, RegionModels};
+use ims_projector::{snapshots_path, RegionModels, SnapshotPolicy};
 use ims_wire::{Query, QueryParams};
 use proptest::prelude::*;
 
@@ -136,12 +136,34 @@ async fn a_damaged_snapshot_is_refused_naming_the_file() {
 }
 
 #[test]
+fn a_projector_catching_up_writes_no_snapshot_sooner_than_the_gap_after_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_in(dir.path());
+    let projections = dir.path().join("projections");
+    let models = RegionModels::open(&projections, region(), &Default::default()).unwrap();
+    models.set_snapshot_policy(SnapshotPolicy::new(
+        250,
+        std::time::Duration::from_secs(3600),
+    ));
+    for batch in log.read_range(1, EVENTS).unwrap().chunks(100) {
+        models.apply(batch).unwrap();
+    }
+    let kept = snapshot::list(&snapshots_path(&projections), Catalog::NAME).unwrap();
+    let positions: Vec<u64> = kept.iter().map(|(position, _)| *position).collect();
+    assert_eq!(
+        positions,
+        vec![300],
+        "only the first crossing, then the gap holds"
+    );
+}
+
+#[test]
 fn the_projector_snapshots_every_n_events_and_keeps_the_newest_eight() {
     let dir = tempfile::tempdir().unwrap();
     let log = log_in(dir.path());
     let projections = dir.path().join("projections");
     let models = RegionModels::open(&projections, region(), &Default::default()).unwrap();
-    models.set_snapshot_every(250);
+    models.set_snapshot_policy(SnapshotPolicy::new(250, std::time::Duration::ZERO));
     let envelopes = log.read_range(1, EVENTS).unwrap();
     for batch in envelopes.chunks(100) {
         models.apply(batch).unwrap();

@@ -102,9 +102,10 @@ struct Options {
     /// with `--features s3`). Every process of a deployment names the same store.
     #[arg(long, env = "IMS_STORE", default_value = "local")]
     store: ims_store::StoreLocation,
-    /// Every how many events each projector writes a snapshot of its read models (the newest 8
-    /// are kept, under `<data-dir>/<region>/projections/snapshots`), so that `imsctl audit
-    /// as-of --data-dir` starts from the nearest one instead of position 1. 0 turns them off.
+    /// Every how many events each projector writes a snapshot of its read models, at most once a
+    /// minute (the newest 8 are kept, under `<data-dir>/<region>/projections/snapshots`), so
+    /// that `imsctl audit as-of --data-dir` starts from the nearest one instead of position 1.
+    /// 0 turns them off.
     #[arg(long, env = "IMS_SNAPSHOT_EVERY", default_value_t = ims_projector::SNAPSHOT_EVERY_EVENTS)]
     snapshot_every: u64,
 }

@@ -19,7 +19,7 @@ use ims_iam::{Authenticator, IdentityEndpoints, IdentityService};
 use ims_identity::setup::{bootstrap_operator, NatsKeys};
 use ims_identity::Directory;
 use ims_import::{run_import_worker, ImportSources, ImportWorker};
-use ims_projector::{projections_path, run_projector, serve_queries, RegionModels};
+use ims_projector::{projections_path, run_projector, serve_queries, RegionModels, SnapshotPolicy};
 use ims_saga::{run_copy_saga, CopySaga};
 use ims_store::{ImageStore, StoreLocation};
 use ims_writer::{publish_events, serve_commands, spawn_writer, PUBLISH_QUEUE_MAX};
@@ -293,7 +293,10 @@ fn start_region_projector(
             path.display()
         )
     })?;
-    models.set_snapshot_every(config.snapshot_every);
+    models.set_snapshot_policy(SnapshotPolicy::new(
+        config.snapshot_every,
+        ims_projector::SNAPSHOT_MIN_GAP,
+    ));
     let models = Arc::new(models);
     let (client, subjects) = (started.client.clone(), config.subjects.clone());
     let stop = started.stopped();

@@ -53,14 +53,37 @@ pub struct RegionModels {
     members_limit: usize,
     /// The most bytes a query's answer may take; see [`RegionModels::set_reply_bytes_max`].
     reply_bytes_max: AtomicUsize,
-    /// Where snapshots of the models go (`projections/snapshots`), and every how many events.
+    /// Where snapshots of the models go (`projections/snapshots`), and when.
     snapshots: PathBuf,
-    snapshot_every: AtomicU64,
+    snapshot_policy: std::sync::Mutex<SnapshotPolicy>,
+}
+
+/// When the projector writes snapshots: every `every` events (0: never), and no sooner than
+/// `min_gap` after the last one, so that a catch-up over millions of events writes a few
+/// snapshots rather than one per interval, each a copy of the whole model.
+#[derive(Clone, Copy, Debug)]
+pub struct SnapshotPolicy {
+    pub every: u64,
+    pub min_gap: Duration,
+    last: Option<std::time::Instant>,
+}
+
+impl SnapshotPolicy {
+    pub fn new(every: u64, min_gap: Duration) -> Self {
+        Self {
+            every,
+            min_gap,
+            last: None,
+        }
+    }
 }
 
 /// Every how many events the projector writes a snapshot of each read model, for audits as of a
 /// past position (see `ims_projection::snapshot`).
 pub const SNAPSHOT_EVERY_EVENTS: u64 = 100_000;
+
+/// The least time between two snapshots of a region's models.
+pub const SNAPSHOT_MIN_GAP: Duration = Duration::from_secs(60);
 
 /// Until the query service reads the server's limit: NATS's default `max_payload` (1 MiB)
 /// less room for framing.
@@ -99,22 +122,33 @@ impl RegionModels {
             members_limit: policy.members_per_image_max,
             reply_bytes_max: AtomicUsize::new(REPLY_BYTES_MAX_DEFAULT),
             snapshots: snapshots_path(dir),
-            snapshot_every: AtomicU64::new(SNAPSHOT_EVERY_EVENTS),
+            snapshot_policy: std::sync::Mutex::new(SnapshotPolicy::new(
+                SNAPSHOT_EVERY_EVENTS,
+                SNAPSHOT_MIN_GAP,
+            )),
         })
     }
 
-    /// Snapshots every `events` events instead of [`SNAPSHOT_EVERY_EVENTS`] (tests, small
-    /// regions); 0 turns them off.
-    pub fn set_snapshot_every(&self, events: u64) {
-        self.snapshot_every.store(events, Ordering::Relaxed);
+    /// When to write snapshots instead of every [`SNAPSHOT_EVERY_EVENTS`] events, at most once
+    /// per [`SNAPSHOT_MIN_GAP`].
+    pub fn set_snapshot_policy(&self, policy: SnapshotPolicy) {
+        *self.snapshot_policy.lock().expect("snapshot policy lock") = policy;
     }
 
-    /// Writes a snapshot of each model when `from..=to` crossed a multiple of the interval. A
-    /// snapshot that cannot be written is logged and skipped: audits then start further back.
+    /// Writes a snapshot of each model when `from..=to` crossed a multiple of the interval and
+    /// the last one is old enough. A snapshot that cannot be written is logged and skipped:
+    /// audits then start further back.
     fn snapshot_if_due(&self, from: u64, to: u64) {
-        let every = self.snapshot_every.load(Ordering::Relaxed);
-        if every == 0 || from / every == to / every {
-            return;
+        {
+            let mut policy = self.snapshot_policy.lock().expect("snapshot policy lock");
+            let every = policy.every;
+            let too_soon = policy
+                .last
+                .is_some_and(|last| last.elapsed() < policy.min_gap);
+            if every == 0 || from / every == to / every || too_soon {
+                return;
+            }
+            policy.last = Some(std::time::Instant::now());
         }
         // The projector is the models' only writer, so a read lock sees them still.
         let models = self.models.read().expect("read model lock");
