@@ -150,7 +150,18 @@ impl RegionModels {
             }
             policy.last = Some(std::time::Instant::now());
         }
-        // The projector is the models' only writer, so a read lock sees them still.
+        // Seconds of file writing for a big model: on a worker of a multi-threaded runtime, the
+        // runtime first moves its other tasks elsewhere.
+        let write = || self.write_snapshots();
+        match tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(write),
+            _ => write(),
+        }
+    }
+
+    /// Writes a snapshot of each model. The projector is the models' only writer, so a read lock
+    /// sees them still.
+    fn write_snapshots(&self) {
         let models = self.models.read().expect("read model lock");
         for (name, store) in [
             (Catalog::NAME, models.0.store()),
