@@ -85,6 +85,7 @@ fn start_projector(nats_url: &str, data_dir: &std::path::Path) -> ims_tests::Kil
         .unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_imsd-under-test"))
         .args(["project", "--nats-url", nats_url, "--regions", REGION])
+        .args(["--snapshot-every", "1000"])
         .arg("--data-dir")
         .arg(data_dir)
         .args([
@@ -168,10 +169,22 @@ async fn a_projector_started_after_10000_events_catches_up_and_resumes_after_kil
         "imsd project exits 0 on SIGTERM, got {status}"
     );
     let log = whole_log(&service.client).await;
-    assert_equals_rebuild(
-        &projections_path(projector_dir.path(), &RegionId::parse(REGION).unwrap()),
-        &log,
-    );
+    let projections = projections_path(projector_dir.path(), &RegionId::parse(REGION).unwrap());
+    assert_equals_rebuild(&projections, &log);
+    // `--snapshot-every 1000`: the catch-ups crossed 1,000 events, so snapshots were written
+    // (one a minute at most), whole ones only, however the kills fell.
+    let snapshots = ims_projector::snapshots_path(&projections);
+    for model in ["catalog", "usage"] {
+        let written = ims_projection::snapshot::list(&snapshots, model).unwrap();
+        assert!(
+            !written.is_empty(),
+            "no {model} snapshot in {}",
+            snapshots.display()
+        );
+        for (position, path) in written {
+            assert_eq!(ims_projection::snapshot::read(&path).unwrap().0, position);
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
