@@ -4,8 +4,8 @@
 
 use ims_audit::{replay, replay_from_snapshots, LogSource, Replayed, Until};
 use ims_domain::RegionId;
-use ims_log::{EventLog, NewCommand, NewEvent};
-use ims_projection::synthetic::{mixed_log, tenant};
+use ims_log::EventLog;
+use ims_projection::synthetic::{append_to, mixed_log, tenant};
 use ims_projection::{snapshot, Catalog, Fold, UsageLedger};
 use ims_projector::{snapshots_path, RegionModels, SnapshotPolicy};
 use ims_wire::{Query, QueryParams};
@@ -16,25 +16,7 @@ const EVENTS: usize = 3_000;
 /// A real log of `EVENTS` mixed events (images, shares, listings, usage of 20 tenants).
 fn log_in(dir: &std::path::Path) -> EventLog {
     let log = EventLog::open(dir.join("log"), "test-1").unwrap();
-    let commands: Vec<NewCommand> = mixed_log(EVENTS, 20)
-        .iter()
-        .map(|e| NewCommand {
-            digest: None,
-            command_id: None,
-            actor: e.body.actor.clone(),
-            recorded_at_ms: e.body.recorded_at_ms,
-            events: vec![NewEvent {
-                stream: e.body.stream.clone(),
-                stream_version: e.body.stream_version,
-                event_type: e.body.event_type.clone(),
-                schema_version: e.body.schema_version,
-                payload: e.body.payload.clone(),
-            }],
-            reply: Vec::new(),
-            snapshots: Vec::new(),
-        })
-        .collect();
-    log.append(&commands).unwrap();
+    append_to(&log, &mixed_log(EVENTS, 20)).unwrap();
     log
 }
 

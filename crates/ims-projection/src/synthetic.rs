@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use ims_domain::*;
-use ims_log::{new_event, Envelope, EnvelopeBody};
+use ims_log::{new_event, Envelope, EnvelopeBody, EventLog, LogError, NewCommand, NewEvent};
 
 /// Seals domain events into envelopes from position 1 on, with stream versions counted per stream.
 pub fn seal(events: Vec<Event>) -> Vec<Envelope> {
@@ -175,4 +175,31 @@ pub fn tenant_with_visible_images(visible: u64) -> Vec<Envelope> {
         }
     }
     seal(out)
+}
+
+/// Appends `envelopes` (a synthetic log's) to `log` as commands of one event each, in groups of
+/// 4096: the log seals its own chain, so benchmarks and tests get a real log of them.
+pub fn append_to(log: &EventLog, envelopes: &[Envelope]) -> Result<(), LogError> {
+    for chunk in envelopes.chunks(4096) {
+        let commands: Vec<NewCommand> = chunk
+            .iter()
+            .map(|e| NewCommand {
+                digest: None,
+                command_id: None,
+                actor: e.body.actor.clone(),
+                recorded_at_ms: e.body.recorded_at_ms,
+                events: vec![NewEvent {
+                    stream: e.body.stream.clone(),
+                    stream_version: e.body.stream_version,
+                    event_type: e.body.event_type.clone(),
+                    schema_version: e.body.schema_version,
+                    payload: e.body.payload.clone(),
+                }],
+                reply: Vec::new(),
+                snapshots: Vec::new(),
+            })
+            .collect();
+        log.append(&commands)?;
+    }
+    Ok(())
 }

@@ -14,10 +14,10 @@ use ims_audit::{
     LogSource, Until,
 };
 use ims_domain::RegionId;
-use ims_log::{EventLog, NewCommand, NewEvent};
+use ims_log::EventLog;
 use ims_projection::synthetic::image_id;
-use ims_projection::synthetic::mixed_log;
 use ims_projection::synthetic::tenant;
+use ims_projection::synthetic::{append_to, mixed_log};
 use ims_projection::{snapshot, Catalog, Fold, UsageLedger};
 use ims_wire::{Query, QueryParams};
 
@@ -35,27 +35,7 @@ async fn main() -> anyhow::Result<()> {
     let log = EventLog::open(dir.path().join("log"), "bench-1")?;
     let started = Instant::now();
     // The synthetic log's events, appended for real (the log seals its own chain).
-    for chunk in mixed_log(events, 1_000).chunks(4096) {
-        let commands: Vec<NewCommand> = chunk
-            .iter()
-            .map(|e| NewCommand {
-                digest: None,
-                command_id: None,
-                actor: e.body.actor.clone(),
-                recorded_at_ms: e.body.recorded_at_ms,
-                events: vec![NewEvent {
-                    stream: e.body.stream.clone(),
-                    stream_version: e.body.stream_version,
-                    event_type: e.body.event_type.clone(),
-                    schema_version: e.body.schema_version,
-                    payload: e.body.payload.clone(),
-                }],
-                reply: Vec::new(),
-                snapshots: Vec::new(),
-            })
-            .collect();
-        log.append(&commands)?;
-    }
+    append_to(&log, &mixed_log(events, 1_000))?;
     println!(
         "wrote {events} events in {:.1} s",
         started.elapsed().as_secs_f64()

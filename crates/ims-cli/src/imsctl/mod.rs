@@ -89,6 +89,17 @@ async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     let nats_url = resolve_nats_url(cli.nats_url.clone());
     let token = resolve_token(cli.token.clone(), cli.token_file.as_deref())?;
     let token = token.as_deref();
+    let http_url = cli.http_url.clone();
+    let place = |region: &str, tenant: Option<&str>| -> anyhow::Result<Place<'_>> {
+        Ok(Place {
+            nats_url: &nats_url,
+            http_url: &http_url,
+            token,
+            region: region_of(region)?,
+            tenant: tenant_of(tenant)?,
+            subjects: subjects.clone(),
+        })
+    };
     match cli.command {
         Top::Op(OpCommand::Catalog(command)) => {
             let (name, payload) = operator_request(command, command_id);
@@ -111,25 +122,11 @@ async fn execute(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
             .await
         }
         Top::Image(command) => {
-            let at = Place {
-                nats_url: &nats_url,
-                http_url: &cli.http_url,
-                token,
-                region: region_of(&cli.region)?,
-                tenant: tenant_of(tenant.as_deref())?,
-                subjects,
-            };
+            let at = place(&cli.region, tenant.as_deref())?;
             image_top(command, &at, command_id, cli.json).await
         }
         Top::Images(query_args) => {
-            let at = Place {
-                nats_url: &nats_url,
-                http_url: &cli.http_url,
-                token,
-                region: region_of(&cli.region)?,
-                tenant: tenant_of(tenant.as_deref())?,
-                subjects,
-            };
+            let at = place(&cli.region, tenant.as_deref())?;
             query(&at, query_args, cli.json).await
         }
     }
