@@ -378,3 +378,51 @@ async fn a_changed_byte_is_found_by_verify_and_by_an_independent_check_of_the_ex
         TAMPERED
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn who_could_use_online_refuses_bad_requests_by_name_and_tenants_altogether() {
+    // Hostile cases of `audit.who-could-use`: garbage, contradictory moments, a bad id, and a
+    // principal that is not an auditor.
+    let service = Service::start().await;
+    service.client.register(&["owner"]).await;
+    let subject = format!("ims.v1.{REGION}.audit.who-could-use");
+    let auditor = service.client.auditor_connection().await;
+    for (body, says) in [
+        (&b"{not json"[..], "who-could-use expects"),
+        (
+            &br#"{"image_id":"0192f0c1-7a3e-7c2b-9d4e-1a2b3c4d5e6f","position":5,"at_ms":9}"#[..],
+            "not both",
+        ),
+        (&br#"{"image_id":"web-1"}"#[..], "web-1"),
+        (
+            &br#"{"image_id":"0192f0c1-7a3e-7c2b-9d4e-1a2b3c4d5e6f","force":true}"#[..],
+            "force",
+        ),
+    ] {
+        let message = auditor
+            .request(subject.clone(), bytes::Bytes::from_static(body))
+            .await
+            .unwrap();
+        let answer: Value = ims_tests::serde_json::from_slice(&message.payload).unwrap();
+        assert_eq!(answer["ok"], false, "{answer}");
+        assert_eq!(answer["error"]["code"], "invalid_argument", "{answer}");
+        assert!(
+            answer["error"]["message"].as_str().unwrap().contains(says),
+            "{answer}"
+        );
+    }
+    // A tenant may not ask at all: its permissions stop the request before the service.
+    let tenant = service.client.tenant_connection("owner").await;
+    let asked = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        tenant.request(
+            subject,
+            bytes::Bytes::from_static(br#"{"image_id":"0192f0c1-7a3e-7c2b-9d4e-1a2b3c4d5e6f"}"#),
+        ),
+    )
+    .await;
+    assert!(
+        !matches!(asked, Ok(Ok(_))),
+        "a tenant got an answer from audit.who-could-use"
+    );
+}
