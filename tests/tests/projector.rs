@@ -181,8 +181,14 @@ async fn a_projector_started_after_10000_events_catches_up_and_resumes_after_kil
             "no {model} snapshot in {}",
             snapshots.display()
         );
-        for (position, path) in written {
-            assert_eq!(ims_projection::snapshot::read(&path).unwrap().0, position);
+        for file in written {
+            let reader = ims_projection::snapshot::FileReader::open(&file.path).unwrap();
+            assert_eq!((reader.position, reader.base), (file.position, file.base));
+            assert!(
+                reader.rows().all(|row| row.is_ok()),
+                "{}",
+                file.path.display()
+            );
         }
     }
 }

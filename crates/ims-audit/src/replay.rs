@@ -102,16 +102,13 @@ impl Start {
             Until::Position(position) => position.min(head),
             Until::Time(at_ms) => last_position_at(log, at_ms, head)?,
         };
-        let load = |name: &str| -> Result<Option<(u64, Vec<_>)>, AuditError> {
-            match snapshot::nearest(dir, name, to)? {
-                Some((_, path)) => Ok(Some(snapshot::read(&path)?)),
-                None => Ok(None),
-            }
-        };
-        let (catalog, usage) = match (load(Catalog::NAME)?, load(UsageLedger::NAME)?) {
-            (Some((_, catalog)), Some((_, usage))) => (
-                ReadModel::from_rows(Catalog, catalog)?,
-                ReadModel::from_rows(UsageLedger, usage)?,
+        let (catalog, usage) = match (
+            snapshot::open_chain(dir, Catalog::NAME, to)?,
+            snapshot::open_chain(dir, UsageLedger::NAME, to)?,
+        ) {
+            (Some(catalog), Some(usage)) => (
+                ReadModel::from_snapshots(Catalog, catalog)?,
+                ReadModel::from_snapshots(UsageLedger, usage)?,
             ),
             _ => (
                 ReadModel::in_memory_for(Catalog, to),

@@ -12,13 +12,14 @@
 //! position).
 
 pub mod catalog;
+mod layered;
 pub mod queries;
 pub mod snapshot;
 pub mod store;
 pub mod synthetic;
 pub mod usage;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::Path;
 
 use ims_domain::{Event, ImageId, TenantId};
@@ -98,6 +99,15 @@ pub struct ReadModel<F> {
     checkpoint_hash: Option<[u8; 32]>,
     fold: F,
     _db: Option<sled::Db>,
+    /// When kept: the keys changed since a position, for a delta snapshot.
+    changed: Option<Changed>,
+}
+
+/// The keys a model changed after `since`, in order.
+#[derive(Debug, Default)]
+pub struct Changed {
+    pub since: u64,
+    pub keys: BTreeSet<Vec<u8>>,
 }
 
 impl<F: Fold> ReadModel<F> {
@@ -117,6 +127,7 @@ impl<F: Fold> ReadModel<F> {
             checkpoint_hash,
             fold,
             _db: Some(db),
+            changed: None,
         })
     }
 
@@ -125,17 +136,21 @@ impl<F: Fold> ReadModel<F> {
         Self::in_memory_for(fold, 0)
     }
 
-    /// A model in memory holding `rows` (a snapshot's), at the checkpoint they hold.
-    pub fn from_rows(fold: F, rows: Vec<store::Entry>) -> Result<Self, ProjectionError> {
-        let mut map = HashMap::with_capacity_and_hasher(rows.len(), Default::default());
-        map.extend(rows);
-        let store = Store::Memory(map);
+    /// The model a chain of snapshot files holds (newest first, as
+    /// [`snapshot::open_chain`] gives it), at its checkpoint; what is applied to it stays in
+    /// memory.
+    pub fn from_snapshots(
+        fold: F,
+        files: Vec<snapshot::FileReader>,
+    ) -> Result<Self, ProjectionError> {
+        let store = Store::Layered(layered::Layered::new(files));
         Ok(Self {
             checkpoint: store.checkpoint()?,
             checkpoint_hash: store.checkpoint_hash()?,
             store,
             fold,
             _db: None,
+            changed: None,
         })
     }
 
@@ -152,6 +167,7 @@ impl<F: Fold> ReadModel<F> {
             checkpoint_hash: Some([0; 32]),
             fold,
             _db: None,
+            changed: None,
         }
     }
 
@@ -162,6 +178,29 @@ impl<F: Fold> ReadModel<F> {
 
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// Starts or stops keeping the keys changed from now on (see [`ReadModel::take_changed`]).
+    pub fn keep_changed(&mut self, keep: bool) {
+        self.changed = keep.then(|| Changed {
+            since: self.checkpoint,
+            keys: BTreeSet::new(),
+        });
+    }
+
+    /// The keys changed since they were last taken (or kept), and from when; keeping goes on
+    /// from the checkpoint.
+    pub fn take_changed(&mut self) -> Option<Changed> {
+        let since = self.checkpoint;
+        self.changed.as_mut().map(|changed| {
+            std::mem::replace(
+                changed,
+                Changed {
+                    since,
+                    keys: BTreeSet::new(),
+                },
+            )
+        })
     }
 
     /// Applies `envelopes` (in position order) after the checkpoint, in one atomic batch;
@@ -196,6 +235,9 @@ impl<F: Fold> ReadModel<F> {
             applied.applied += 1;
         }
         if let (true, Some(hash)) = (checkpoint != self.checkpoint, checkpoint_hash) {
+            if let Some(changed) = &mut self.changed {
+                changed.keys.extend(changes.touched());
+            }
             changes.commit(&mut self.store, checkpoint, hash)?;
             self.checkpoint = checkpoint;
             self.checkpoint_hash = checkpoint_hash;

@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use ims_domain::{Image, ImageId};
 
+use crate::layered::Layered;
 use crate::ProjectionError;
 
 /// The key of the checkpoint: the last applied log position (u64 big-endian), then the hash of
@@ -24,6 +25,8 @@ pub enum Store {
     /// suits the one-off queries of audits. Hashed with foldhash: the keys come from ims's own
     /// log, so SipHash's flooding resistance buys nothing here and cost a quarter of a rebuild.
     Memory(HashMap<Vec<u8>, Vec<u8>, foldhash::fast::RandomState>),
+    /// Snapshot files with changes on top (audits as of a past position).
+    Layered(Layered),
 }
 
 impl Store {
@@ -31,6 +34,7 @@ impl Store {
         Ok(match self {
             Store::Sled(tree) => tree.get(key)?.map(|v| v.to_vec()),
             Store::Memory(map) => map.get(key).cloned(),
+            Store::Layered(layered) => layered.get(key)?,
         })
     }
 
@@ -60,6 +64,7 @@ impl Store {
                 matched.sort_unstable();
                 Box::new(matched.into_iter().map(Ok))
             }
+            Store::Layered(layered) => Box::new(layered.scan_from(prefix, start)),
         }
     }
 
@@ -135,6 +140,15 @@ impl Changes {
         self.keys.push((key, None));
     }
 
+    /// The keys these changes write, the checkpoint's included.
+    pub fn touched(&self) -> impl Iterator<Item = Vec<u8>> + '_ {
+        self.keys
+            .iter()
+            .map(|(key, _)| key.clone())
+            .chain(self.images.keys().map(|id| image_key(id).to_vec()))
+            .chain(std::iter::once(CHECKPOINT_KEY.to_vec()))
+    }
+
     /// Writes everything and the new checkpoint in one atomic batch.
     pub fn commit(
         self,
@@ -162,6 +176,11 @@ impl Changes {
                     }
                 }
                 tree.apply_batch(batch)?;
+            }
+            Store::Layered(layered) => {
+                for (key, value) in keys {
+                    layered.write(key, value);
+                }
             }
             Store::Memory(map) => {
                 map.reserve(keys.len());

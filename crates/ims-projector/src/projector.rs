@@ -15,7 +15,9 @@ use futures::StreamExt;
 use ims_domain::{RegionId, SharingPolicy, TenantId};
 use ims_log::Envelope;
 use ims_projection::queries::{answer, Models};
-use ims_projection::{Catalog, Fold, Notice, ProjectionError, ReadModel, UsageLedger};
+use ims_projection::{
+    snapshot, Catalog, Changed, Fold, Notice, ProjectionError, ReadModel, UsageLedger,
+};
 use ims_wire::views::{Answer, FeedItem};
 use ims_wire::{Query, QueryParams};
 use ims_wire::{Subjects, WireError, WireErrorCode};
@@ -58,14 +60,15 @@ pub struct RegionModels {
     snapshot_policy: std::sync::Mutex<SnapshotPolicy>,
 }
 
-/// When the projector writes snapshots: every `every` events (0: never), and no sooner than
-/// `min_gap` after the last one, so that a catch-up over millions of events writes a few
-/// snapshots rather than one per interval, each a copy of the whole model.
+/// When the projector writes snapshots: one every `every` events (0: never), a delta of what
+/// changed since the last when it can, and a whole one when there is no delta to build on or the
+/// chain has [`DELTAS_PER_WHOLE`] deltas, no sooner than `min_gap` after the last whole one, so
+/// that a catch-up over millions of events writes few copies of the whole model.
 #[derive(Clone, Copy, Debug)]
 pub struct SnapshotPolicy {
     pub every: u64,
     pub min_gap: Duration,
-    last: Option<std::time::Instant>,
+    last_whole: Option<std::time::Instant>,
 }
 
 impl SnapshotPolicy {
@@ -73,16 +76,20 @@ impl SnapshotPolicy {
         Self {
             every,
             min_gap,
-            last: None,
+            last_whole: None,
         }
     }
 }
+
+/// After how many deltas on a whole snapshot the next one is whole (time allowing): an audit
+/// reads through at most about this many files.
+pub const DELTAS_PER_WHOLE: usize = 16;
 
 /// Every how many events the projector writes a snapshot of each read model, for audits as of a
 /// past position (see `ims_projection::snapshot`).
 pub const SNAPSHOT_EVERY_EVENTS: u64 = 100_000;
 
-/// The least time between two snapshots of a region's models.
+/// The least time between two whole snapshots of a region's models.
 pub const SNAPSHOT_MIN_GAP: Duration = Duration::from_secs(60);
 
 /// Until the query service reads the server's limit: NATS's default `max_payload` (1 MiB)
@@ -110,8 +117,10 @@ impl RegionModels {
         region: RegionId,
         policy: &SharingPolicy,
     ) -> Result<Self, ProjectionError> {
-        let catalog = ReadModel::open(dir, Catalog)?;
-        let usage = ReadModel::open(dir, UsageLedger)?;
+        let mut catalog = ReadModel::open(dir, Catalog)?;
+        let mut usage = ReadModel::open(dir, UsageLedger)?;
+        catalog.keep_changed(SNAPSHOT_EVERY_EVENTS > 0);
+        usage.keep_changed(SNAPSHOT_EVERY_EVENTS > 0);
         let position = catalog.checkpoint().min(usage.checkpoint());
         Ok(Self {
             region,
@@ -129,51 +138,74 @@ impl RegionModels {
         })
     }
 
-    /// When to write snapshots instead of every [`SNAPSHOT_EVERY_EVENTS`] events, at most once
-    /// per [`SNAPSHOT_MIN_GAP`].
+    /// When to write snapshots instead of every [`SNAPSHOT_EVERY_EVENTS`] events, with whole
+    /// ones at most once per [`SNAPSHOT_MIN_GAP`].
     pub fn set_snapshot_policy(&self, policy: SnapshotPolicy) {
+        let mut models = self.models.write().expect("read model lock");
+        models.0.keep_changed(policy.every > 0);
+        models.1.keep_changed(policy.every > 0);
         *self.snapshot_policy.lock().expect("snapshot policy lock") = policy;
     }
 
-    /// Writes a snapshot of each model when `from..=to` crossed a multiple of the interval and
-    /// the last one is old enough. A snapshot that cannot be written is logged and skipped:
-    /// audits then start further back.
-    fn snapshot_if_due(&self, from: u64, to: u64) {
-        {
-            let mut policy = self.snapshot_policy.lock().expect("snapshot policy lock");
-            let every = policy.every;
-            let too_soon = policy
-                .last
-                .is_some_and(|last| last.elapsed() < policy.min_gap);
-            if every == 0 || from / every == to / every || too_soon {
-                return;
-            }
-            policy.last = Some(std::time::Instant::now());
-        }
-        // Seconds of file writing for a big model: on a worker of a multi-threaded runtime, the
-        // runtime first moves its other tasks elsewhere.
-        let write = || self.write_snapshots();
-        match tokio::runtime::Handle::try_current().map(|handle| handle.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(write),
-            _ => write(),
-        }
-    }
-
-    /// Writes a snapshot of each model. The projector is the models' only writer, so a read lock
-    /// sees them still.
-    fn write_snapshots(&self) {
+    /// Writes a snapshot of each model when `from..=to` crossed a multiple of the interval:
+    /// `changed` holds what each changed since the last. A snapshot that cannot be written is
+    /// logged and skipped: the next one is then whole, and audits start further back meanwhile.
+    fn write_snapshots(&self, changed: [Option<Changed>; 2]) {
         let models = self.models.read().expect("read model lock");
-        for (name, store) in [
+        let stores = [
             (Catalog::NAME, models.0.store()),
             (UsageLedger::NAME, models.1.store()),
-        ] {
-            match ims_projection::snapshot::write(&self.snapshots, name, store) {
+        ];
+        for ((name, store), changed) in stores.into_iter().zip(changed) {
+            // Seconds of file writing for a whole big model: on a worker of a multi-threaded
+            // runtime, the runtime first moves its other tasks elsewhere.
+            let write = || self.write_snapshot(name, store, changed);
+            let written = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+                Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                    tokio::task::block_in_place(write)
+                }
+                _ => write(),
+            };
+            match written {
                 Ok(path) => {
                     tracing::info!(region = %self.region, path = %path.display(), "read model snapshot written")
                 }
                 Err(error) => {
                     tracing::warn!(region = %self.region, %error, "a read model snapshot could not be written")
                 }
+            }
+        }
+    }
+
+    /// Writes one model's snapshot: a delta over the newest file when `changed` starts there
+    /// and the chain is short enough (or the last whole one too recent), else a whole one.
+    fn write_snapshot(
+        &self,
+        name: &str,
+        store: &ims_projection::Store,
+        changed: Option<Changed>,
+    ) -> Result<std::path::PathBuf, ProjectionError> {
+        let files = snapshot::list(&self.snapshots, name)?;
+        let newest = files.last();
+        let chain = newest.and_then(|file| snapshot::chain_of(&files, file));
+        let delta_base = changed.as_ref().filter(|changed| {
+            changed.since == 0
+                || (newest.is_some_and(|file| file.position == changed.since) && chain.is_some())
+        });
+        let mut policy = self.snapshot_policy.lock().expect("snapshot policy lock");
+        let whole_allowed = policy
+            .last_whole
+            .is_none_or(|last| last.elapsed() >= policy.min_gap);
+        let long = chain.is_some_and(|chain| chain.len() > DELTAS_PER_WHOLE);
+        match delta_base {
+            Some(changed) if !(long && whole_allowed) => {
+                drop(policy);
+                snapshot::write_delta(&self.snapshots, name, store, changed.since, &changed.keys)
+            }
+            _ => {
+                policy.last_whole = Some(std::time::Instant::now());
+                drop(policy);
+                snapshot::write_whole(&self.snapshots, name, store)
             }
         }
     }
@@ -233,8 +265,18 @@ impl RegionModels {
         }
         let before = self.position();
         let position = models.0.checkpoint().min(models.1.checkpoint());
-        drop(models);
-        self.snapshot_if_due(before, position);
+        let every = self
+            .snapshot_policy
+            .lock()
+            .expect("snapshot policy lock")
+            .every;
+        if every > 0 && before / every != position / every {
+            let changed = [models.0.take_changed(), models.1.take_changed()];
+            drop(models);
+            self.write_snapshots(changed);
+        } else {
+            drop(models);
+        }
         if let Some(last) = envelopes.last() {
             self.head_seen.fetch_max(last.position(), Ordering::AcqRel);
         }

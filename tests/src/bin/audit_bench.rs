@@ -18,7 +18,8 @@ use ims_log::EventLog;
 use ims_projection::synthetic::image_id;
 use ims_projection::synthetic::tenant;
 use ims_projection::synthetic::{append_to, mixed_log};
-use ims_projection::{snapshot, Catalog, Fold, UsageLedger};
+use ims_projection::{snapshot, Catalog, Fold};
+use ims_projector::{snapshots_path, RegionModels};
 use ims_wire::{Query, QueryParams};
 
 #[tokio::main]
@@ -79,13 +80,28 @@ async fn main() -> anyhow::Result<()> {
         replay_seconds * 1000.0,
         replay_seconds * 1000.0 / each_ms
     );
-    // Snapshots as a projector would have written them, 100,000 events before the as-of below.
-    let snapshot_at = (events as u64 * 6 / 10).max(1);
-    let at = replay(&source, &region, Until::Position(snapshot_at), |_| {}).await?;
-    let snapshots = dir.path().join("snapshots");
-    snapshot::write(&snapshots, Catalog::NAME, at.catalog.store())?;
-    snapshot::write(&snapshots, UsageLedger::NAME, at.usage.store())?;
-    drop((at, replayed, source, log));
+    // The read models and their snapshots, written by the projector's own code with its
+    // defaults (a delta every 100,000 events, a whole one at most once a minute).
+    let started = Instant::now();
+    let models = RegionModels::open(&dir.path().join("projections"), region, &Default::default())?;
+    for position in (1..=events as u64).step_by(10_000) {
+        models.apply(&log.read_range(position, 10_000)?)?;
+    }
+    let files = snapshot::list(
+        &snapshots_path(&dir.path().join("projections")),
+        Catalog::NAME,
+    )?;
+    println!(
+        "projected {events} events in {:.1} s; catalog snapshots at {:?} (whole ones: {:?})",
+        started.elapsed().as_secs_f64(),
+        files.iter().map(|f| f.position).collect::<Vec<_>>(),
+        files
+            .iter()
+            .filter(|f| f.is_whole())
+            .map(|f| f.position)
+            .collect::<Vec<_>>()
+    );
+    drop((models, replayed, source, log));
     each_in_its_own_process(dir.path(), events)
 }
 
@@ -142,7 +158,7 @@ async fn one(kind: &str, dir: &std::path::Path, events: u64) -> anyhow::Result<(
             let replayed = if kind == "as-of" {
                 replay(&source, &region, Until::Position(position), |_| {}).await?
             } else {
-                let snapshots = dir.join("snapshots");
+                let snapshots = snapshots_path(&dir.join("projections"));
                 replay_from_snapshots(
                     &source,
                     &region,
