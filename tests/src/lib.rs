@@ -396,6 +396,15 @@ impl Service {
 
     /// A service whose image files are kept in `store`.
     pub async fn start_on(roles: Roles, regions: &[&str], store: StoreLocation) -> Self {
+        Self::start_configured(roles, regions, |config| config.store = store).await
+    }
+
+    /// A service with its configuration changed by `edit`.
+    pub async fn start_configured(
+        roles: Roles,
+        regions: &[&str],
+        edit: impl FnOnce(&mut Config),
+    ) -> Self {
         if std::env::var_os("IMS_TEST_LOG").is_some() {
             let _ = tracing_subscriber::fmt()
                 .with_env_filter(tracing_subscriber::EnvFilter::from_env("IMS_TEST_LOG"))
@@ -408,7 +417,7 @@ impl Service {
             .parse()
             .unwrap();
         let mut config = Self::config_for(&nats, data.path(), http_addr, roles, regions);
-        config.store = store;
+        edit(&mut config);
         let (stop, task) = launch(config);
         let service = Self {
             client: Client::connect(&nats.url(), regions[0], data.path()).await,

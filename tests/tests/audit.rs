@@ -4,8 +4,9 @@
 
 use std::process::Command;
 
-use ims_audit::{replay, LogSource, Until};
+use ims_audit::{as_of_online, replay, LogSource, Until};
 use ims_cli::runtime::log_path;
+use ims_cli::runtime::Roles;
 use ims_domain::{ImageId, RegionId, TenantId};
 use ims_log::EventLog;
 use ims_projection::queries::QueryParams;
@@ -43,8 +44,13 @@ fn tenant(id: &str) -> TenantId {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn as_of_answers_what_the_live_queries_answered_at_each_moment() {
-    // Proves time travel: record live answers during a scripted run, then replay each moment.
-    let service = Service::start().await;
+    // Proves time travel: record live answers during a scripted run, then replay each moment,
+    // here and through the service's `audit.as-of`, which starts from its snapshots (one every
+    // 3 events, so most moments lie on a chain of deltas and a few events after it).
+    let service = Service::start_configured(Roles::ALL, &[REGION], |config| {
+        config.snapshot_every = 3;
+    })
+    .await;
     let ims = &service.client;
     ims.register(&["owner", "a", "b"]).await;
     let image = ims.active_image("owner", json!({})).await;
@@ -100,6 +106,7 @@ async fn as_of_answers_what_the_live_queries_answered_at_each_moment() {
         recorded.push((at, "owner".to_owned(), "members", members));
     }
     let source = online(&service).await;
+    let auditor = service.client.auditor_connection().await;
     let region = RegionId::parse(REGION).unwrap();
     for (at, viewer, query, live) in recorded {
         let then = replay(&source, &region, Until::Position(at), |_| {})
@@ -112,15 +119,42 @@ async fn as_of_answers_what_the_live_queries_answered_at_each_moment() {
             ..Default::default()
         };
         let answer = then.query(&tenant(&viewer), ims_wire::Query::parse(query).unwrap(), &params).unwrap_or_else(|e| json!({"ok": false, "error": {"code": e.to_string().split(':').next().unwrap_or(""), "message": e.to_string()}}));
+        let served = as_of_online(
+            &auditor,
+            &Default::default(),
+            &region,
+            &tenant(&viewer),
+            ims_wire::Query::parse(query).unwrap(),
+            params,
+            Until::Position(at),
+        )
+        .await;
         if live["ok"] == false {
             assert_eq!(
                 answer["ok"], false,
                 "at {at}, {viewer} {query}: live {live}, as-of {answer}"
             );
+            assert!(served.is_err(), "at {at}, {viewer} {query}: {served:?}");
         } else {
             assert_eq!(answer, live, "at {at}, {viewer} {query}");
+            assert_eq!(
+                served.unwrap(),
+                (at, live),
+                "served, at {at}, {viewer} {query}"
+            );
         }
     }
+    let snapshots = ims_projector::snapshots_path(&ims_projector::projections_path(
+        service.data.path(),
+        &region,
+    ));
+    assert!(
+        ims_projection::snapshot::list(&snapshots, "catalog")
+            .unwrap()
+            .len()
+            > 3,
+        "the service wrote snapshots every 3 events"
+    );
     // And by time: the moment of the share, given as the event's recorded time.
     let share_event = &source.batch(4, 1).await.unwrap().envelopes[0];
     let then = replay(
@@ -380,9 +414,9 @@ async fn a_changed_byte_is_found_by_verify_and_by_an_independent_check_of_the_ex
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn who_could_use_online_refuses_bad_requests_by_name_and_tenants_altogether() {
-    // Hostile cases of `audit.who-could-use`: garbage, contradictory moments, a bad id, and a
-    // principal that is not an auditor.
+async fn online_audits_refuse_bad_requests_by_name_and_tenants_altogether() {
+    // Hostile cases of `audit.who-could-use` and `audit.as-of`: garbage, contradictory moments,
+    // a bad id, an unknown query or parameter, and a principal that is not an auditor.
     let service = Service::start().await;
     service.client.register(&["owner"]).await;
     let subject = format!("ims.v1.{REGION}.audit.who-could-use");
@@ -411,6 +445,43 @@ async fn who_could_use_online_refuses_bad_requests_by_name_and_tenants_altogethe
             "{answer}"
         );
     }
+    // The same for `audit.as-of`: each refusal names what is wrong and what is accepted.
+    let as_of = format!("ims.v1.{REGION}.audit.as-of");
+    for (body, code, says) in [
+        (&b"{not json"[..], "invalid_argument", "as-of expects"),
+        (
+            &br#"{"tenant":"owner","query":"everything"}"#[..],
+            "unknown_command",
+            "unknown query \"everything\"",
+        ),
+        (
+            &br#"{"tenant":"Owner!","query":"visible-images"}"#[..],
+            "invalid_argument",
+            "Owner!",
+        ),
+        (
+            &br#"{"tenant":"owner","query":"visible-images","position":5,"at_ms":9}"#[..],
+            "invalid_argument",
+            "not both",
+        ),
+        (
+            &br#"{"tenant":"owner","query":"visible-images","params":{"colour":1}}"#[..],
+            "invalid_argument",
+            "colour",
+        ),
+    ] {
+        let message = auditor
+            .request(as_of.clone(), bytes::Bytes::from_static(body))
+            .await
+            .unwrap();
+        let answer: Value = ims_tests::serde_json::from_slice(&message.payload).unwrap();
+        assert_eq!(answer["ok"], false, "{answer}");
+        assert_eq!(answer["error"]["code"], code, "{answer}");
+        assert!(
+            answer["error"]["message"].as_str().unwrap().contains(says),
+            "{answer}"
+        );
+    }
     // A tenant may not ask at all: its permissions stop the request before the service.
     let tenant = service.client.tenant_connection("owner").await;
     let asked = tokio::time::timeout(
@@ -424,5 +495,17 @@ async fn who_could_use_online_refuses_bad_requests_by_name_and_tenants_altogethe
     assert!(
         !matches!(asked, Ok(Ok(_))),
         "a tenant got an answer from audit.who-could-use"
+    );
+    let asked = tokio::time::timeout(
+        std::time::Duration::from_secs(3),
+        tenant.request(
+            as_of,
+            bytes::Bytes::from_static(br#"{"tenant":"owner","query":"visible-images"}"#),
+        ),
+    )
+    .await;
+    assert!(
+        !matches!(asked, Ok(Ok(_))),
+        "a tenant got an answer from audit.as-of"
     );
 }

@@ -17,7 +17,7 @@ mod verify;
 
 pub use describe::{describe, summary};
 pub use history::{event_json, history, history_json, image_owner};
-pub use online::{serve_audits, who_could_use_online};
+pub use online::{as_of_online, serve_as_of, serve_audits, who_could_use_online};
 pub use replay::{
     replay, replay_from_snapshots, replay_with_state, who_could_use_offline, Replayed, Until,
 };

@@ -40,9 +40,10 @@ pub async fn replay(
     replay_into(source, region, until, models, false, progress).await
 }
 
-/// [`replay`], starting from the newest snapshots of the read models in `snapshots` (a
-/// region's `projections/snapshots`) at or before the moment, when the log is on disk: only the
-/// events after them are replayed. Without a usable snapshot it replays from position 1.
+/// [`replay`], starting from the newest chain of snapshots of the read models in `snapshots` (a
+/// region's `projections/snapshots`) at or before the moment: only the events after it are
+/// replayed, and the models are read from the files as queries need them rather than loaded.
+/// Without a usable snapshot it replays from position 1.
 pub async fn replay_from_snapshots(
     source: &LogSource,
     region: &RegionId,
@@ -50,10 +51,7 @@ pub async fn replay_from_snapshots(
     snapshots: &std::path::Path,
     progress: impl Fn(u64),
 ) -> Result<Replayed, AuditError> {
-    let models = match source {
-        LogSource::Offline(log) => Start::from_snapshots(log, until, snapshots)?,
-        LogSource::Online { .. } => Start::empty(source, until).await?,
-    };
+    let models = Start::from_snapshots(source, until, snapshots).await?;
     replay_into(source, region, until, models, false, progress).await
 }
 
@@ -92,15 +90,15 @@ impl Start {
         })
     }
 
-    fn from_snapshots(
-        log: &EventLog,
+    async fn from_snapshots(
+        source: &LogSource,
         until: Until,
         dir: &std::path::Path,
     ) -> Result<Self, AuditError> {
-        let head = log.head_position();
+        let head = source.head().await?;
         let to = match until {
             Until::Position(position) => position.min(head),
-            Until::Time(at_ms) => last_position_at(log, at_ms, head)?,
+            Until::Time(at_ms) => last_position_at(source, at_ms, head).await?,
         };
         let (catalog, usage) = match (
             snapshot::open_chain(dir, Catalog::NAME, to)?,
@@ -220,7 +218,7 @@ pub fn who_could_use_offline(
     let head = log.head_position();
     let position = match until {
         Until::Position(position) => position.min(head),
-        Until::Time(at_ms) => last_position_at(log, at_ms, head)?,
+        Until::Time(at_ms) => last_position_at_in(log, at_ms, head)?,
     };
     let mut state = State::default();
     for envelope in log.read_stream(&ims_domain::StreamId::Image(image).to_string())? {
@@ -293,22 +291,47 @@ fn who_could_use_answer<'t>(
 }
 
 /// The last position recorded at or before `at_ms` (0 if none), by bisection.
-fn last_position_at(log: &EventLog, at_ms: u64, head: u64) -> Result<u64, AuditError> {
-    let recorded_at = |position: u64| -> Result<u64, AuditError> {
-        Ok(log
-            .read_range(position, 1)?
-            .first()
-            .map_or(u64::MAX, |envelope| envelope.body.recorded_at_ms))
-    };
-    // The answer lies in [low, high]: every position up to low is at or before at_ms.
-    let (mut low, mut high) = (0u64, head);
-    while low < high {
-        let middle = low + (high - low).div_ceil(2);
-        if recorded_at(middle)? <= at_ms {
-            low = middle;
+async fn last_position_at(source: &LogSource, at_ms: u64, head: u64) -> Result<u64, AuditError> {
+    let mut bisection = Bisection { low: 0, high: head };
+    while let Some(middle) = bisection.middle() {
+        let batch = source.batch(middle, 1).await?;
+        bisection.narrow(middle, recorded_at(batch.envelopes.first()) <= at_ms);
+    }
+    Ok(bisection.low)
+}
+
+/// [`last_position_at`] in a log on disk.
+fn last_position_at_in(log: &EventLog, at_ms: u64, head: u64) -> Result<u64, AuditError> {
+    let mut bisection = Bisection { low: 0, high: head };
+    while let Some(middle) = bisection.middle() {
+        let envelopes = log.read_range(middle, 1)?;
+        bisection.narrow(middle, recorded_at(envelopes.first()) <= at_ms);
+    }
+    Ok(bisection.low)
+}
+
+fn recorded_at(envelope: Option<&ims_log::Envelope>) -> u64 {
+    envelope.map_or(u64::MAX, |envelope| envelope.body.recorded_at_ms)
+}
+
+/// The search for the last position recorded by a moment: it lies in `[low, high]`, and every
+/// position up to `low` was recorded by then.
+struct Bisection {
+    low: u64,
+    high: u64,
+}
+
+impl Bisection {
+    /// The position to look at next, until the range is one position.
+    fn middle(&self) -> Option<u64> {
+        (self.low < self.high).then(|| self.low + (self.high - self.low).div_ceil(2))
+    }
+
+    fn narrow(&mut self, middle: u64, recorded_by_then: bool) {
+        if recorded_by_then {
+            self.low = middle;
         } else {
-            high = middle - 1;
+            self.high = middle - 1;
         }
     }
-    Ok(low)
 }

@@ -307,6 +307,14 @@ fn start_region_projector(
         stop,
     ));
     let stop = started.stopped();
+    started.spawn(ims_audit::serve_as_of(
+        client.clone(),
+        subjects.clone(),
+        region.clone(),
+        ims_projector::snapshots_path(&path),
+        stop,
+    ));
+    let stop = started.stopped();
     started.spawn(serve_queries(client, subjects, models.clone(), stop));
     Ok(models)
 }

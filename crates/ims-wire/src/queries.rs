@@ -103,6 +103,24 @@ pub struct WhoCouldUseRequest {
     pub at_ms: Option<u64>,
 }
 
+/// `ims.v1.<region>.audit.as-of`: what `query` answered `tenant` at a position or a moment
+/// (neither: now), answered by a process that holds the region's read models, from their
+/// snapshots.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AsOfRequest {
+    pub tenant: String,
+    /// A query's name, as [`Query::parse`] reads it.
+    pub query: String,
+    #[serde(default)]
+    pub params: QueryParams,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<u64>,
+    /// Unix milliseconds: as of every event recorded at or before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_ms: Option<u64>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -281,39 +281,50 @@ impl Audit {
         let Some(tenant) = &self.tenant else {
             usage!("audit as-of answers for a tenant: pass --tenant T");
         };
-        let bar = progress_bar(self.head, self.json, "replaying");
-        let progress = |p| bar.set_position(p);
-        let replayed = match &self.data_dir {
-            // On disk, from the projector's newest snapshots at or before the moment.
-            Some(dir) => {
-                let projections = ims_projector::projections_path(dir, &self.region);
-                let snapshots = ims_projector::snapshots_path(&projections);
-                service_audit::replay_from_snapshots(
-                    &self.source,
-                    &self.region,
-                    moment(at)?,
-                    &snapshots,
-                    progress,
-                )
-                .await?
-            }
-            None => {
-                service_audit::replay(&self.source, &self.region, moment(at)?, progress).await?
-            }
-        };
-        bar.finish_and_clear();
         let params = ims_projection::queries::QueryParams {
             image_id: image,
             limit: Some(1000),
             include_deprecated: Some(true),
             ..Default::default()
         };
-        let answer = replayed.query(tenant, query, &params)?;
+        let (position, answer) = match &self.data_dir {
+            // On disk, from the projector's newest snapshots at or before the moment.
+            Some(dir) => {
+                let projections = ims_projector::projections_path(dir, &self.region);
+                let snapshots = ims_projector::snapshots_path(&projections);
+                let bar = progress_bar(self.head, self.json, "replaying");
+                let replayed = service_audit::replay_from_snapshots(
+                    &self.source,
+                    &self.region,
+                    moment(at)?,
+                    &snapshots,
+                    |p| bar.set_position(p),
+                )
+                .await?;
+                bar.finish_and_clear();
+                (replayed.position, replayed.query(tenant, query, &params)?)
+            }
+            // Online, by the service that holds the read models and their snapshots.
+            None => {
+                let LogSource::Online { client, .. } = &self.source else {
+                    unreachable!("without a data dir the source is the service")
+                };
+                service_audit::as_of_online(
+                    client,
+                    &self.subjects,
+                    &self.region,
+                    tenant,
+                    query,
+                    params,
+                    moment(at)?,
+                )
+                .await?
+            }
+        };
         self.print(
             &answer,
             format!(
-                "as of position {}:\n{}",
-                replayed.position,
+                "as of position {position}:\n{}",
                 render_query(query, &answer)
             ),
         );
