@@ -304,3 +304,29 @@ fn the_newest_eight_whole_snapshots_are_kept_with_the_deltas_after_them() {
         assert!(reader.rows().all(|row| row.is_ok()));
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(8))]
+
+    /// A rebuild that spills to files past a few rows in memory (and merges them past eight)
+    /// is byte for byte the rebuild held in memory, in batches of any size.
+    #[test]
+    fn a_rebuild_spilled_to_disk_equals_one_in_memory(
+        overlay_max in 1usize..400,
+        batch in 1usize..500,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let log = log_in(dir.path());
+        let scratch = dir.path().join("scratch");
+        std::fs::create_dir_all(&scratch).unwrap();
+        let mut spilled = ims_projection::ReadModel::spilling(Catalog, scratch.clone(), overlay_max);
+        let mut in_memory = ims_projection::ReadModel::in_memory(Catalog);
+        for chunk in log.read_range(1, EVENTS).unwrap().chunks(batch) {
+            spilled.apply(chunk).unwrap();
+            in_memory.apply(chunk).unwrap();
+        }
+        prop_assert_eq!(spilled.store().entries().unwrap(), in_memory.store().entries().unwrap());
+        let files = std::fs::read_dir(&scratch).unwrap().count();
+        prop_assert!((1..=9).contains(&files), "{} files in the scratch folder", files);
+    }
+}

@@ -21,7 +21,10 @@ pub use online::{as_of_online, serve_as_of, serve_audits, who_could_use_online};
 pub use replay::{
     replay, replay_from_snapshots, replay_with_state, who_could_use_offline, Replayed, Until,
 };
-pub use verify::{first_difference, verify_chain, verify_models, verify_objects, LiveModels};
+pub use verify::{
+    first_difference, verify_chain, verify_models, verify_objects, LiveModels, Rebuilt,
+    REBUILD_ROWS_IN_MEMORY,
+};
 
 pub use ims_bus::{LogReadError, LogSource, SCAN_BATCH_EVENTS as AUDIT_BATCH_EVENTS};
 

@@ -3,25 +3,27 @@
 use bytes::Bytes;
 use ims_domain::RegionId;
 use ims_log::ChainCheck;
-use ims_projection::{Catalog, ReadModel, Store, UsageLedger};
+use ims_projection::store::Entry;
+use ims_projection::{Catalog, Fold, ProjectionError, ReadModel, Store, UsageLedger};
 use ims_wire::Subjects;
 use serde_json::{json, Value};
 
-use crate::replay::{replay, replay_with_state, Until};
 use crate::{AuditError, LogSource};
 
-/// Checks the stored file of every active image that was imported: it exists, with the size
-/// and SHA-256 the log recorded. Returns one line per problem (none: all hold).
+/// Checks the stored file of every active image that was imported, as the rebuilt `catalog`
+/// (advanced to the log's head first) records it: it exists, with the size and SHA-256 the log
+/// recorded. Returns one line per problem (none: all hold).
 pub async fn verify_objects(
     source: &LogSource,
-    region: &RegionId,
+    catalog: &mut Rebuilt<Catalog>,
     store: Option<&ims_store::ImageStore>,
 ) -> Result<Vec<String>, AuditError> {
-    // The domain state holds each image's file facts, size and checksum.
-    let replayed = replay_with_state(source, region, Until::Position(u64::MAX), |_| {}).await?;
-    let state = replayed.state.unwrap_or_default();
+    catalog.advance(source, source.head().await?).await?;
     let mut problems = Vec::new();
-    for image in state.images.values() {
+    for row in catalog.model.store().scan_from(b"i", b"i".to_vec()) {
+        let (_, bytes) = row?;
+        let image: ims_domain::Image =
+            ims_log::decode(&bytes, || "a rebuilt image record".to_owned())?;
         let (Some(_), Some(size), Some(checksum)) =
             (&image.file, image.size_bytes, &image.checksum_sha256)
         else {
@@ -95,44 +97,50 @@ pub async fn verify_chain(
     })
 }
 
-/// Compares a live read model's rows with a rebuild's; returns the first differing row.
-pub fn first_difference(
-    live: &[(Vec<u8>, Vec<u8>)],
-    rebuilt: &Store,
-) -> Result<Option<String>, AuditError> {
-    let rebuilt = rebuilt.entries()?;
-    for index in 0..live.len().max(rebuilt.len()) {
-        match (live.get(index), rebuilt.get(index)) {
-            (Some(a), Some(b)) if a == b => continue,
-            (Some((key, _)), Some((other, _))) if key != other => {
-                return Ok(Some(format!(
-                    "row {index}: the live model has key {} where a rebuild has key {}",
-                    hex::encode(key),
-                    hex::encode(other)
-                )));
-            }
-            (Some((key, _)), Some(_)) => {
-                return Ok(Some(format!(
-                    "row {index}: key {} has a different value than in a rebuild",
-                    hex::encode(key)
-                )))
-            }
-            (Some((key, _)), None) => {
-                return Ok(Some(format!(
-                    "row {index}: key {} is in the live model but not in a rebuild",
-                    hex::encode(key)
-                )))
-            }
-            (None, Some((key, _))) => {
-                return Ok(Some(format!(
-                    "row {index}: key {} is missing from the live model",
-                    hex::encode(key)
-                )))
-            }
-            (None, None) => break,
-        }
+/// A read model rebuilt from position 1 in bounded memory: past [`REBUILD_ROWS_IN_MEMORY`]
+/// changed rows it spills them to sorted files in a scratch folder of its own, removed with it.
+#[derive(Debug)]
+pub struct Rebuilt<F> {
+    model: ReadModel<F>,
+    _scratch: tempfile::TempDir,
+}
+
+/// Rows a rebuild keeps in memory before it writes them to disk (about 100 MiB for the catalog).
+pub const REBUILD_ROWS_IN_MEMORY: usize = 500_000;
+
+impl<F: Fold> Rebuilt<F> {
+    pub fn new(fold: F) -> Result<Self, AuditError> {
+        let scratch = tempfile::Builder::new()
+            .prefix("ims-verify-")
+            .tempdir()
+            .map_err(|error| {
+                AuditError::Answered(format!("a scratch folder for the rebuild: {error}"))
+            })?;
+        Ok(Self {
+            model: ReadModel::spilling(fold, scratch.path().to_owned(), REBUILD_ROWS_IN_MEMORY),
+            _scratch: scratch,
+        })
     }
-    Ok(None)
+
+    /// Applies the events after the rebuild's checkpoint up to `to`.
+    pub async fn advance(&mut self, source: &LogSource, to: u64) -> Result<(), AuditError> {
+        let from = self.model.checkpoint() + 1;
+        if from > to {
+            return Ok(());
+        }
+        let model = &mut self.model;
+        source
+            .scan(from, to, |batch| -> Result<bool, AuditError> {
+                model.apply(batch)?;
+                Ok(true)
+            })
+            .await?;
+        Ok(())
+    }
+
+    pub fn checkpoint(&self) -> u64 {
+        self.model.checkpoint()
+    }
 }
 
 /// Where the live read models to check are.
@@ -151,93 +159,185 @@ pub enum LiveModels<'a> {
 /// Tries at reading a consistent copy of a model from a service that keeps applying events.
 const CONSISTENT_READ_TRIES: usize = 5;
 
-async fn online_rows(
+/// Compares rows in key order, as they come, with a rebuild's: the first difference, if any.
+#[derive(Debug, Default)]
+struct Comparison {
+    index: u64,
+}
+
+impl Comparison {
+    /// Takes the next live row (`None`: the live rows ended) against the rebuild's next.
+    fn next(&mut self, live: Option<Entry>, rebuilt: Option<Entry>) -> Option<String> {
+        let index = self.index;
+        self.index += 1;
+        match (live, rebuilt) {
+            (Some(a), Some(b)) if a == b => None,
+            (Some((key, _)), Some((other, _))) if key != other => Some(format!(
+                "row {index}: the live model has key {} where a rebuild has key {}",
+                hex::encode(key),
+                hex::encode(other)
+            )),
+            (Some((key, _)), Some(_)) => Some(format!(
+                "row {index}: key {} has a different value than in a rebuild",
+                hex::encode(key)
+            )),
+            (Some((key, _)), None) => Some(format!(
+                "row {index}: key {} is in the live model but not in a rebuild",
+                hex::encode(key)
+            )),
+            (None, Some((key, _))) => Some(format!(
+                "row {index}: key {} is missing from the live model",
+                hex::encode(key)
+            )),
+            (None, None) => None,
+        }
+    }
+}
+
+/// Compares `live` rows (in key order) with `rebuilt`'s, as they come.
+pub fn first_difference(
+    live: impl Iterator<Item = Result<Entry, ProjectionError>>,
+    rebuilt: &Store,
+) -> Result<Option<String>, AuditError> {
+    let mut comparison = Comparison::default();
+    let mut rebuilt = rebuilt.scan_from(b"", Vec::new());
+    let mut live = live;
+    loop {
+        let (a, b) = (live.next().transpose()?, rebuilt.next().transpose()?);
+        let end = a.is_none() && b.is_none();
+        if let Some(difference) = comparison.next(a, b) {
+            return Ok(Some(difference));
+        }
+        if end {
+            return Ok(None);
+        }
+    }
+}
+
+/// One page of `audit.rows`: the model's checkpoint, its rows, and the key to ask after next.
+async fn online_page(
     client: &async_nats::Client,
     subject: &str,
     model: &str,
-) -> Result<(u64, Vec<(Vec<u8>, Vec<u8>)>), AuditError> {
+    after: Option<&str>,
+) -> Result<(u64, Vec<Entry>, Option<String>), AuditError> {
+    let request = json!({"model": model, "after": after, "max": 2000});
+    let message = client
+        .request(
+            subject.to_owned(),
+            Bytes::from(serde_json::to_vec(&request)?),
+        )
+        .await
+        .map_err(|error| AuditError::Nats {
+            subject: subject.to_owned(),
+            error: error.into(),
+        })?;
+    let page: Value = serde_json::from_slice(&message.payload)?;
+    if page["ok"] == false {
+        return Err(AuditError::Answered(format!(
+            "{subject} answered {}",
+            page["error"]
+        )));
+    }
+    let checkpoint = page["checkpoint"]
+        .as_u64()
+        .ok_or_else(|| AuditError::Answered(format!("{subject}: no checkpoint")))?;
+    let mut rows = Vec::new();
+    for row in page["rows"].as_array().into_iter().flatten() {
+        let key = hex::decode(row[0].as_str().unwrap_or_default())?;
+        let value = hex::decode(row[1].as_str().unwrap_or_default())?;
+        rows.push((key, value));
+    }
+    // The page is cut by count and by bytes; `next_after` says whether more follow.
+    Ok((
+        checkpoint,
+        rows,
+        page["next_after"].as_str().map(str::to_owned),
+    ))
+}
+
+/// Compares a running service's model, page by page, with `rebuilt`, advancing the rebuild to
+/// the model's checkpoint; starts again (from the rebuild as it is) when the model moves on.
+async fn compare_online<F: Fold>(
+    client: &async_nats::Client,
+    subject: &str,
+    source: &LogSource,
+    rebuilt: &mut Rebuilt<F>,
+) -> Result<Option<String>, AuditError> {
     'attempt: for _ in 0..CONSISTENT_READ_TRIES {
-        let mut rows = Vec::new();
-        let mut checkpoint = None;
-        let mut after: Option<String> = None;
-        loop {
-            let request = json!({"model": model, "after": after, "max": 2000});
-            let message = client
-                .request(
-                    subject.to_owned(),
-                    Bytes::from(serde_json::to_vec(&request)?),
-                )
-                .await
-                .map_err(|error| AuditError::Nats {
-                    subject: subject.to_owned(),
-                    error: error.into(),
-                })?;
-            let page: Value = serde_json::from_slice(&message.payload)?;
-            if page["ok"] == false {
-                return Err(AuditError::Answered(format!(
-                    "{subject} answered {}",
-                    page["error"]
-                )));
-            }
-            let page_checkpoint = page["checkpoint"]
-                .as_u64()
-                .ok_or_else(|| AuditError::Answered(format!("{subject}: no checkpoint")))?;
-            if checkpoint.is_some_and(|c| c != page_checkpoint) {
-                continue 'attempt; // the model moved on between pages: start again
-            }
-            checkpoint = Some(page_checkpoint);
-            let page_rows = page["rows"].as_array().cloned().unwrap_or_default();
-            for row in &page_rows {
-                let key = hex::decode(row[0].as_str().unwrap_or_default())?;
-                let value = hex::decode(row[1].as_str().unwrap_or_default())?;
-                rows.push((key, value));
-            }
-            // The page is cut by count and by bytes; `next_after` says whether more follow.
-            match page["next_after"].as_str() {
-                Some(next) => after = Some(next.to_owned()),
-                None => return Ok((page_checkpoint, rows)),
-            }
+        let (checkpoint, mut rows, mut next) = online_page(client, subject, F::NAME, None).await?;
+        rebuilt.advance(source, checkpoint).await?;
+        if rebuilt.checkpoint() != checkpoint {
+            continue 'attempt; // a model ahead of the log it was read from: read it again
         }
+        let mut comparison = Comparison::default();
+        let mut expected = rebuilt.model.store().scan_from(b"", Vec::new());
+        loop {
+            for row in rows.drain(..) {
+                if let Some(difference) = comparison.next(Some(row), expected.next().transpose()?) {
+                    return Ok(Some(difference));
+                }
+            }
+            let Some(after) = next.take() else { break };
+            let (page_checkpoint, page_rows, page_next) =
+                online_page(client, subject, F::NAME, Some(&after)).await?;
+            if page_checkpoint != checkpoint {
+                continue 'attempt; // the model moved on between pages
+            }
+            (rows, next) = (page_rows, page_next);
+        }
+        return Ok(comparison.next(None, expected.next().transpose()?));
     }
     Err(AuditError::Answered(format!(
-        "the {model} model kept changing while it was read; run verify when the service is \
-         idle, or offline"
+        "the {} model kept changing while it was read; run verify when the service is \
+         idle, or offline",
+        F::NAME
     )))
 }
 
+/// Checks one live read model against a rebuild from position 1 up to the model's own
+/// checkpoint, row by row as they come: `None` when equal, else the first differing row.
+async fn verify_model<F: Fold + Copy>(
+    fold: F,
+    source: &LogSource,
+    live: &LiveModels<'_>,
+    rebuilt: &mut Rebuilt<F>,
+) -> Result<Option<String>, AuditError> {
+    match live {
+        LiveModels::Offline(dir) => {
+            let opened = ReadModel::open(dir, fold)?;
+            rebuilt.advance(source, opened.checkpoint()).await?;
+            first_difference(
+                opened.store().scan_from(b"", Vec::new()),
+                rebuilt.model.store(),
+            )
+        }
+        LiveModels::Online {
+            client,
+            subjects,
+            region,
+        } => compare_online(client, &subjects.audit(region, "rows"), source, rebuilt).await,
+    }
+}
+
 /// Checks every live read model against a rebuild from position 1 up to the model's own
-/// checkpoint. Returns, per model, `None` when equal or the first differing row.
+/// checkpoint. Returns, per model, `None` when equal or the first differing row, and the
+/// catalog's rebuild, which [`verify_objects`] reads.
 pub async fn verify_models(
     source: &LogSource,
-    region: &RegionId,
     live: LiveModels<'_>,
-) -> Result<Vec<(String, Option<String>)>, AuditError> {
-    let mut results = Vec::new();
-    for model in ["catalog", "usage"] {
-        let (checkpoint, rows) = match &live {
-            LiveModels::Offline(dir) => {
-                let entries = |store: &Store| store.entries();
-                if model == "catalog" {
-                    let opened = ReadModel::open(dir, Catalog)?;
-                    (opened.checkpoint(), entries(opened.store())?)
-                } else {
-                    let opened = ReadModel::open(dir, UsageLedger)?;
-                    (opened.checkpoint(), entries(opened.store())?)
-                }
-            }
-            LiveModels::Online {
-                client,
-                subjects,
-                region,
-            } => online_rows(client, &subjects.audit(region, "rows"), model).await?,
-        };
-        let rebuilt = replay(source, region, Until::Position(checkpoint), |_| {}).await?;
-        let store = if model == "catalog" {
-            rebuilt.catalog.store()
-        } else {
-            rebuilt.usage.store()
-        };
-        results.push((model.to_owned(), first_difference(&rows, store)?));
-    }
-    Ok(results)
+) -> Result<(Vec<(String, Option<String>)>, Rebuilt<Catalog>), AuditError> {
+    let mut catalog = Rebuilt::new(Catalog)?;
+    let mut usage = Rebuilt::new(UsageLedger)?;
+    let results = vec![
+        (
+            Catalog::NAME.to_owned(),
+            verify_model(Catalog, source, &live, &mut catalog).await?,
+        ),
+        (
+            UsageLedger::NAME.to_owned(),
+            verify_model(UsageLedger, source, &live, &mut usage).await?,
+        ),
+    ];
+    Ok((results, catalog))
 }

@@ -4,8 +4,9 @@
 //! not with the model.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 
-use crate::snapshot::{FileReader, Row};
+use crate::snapshot::{FileReader, FileWriter, Row};
 use crate::store::Entry;
 use crate::ProjectionError;
 
@@ -15,6 +16,19 @@ pub struct Layered {
     overlay: HashMap<Vec<u8>, Option<Vec<u8>>, foldhash::fast::RandomState>,
     /// The chain, newest first: the first file that mentions a key has its row.
     files: Vec<FileReader>,
+    /// Set for a model built from nothing in bounded memory: where its overlay goes when full.
+    spill: Option<Spill>,
+}
+
+/// Where a [`Layered`] model spills its overlay, and when.
+#[derive(Debug)]
+struct Spill {
+    dir: PathBuf,
+    /// Rows held in memory before they are written to a file.
+    overlay_max: usize,
+    /// Files stacked before they are merged into one.
+    files_max: usize,
+    written: u64,
 }
 
 type Rows<'a> = Box<dyn Iterator<Item = Result<Row, ProjectionError>> + 'a>;
@@ -25,7 +39,71 @@ impl Layered {
         Self {
             overlay: HashMap::default(),
             files,
+            spill: None,
         }
+    }
+
+    /// An empty model that keeps at most `overlay_max` changed rows in memory: past that it
+    /// writes them, sorted, to a file in `dir` (a scratch folder it owns), and past `files_max`
+    /// files it merges them into one, so memory stays bounded and reads stay few.
+    pub fn spilling(dir: PathBuf, overlay_max: usize, files_max: usize) -> Self {
+        Self {
+            overlay: HashMap::default(),
+            files: Vec::new(),
+            spill: Some(Spill {
+                dir,
+                overlay_max,
+                files_max,
+                written: 0,
+            }),
+        }
+    }
+
+    /// Writes the overlay to a file when it is over its bound (see [`Layered::spilling`]).
+    pub fn spill_if_full(&mut self) -> Result<(), ProjectionError> {
+        let Some(spill) = &mut self.spill else {
+            return Ok(());
+        };
+        if self.overlay.len() <= spill.overlay_max {
+            return Ok(());
+        }
+        spill.written += 1;
+        let path = spill.dir.join(format!("spill.{:020}.snap", spill.written));
+        let mut out = FileWriter::create(path.clone(), spill.written, spill.written - 1)?;
+        let mut rows: Vec<Row> = self.overlay.drain().collect();
+        rows.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (key, value) in &rows {
+            out.push(key, value.as_deref())?;
+        }
+        drop(rows);
+        out.finish()?;
+        self.files.insert(0, FileReader::open(&path)?);
+        if self.files.len() > spill.files_max {
+            self.merge_files()?;
+        }
+        Ok(())
+    }
+
+    /// Merges every file into one whole file (removed rows dropped), the overlay being empty.
+    fn merge_files(&mut self) -> Result<(), ProjectionError> {
+        let spill = self.spill.as_mut().expect("only a spilling model merges");
+        spill.written += 1;
+        let path = spill.dir.join(format!("spill.{:020}.snap", spill.written));
+        let mut out = FileWriter::create(path.clone(), spill.written, 0)?;
+        for row in self.scan_from(b"", Vec::new()) {
+            let (key, value) = row?;
+            out.push(&key, Some(&value))?;
+        }
+        out.finish()?;
+        for merged in std::mem::take(&mut self.files) {
+            let merged_path = merged.path().to_owned();
+            drop(merged);
+            std::fs::remove_file(&merged_path).map_err(|e| {
+                ProjectionError::Snapshot(format!("{}: {e}", merged_path.display()))
+            })?;
+        }
+        self.files.push(FileReader::open(&path)?);
+        Ok(())
     }
 
     pub fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>, ProjectionError> {

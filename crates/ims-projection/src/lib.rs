@@ -131,6 +131,21 @@ impl<F: Fold> ReadModel<F> {
         })
     }
 
+    /// An empty model for a rebuild in bounded memory: past `overlay_max` changed rows it
+    /// writes them to files in `scratch` (a folder it owns), which it merges now and then.
+    pub fn spilling(fold: F, scratch: std::path::PathBuf, overlay_max: usize) -> Self {
+        /// Files stacked before they are merged: each lookup reads through at most this many.
+        const FILES_MAX: usize = 8;
+        Self {
+            store: Store::Layered(layered::Layered::spilling(scratch, overlay_max, FILES_MAX)),
+            checkpoint: 0,
+            checkpoint_hash: Some([0; 32]),
+            fold,
+            _db: None,
+            changed: None,
+        }
+    }
+
     /// A model in memory, for rebuilds and comparisons.
     pub fn in_memory(fold: F) -> Self {
         Self::in_memory_for(fold, 0)

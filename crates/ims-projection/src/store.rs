@@ -181,6 +181,7 @@ impl Changes {
                 for (key, value) in keys {
                     layered.write(key, value);
                 }
+                layered.spill_if_full()?;
             }
             Store::Memory(map) => {
                 map.reserve(keys.len());

@@ -377,6 +377,23 @@ impl Audit {
         Ok(())
     }
 
+    /// Checks the image files in `dir`'s store against the log, through the catalog rebuilt
+    /// for the models' check (or a new rebuild).
+    async fn verify_objects(
+        &self,
+        dir: &std::path::Path,
+        rebuilt: Option<service_audit::Rebuilt<ims_projection::Catalog>>,
+    ) -> anyhow::Result<Vec<String>> {
+        // Read only: an audit creates nothing in the data dir it checks.
+        let store = ims_store::ImageStore::open_existing(&self.store, dir, &self.region)
+            .with_context(|| format!("opening the image store of region {}", self.region))?;
+        let mut catalog = match rebuilt {
+            Some(catalog) => catalog,
+            None => service_audit::Rebuilt::new(ims_projection::Catalog)?,
+        };
+        Ok(service_audit::verify_objects(&self.source, &mut catalog, store.as_ref()).await?)
+    }
+
     async fn verify(&self) -> anyhow::Result<std::process::ExitCode> {
         let bar = progress_bar(self.head, self.json, "verifying the chain");
         let chain = service_audit::verify_chain(&self.source, |p| bar.set_position(p)).await?;
@@ -394,24 +411,17 @@ impl Audit {
             },
             (None, LogSource::Offline(_)) => unreachable!("offline has a data dir"),
         };
-        let models = match (&chain, &projections) {
-            (Ok(_), Some(dir)) if !dir.exists() => Vec::new(),
-            (Ok(_), _) => service_audit::verify_models(&self.source, &self.region, live).await?,
-            (Err(_), _) => Vec::new(),
+        let (models, rebuilt) = match (&chain, &projections) {
+            (Ok(_), Some(dir)) if !dir.exists() => (Vec::new(), None),
+            (Ok(_), _) => {
+                let (models, catalog) = service_audit::verify_models(&self.source, live).await?;
+                (models, Some(catalog))
+            }
+            (Err(_), _) => (Vec::new(), None),
         };
         // Imported files are checked where they are: offline, in the data dir's store.
         let objects = match (&chain, &self.data_dir) {
-            (Ok(_), Some(dir)) => {
-                // Read only: an audit creates nothing in the data dir it checks.
-                let store = ims_store::ImageStore::open_existing(&self.store, dir, &self.region)
-                    .with_context(|| {
-                        format!("opening the image store of region {}", self.region)
-                    })?;
-                Some(
-                    service_audit::verify_objects(&self.source, &self.region, store.as_ref())
-                        .await?,
-                )
-            }
+            (Ok(_), Some(dir)) => Some(self.verify_objects(dir, rebuilt).await?),
             _ => None,
         };
         let ok = chain.is_ok()

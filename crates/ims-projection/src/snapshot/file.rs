@@ -28,8 +28,8 @@ const FOOTER_BYTES: u64 = 8 + 8 + 32 + 8;
 /// Rows are cut into blocks of about this many bytes: small enough that a lookup reads little,
 /// large enough that the index stays a small fraction of the file.
 const BLOCK_BYTES: usize = 32 * 1024;
-/// How many decoded blocks a reader keeps (about 32 MiB); past that it starts over.
-const CACHED_BLOCKS: usize = 1024;
+/// How many decoded blocks a reader keeps (about 8 MiB of rows); past that it starts over.
+const CACHED_BLOCKS: usize = 256;
 
 /// A row of a snapshot: its value, or `None` when a delta records its removal.
 pub type Row = (Vec<u8>, Option<Vec<u8>>);

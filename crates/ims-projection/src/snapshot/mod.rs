@@ -13,7 +13,7 @@ mod file;
 
 use std::path::{Path, PathBuf};
 
-use file::FileWriter;
+pub(crate) use file::FileWriter;
 pub use file::{FileReader, Row};
 
 use crate::store::Store;
