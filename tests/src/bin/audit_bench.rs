@@ -138,8 +138,9 @@ async fn one(kind: &str, dir: &std::path::Path, events: u64) -> anyhow::Result<(
     let log = EventLog::open(dir.join("log"), "bench-1")?;
     let source = LogSource::Offline(log.clone());
     let region = RegionId::parse("bench-1").unwrap();
-    // A position and an image away from both ends of the log, the same every run.
-    let position = events * 7 / 10;
+    // A position and an image away from both ends of the log, the same every run; the
+    // position halfway between two of the projector's snapshots, the worst case for as-of.
+    let position = events * 7 / 10 + 50_000 - 1;
     let image = image_id(events / 6 / 3);
     let started = Instant::now();
     let what = match kind {
