@@ -3,7 +3,8 @@
 //! Authentication is on in both phases: each client is a tenant with its own credential and
 //! connection, and the echo answers on the service's own (nkey) connection, as imsd does.
 //!
-//! Run: `cargo run --release -p ims-tests --bin ims-bench [-- SECONDS [CONNECTIONS]]`
+//! Run: `cargo run --release -p ims-tests --bin ims-bench [-- SECONDS [CONNECTIONS]]`; the
+//! runtime has `IMS_BENCH_WORKERS` worker threads (default 2, what imsd gets on two cores).
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -64,8 +65,19 @@ where
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    let workers: usize = std::env::var("IMS_BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()?
+        .block_on(bench())
+}
+
+async fn bench() -> anyhow::Result<()> {
     let seconds: u64 = std::env::args()
         .nth(1)
         .and_then(|s| s.parse().ok())
