@@ -330,3 +330,52 @@ proptest! {
         prop_assert!((1..=9).contains(&files), "{} files in the scratch folder", files);
     }
 }
+
+#[tokio::test]
+async fn a_truncated_snapshot_is_refused_and_a_chain_missing_a_delta_is_passed_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = log_in(dir.path());
+    let projections = dir.path().join("projections");
+    project(
+        &log,
+        &projections,
+        SnapshotPolicy::new(500, Duration::from_secs(3600)),
+        100,
+    );
+    let snapshots = snapshots_path(&projections);
+    let files = snapshot::list(&snapshots, Catalog::NAME).unwrap();
+    assert_eq!(
+        positions_and_bases(&files)[..3],
+        [(500, 0), (1_000, 500), (1_500, 1_000)]
+    );
+    let source = LogSource::Offline(log);
+    // A delta gone from the middle of the chain: as-of past it starts from the newest complete
+    // chain before the gap (the file at 1,000), never from files that skip the missing rows.
+    std::fs::remove_file(&files[2].path).unwrap();
+    for position in [1_700, 2_600] {
+        let asked = Until::Position(position);
+        let from_snapshots = replay_from_snapshots(&source, &region(), asked, &snapshots, |_| {})
+            .await
+            .unwrap();
+        let from_start = replay(&source, &region(), asked, |_| {}).await.unwrap();
+        assert!(same(&from_snapshots, &from_start), "as of {position}");
+    }
+    // A file cut short (a disk that lost its end) is refused by name, not read.
+    let cut = &files[1].path;
+    let bytes = std::fs::read(cut).unwrap();
+    std::fs::write(cut, &bytes[..bytes.len() / 2]).unwrap();
+    let error = replay_from_snapshots(
+        &source,
+        &region(),
+        Until::Position(1_200),
+        &snapshots,
+        |_| {},
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        error.contains(&cut.display().to_string()) && error.contains("cut short"),
+        "{error}"
+    );
+}

@@ -267,7 +267,11 @@ impl FileReader {
         let header = read(0, HEADER_BYTES)?;
         let footer = read(size - FOOTER_BYTES, FOOTER_BYTES)?;
         if &header[..8] != MAGIC || &footer[48..] != MAGIC {
-            return Err(damaged(path, "not a snapshot of this release"));
+            return Err(damaged(
+                path,
+                "its header or end is not a snapshot's of this release: cut short, damaged, or \
+                 another file",
+            ));
         }
         let u64_at =
             |bytes: &[u8], at: usize| u64::from_be_bytes(bytes[at..at + 8].try_into().expect("8"));
