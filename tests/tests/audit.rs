@@ -149,7 +149,7 @@ async fn as_of_answers_what_the_live_queries_answered_at_each_moment() {
         &region,
     ));
     assert!(
-        ims_projection::snapshot::list(&snapshots, "catalog")
+        ims_projection::snapshot::list(&snapshots, "catalog.v4")
             .unwrap()
             .len()
             > 3,
@@ -545,7 +545,7 @@ async fn a_changed_row_of_a_read_model_is_named_by_verify_offline_and_online() {
     assert_eq!(code, 0, "online verify of intact models: {out}");
     service.stop().await;
     let region = RegionId::parse(REGION).unwrap();
-    let model = ims_projector::projections_path(service.data_dir(), &region).join("catalog.v3");
+    let model = ims_projector::projections_path(service.data_dir(), &region).join("catalog.v4");
     let key = {
         let db = ims_log::open_sled(sled::Config::new().path(&model)).unwrap();
         let tree = db.open_tree("model").unwrap();

@@ -287,3 +287,65 @@ fn imsctl_finds_the_nats_server_imsd_run_started_whatever_its_port() {
     assert!(imsd.wait().unwrap().success());
     assert!(!url_file.exists(), "the URL outlived its server");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imsctl_records_a_launch_and_lists_the_images_nobody_launched() {
+    let service = Service::start().await;
+    service.client.register(&["t1"]).await;
+    let tenant = service.client.issue("tenant", Some("t1")).await;
+    let operator = service.client.issue("operator", None).await;
+    let launched = service
+        .client
+        .active_image("t1", ims_tests::serde_json::json!({}))
+        .await;
+    let idle = service
+        .client
+        .active_image("t1", ims_tests::serde_json::json!({}))
+        .await;
+    let url = service.nats.url();
+    let as_ = |token: &str, rest: &[&str]| -> Vec<String> {
+        [
+            "--nats-url",
+            url.as_str(),
+            "--region",
+            REGION,
+            "--token",
+            token,
+        ]
+        .iter()
+        .chain(rest)
+        .map(|arg| arg.to_string())
+        .collect()
+    };
+    let (code, out, err) = imsctl(&as_(
+        &operator,
+        &["op", "record-launch", &launched, "--tenant", "t1"],
+    ));
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("record-launch"), "{out}");
+    // The next query of t1 may run before the projector applied the launch: ask until it has.
+    let started = std::time::Instant::now();
+    loop {
+        let (code, out, err) = imsctl(&as_(
+            &tenant,
+            &["--tenant", "t1", "images", "unused", "--days", "30"],
+        ));
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains(&idle), "{out}");
+        if !out.contains(&launched) {
+            assert!(out.contains("last launched never"), "{out}");
+            break;
+        }
+        assert!(
+            started.elapsed().as_secs() < 10,
+            "the launch never showed: {out}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (code, out, _) = imsctl(&as_(
+        &tenant,
+        &["--tenant", "t1", "images", "unused", "--days", "0"],
+    ));
+    assert_eq!(code, 1, "a refused query exits 1: {out}");
+    assert!(out.contains("1 to 3650"), "{out}");
+}

@@ -450,3 +450,77 @@ async fn a_thousand_unknown_query_names_add_no_metric_series() {
         after.difference(&before).collect::<Vec<_>>()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unused_images_lists_exactly_the_owners_images_not_launched_over_nats_and_http() {
+    // Proves last-launched end to end: the compute service's record-launch sets
+    // last_launched_at, and unused-images lists exactly the owner's images nobody launched.
+    let service = Service::start().await;
+    let ims = &service.client;
+    ims.register(&["owner", "other"]).await;
+    let launched = ims.active_image("owner", json!({})).await;
+    let idle = ims.active_image("owner", json!({})).await;
+    let theirs = ims.active_image("other", json!({})).await;
+    let reply = ims
+        .op(
+            "record-launch",
+            json!({"image_id": launched, "tenant": "owner"}),
+        )
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let at = position(&reply);
+    // A tenant that may not use the image cannot have launched from it: refused by name.
+    let refused = ims
+        .op(
+            "record-launch",
+            json!({"image_id": theirs, "tenant": "owner"}),
+        )
+        .await;
+    assert_eq!(code(&refused), "forbidden", "{refused}");
+    assert!(refused["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("owner"));
+    let unused = ims
+        .query_at("owner", "unused-images", json!({"days": 30}), at)
+        .await;
+    let ids: Vec<&str> = unused["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|item| item["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, vec![idle.as_str()], "{unused}");
+    let image = ims
+        .query_at("owner", "image", json!({"image_id": launched}), at)
+        .await;
+    assert!(
+        image["last_launched_at"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("20")),
+        "{image}"
+    );
+    // Bad days are refused naming what is accepted.
+    for (body, says) in [
+        (json!({}), "needs days"),
+        (json!({"days": 0}), "1 to 3650"),
+        (json!({"days": 4000}), "1 to 3650"),
+    ] {
+        let answer = ims.query("owner", "unused-images", body).await;
+        assert_eq!(code(&answer), "invalid_argument", "{answer}");
+        assert!(
+            answer["error"]["message"].as_str().unwrap().contains(says),
+            "{answer}"
+        );
+    }
+    let token = ims.issue("tenant", Some("owner")).await;
+    let (status, page) = http_get_with(
+        service.http_addr,
+        &format!("/v1/{REGION}/tenants/owner/unused-images?days=30&min_position={at}"),
+        Some(&token),
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    assert_eq!(page["items"][0]["id"], json!(idle), "{page}");
+    assert_eq!(page["items"].as_array().unwrap().len(), 1, "{page}");
+}

@@ -8,7 +8,7 @@ use ims_domain::RegionId;
 use ims_log::EventLog;
 use ims_projection::snapshot::{self, FileReader, SnapshotFile};
 use ims_projection::synthetic::{append_to, mixed_log, tenant};
-use ims_projection::{Catalog, Fold, UsageLedger};
+use ims_projection::{Catalog, UsageLedger};
 use ims_projector::{snapshots_path, RegionModels, SnapshotPolicy, DELTAS_PER_WHOLE};
 use ims_wire::{Query, QueryParams};
 use proptest::prelude::*;
@@ -39,8 +39,18 @@ fn project(log: &EventLog, projections: &std::path::Path, policy: SnapshotPolicy
 
 /// Writes whole snapshots of both models of `replayed` into `dir`.
 fn snapshot_of(replayed: &Replayed, dir: &std::path::Path) {
-    snapshot::write_whole(dir, Catalog::NAME, replayed.catalog.store()).unwrap();
-    snapshot::write_whole(dir, UsageLedger::NAME, replayed.usage.store()).unwrap();
+    snapshot::write_whole(
+        dir,
+        &snapshot::model_name::<Catalog>(),
+        replayed.catalog.store(),
+    )
+    .unwrap();
+    snapshot::write_whole(
+        dir,
+        &snapshot::model_name::<UsageLedger>(),
+        replayed.usage.store(),
+    )
+    .unwrap();
 }
 
 fn same(a: &Replayed, b: &Replayed) -> bool {
@@ -110,7 +120,7 @@ async fn a_moment_before_every_snapshot_replays_from_position_1() {
 
 /// Flips one byte of the newest catalog snapshot at `offset_from_end` bytes before its end.
 fn damage(snapshots: &std::path::Path, offset_from_end: usize) -> std::path::PathBuf {
-    let path = snapshot::list(snapshots, Catalog::NAME)
+    let path = snapshot::list(snapshots, &snapshot::model_name::<Catalog>())
         .unwrap()
         .pop()
         .unwrap()
@@ -159,7 +169,7 @@ async fn a_damaged_block_is_refused_when_read_naming_the_file_and_the_block() {
         .unwrap();
     snapshot_of(&at, &snapshots);
     let size = std::fs::metadata(
-        snapshot::list(&snapshots, Catalog::NAME).unwrap()[0]
+        snapshot::list(&snapshots, &snapshot::model_name::<Catalog>()).unwrap()[0]
             .path
             .clone(),
     )
@@ -204,8 +214,11 @@ fn a_projector_writes_a_delta_every_n_events_and_no_whole_one_sooner_than_the_ga
         SnapshotPolicy::new(250, Duration::from_secs(3600)),
         100,
     );
-    for model in [Catalog::NAME, UsageLedger::NAME] {
-        let files = snapshot::list(&snapshots_path(&projections), model).unwrap();
+    for model in [
+        snapshot::model_name::<Catalog>(),
+        snapshot::model_name::<UsageLedger>(),
+    ] {
+        let files = snapshot::list(&snapshots_path(&projections), &model).unwrap();
         // 3,000 events in batches of 100 cross a multiple of 250 twelve times: the first
         // snapshot is whole (base 0), each later one a delta on the one before.
         let expected: Vec<u64> = vec![
@@ -231,7 +244,11 @@ fn a_long_chain_gets_a_whole_snapshot_when_the_gap_allows() {
         SnapshotPolicy::new(100, Duration::ZERO),
         100,
     );
-    let files = snapshot::list(&snapshots_path(&projections), Catalog::NAME).unwrap();
+    let files = snapshot::list(
+        &snapshots_path(&projections),
+        &snapshot::model_name::<Catalog>(),
+    )
+    .unwrap();
     let wholes: Vec<u64> = files
         .iter()
         .filter(|f| f.is_whole())
@@ -262,7 +279,11 @@ fn a_restarted_projector_writes_a_whole_snapshot_unless_it_stopped_at_its_last_o
     run(0..1_000);
     run(1_000..2_500);
     run(2_500..EVENTS);
-    let files = snapshot::list(&snapshots_path(&projections), Catalog::NAME).unwrap();
+    let files = snapshot::list(
+        &snapshots_path(&projections),
+        &snapshot::model_name::<Catalog>(),
+    )
+    .unwrap();
     assert_eq!(
         positions_and_bases(&files),
         vec![(1_000, 0), (2_000, 1_000), (3_000, 0)]
@@ -282,7 +303,11 @@ fn the_newest_eight_whole_snapshots_are_kept_with_the_deltas_after_them() {
     for chunk in envelopes.chunks(10) {
         models.apply(chunk).unwrap();
     }
-    let files = snapshot::list(&snapshots_path(&projections), Catalog::NAME).unwrap();
+    let files = snapshot::list(
+        &snapshots_path(&projections),
+        &snapshot::model_name::<Catalog>(),
+    )
+    .unwrap();
     let wholes: Vec<u64> = files
         .iter()
         .filter(|f| f.is_whole())
@@ -343,7 +368,7 @@ async fn a_truncated_snapshot_is_refused_and_a_chain_missing_a_delta_is_passed_o
         100,
     );
     let snapshots = snapshots_path(&projections);
-    let files = snapshot::list(&snapshots, Catalog::NAME).unwrap();
+    let files = snapshot::list(&snapshots, &snapshot::model_name::<Catalog>()).unwrap();
     assert_eq!(
         positions_and_bases(&files)[..3],
         [(500, 0), (1_000, 500), (1_500, 1_000)]

@@ -38,6 +38,9 @@ pub fn describe(event: &Event) -> String {
         Event::BuildFailedBecause {
             image_id, reason, ..
         } => format!("build of image {image_id} failed: {reason}"),
+        Event::ImageLaunched {
+            image_id, tenant, ..
+        } => format!("tenant {tenant} launched from image {image_id}"),
         Event::FileVerified { image_id, file, .. } => format!(
             "file of image {image_id} verified: {}, sha512 {}",
             file.detected_format.as_str(),

@@ -3,7 +3,7 @@
 use ims_domain::{access, evolve, ImageClass, ImageId, RegionId, State, TenantId};
 use ims_log::{decode_event, EventLog};
 use ims_projection::queries::{answer, Models};
-use ims_projection::{snapshot, Catalog, Fold, ReadModel, UsageLedger};
+use ims_projection::{snapshot, Catalog, ReadModel, UsageLedger};
 use ims_wire::{Query, QueryParams};
 use serde_json::{json, Value};
 
@@ -101,8 +101,8 @@ impl Start {
             Until::Time(at_ms) => last_position_at(source, at_ms, head).await?,
         };
         let (catalog, usage) = match (
-            snapshot::open_chain(dir, Catalog::NAME, to)?,
-            snapshot::open_chain(dir, UsageLedger::NAME, to)?,
+            snapshot::open_chain(dir, &snapshot::model_name::<Catalog>(), to)?,
+            snapshot::open_chain(dir, &snapshot::model_name::<UsageLedger>(), to)?,
         ) {
             (Some(catalog), Some(usage)) => (
                 ReadModel::from_snapshots(Catalog, catalog)?,

@@ -160,6 +160,11 @@ pub enum OperatorCommand {
         hours: u32,
     },
     ReceiveCopy(Box<ReceiveCopy>),
+    /// The compute service reports that `tenant` launched from the image.
+    RecordLaunch {
+        image_id: ImageId,
+        tenant: TenantId,
+    },
     RecordCopyOutcome {
         image_id: ImageId,
         copy_image_id: ImageId,
@@ -261,7 +266,8 @@ impl OperatorCommand {
             | OperatorCommand::SetQuota { tenant, .. } => touches.tenants.push(tenant.clone()),
             OperatorCommand::RecordUsage {
                 image_id, tenant, ..
-            } => {
+            }
+            | OperatorCommand::RecordLaunch { image_id, tenant } => {
                 touches.images.push(*image_id);
                 touches.tenants.push(tenant.clone());
             }
@@ -283,6 +289,7 @@ impl OperatorCommand {
             OperatorCommand::RecordUsage { .. } => "record-usage",
             OperatorCommand::ReceiveCopy(_) => "receive-copy",
             OperatorCommand::RecordCopyOutcome { .. } => "record-copy-outcome",
+            OperatorCommand::RecordLaunch { .. } => "record-launch",
         }
     }
 }

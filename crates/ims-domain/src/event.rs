@@ -163,6 +163,12 @@ pub enum Event {
         reason: String,
         at_ms: u64,
     },
+    /// `tenant` launched an instance or a disk from the image (reported by the compute service).
+    ImageLaunched {
+        image_id: ImageId,
+        tenant: TenantId,
+        at_ms: u64,
+    },
 }
 
 /// The stream an event belongs to: its entity.
@@ -203,7 +209,8 @@ impl Event {
             | Event::CopyRequested { image_id, .. }
             | Event::CopyFinished { image_id, .. }
             | Event::FileVerified { image_id, .. }
-            | Event::BuildFailedBecause { image_id, .. } => StreamId::Image(*image_id),
+            | Event::BuildFailedBecause { image_id, .. }
+            | Event::ImageLaunched { image_id, .. } => StreamId::Image(*image_id),
         }
     }
 
@@ -230,6 +237,7 @@ impl Event {
             Event::UsageRecorded { .. } => "usage_recorded",
             Event::FileVerified { .. } => "file_verified",
             Event::BuildFailedBecause { .. } => "build_failed_because",
+            Event::ImageLaunched { .. } => "image_launched",
         }
     }
 

@@ -101,6 +101,7 @@ pub fn new_image(new: &NewImage) -> Image {
         version: 1,
         file: None,
         failure_reason: None,
+        last_launched_at: None,
     }
 }
 
@@ -136,6 +137,12 @@ pub fn evolve_image(image: &mut Image, event: &Event) {
         | Event::ListedOnMarketplace { .. }
         | Event::DelistedFromMarketplace { .. } => evolve_access(image, event),
         Event::CopyRequested { .. } | Event::CopyFinished { .. } => evolve_copies(image, event),
+        Event::ImageLaunched { at_ms, .. } => {
+            // A launch is not a change of the image: its version moves, its update time not.
+            image.last_launched_at = Some(*at_ms);
+            image.version += 1;
+            None
+        }
         // Tenant events and creation are handled by `evolve` itself.
         Event::TenantRegistered { .. }
         | Event::QuotaSet { .. }

@@ -230,6 +230,9 @@ pub struct Image {
     pub file: Option<FileFacts>,
     /// Why the build or import failed, when the reporter said.
     pub failure_reason: Option<String>,
+    /// When a tenant last launched an instance or a disk from it (to the hour: see
+    /// `record-launch`), as the compute service reported.
+    pub last_launched_at: Option<u64>,
 }
 
 /// What the import worker found in an image file besides its size and SHA-256.

@@ -1369,3 +1369,151 @@ fn file_facts_with_a_malformed_sha512_or_without_success_are_refused() {
         }))
         .then_refused(ErrorCode::InvalidArgument, "succeeded build only");
 }
+
+// Lifecycle: the last launch of an image (DESIGN.md section 13).
+
+#[test]
+fn a_launch_by_the_owner_sets_last_launched_at_and_moves_the_version_not_the_update_time() {
+    let scenario = owner_with_active_image();
+    let before = scenario.image(image_id(IMAGE)).clone();
+    let now = scenario.now_ms;
+    let (events, state) = scenario
+        .when(op(OperatorCommand::RecordLaunch {
+            image_id: image_id(IMAGE),
+            tenant: tenant("t1"),
+        }))
+        .then_ok();
+    assert_eq!(
+        events,
+        vec![Event::ImageLaunched {
+            image_id: image_id(IMAGE),
+            tenant: tenant("t1"),
+            at_ms: now
+        }]
+    );
+    let after = &state.images[&image_id(IMAGE)];
+    assert_eq!(after.last_launched_at, Some(now));
+    assert_eq!(after.version, before.version + 1);
+    assert_eq!(after.updated_at_ms, before.updated_at_ms);
+}
+
+#[test]
+fn a_launch_by_a_tenant_with_an_accepted_share_counts_and_one_without_is_refused() {
+    let scenario = owner_with_active_image().given([
+        by(
+            "t1",
+            TenantCommand::ShareImage {
+                image_id: image_id(IMAGE),
+                tenants: vec![tenant("t2"), tenant("t3")],
+            },
+        ),
+        by(
+            "t2",
+            TenantCommand::AcceptShare {
+                image_id: image_id(IMAGE),
+            },
+        ),
+    ]);
+    let (events, _) = scenario
+        .when(op(OperatorCommand::RecordLaunch {
+            image_id: image_id(IMAGE),
+            tenant: tenant("t2"),
+        }))
+        .then_ok();
+    assert_eq!(events.len(), 1);
+    // t3 has not accepted: it cannot have launched from the image, and nothing is recorded.
+    owner_with_active_image()
+        .given([by(
+            "t1",
+            TenantCommand::ShareImage {
+                image_id: image_id(IMAGE),
+                tenants: vec![tenant("t3")],
+            },
+        )])
+        .when(op(OperatorCommand::RecordLaunch {
+            image_id: image_id(IMAGE),
+            tenant: tenant("t3"),
+        }))
+        .then_refused(ErrorCode::Forbidden, "accept");
+}
+
+#[test]
+fn a_launch_of_an_unknown_deleted_or_unbuilt_image_or_by_an_unknown_tenant_is_refused() {
+    owner_with_active_image()
+        .when(op(OperatorCommand::RecordLaunch {
+            image_id: image_id(99),
+            tenant: tenant("t1"),
+        }))
+        .then_refused(ErrorCode::NotFound, "does not exist");
+    owner_with_active_image()
+        .given([by(
+            "t1",
+            TenantCommand::DeleteImage {
+                image_id: image_id(IMAGE),
+            },
+        )])
+        .when(op(OperatorCommand::RecordLaunch {
+            image_id: image_id(IMAGE),
+            tenant: tenant("t1"),
+        }))
+        .then_refused(ErrorCode::NotFound, "deleted");
+    Scenario::new()
+        .given([register("t1"), by("t1", system_image("web"))])
+        .when(op(OperatorCommand::RecordLaunch {
+            image_id: image_id(IMAGE),
+            tenant: tenant("t1"),
+        }))
+        .then_refused(ErrorCode::Forbidden, "queued");
+    owner_with_active_image()
+        .when(op(OperatorCommand::RecordLaunch {
+            image_id: image_id(IMAGE),
+            tenant: tenant("nobody"),
+        }))
+        .then_refused(ErrorCode::UnknownTenant, "nobody");
+}
+
+#[test]
+fn launches_within_an_hour_of_the_last_recorded_one_record_nothing() {
+    let mut scenario = owner_with_active_image().given([op(OperatorCommand::RecordLaunch {
+        image_id: image_id(IMAGE),
+        tenant: tenant("t1"),
+    })]);
+    let first = scenario.image(image_id(IMAGE)).last_launched_at.unwrap();
+    scenario.now_ms = first + 60 * 60 * 1000 - 1;
+    let (events, _) = scenario
+        .when(op(OperatorCommand::RecordLaunch {
+            image_id: image_id(IMAGE),
+            tenant: tenant("t1"),
+        }))
+        .then_ok();
+    assert!(events.is_empty(), "{events:?}");
+    let mut scenario = owner_with_active_image().given([op(OperatorCommand::RecordLaunch {
+        image_id: image_id(IMAGE),
+        tenant: tenant("t1"),
+    })]);
+    scenario.now_ms = first + 60 * 60 * 1000;
+    let (events, state) = scenario
+        .when(op(OperatorCommand::RecordLaunch {
+            image_id: image_id(IMAGE),
+            tenant: tenant("t1"),
+        }))
+        .then_ok();
+    assert_eq!(events.len(), 1);
+    assert_eq!(
+        state.images[&image_id(IMAGE)].last_launched_at,
+        Some(first + 60 * 60 * 1000)
+    );
+}
+
+#[test]
+fn only_the_operator_records_launches() {
+    owner_with_active_image()
+        .when(by(
+            "t1",
+            OperatorCommand::RecordLaunch {
+                image_id: image_id(IMAGE),
+                tenant: tenant("t1"),
+            },
+        ))
+        .then_refused(ErrorCode::Forbidden, "operator");
+}

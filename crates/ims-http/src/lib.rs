@@ -544,6 +544,10 @@ pub fn router(state: HttpState) -> Router {
             get(tenant_route!(Query::Usage)),
         )
         .route(
+            "/v1/{region}/tenants/{tenant}/unused-images",
+            get(tenant_route!(Query::UnusedImages)),
+        )
+        .route(
             "/v1/{region}/tenants/{tenant}/images/{id}",
             get(image_route!(Query::Image)),
         )

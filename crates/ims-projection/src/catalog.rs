@@ -194,7 +194,8 @@ impl Fold for Catalog {
     const NAME: &'static str = "catalog";
     /// 2: owned images are `v` entries marked [`OWNED`] (1 had a separate `o` index).
     /// 3: image records carry the imported file's facts and a failure reason.
-    const LAYOUT: u32 = 3;
+    /// 4: image records carry the time of the last launch.
+    const LAYOUT: u32 = 4;
 
     fn wants(&self, event_type: &str) -> bool {
         // Tenant events are not about images.

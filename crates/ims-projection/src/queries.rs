@@ -266,7 +266,56 @@ pub fn answer(
         }
         Query::Feed => feed(models, tenant, params),
         Query::Usage => usage(models, tenant, params),
+        Query::UnusedImages => unused_images(models, tenant, params),
     }
+}
+
+/// The most days `unused-images` looks back: ten years.
+const UNUSED_DAYS_MAX: u32 = 3650;
+
+/// The tenant's own images not launched in `days` days (never launched included), for clean-up.
+fn unused_images(
+    models: &Models,
+    tenant: &TenantId,
+    params: &QueryParams,
+) -> Result<Answer, WireError> {
+    let days = params.days.ok_or_else(|| {
+        invalid(format!(
+            "unused-images needs days: images not launched in that many days (1 to {UNUSED_DAYS_MAX})"
+        ))
+    })?;
+    if !(1..=UNUSED_DAYS_MAX).contains(&days) {
+        return Err(invalid(format!(
+            "days {days} is out of range; expected 1 to {UNUSED_DAYS_MAX}"
+        )));
+    }
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let since_ms = now_ms.saturating_sub(u64::from(days) * 24 * 60 * 60 * 1000);
+    let limit = limit(params)?;
+    let marker = marker(params)?;
+    let mut page = ImagePage::new(limit, models.reply_bytes_max);
+    for entry in entries_after(
+        models.catalog,
+        &tenant_key(b'v', tenant, &[]),
+        marker.as_ref(),
+    ) {
+        let (id, value) = entry?;
+        if value != OWNED {
+            continue; // an accepted share: not the tenant's to clean up
+        }
+        let Some(image) = load_image(models.catalog, &id)? else {
+            continue;
+        };
+        if image.last_launched_at.is_some_and(|at| at >= since_ms) {
+            continue;
+        }
+        if !page.add(&image, tenant) {
+            break;
+        }
+    }
+    Ok(page.answer(models.position))
 }
 
 /// The image if `tenant` may see it: its own, public, Marketplace, or shared with it in any status.

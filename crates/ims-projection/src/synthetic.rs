@@ -91,7 +91,8 @@ pub fn registrations(tenants: u64) -> Vec<Event> {
 }
 
 /// The events of private image `n` of [`mixed_log`]: created, built, shared with two other
-/// tenants, accepted by one, updated, and deleted if `n % 10 == 9`; all on the image's stream.
+/// tenants, accepted by one, updated, launched by its owner if `n % 3 == 0`, and deleted if
+/// `n % 10 == 9`; all on the image's stream.
 pub fn image_lifecycle(n: u64, tenants: u64) -> Vec<Event> {
     let id = image_id(n);
     let owner = tenant(n % tenants);
@@ -125,6 +126,13 @@ pub fn image_lifecycle(n: u64, tenants: u64) -> Vec<Event> {
             at_ms,
         })),
     ];
+    if n % 3 == 0 {
+        events.push(Event::ImageLaunched {
+            image_id: id,
+            tenant: tenant(n % tenants),
+            at_ms,
+        });
+    }
     if n % 10 == 9 {
         events.push(Event::ImageDeleted {
             image_id: id,

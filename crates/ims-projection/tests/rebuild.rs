@@ -49,7 +49,7 @@ fn run_commands(commands: &[(u8, usize, u8, usize)]) -> Vec<Envelope> {
     for (kind, actor, target, other) in commands {
         let me = Actor::Tenant(tenant(*actor));
         let id = image(1 + target % 6);
-        let command = match kind % 12 {
+        let command = match kind % 13 {
             0 | 1 => cmd(
                 me,
                 TenantCommand::CreateImage(Box::new(CreateImage {
@@ -138,6 +138,13 @@ fn run_commands(commands: &[(u8, usize, u8, usize)]) -> Vec<Envelope> {
                     image_id: id,
                     tenant: tenant(*other),
                     hours: 2,
+                },
+            ),
+            11 => cmd(
+                Actor::Operator,
+                OperatorCommand::RecordLaunch {
+                    image_id: id,
+                    tenant: tenant(if target % 2 == 0 { *actor } else { *other }),
                 },
             ),
             _ => cmd(

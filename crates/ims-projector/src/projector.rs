@@ -15,9 +15,7 @@ use futures::StreamExt;
 use ims_domain::{RegionId, SharingPolicy, TenantId};
 use ims_log::Envelope;
 use ims_projection::queries::{answer, Models};
-use ims_projection::{
-    snapshot, Catalog, Changed, Fold, Notice, ProjectionError, ReadModel, UsageLedger,
-};
+use ims_projection::{snapshot, Catalog, Changed, Notice, ProjectionError, ReadModel, UsageLedger};
 use ims_wire::views::{Answer, FeedItem};
 use ims_wire::{Query, QueryParams};
 use ims_wire::{Subjects, WireError, WireErrorCode};
@@ -153,13 +151,13 @@ impl RegionModels {
     fn write_snapshots(&self, changed: [Option<Changed>; 2]) {
         let models = self.models.read().expect("read model lock");
         let stores = [
-            (Catalog::NAME, models.0.store()),
-            (UsageLedger::NAME, models.1.store()),
+            (snapshot::model_name::<Catalog>(), models.0.store()),
+            (snapshot::model_name::<UsageLedger>(), models.1.store()),
         ];
         for ((name, store), changed) in stores.into_iter().zip(changed) {
             // Seconds of file writing for a whole big model: on a worker of a multi-threaded
             // runtime, the runtime first moves its other tasks elsewhere.
-            let write = || self.write_snapshot(name, store, changed);
+            let write = || self.write_snapshot(&name, store, changed);
             let written = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
                 Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
                     tokio::task::block_in_place(write)

@@ -27,6 +27,7 @@ pub enum Query {
     Usable,
     Feed,
     Usage,
+    UnusedImages,
 }
 
 impl Query {
@@ -85,6 +86,9 @@ pub struct QueryParams {
     /// Feed and usage: only entries after this position.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub after: Option<u64>,
+    /// `unused-images`: not launched in this many days.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub days: Option<u32>,
     /// Read your writes: answer only once the model has reached this position.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_position: Option<u64>,

@@ -59,6 +59,9 @@ pub struct ImageView {
     /// Why the build or import failed (the owner's view).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_reason: Option<String>,
+    /// When a tenant last launched from it, to the hour (the owner's view), RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_launched_at: Option<String>,
     pub encrypted: bool,
     pub tags: BTreeMap<String, String>,
     pub description: String,
@@ -147,6 +150,10 @@ impl ImageView {
                 .map(|f| f.detected_format.as_str().to_owned()),
             virtual_size: image.file.as_ref().and_then(|f| f.virtual_size),
             failure_reason: image.failure_reason.clone().filter(|_| owner_view),
+            last_launched_at: image
+                .last_launched_at
+                .filter(|_| owner_view)
+                .map(crate::time::rfc3339),
             encrypted: image.encryption.is_some(),
             tags: image.tags.clone(),
             description: image.description.clone(),

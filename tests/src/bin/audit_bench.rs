@@ -18,7 +18,7 @@ use ims_log::EventLog;
 use ims_projection::synthetic::image_id;
 use ims_projection::synthetic::tenant;
 use ims_projection::synthetic::{append_to, mixed_log};
-use ims_projection::{snapshot, Catalog, Fold};
+use ims_projection::{snapshot, Catalog};
 use ims_projector::{snapshots_path, RegionModels};
 use ims_wire::{Query, QueryParams};
 
@@ -89,7 +89,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let files = snapshot::list(
         &snapshots_path(&dir.path().join("projections")),
-        Catalog::NAME,
+        &snapshot::model_name::<Catalog>(),
     )?;
     println!(
         "projected {events} events in {:.1} s; catalog snapshots at {:?} (whole ones: {:?})",

@@ -200,6 +200,13 @@ pub(crate) enum ImagesQuery {
     },
     /// The tenant's Marketplace usage charges.
     Usage,
+    /// The tenant's own images nobody launched in `--days` days (never launched included): what
+    /// to clean up.
+    Unused {
+        /// 1 to 3650.
+        #[arg(long)]
+        days: u32,
+    },
 }
 
 #[derive(Args, Debug)]
@@ -443,6 +450,13 @@ pub(crate) enum CatalogOpCommand {
         tenant: String,
         #[arg(long)]
         hours: u32,
+    },
+    /// Record that a tenant launched an instance or a disk from an image (what the compute
+    /// service reports); sets the image's last_launched_at, at most once an hour.
+    RecordLaunch {
+        image_id: String,
+        #[arg(long)]
+        tenant: String,
     },
 }
 

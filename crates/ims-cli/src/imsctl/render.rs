@@ -16,7 +16,8 @@ pub(crate) fn render_query(query: Query, answer: &Value) -> String {
         | Query::Members
         | Query::ShareCounts
         | Query::Feed
-        | Query::Usage => items.iter().map(|item| item_line(name, item)).collect(),
+        | Query::Usage
+        | Query::UnusedImages => items.iter().map(|item| item_line(name, item)).collect(),
         Query::Usable => vec![format!(
             "{}: {}",
             if answer["allowed"] == true {
@@ -77,6 +78,14 @@ fn item_line(name: &str, i: &Value) -> String {
             i["hours"],
             i["charge_minor"],
             text(&i["currency"])
+        ),
+        "unused-images" => format!(
+            "{}  {:<8} {:<9} {}  last launched {}",
+            text(&i["id"]),
+            text(&i["status"]),
+            text(&i["disk"]),
+            text(&i["name"]),
+            i["last_launched_at"].as_str().unwrap_or("never")
         ),
         // visible-images and shared-with-me
         _ => format!(

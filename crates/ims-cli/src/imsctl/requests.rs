@@ -63,6 +63,10 @@ pub(crate) fn query_request(query: ImagesQuery) -> (Query, QueryParams) {
             Query::Feed
         }
         ImagesQuery::Usage => Query::Usage,
+        ImagesQuery::Unused { days } => {
+            params.days = Some(days);
+            Query::UnusedImages
+        }
     };
     (query, params)
 }
@@ -214,6 +218,9 @@ pub(crate) fn operator_request(command: CatalogOpCommand, id: Uuid) -> Outgoing 
             id,
             None,
         ),
+        CatalogOpCommand::RecordLaunch { image_id, tenant } => {
+            outgoing(&RecordLaunchRequest { image_id, tenant }, id, None)
+        }
     }
 }
 

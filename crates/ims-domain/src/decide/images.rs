@@ -327,3 +327,45 @@ pub(super) fn check_sha512(digest: &str) -> Result<(), DomainError> {
     }
     Ok(())
 }
+
+/// A tenant's launches of an image move its `last_launched_at` at most once per this long, so
+/// that an image started a thousand times an hour does not grow its stream a thousand events
+/// (AWS likewise keeps `lastLaunchedTime` to within a day).
+pub const LAUNCH_RECORDED_EVERY_MS: u64 = 60 * 60 * 1000;
+
+/// The compute service reports that `tenant` launched an instance or a disk from the image: the
+/// tenant must be able to use it for that, as `usable` would have said.
+pub(super) fn record_launch(
+    state: &State,
+    image_id: ImageId,
+    tenant: &crate::TenantId,
+    context: &Context,
+) -> Result<Vec<Event>, DomainError> {
+    registered(state, tenant, context)?;
+    let image = live_image(state, image_id, context)?;
+    let purpose = match image.disk {
+        DiskKind::Data => crate::Purpose::CreateEvs,
+        DiskKind::System | DiskKind::FullEcs => crate::Purpose::CreateEcs,
+    };
+    let usability = crate::usable(&context.region, tenant, image_id, Some(image), purpose);
+    if !usability.allowed {
+        return Err(DomainError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "tenant {tenant} cannot have launched from image {image_id}: {}",
+                usability.reason
+            ),
+        ));
+    }
+    if image
+        .last_launched_at
+        .is_some_and(|at| context.now_ms.saturating_sub(at) < LAUNCH_RECORDED_EVERY_MS)
+    {
+        return Ok(Vec::new());
+    }
+    Ok(vec![Event::ImageLaunched {
+        image_id,
+        tenant: tenant.clone(),
+        at_ms: context.now_ms,
+    }])
+}

@@ -159,6 +159,9 @@ fn decide_operator(
             hours,
         } => marketplace::record_usage(state, *image_id, tenant, *hours, context),
         OperatorCommand::ReceiveCopy(copy) => copy::receive_copy(state, copy, context),
+        OperatorCommand::RecordLaunch { image_id, tenant } => {
+            images::record_launch(state, *image_id, tenant, context)
+        }
         OperatorCommand::RecordCopyOutcome {
             image_id,
             copy_image_id,

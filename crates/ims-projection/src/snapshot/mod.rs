@@ -22,6 +22,12 @@ use crate::ProjectionError;
 /// How many whole snapshots of a model are kept, with the deltas on top of them; older files go.
 pub const WHOLE_KEPT: usize = 8;
 
+/// The name a model's snapshots go by: its name and key layout (`catalog.v4`), so that a new
+/// layout never reads the rows of an older one.
+pub fn model_name<F: crate::Fold>() -> String {
+    format!("{}.v{}", F::NAME, F::LAYOUT)
+}
+
 /// A snapshot file, as its name describes it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SnapshotFile {
@@ -168,7 +174,7 @@ pub fn open_chain(
 }
 
 /// Keeps the newest [`WHOLE_KEPT`] whole snapshots of `model` and the files after the oldest of
-/// them; removes the rest, and snapshots in the single-file format of earlier releases.
+/// them; removes the rest, and the snapshots of the model's other layouts and earlier formats.
 fn prune(dir: &Path, model: &str) -> Result<(), ProjectionError> {
     let files = list(dir, model)?;
     let wholes: Vec<u64> = files
@@ -183,13 +189,18 @@ fn prune(dir: &Path, model: &str) -> Result<(), ProjectionError> {
     for file in files.iter().filter(|file| file.position < keep_from) {
         std::fs::remove_file(&file.path).map_err(io(&file.path))?;
     }
-    let legacy = format!("{model}.");
+    let current = format!("{model}.");
+    let any_layout = format!(
+        "{}.",
+        model.split_once(".v").map_or(model, |(name, _)| name)
+    );
     for entry in std::fs::read_dir(dir)
         .map_err(io(dir))?
         .filter_map(Result::ok)
     {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with(&legacy) && name.ends_with(".snapshot") {
+        let snapshot = name.ends_with(".snap") || name.ends_with(".snapshot");
+        if snapshot && name.starts_with(&any_layout) && !name.starts_with(&current) {
             std::fs::remove_file(entry.path()).map_err(io(&entry.path()))?;
         }
     }

@@ -28,9 +28,9 @@ pub const TENANT_COMMANDS: [&str; 10] = [
     DelistFromMarketplaceRequest::NAME,
 ];
 
-/// Commands the operator sends on `ims.v1.<region>.op.<command>`. The last two are sent by the
-/// copy saga between regions.
-pub const OPERATOR_COMMANDS: [&str; 9] = [
+/// Commands the operator sends on `ims.v1.<region>.op.<command>` (`record-launch` by the compute
+/// service, acting as the operator). The last two are sent by the copy saga between regions.
+pub const OPERATOR_COMMANDS: [&str; 10] = [
     RegisterTenantRequest::NAME,
     SetQuotaRequest::NAME,
     PublishPublicImageRequest::NAME,
@@ -38,6 +38,7 @@ pub const OPERATOR_COMMANDS: [&str; 9] = [
     DeleteImageRequest::NAME,
     ReportBuildRequest::NAME,
     RecordUsageRequest::NAME,
+    RecordLaunchRequest::NAME,
     ReceiveCopyRequest::NAME,
     RecordCopyOutcomeRequest::NAME,
 ];
@@ -182,6 +183,7 @@ fn to_command(name: &str, value: serde_json::Value) -> Result<Command, WireError
         DeprecateImageRequest::NAME => parsed::<DeprecateImageRequest>(value),
         ReportBuildRequest::NAME => parsed::<ReportBuildRequest>(value),
         RecordUsageRequest::NAME => parsed::<RecordUsageRequest>(value),
+        RecordLaunchRequest::NAME => parsed::<RecordLaunchRequest>(value),
         ReceiveCopyRequest::NAME => parsed::<ReceiveCopyRequest>(value),
         RecordCopyOutcomeRequest::NAME => parsed::<RecordCopyOutcomeRequest>(value),
         _ => Err(unknown_command(name)),

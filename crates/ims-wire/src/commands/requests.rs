@@ -460,6 +460,28 @@ impl CommandBody for RecordUsageRequest {
     }
 }
 
+/// A launch reported by the compute service: `tenant` started an instance or a disk from the
+/// image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RecordLaunchRequest {
+    pub image_id: String,
+    pub tenant: String,
+}
+
+impl CommandBody for RecordLaunchRequest {
+    const NAME: &'static str = "record-launch";
+
+    type Kind = OperatorCommand;
+
+    fn into_command(self) -> Result<OperatorCommand, WireError> {
+        Ok(OperatorCommand::RecordLaunch {
+            image_id: image_id(&self.image_id)?,
+            tenant: tenant(&self.tenant)?,
+        })
+    }
+}
+
 /// The target side of a copy, as the copy saga sends it (also usable by hand for repairs).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
