@@ -135,7 +135,7 @@ mod tests {
             assert_eq!(Query::parse(query.as_str()).unwrap(), *query);
         }
         assert_eq!(Query::VisibleImages.as_str(), "visible-images");
-        assert_eq!(Query::ALL.len(), 8);
+        assert_eq!(Query::ALL.len(), 9);
         let unknown = Query::parse("all-images").unwrap_err();
         assert_eq!(unknown.code, WireErrorCode::UnknownCommand);
         assert!(unknown.message.contains("all-images") && unknown.message.contains("usable"));
