@@ -7,7 +7,7 @@
 
 use std::future::Future;
 
-use async_nats::service::ServiceExt;
+use async_nats::service::{endpoint::Endpoint, Service, ServiceExt};
 use bytes::Bytes;
 use futures::StreamExt;
 use ims_bus::{RoleError, SERVICE_VERSION};
@@ -35,20 +35,14 @@ pub async fn serve_audits(
     log: EventLog,
     stop: impl Future<Output = ()>,
 ) -> Result<(), RoleError> {
-    let service = client
-        .service_builder()
-        .description(format!(
-            "ims audit service of region {region}: who could use an image, from its stream"
-        ))
-        .start("ims-audit", SERVICE_VERSION)
-        .await
-        .map_err(|e| RoleError::nats("registering the ims-audit service", e))?;
-    let mut who_could_use = service
-        .endpoint_builder()
-        .name("who-could-use")
-        .add(subjects.audit(&region, "who-could-use"))
-        .await
-        .map_err(|e| RoleError::nats("adding the who-could-use endpoint", e))?;
+    let (service, mut who_could_use) = audit_endpoint(
+        &client,
+        &subjects,
+        &region,
+        "who-could-use",
+        "who could use an image, from its stream",
+    )
+    .await?;
     tokio::pin!(stop);
     loop {
         let request = tokio::select! {
@@ -67,6 +61,30 @@ pub async fn serve_audits(
         .map_err(|e| RoleError::nats("stopping the ims-audit service", e))
 }
 
+/// Registers an `ims-audit` service instance (NATS micro-service discovery) with one endpoint,
+/// `ims.v1.<region>.audit.<name>`, that answers `what`.
+async fn audit_endpoint(
+    client: &async_nats::Client,
+    subjects: &Subjects,
+    region: &RegionId,
+    name: &str,
+    what: &str,
+) -> Result<(Service, Endpoint), RoleError> {
+    let service = client
+        .service_builder()
+        .description(format!("ims audit service of region {region}: {what}"))
+        .start("ims-audit", SERVICE_VERSION)
+        .await
+        .map_err(|e| RoleError::nats("registering the ims-audit service", e))?;
+    let endpoint = service
+        .endpoint_builder()
+        .name(name)
+        .add(subjects.audit(region, name))
+        .await
+        .map_err(|e| RoleError::nats(format!("adding the {name} endpoint"), e))?;
+    Ok((service, endpoint))
+}
+
 /// How many as-of requests are answered at once: each may replay up to an interval of events.
 const AS_OF_AT_ONCE: usize = 2;
 
@@ -80,20 +98,14 @@ pub async fn serve_as_of(
     snapshots: PathBuf,
     stop: impl Future<Output = ()>,
 ) -> Result<(), RoleError> {
-    let service = client
-        .service_builder()
-        .description(format!(
-            "ims audit service of region {region}: a query's answer as of a past moment"
-        ))
-        .start("ims-audit", SERVICE_VERSION)
-        .await
-        .map_err(|e| RoleError::nats("registering the ims-audit service", e))?;
-    let mut as_of = service
-        .endpoint_builder()
-        .name("as-of")
-        .add(subjects.audit(&region, "as-of"))
-        .await
-        .map_err(|e| RoleError::nats("adding the as-of endpoint", e))?;
+    let (service, mut as_of) = audit_endpoint(
+        &client,
+        &subjects,
+        &region,
+        "as-of",
+        "a query's answer as of a past moment",
+    )
+    .await?;
     let source = Arc::new(LogSource::online(client.clone(), &subjects, &region));
     let (region, snapshots) = (Arc::new(region), Arc::new(snapshots));
     let at_once = Arc::new(tokio::sync::Semaphore::new(AS_OF_AT_ONCE));

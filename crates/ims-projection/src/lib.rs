@@ -136,8 +136,16 @@ impl<F: Fold> ReadModel<F> {
     pub fn spilling(fold: F, scratch: std::path::PathBuf, overlay_max: usize) -> Self {
         /// Files stacked before they are merged: each lookup reads through at most this many.
         const FILES_MAX: usize = 8;
+        Self::empty(
+            fold,
+            Store::Layered(layered::Layered::spilling(scratch, overlay_max, FILES_MAX)),
+        )
+    }
+
+    /// A model with nothing applied yet, in `store`.
+    fn empty(fold: F, store: Store) -> Self {
         Self {
-            store: Store::Layered(layered::Layered::spilling(scratch, overlay_max, FILES_MAX)),
+            store,
             checkpoint: 0,
             checkpoint_hash: Some([0; 32]),
             fold,
@@ -173,17 +181,13 @@ impl<F: Fold> ReadModel<F> {
     /// (about one key per event), rather than rehashed a score of times as it grows.
     pub fn in_memory_for(fold: F, events: u64) -> Self {
         let capacity = usize::try_from(events).unwrap_or(usize::MAX);
-        Self {
-            store: Store::Memory(HashMap::with_capacity_and_hasher(
+        Self::empty(
+            fold,
+            Store::Memory(HashMap::with_capacity_and_hasher(
                 capacity,
                 Default::default(),
             )),
-            checkpoint: 0,
-            checkpoint_hash: Some([0; 32]),
-            fold,
-            _db: None,
-            changed: None,
-        }
+        )
     }
 
     /// The last applied position.
