@@ -41,6 +41,25 @@ pub fn describe(event: &Event) -> String {
         Event::ImageLaunched {
             image_id, tenant, ..
         } => format!("tenant {tenant} launched from image {image_id}"),
+        Event::DeprecationSet {
+            image_id,
+            deprecation,
+            ..
+        } => {
+            let mut text = format!("image {image_id} {}", deprecation.state.as_str());
+            if let Some(replacement) = deprecation.replacement {
+                text.push_str(&format!(", replaced by {replacement}"));
+            }
+            for (what, at) in [
+                ("obsolete", deprecation.obsolete_at_ms),
+                ("deleted", deprecation.delete_at_ms),
+            ] {
+                if let Some(at) = at {
+                    text.push_str(&format!(", {what} at {}", ims_wire::time::rfc3339(at)));
+                }
+            }
+            text
+        }
         Event::FileVerified { image_id, file, .. } => format!(
             "file of image {image_id} verified: {}, sha512 {}",
             file.detected_format.as_str(),

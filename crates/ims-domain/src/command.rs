@@ -3,7 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::{DiskKind, Encryption, FileFacts, FileFormat, ImageId, Os, Price, RegionId, TenantId};
+use crate::{
+    DeprecationState, DiskKind, Encryption, FileFacts, FileFormat, ImageId, Os, Price, RegionId,
+    TenantId,
+};
 
 /// The source a tenant may create an image from (copies and published images come from other
 /// commands).
@@ -45,6 +48,16 @@ pub struct UpdateImage {
     pub tags: Option<BTreeMap<String, String>>,
     pub min_disk_gb: Option<u32>,
     pub protected: Option<bool>,
+}
+
+/// Sets an image's deprecation as a whole: what it omits is cleared.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeprecateImage {
+    pub image_id: ImageId,
+    pub state: DeprecationState,
+    pub replacement: Option<ImageId>,
+    pub obsolete_at_ms: Option<u64>,
+    pub delete_at_ms: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -91,7 +104,8 @@ pub enum CopyOutcome {
 }
 
 /// What a tenant may ask, about its own images and the shares offered to it; the actor is the
-/// tenant of the subject. The operator may send `DeleteImage` too, for a public image.
+/// tenant of the subject. The operator may send `DeleteImage` and `DeprecateImage` too, for a
+/// public image.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TenantCommand {
     CreateImage(Box<CreateImage>),
@@ -127,6 +141,7 @@ pub enum TenantCommand {
     DelistFromMarketplace {
         image_id: ImageId,
     },
+    DeprecateImage(Box<DeprecateImage>),
 }
 
 /// What only the operator may ask (and the service's own sagas, which act as the operator).
@@ -141,10 +156,6 @@ pub enum OperatorCommand {
         quota: u32,
     },
     PublishPublicImage(Box<PublishPublicImage>),
-    DeprecateImage {
-        image_id: ImageId,
-        deprecated: bool,
-    },
     ReportBuild {
         image_id: ImageId,
         outcome: BuildOutcome,
@@ -172,11 +183,38 @@ pub enum OperatorCommand {
     },
 }
 
-/// A command of either kind: the kind says who may send it.
+/// A timed transition of an image's deprecation (DESIGN.md section 13).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Transition {
+    Obsolete,
+    Delete,
+}
+
+impl Transition {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Transition::Obsolete => "obsolete",
+            Transition::Delete => "delete",
+        }
+    }
+}
+
+/// What the scheduler sends when a transition's time has come: it is carried out only if the
+/// image still has it scheduled at `due_ms`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ScheduledTransition {
+    pub image_id: ImageId,
+    pub transition: Transition,
+    pub due_ms: u64,
+}
+
+/// A command of any kind: the kind says who may send it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Command {
     Tenant(TenantCommand),
     Operator(OperatorCommand),
+    /// Only the region's scheduler sends these; no subject carries them.
+    Scheduled(ScheduledTransition),
 }
 
 impl From<TenantCommand> for Command {
@@ -205,6 +243,10 @@ impl Command {
         match self {
             Command::Tenant(command) => command.touches(),
             Command::Operator(command) => command.touches(),
+            Command::Scheduled(scheduled) => Touches {
+                images: vec![scheduled.image_id],
+                tenants: Vec::new(),
+            },
         }
     }
 
@@ -213,6 +255,10 @@ impl Command {
         match self {
             Command::Tenant(command) => command.name(),
             Command::Operator(command) => command.name(),
+            Command::Scheduled(scheduled) => match scheduled.transition {
+                Transition::Obsolete => "scheduled-obsolete",
+                Transition::Delete => "scheduled-delete",
+            },
         }
     }
 }
@@ -234,6 +280,10 @@ impl TenantCommand {
                 touches.images.push(*image_id);
                 touches.tenants.extend(tenants.iter().cloned());
             }
+            TenantCommand::DeprecateImage(deprecate) => {
+                touches.images.push(deprecate.image_id);
+                touches.images.extend(deprecate.replacement);
+            }
         }
         touches
     }
@@ -250,6 +300,7 @@ impl TenantCommand {
             TenantCommand::CopyImage { .. } => "copy-image",
             TenantCommand::ListOnMarketplace { .. } => "list-on-marketplace",
             TenantCommand::DelistFromMarketplace { .. } => "delist-from-marketplace",
+            TenantCommand::DeprecateImage(_) => "deprecate-image",
         }
     }
 }
@@ -259,8 +310,7 @@ impl OperatorCommand {
         let mut touches = Touches::default();
         match self {
             OperatorCommand::PublishPublicImage(_) => {}
-            OperatorCommand::DeprecateImage { image_id, .. }
-            | OperatorCommand::ReportBuild { image_id, .. }
+            OperatorCommand::ReportBuild { image_id, .. }
             | OperatorCommand::RecordCopyOutcome { image_id, .. } => touches.images.push(*image_id),
             OperatorCommand::RegisterTenant { tenant, .. }
             | OperatorCommand::SetQuota { tenant, .. } => touches.tenants.push(tenant.clone()),
@@ -284,7 +334,6 @@ impl OperatorCommand {
             OperatorCommand::RegisterTenant { .. } => "register-tenant",
             OperatorCommand::SetQuota { .. } => "set-quota",
             OperatorCommand::PublishPublicImage(_) => "publish-public-image",
-            OperatorCommand::DeprecateImage { .. } => "deprecate-image",
             OperatorCommand::ReportBuild { .. } => "report-build",
             OperatorCommand::RecordUsage { .. } => "record-usage",
             OperatorCommand::ReceiveCopy(_) => "receive-copy",

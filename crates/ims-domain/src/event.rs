@@ -8,8 +8,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    CopyStatus, DiskKind, Encryption, FileFacts, ImageClass, ImageId, ImageStatus, Listing, Os,
-    Owner, RegionId, Source, TenantId,
+    CopyStatus, Deprecation, DiskKind, Encryption, FileFacts, ImageClass, ImageId, ImageStatus,
+    Listing, Os, Owner, RegionId, Source, TenantId,
 };
 
 /// The schema version of every payload type below, as written by this release.
@@ -169,6 +169,12 @@ pub enum Event {
         tenant: TenantId,
         at_ms: u64,
     },
+    /// The image's deprecation as it now stands, set by its owner, the operator or the scheduler.
+    DeprecationSet {
+        image_id: ImageId,
+        deprecation: Deprecation,
+        at_ms: u64,
+    },
 }
 
 /// The stream an event belongs to: its entity.
@@ -210,7 +216,8 @@ impl Event {
             | Event::CopyFinished { image_id, .. }
             | Event::FileVerified { image_id, .. }
             | Event::BuildFailedBecause { image_id, .. }
-            | Event::ImageLaunched { image_id, .. } => StreamId::Image(*image_id),
+            | Event::ImageLaunched { image_id, .. }
+            | Event::DeprecationSet { image_id, .. } => StreamId::Image(*image_id),
         }
     }
 
@@ -238,6 +245,7 @@ impl Event {
             Event::FileVerified { .. } => "file_verified",
             Event::BuildFailedBecause { .. } => "build_failed_because",
             Event::ImageLaunched { .. } => "image_launched",
+            Event::DeprecationSet { .. } => "deprecation_set",
         }
     }
 

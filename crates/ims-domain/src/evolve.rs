@@ -5,8 +5,8 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    CopyRecord, CopyStatus, Event, Image, ImageClass, ImageStatus, MemberStatus, NewImage, Owner,
-    State, Tenant,
+    CopyRecord, CopyStatus, Deprecation, DeprecationState, Event, Image, ImageClass, ImageStatus,
+    MemberStatus, NewImage, Owner, State, Tenant,
 };
 
 /// Applies `event` to `state`. Each event adds one to the version of its stream's entity.
@@ -91,7 +91,7 @@ pub fn new_image(new: &NewImage) -> Image {
         tags: new.tags.clone(),
         description: new.description.clone(),
         protected: new.protected,
-        deprecated: false,
+        deprecation: Deprecation::default(),
         status: new.status,
         listing: None,
         members: BTreeMap::new(),
@@ -129,7 +129,8 @@ pub fn evolve_image(image: &mut Image, event: &Event) {
         | Event::BuildFailed { .. }
         | Event::FileVerified { .. }
         | Event::BuildFailedBecause { .. }
-        | Event::ImageDeprecated { .. } => evolve_content(image, event),
+        | Event::ImageDeprecated { .. }
+        | Event::DeprecationSet { .. } => evolve_content(image, event),
         Event::ImageShared { .. }
         | Event::ImageUnshared { .. }
         | Event::ShareAccepted { .. }
@@ -193,10 +194,24 @@ fn evolve_content(image: &mut Image, event: &Event) -> Option<u64> {
             image.failure_reason = Some(reason.clone());
             Some(*at_ms)
         }
+        // The operator's flag of the first release: a state without replacement or schedule.
         Event::ImageDeprecated {
             deprecated, at_ms, ..
         } => {
-            image.deprecated = *deprecated;
+            image.deprecation = Deprecation {
+                state: if *deprecated {
+                    DeprecationState::Deprecated
+                } else {
+                    DeprecationState::Active
+                },
+                ..Deprecation::default()
+            };
+            Some(*at_ms)
+        }
+        Event::DeprecationSet {
+            deprecation, at_ms, ..
+        } => {
+            image.deprecation = deprecation.clone();
             Some(*at_ms)
         }
         // Routed here by `evolve_image` only for the events above.

@@ -41,3 +41,6 @@ pub const USAGE_HOURS_MAX: u32 = 8_784;
 
 /// The encoded size every event envelope stays under (pinned by a test in ims-log).
 pub const EVENT_ENVELOPE_BYTES_MAX: usize = 16 * 1024;
+
+/// How far ahead a deprecation transition may be scheduled: ten years.
+pub const SCHEDULE_AHEAD_MS_MAX: u64 = 10 * 366 * 24 * 3600 * 1000;

@@ -199,6 +199,39 @@ pub enum CopyStatus {
     Failed { reason: String },
 }
 
+/// Where an image stands on its way out (GCP's deprecation states).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeprecationState {
+    #[default]
+    Active,
+    /// Hidden from lists, still usable; `usable` warns and names the replacement.
+    Deprecated,
+    /// Refused by `usable`, which names the replacement.
+    Obsolete,
+}
+
+impl DeprecationState {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            DeprecationState::Active => "active",
+            DeprecationState::Deprecated => "deprecated",
+            DeprecationState::Obsolete => "obsolete",
+        }
+    }
+}
+
+/// An image's deprecation: its state, the image that replaces it, and the transitions the
+/// scheduler carries out at their time.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Deprecation {
+    pub state: DeprecationState,
+    pub replacement: Option<ImageId>,
+    /// When it becomes obsolete; cleared once it is.
+    pub obsolete_at_ms: Option<u64>,
+    /// When it is deleted.
+    pub delete_at_ms: Option<u64>,
+}
+
 /// One image and everything the rules look at.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Image {
@@ -217,7 +250,7 @@ pub struct Image {
     pub tags: BTreeMap<String, String>,
     pub description: String,
     pub protected: bool,
-    pub deprecated: bool,
+    pub deprecation: Deprecation,
     pub status: ImageStatus,
     pub listing: Option<Listing>,
     pub members: BTreeMap<TenantId, MemberStatus>,
@@ -249,6 +282,11 @@ pub struct FileFacts {
 impl Image {
     pub fn is_owned_by(&self, tenant: &TenantId) -> bool {
         self.owner.tenant() == Some(tenant)
+    }
+
+    /// Deprecated or obsolete: hidden from lists unless asked for.
+    pub fn is_deprecated(&self) -> bool {
+        self.deprecation.state != DeprecationState::Active
     }
 }
 

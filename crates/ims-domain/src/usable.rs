@@ -2,8 +2,8 @@
 //! function that explains every refusal.
 
 use crate::{
-    DiskKind, Image, ImageClass, ImageId, ImageStatus, MemberStatus, Price, RegionId, Source,
-    TenantId,
+    DeprecationState, DiskKind, Image, ImageClass, ImageId, ImageStatus, MemberStatus, Price,
+    RegionId, Source, TenantId,
 };
 
 /// What a tenant wants to do with an image.
@@ -54,6 +54,8 @@ pub struct Usability {
     pub access: Option<Access>,
     pub reason: String,
     pub price: Option<Price>,
+    /// Allowed, but deprecated: what to use instead.
+    pub warning: Option<String>,
 }
 
 impl Usability {
@@ -63,6 +65,7 @@ impl Usability {
             access: None,
             reason,
             price: None,
+            warning: None,
         }
     }
 }
@@ -110,6 +113,9 @@ pub fn usable(
     let Some(access) = access(image, tenant) else {
         return Usability::refused(why_not_visible(image, tenant, image_id));
     };
+    if image.deprecation.state == DeprecationState::Obsolete {
+        return Usability::refused(format!("image {image_id} is obsolete{}", instead(image)));
+    }
     if image.status != ImageStatus::Active {
         return Usability::refused(why_not_active(image, image_id));
     }
@@ -178,6 +184,14 @@ fn why_not_for(image: &Image, image_id: ImageId, purpose: Purpose) -> String {
     }
 }
 
+/// What to use instead of a deprecated or obsolete image, as the end of a sentence.
+fn instead(image: &Image) -> String {
+    match image.deprecation.replacement {
+        Some(replacement) => format!("; use its replacement {replacement} instead"),
+        None => "; its owner named no replacement".to_owned(),
+    }
+}
+
 fn allowed(image: &Image, access: Access) -> Usability {
     let price = image.listing.as_ref().map(|listing| listing.price.clone());
     let reason = match &price {
@@ -191,10 +205,13 @@ fn allowed(image: &Image, access: Access) -> Usability {
         ),
         Some(Price::Free) | None => format!("usable through {}", access.as_str()),
     };
+    let warning = (image.deprecation.state == DeprecationState::Deprecated)
+        .then(|| format!("image {} is deprecated{}", image.id, instead(image)));
     Usability {
         allowed: true,
         access: Some(access),
         reason,
         price,
+        warning,
     }
 }

@@ -527,18 +527,12 @@ fn a_published_public_image_is_active_at_once_and_visible_to_every_tenant() {
 fn the_operator_deprecates_and_deletes_public_images_but_not_private_ones() {
     let scenario = owner_with_active_image().given([publish()]);
     let (_, state) = scenario
-        .when(op(OperatorCommand::DeprecateImage {
-            image_id: image_id(2),
-            deprecated: true,
-        }))
+        .when(op(deprecate(image_id(2), DeprecationState::Deprecated)))
         .then_ok();
-    assert!(state.images[&image_id(2)].deprecated);
+    assert!(state.images[&image_id(2)].is_deprecated());
     owner_with_active_image()
-        .when(op(OperatorCommand::DeprecateImage {
-            image_id: image_id(IMAGE),
-            deprecated: true,
-        }))
-        .then_refused(ErrorCode::InvalidState, "not public");
+        .when(op(deprecate(image_id(IMAGE), DeprecationState::Deprecated)))
+        .then_refused(ErrorCode::Forbidden, "operator does not own");
     let (_, state) = owner_with_active_image()
         .given([publish()])
         .when(op(TenantCommand::DeleteImage {
@@ -552,10 +546,7 @@ fn the_operator_deprecates_and_deletes_public_images_but_not_private_ones() {
 fn a_deprecated_public_image_is_still_usable() {
     let scenario = owner_with_active_image().given([
         publish(),
-        op(OperatorCommand::DeprecateImage {
-            image_id: image_id(2),
-            deprecated: true,
-        }),
+        op(deprecate(image_id(2), DeprecationState::Deprecated)),
     ]);
     let answer = usable(
         &region(),

@@ -13,8 +13,8 @@
 //! - `F` + position: feed items for every tenant (deprecated public images).
 
 use ims_domain::{
-    evolve_image, new_image, CopyStatus, Event, Image, ImageClass, ImageId, ImageStatus,
-    MemberStatus, TenantId,
+    evolve_image, new_image, CopyStatus, DeprecationState, Event, Image, ImageClass, ImageId,
+    ImageStatus, MemberStatus, TenantId,
 };
 use ims_log::Envelope;
 use serde::{Deserialize, Serialize};
@@ -195,7 +195,7 @@ impl Fold for Catalog {
     /// 2: owned images are `v` entries marked [`OWNED`] (1 had a separate `o` index).
     /// 3: image records carry the imported file's facts and a failure reason.
     /// 4: image records carry the time of the last launch.
-    const LAYOUT: u32 = 4;
+    const LAYOUT: u32 = 5;
 
     fn wants(&self, event_type: &str) -> bool {
         // Tenant events are not about images.
@@ -323,6 +323,29 @@ fn feed_items(
             deprecated: true, ..
         } => {
             vec![notice(None, "image_deprecated", format!("public image {id} ({name}) is deprecated; it stays usable but is hidden from lists"))]
+        }
+        Event::DeprecationSet { deprecation, .. } => {
+            let (kind, what) = match deprecation.state {
+                DeprecationState::Active => return Vec::new(),
+                DeprecationState::Deprecated => (
+                    "image_deprecated",
+                    "is deprecated; it stays usable but is hidden from lists",
+                ),
+                DeprecationState::Obsolete => {
+                    ("image_obsolete", "is obsolete and can no longer be used")
+                }
+            };
+            let instead = deprecation
+                .replacement
+                .map_or(String::new(), |r| format!("; use its replacement {r}"));
+            let message = format!("image {id} ({name}) of {} {what}{instead}", owner());
+            match after.class {
+                ImageClass::Private => {
+                    let members: Vec<TenantId> = after.members.keys().cloned().collect();
+                    to_each(&members, kind, &message)
+                }
+                ImageClass::Public | ImageClass::Marketplace => vec![notice(None, kind, message)],
+            }
         }
         Event::CopyFinished {
             status: CopyStatus::Failed { reason },

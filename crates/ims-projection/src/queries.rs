@@ -384,9 +384,7 @@ fn visible_images(
             continue;
         };
         let view_type = image_type(&image, Some(tenant));
-        let keep = (image.class != ims_domain::ImageClass::Public
-            || !image.deprecated
-            || params.include_deprecated == Some(true))
+        let keep = (!image.is_deprecated() || params.include_deprecated == Some(true))
             && params.image_type.as_deref().is_none_or(|t| t == view_type)
             && params
                 .status

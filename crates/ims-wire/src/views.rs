@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use ims_domain::{
-    access, Access, CopyStatus, Image, ImageClass, MemberStatus, Owner, Source, TenantId, Usability,
+    access, Access, CopyStatus, Deprecation, Image, ImageClass, MemberStatus, Owner, Source,
+    TenantId, Usability,
 };
 use serde::{Deserialize, Serialize};
 
@@ -66,7 +67,11 @@ pub struct ImageView {
     pub tags: BTreeMap<String, String>,
     pub description: String,
     pub protected: bool,
+    /// Deprecated or obsolete (see `deprecation`).
     pub deprecated: bool,
+    /// The deprecation state, replacement and scheduled transitions, unless active with none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deprecation: Option<DeprecationView>,
     pub status: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listing: Option<ListingView>,
@@ -79,6 +84,19 @@ pub struct ImageView {
     pub created_at: String,
     pub updated_at: String,
     pub version: u64,
+}
+
+/// An image's deprecation (DESIGN.md section 13); times in RFC 3339.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeprecationView {
+    /// `active`, `deprecated` or `obsolete`.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replacement: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub obsolete_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_at: Option<String>,
 }
 
 /// The view type of `image` for `viewer`.
@@ -158,7 +176,13 @@ impl ImageView {
             tags: image.tags.clone(),
             description: image.description.clone(),
             protected: image.protected,
-            deprecated: image.deprecated,
+            deprecated: image.is_deprecated(),
+            deprecation: (image.deprecation != Deprecation::default()).then(|| DeprecationView {
+                state: image.deprecation.state.as_str().to_owned(),
+                replacement: image.deprecation.replacement.map(|id| id.to_string()),
+                obsolete_at: image.deprecation.obsolete_at_ms.map(crate::time::rfc3339),
+                delete_at: image.deprecation.delete_at_ms.map(crate::time::rfc3339),
+            }),
             status: image.status.as_str().to_owned(),
             listing: image.listing.as_ref().map(|l| ListingView {
                 publisher: l.publisher.clone(),
@@ -234,6 +258,9 @@ pub struct UsableView {
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub price: Option<PriceDto>,
+    /// Allowed but deprecated: what to use instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
 }
 
 impl UsableView {
@@ -245,6 +272,7 @@ impl UsableView {
             access: answer.access.map(|a| a.as_str().to_owned()),
             reason: answer.reason.clone(),
             price: answer.price.as_ref().map(PriceDto::from_domain),
+            warning: answer.warning.clone(),
         }
     }
 }

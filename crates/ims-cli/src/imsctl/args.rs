@@ -3,6 +3,8 @@
 use clap::{Args, Parser, Subcommand};
 use ims_wire::commands::{OsDto, PriceDto};
 
+use super::values::DeprecationStateArg;
+
 pub(crate) use super::values::*;
 
 /// Talk to the ims Image Management Service.
@@ -339,6 +341,35 @@ pub(crate) enum ImageCommand {
     },
     /// Take an image off the Marketplace.
     Delist(ImageRef),
+    /// Deprecate an image (hidden from lists, usable with a warning), make it obsolete
+    /// (refused), or schedule both, naming its replacement; `--state active` takes it back.
+    ///
+    /// Example: `imsctl --tenant acme image deprecate IMAGE --replacement NEWER
+    /// --obsolete-at 2027-03-01T00:00:00Z --delete-at 2027-06-01T00:00:00Z`
+    Deprecate {
+        #[command(flatten)]
+        image: ImageRef,
+        #[command(flatten)]
+        deprecation: DeprecateArgs,
+    },
+}
+
+/// An image's deprecation, set as a whole: what is left out is cleared.
+#[derive(Args, Debug)]
+pub(crate) struct DeprecateArgs {
+    /// deprecated: hidden from lists, still usable with a warning; obsolete: refused; active:
+    /// neither.
+    #[arg(long, value_enum, default_value = "deprecated")]
+    pub(crate) state: DeprecationStateArg,
+    /// The image to use instead; every tenant who can see this one must see it.
+    #[arg(long)]
+    pub(crate) replacement: Option<String>,
+    /// When the service makes it obsolete, RFC 3339 such as 2027-03-01T00:00:00Z.
+    #[arg(long)]
+    pub(crate) obsolete_at: Option<String>,
+    /// When the service deletes it, RFC 3339.
+    #[arg(long)]
+    pub(crate) delete_at: Option<String>,
 }
 
 #[derive(Args, Debug)]
@@ -425,11 +456,11 @@ pub(crate) enum CatalogOpCommand {
         #[arg(long, default_value = "")]
         description: String,
     },
-    /// Hide a public image from lists (it stays usable); --undo shows it again.
+    /// Deprecate a public image, make it obsolete, or schedule either (as `image deprecate`).
     DeprecateImage {
         image_id: String,
-        #[arg(long)]
-        undo: bool,
+        #[command(flatten)]
+        deprecation: DeprecateArgs,
     },
     /// Delete a public image.
     DeleteImage { image_id: String },

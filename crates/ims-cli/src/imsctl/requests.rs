@@ -99,6 +99,9 @@ pub(crate) fn tenant_request(command: ImageCommand, id: Uuid) -> Outgoing {
             min_disk_gb,
             protected,
         }),
+        ImageCommand::Deprecate { image, deprecation } => {
+            about_image(image, id, |image_id| deprecation.request(image_id))
+        }
         ImageCommand::Delete(image) => {
             about_image(image, id, |image_id| DeleteImageRequest { image_id })
         }
@@ -175,14 +178,10 @@ pub(crate) fn operator_request(command: CatalogOpCommand, id: Uuid) -> Outgoing 
             };
             outgoing(&body, id, None)
         }
-        CatalogOpCommand::DeprecateImage { image_id, undo } => outgoing(
-            &DeprecateImageRequest {
-                image_id,
-                deprecated: !undo,
-            },
-            id,
-            None,
-        ),
+        CatalogOpCommand::DeprecateImage {
+            image_id,
+            deprecation,
+        } => outgoing(&deprecation.request(image_id), id, None),
         CatalogOpCommand::DeleteImage { image_id } => {
             outgoing(&DeleteImageRequest { image_id }, id, None)
         }

@@ -1,7 +1,11 @@
 //! The values imsctl's options take: parsers of the free-form ones (tags, operating systems,
 //! prices, command ids) and the fixed choices as clap `ValueEnum`s.
 
-use ims_wire::commands::{BuildOutcomeDto, DiskDto, OsDto, PriceDto};
+use ims_wire::commands::{
+    BuildOutcomeDto, DeprecateImageRequest, DeprecationStateDto, DiskDto, OsDto, PriceDto,
+};
+
+use super::args::DeprecateArgs;
 
 pub(crate) fn parse_tag(value: &str) -> Result<(String, String), String> {
     value
@@ -71,6 +75,31 @@ impl From<Disk> for DiskDto {
             Disk::System => DiskDto::System,
             Disk::Data => DiskDto::Data,
             Disk::FullEcs => DiskDto::FullEcs,
+        }
+    }
+}
+
+/// Where an image stands on its way out.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub(crate) enum DeprecationStateArg {
+    Active,
+    Deprecated,
+    Obsolete,
+}
+
+impl DeprecateArgs {
+    pub(crate) fn request(self, image_id: String) -> DeprecateImageRequest {
+        DeprecateImageRequest {
+            image_id,
+            state: Some(match self.state {
+                DeprecationStateArg::Active => DeprecationStateDto::Active,
+                DeprecationStateArg::Deprecated => DeprecationStateDto::Deprecated,
+                DeprecationStateArg::Obsolete => DeprecationStateDto::Obsolete,
+            }),
+            deprecated: None,
+            replacement: self.replacement,
+            obsolete_at: self.obsolete_at,
+            delete_at: self.delete_at,
         }
     }
 }

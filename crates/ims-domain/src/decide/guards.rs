@@ -47,6 +47,8 @@ pub(super) fn owned_image<'s>(
     let may_change = match (&context.actor, &image.owner) {
         (Actor::Tenant(tenant), _) => image.is_owned_by(tenant),
         (Actor::Operator, owner) => *owner == Owner::Platform,
+        // It sends only its own transitions, which check the image's schedule instead.
+        (Actor::Scheduler, _) => false,
     };
     if !may_change {
         return Err(DomainError::new(
@@ -136,7 +138,7 @@ pub(super) fn sending_tenant<'c>(
 ) -> Result<&'c TenantId, DomainError> {
     match &context.actor {
         Actor::Tenant(tenant) => Ok(tenant),
-        Actor::Operator => Err(DomainError::new(
+        Actor::Operator | Actor::Scheduler => Err(DomainError::new(
             ErrorCode::Forbidden,
             format!("{command} is a tenant command; send it on a tenant's subject"),
         )),

@@ -1,4 +1,4 @@
-//! Images: create, update, delete, builds, public images and their deprecation.
+//! Images: create, update, delete, builds and public images.
 
 use crate::limits::*;
 use crate::{
@@ -198,27 +198,6 @@ pub(super) fn publish_public_image(
         status: ImageStatus::Active,
         at_ms: context.now_ms,
     }))])
-}
-
-/// `deprecate-image`: the operator marks a public image deprecated (or not).
-pub(super) fn deprecate_image(
-    state: &State,
-    image_id: ImageId,
-    deprecated: bool,
-    context: &Context,
-) -> Result<Vec<Event>, DomainError> {
-    let image = live_image(state, image_id, context)?;
-    if image.class != ImageClass::Public {
-        return Err(DomainError::new(
-            ErrorCode::InvalidState,
-            format!("image {image_id} is not public; only public images are deprecated"),
-        ));
-    }
-    Ok(vec![Event::ImageDeprecated {
-        image_id,
-        deprecated,
-        at_ms: context.now_ms,
-    }])
 }
 
 /// What a build report says besides its outcome.

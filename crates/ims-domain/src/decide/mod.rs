@@ -5,6 +5,7 @@
 mod copy;
 mod guards;
 mod images;
+mod lifecycle;
 mod marketplace;
 mod sharing;
 mod tenants;
@@ -23,12 +24,15 @@ use crate::{
 pub enum Actor {
     Operator,
     Tenant(TenantId),
+    /// The region's scheduler, carrying out timed transitions (DESIGN.md section 13).
+    Scheduler,
 }
 
 impl std::fmt::Display for Actor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Actor::Operator => f.write_str("operator"),
+            Actor::Scheduler => f.write_str("scheduler"),
             Actor::Tenant(tenant) => write!(f, "tenant {tenant}"),
         }
     }
@@ -56,10 +60,25 @@ pub fn decide(
 ) -> Result<Vec<Event>, DomainError> {
     match (command, &context.actor) {
         (Command::Tenant(command), Actor::Tenant(_)) => decide_tenant(state, command, context),
-        // The one tenant command the operator sends too: it deletes public images.
+        // The tenant commands the operator sends too, for public images.
         (Command::Tenant(TenantCommand::DeleteImage { image_id }), Actor::Operator) => {
             images::delete_image(state, *image_id, context)
         }
+        (Command::Tenant(TenantCommand::DeprecateImage(deprecate)), Actor::Operator) => {
+            lifecycle::deprecate_image(state, deprecate, context)
+        }
+        (Command::Scheduled(scheduled), Actor::Scheduler) => {
+            lifecycle::carry_out(state, scheduled, context)
+        }
+        (Command::Scheduled(_), _) | (_, Actor::Scheduler) => Err(DomainError::new(
+            ErrorCode::Forbidden,
+            format!(
+                "{} by {}: only the region's scheduler carries out scheduled transitions, and \
+                 it sends nothing else",
+                command.name(),
+                context.actor
+            ),
+        )),
         (Command::Operator(command), Actor::Operator) => decide_operator(state, command, context),
         (Command::Operator(_), Actor::Tenant(tenant)) => Err(DomainError::new(
             ErrorCode::Forbidden,
@@ -113,6 +132,9 @@ fn decide_tenant(
         TenantCommand::DelistFromMarketplace { image_id } => {
             marketplace::delist_from_marketplace(state, *image_id, context)
         }
+        TenantCommand::DeprecateImage(deprecate) => {
+            lifecycle::deprecate_image(state, deprecate, context)
+        }
     }
 }
 
@@ -132,10 +154,6 @@ fn decide_operator(
         OperatorCommand::PublishPublicImage(publish) => {
             images::publish_public_image(publish, context)
         }
-        OperatorCommand::DeprecateImage {
-            image_id,
-            deprecated,
-        } => images::deprecate_image(state, *image_id, *deprecated, context),
         OperatorCommand::ReportBuild {
             image_id,
             outcome,

@@ -85,6 +85,17 @@ pub fn op(command: impl Into<Command>) -> (Actor, Command) {
     (Actor::Operator, command.into())
 }
 
+/// `deprecate-image` setting only a state (no replacement, nothing scheduled).
+pub fn deprecate(image: ImageId, state: DeprecationState) -> TenantCommand {
+    TenantCommand::DeprecateImage(Box::new(DeprecateImage {
+        image_id: image,
+        state,
+        replacement: None,
+        obsolete_at_ms: None,
+        delete_at_ms: None,
+    }))
+}
+
 /// A region's state built from commands, with a clock and an id counter standing in for the
 /// world outside the domain.
 #[derive(Debug)]

@@ -15,7 +15,7 @@ pub use values::*;
 use crate::{WireError, WireErrorCode};
 
 /// Commands a tenant sends on `ims.v1.<region>.cmd.<tenant>.<command>`.
-pub const TENANT_COMMANDS: [&str; 10] = [
+pub const TENANT_COMMANDS: [&str; 11] = [
     CreateImageRequest::NAME,
     UpdateImageRequest::NAME,
     DeleteImageRequest::NAME,
@@ -26,6 +26,7 @@ pub const TENANT_COMMANDS: [&str; 10] = [
     CopyImageRequest::NAME,
     ListOnMarketplaceRequest::NAME,
     DelistFromMarketplaceRequest::NAME,
+    DeprecateImageRequest::NAME,
 ];
 
 /// Commands the operator sends on `ims.v1.<region>.op.<command>` (`record-launch` by the compute
