@@ -21,6 +21,7 @@ use ims_identity::Directory;
 use ims_import::{run_import_worker, ImportSources, ImportWorker};
 use ims_projector::{projections_path, run_projector, serve_queries, RegionModels, SnapshotPolicy};
 use ims_saga::{run_copy_saga, CopySaga};
+use ims_scheduler::{run_scheduler, Scheduler};
 use ims_store::{ImageStore, StoreLocation};
 use ims_writer::{publish_events, serve_commands, spawn_writer, PUBLISH_QUEUE_MAX};
 
@@ -202,7 +203,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
 }
 
 /// Opens `region`'s log and starts its writer, command endpoints, event publisher, import
-/// worker and copy saga. Returns the log, which the HTTP role reads.
+/// worker, copy saga and scheduler. Returns the log, which the HTTP role reads.
 fn start_region_commands(
     config: &Config,
     region: &RegionId,
@@ -263,6 +264,15 @@ fn start_region_commands(
         log.clone(),
         stop,
     ));
+    let scheduler = Scheduler::open(
+        region.clone(),
+        log.clone(),
+        writer.clone(),
+        &config.data_dir.join(region.as_str()).join("scheduler"),
+    )
+    .with_context(|| format!("opening the scheduler of region {region}"))?;
+    let stop = started.stopped();
+    started.spawn(run_scheduler(scheduler, stop));
     let publisher = tokio::spawn(publish_events(
         client.clone(),
         config.subjects.events(region),
