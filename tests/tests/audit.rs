@@ -149,9 +149,12 @@ async fn as_of_answers_what_the_live_queries_answered_at_each_moment() {
         &region,
     ));
     assert!(
-        ims_projection::snapshot::list(&snapshots, "catalog.v4")
-            .unwrap()
-            .len()
+        ims_projection::snapshot::list(
+            &snapshots,
+            &ims_projection::snapshot::model_name::<ims_projection::Catalog>(),
+        )
+        .unwrap()
+        .len()
             > 3,
         "the service wrote snapshots every 3 events"
     );
@@ -545,7 +548,9 @@ async fn a_changed_row_of_a_read_model_is_named_by_verify_offline_and_online() {
     assert_eq!(code, 0, "online verify of intact models: {out}");
     service.stop().await;
     let region = RegionId::parse(REGION).unwrap();
-    let model = ims_projector::projections_path(service.data_dir(), &region).join("catalog.v4");
+    let model = ims_projector::projections_path(service.data_dir(), &region).join(
+        ims_projection::snapshot::model_name::<ims_projection::Catalog>(),
+    );
     let key = {
         let db = ims_log::open_sled(sled::Config::new().path(&model)).unwrap();
         let tree = db.open_tree("model").unwrap();

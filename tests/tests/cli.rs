@@ -349,3 +349,62 @@ async fn imsctl_records_a_launch_and_lists_the_images_nobody_launched() {
     assert_eq!(code, 1, "a refused query exits 1: {out}");
     assert!(out.contains("1 to 3650"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imsctl_deprecates_an_image_and_usable_prints_the_warning() {
+    let service = Service::start().await;
+    service.client.register(&["t1"]).await;
+    let tenant = service.client.issue("tenant", Some("t1")).await;
+    let old = service
+        .client
+        .active_image("t1", ims_tests::serde_json::json!({}))
+        .await;
+    let new = service
+        .client
+        .active_image("t1", ims_tests::serde_json::json!({}))
+        .await;
+    let url = service.nats.url();
+    let as_t1 = |rest: &[&str]| -> Vec<String> {
+        [
+            "--nats-url",
+            url.as_str(),
+            "--region",
+            REGION,
+            "--token",
+            tenant.as_str(),
+            "--tenant",
+            "t1",
+        ]
+        .iter()
+        .chain(rest)
+        .map(|arg| arg.to_string())
+        .collect()
+    };
+    let (code, out, _) = imsctl(&as_t1(&[
+        "image",
+        "deprecate",
+        &old,
+        "--obsolete-at",
+        "2001-01-01T00:00:00Z",
+    ]));
+    assert_eq!(code, 1, "a refused command exits 1: {out}");
+    assert!(out.contains("obsolete_at 2001-01-01"), "{out}");
+    let (code, out, err) = imsctl(&as_t1(&["image", "deprecate", &old, "--replacement", &new]));
+    assert_eq!(code, 0, "{out}{err}");
+    // The query may run before the projector applied the deprecation: ask until it has.
+    let started = std::time::Instant::now();
+    loop {
+        let (code, out, err) = imsctl(&as_t1(&["images", "usable", &old]));
+        assert_eq!(code, 0, "{out}{err}");
+        if out.contains("warning:") {
+            assert!(out.starts_with("allowed:"), "{out}");
+            assert!(out.contains(&format!("use its replacement {new}")), "{out}");
+            break;
+        }
+        assert!(started.elapsed().as_secs() < 10, "no warning: {out}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (code, out, _) = imsctl(&as_t1(&["images", "list", "--include-deprecated"]));
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("(deprecated)"), "{out}");
+}

@@ -174,7 +174,11 @@ async fn a_projector_started_after_10000_events_catches_up_and_resumes_after_kil
     // `--snapshot-every 1000`: the catch-ups crossed 1,000 events, so snapshots were written
     // (one a minute at most), whole ones only, however the kills fell.
     let snapshots = ims_projector::snapshots_path(&projections);
-    for model in ["catalog.v4", "usage.v1"] {
+    let models = [
+        ims_projection::snapshot::model_name::<Catalog>(),
+        ims_projection::snapshot::model_name::<UsageLedger>(),
+    ];
+    for model in &models {
         let written = ims_projection::snapshot::list(&snapshots, model).unwrap();
         assert!(
             !written.is_empty(),

@@ -191,7 +191,6 @@ impl Replayed {
         Ok(answer(&models, tenant, query, params)?.to_value())
     }
 
-    /// The tenants that could use `image` at the replayed moment, and through what.
     /// The tenants that could use `image` at the replayed moment, and through what; `None`
     /// unless replayed with the state.
     pub fn who_could_use(&self, image: ImageId) -> Option<Value> {
@@ -287,7 +286,9 @@ fn who_could_use_answer<'t>(
                 .map(|through| json!({"tenant": tenant.as_str(), "through": through.as_str()}))
         })
         .collect();
-    json!({"image_id": image.to_string(), "position": position, "exists": true, "status": found.status.as_str(), "tenants": tenants})
+    // An obsolete image is still reached by its tenants, but `usable` refuses it: the auditor
+    // sees the deprecation state with the list.
+    json!({"image_id": image.to_string(), "position": position, "exists": true, "status": found.status.as_str(), "deprecation": found.deprecation.state.as_str(), "tenants": tenants})
 }
 
 /// The last position recorded at or before `at_ms` (0 if none), by bisection.

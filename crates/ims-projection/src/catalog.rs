@@ -13,8 +13,8 @@
 //! - `F` + position: feed items for every tenant (deprecated public images).
 
 use ims_domain::{
-    evolve_image, new_image, CopyStatus, DeprecationState, Event, Image, ImageClass, ImageId,
-    ImageStatus, MemberStatus, TenantId,
+    evolve_image, new_image, CopyStatus, Deprecation, DeprecationState, Event, Image, ImageClass,
+    ImageId, ImageStatus, MemberStatus, TenantId,
 };
 use ims_log::Envelope;
 use serde::{Deserialize, Serialize};
@@ -264,6 +264,47 @@ impl Fold for Catalog {
     }
 }
 
+/// What a deprecation tells the image's members (or everyone, for a public or Marketplace
+/// image): that it is deprecated or obsolete, and its replacement.
+fn deprecation_items(
+    after: &Image,
+    deprecation: &Deprecation,
+    owner: &str,
+    position: u64,
+) -> Vec<Notice> {
+    let (kind, what) = match deprecation.state {
+        DeprecationState::Active => return Vec::new(),
+        DeprecationState::Deprecated => (
+            "image_deprecated",
+            "is deprecated; it stays usable but is hidden from lists",
+        ),
+        DeprecationState::Obsolete => ("image_obsolete", "is obsolete and can no longer be used"),
+    };
+    let instead = deprecation
+        .replacement
+        .map_or(String::new(), |r| format!("; use its replacement {r}"));
+    let notice = |tenant: Option<TenantId>| Notice {
+        tenant,
+        kind,
+        image_id: after.id,
+        message: format!(
+            "image {} ({}) of {owner} {what}{instead}",
+            after.id, after.name
+        ),
+        position,
+    };
+    match after.class {
+        ImageClass::Private => after
+            .members
+            .keys()
+            .cloned()
+            .map(Some)
+            .map(notice)
+            .collect(),
+        ImageClass::Public | ImageClass::Marketplace => vec![notice(None)],
+    }
+}
+
 /// The notifications an event sends, to one tenant each (or to all, `tenant: None`).
 fn feed_items(
     members_before: Option<&[TenantId]>,
@@ -319,33 +360,9 @@ fn feed_items(
             ),
             _ => Vec::new(),
         },
-        Event::ImageDeprecated {
-            deprecated: true, ..
-        } => {
-            vec![notice(None, "image_deprecated", format!("public image {id} ({name}) is deprecated; it stays usable but is hidden from lists"))]
-        }
-        Event::DeprecationSet { deprecation, .. } => {
-            let (kind, what) = match deprecation.state {
-                DeprecationState::Active => return Vec::new(),
-                DeprecationState::Deprecated => (
-                    "image_deprecated",
-                    "is deprecated; it stays usable but is hidden from lists",
-                ),
-                DeprecationState::Obsolete => {
-                    ("image_obsolete", "is obsolete and can no longer be used")
-                }
-            };
-            let instead = deprecation
-                .replacement
-                .map_or(String::new(), |r| format!("; use its replacement {r}"));
-            let message = format!("image {id} ({name}) of {} {what}{instead}", owner());
-            match after.class {
-                ImageClass::Private => {
-                    let members: Vec<TenantId> = after.members.keys().cloned().collect();
-                    to_each(&members, kind, &message)
-                }
-                ImageClass::Public | ImageClass::Marketplace => vec![notice(None, kind, message)],
-            }
+        // The first release's flag and the deprecation since: the image's state after either.
+        Event::ImageDeprecated { .. } | Event::DeprecationSet { .. } => {
+            deprecation_items(after, &after.deprecation, &owner(), position)
         }
         Event::CopyFinished {
             status: CopyStatus::Failed { reason },

@@ -19,6 +19,9 @@ fn tenant(i: usize) -> TenantId {
     TenantId::parse(TENANTS[i % TENANTS.len()]).unwrap()
 }
 
+/// The clock of the random logs at position 0.
+const CLOCK_MS: u64 = 1_700_000_000_000;
+
 fn image(n: u8) -> ImageId {
     let mut bytes = [0u8; 16];
     bytes[15] = n;
@@ -49,7 +52,7 @@ fn run_commands(commands: &[(u8, usize, u8, usize)]) -> Vec<Envelope> {
     for (kind, actor, target, other) in commands {
         let me = Actor::Tenant(tenant(*actor));
         let id = image(1 + target % 6);
-        let command = match kind % 13 {
+        let command = match kind % 15 {
             0 | 1 => cmd(
                 me,
                 TenantCommand::CreateImage(Box::new(CreateImage {
@@ -147,6 +150,34 @@ fn run_commands(commands: &[(u8, usize, u8, usize)]) -> Vec<Envelope> {
                     tenant: tenant(if target % 2 == 0 { *actor } else { *other }),
                 },
             ),
+            // Deprecations, some with transitions scheduled; kind 13 carries them out (its due
+            // time is the image's, and the clock jumps to it: see below).
+            12 => cmd(
+                me,
+                TenantCommand::DeprecateImage(Box::new(DeprecateImage {
+                    image_id: id,
+                    state: [
+                        DeprecationState::Active,
+                        DeprecationState::Deprecated,
+                        DeprecationState::Obsolete,
+                    ][*other % 3],
+                    replacement: (*other % 3 != 0).then(|| image(1 + (target / 7) % 6)),
+                    obsolete_at_ms: (*other % 3 != 2).then_some(CLOCK_MS + 1_000),
+                    delete_at_ms: (target % 2 == 0).then_some(CLOCK_MS + 2_000),
+                })),
+            ),
+            13 => cmd(
+                Actor::Scheduler,
+                Command::Scheduled(ScheduledTransition {
+                    image_id: id,
+                    transition: if other % 2 == 0 {
+                        Transition::Obsolete
+                    } else {
+                        Transition::Delete
+                    },
+                    due_ms: 0,
+                }),
+            ),
             _ => cmd(
                 Actor::Operator,
                 OperatorCommand::PublishPublicImage(Box::new(PublishPublicImage {
@@ -167,11 +198,28 @@ fn run_commands(commands: &[(u8, usize, u8, usize)]) -> Vec<Envelope> {
         };
         all.push(command);
     }
-    for (actor, command) in all {
+    let mut clock = CLOCK_MS;
+    for (actor, mut command) in all {
+        clock += 1;
+        // The scheduler sends what the image has scheduled, when it is due: the clock jumps.
+        if let Command::Scheduled(scheduled) = &mut command {
+            let deprecation = state
+                .images
+                .get(&scheduled.image_id)
+                .map(|image| &image.deprecation);
+            let due = match scheduled.transition {
+                Transition::Obsolete => deprecation.and_then(|d| d.obsolete_at_ms),
+                Transition::Delete => deprecation.and_then(|d| d.delete_at_ms),
+            };
+            if let Some(due) = due {
+                scheduled.due_ms = due;
+                clock = clock.max(due);
+            }
+        }
         let context = Context {
             actor: actor.clone(),
             region: region.clone(),
-            now_ms: 1_700_000_000_000 + envelopes.len() as u64,
+            now_ms: clock,
             new_image_id: image(next_image),
             expected_version: None,
             policy: &policy,

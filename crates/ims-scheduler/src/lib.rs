@@ -107,6 +107,9 @@ fn image_key(image_id: &ImageId) -> Vec<u8> {
     [&b"i"[..], image_id.as_bytes()].concat()
 }
 
+/// An image's scheduled transitions: (due ms, transition).
+type Schedule = Vec<(u64, Transition)>;
+
 /// An image's schedule as stored under its `i` key: 9 bytes per transition.
 fn encode_schedule(schedule: &[(u64, Transition)]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(schedule.len() * 9);
@@ -117,7 +120,7 @@ fn encode_schedule(schedule: &[(u64, Transition)]) -> Vec<u8> {
     bytes
 }
 
-fn decode_schedule(bytes: &[u8]) -> Vec<(u64, Transition)> {
+fn decode_schedule(bytes: &[u8]) -> Schedule {
     bytes
         .chunks_exact(9)
         .filter_map(|chunk| {
@@ -133,7 +136,7 @@ fn decode_schedule(bytes: &[u8]) -> Vec<(u64, Transition)> {
 }
 
 /// What a deprecation leaves scheduled.
-fn schedule_of(deprecation: &Deprecation) -> Vec<(u64, Transition)> {
+fn schedule_of(deprecation: &Deprecation) -> Schedule {
     let obsolete = deprecation
         .obsolete_at_ms
         .map(|at| (at, Transition::Obsolete));
@@ -143,9 +146,7 @@ fn schedule_of(deprecation: &Deprecation) -> Vec<(u64, Transition)> {
 
 /// The image an event changes the schedule of, and its schedule after it; `None` for events
 /// that change no schedule.
-fn schedule_change(
-    envelope: &Envelope,
-) -> Result<Option<(ImageId, Vec<(u64, Transition)>)>, LogError> {
+fn schedule_change(envelope: &Envelope) -> Result<Option<(ImageId, Schedule)>, LogError> {
     if !matches!(
         envelope.body.event_type.as_str(),
         "deprecation_set" | "image_deleted" | "image_deprecated"
@@ -246,7 +247,7 @@ impl Scheduler {
     /// Records the schedules `envelopes` set, and the position after them, in one write.
     fn record(&self, envelopes: &[Envelope]) -> Result<(), SchedulerError> {
         let mut batch = sled::Batch::default();
-        let mut changed: HashMap<ImageId, Vec<(u64, Transition)>> = HashMap::new();
+        let mut changed: HashMap<ImageId, Schedule> = HashMap::new();
         for envelope in envelopes {
             let Some((image_id, schedule)) = schedule_change(envelope)? else {
                 continue;
@@ -357,5 +358,53 @@ pub async fn run_scheduler(
             _ = &mut stop => return Ok(()),
             _ = tokio::time::sleep(TICK) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_keys_sort_by_time_and_read_back() {
+        let early = ImageId::from_bytes([9; 16]);
+        let late = ImageId::from_bytes([1; 16]);
+        let first = due_key(1_000, &early, Transition::Delete);
+        let second = due_key(1_001, &late, Transition::Obsolete);
+        assert!(
+            first < second,
+            "a later time sorts later whatever the image"
+        );
+        assert_eq!(
+            from_due_key(&first),
+            Some(ScheduledTransition {
+                image_id: early,
+                transition: Transition::Delete,
+                due_ms: 1_000
+            })
+        );
+        assert_eq!(from_due_key(b"d1234"), None);
+    }
+
+    #[test]
+    fn a_schedule_reads_back_what_was_stored() {
+        let schedule = vec![(5, Transition::Obsolete), (u64::MAX, Transition::Delete)];
+        assert_eq!(decode_schedule(&encode_schedule(&schedule)), schedule);
+    }
+
+    #[test]
+    fn transition_commands_derive_the_same_id_for_the_same_transition_only() {
+        let transition = ScheduledTransition {
+            image_id: ImageId::from_bytes([7; 16]),
+            transition: Transition::Obsolete,
+            due_ms: 42,
+        };
+        let again = transition_command(transition);
+        assert_eq!(transition_command(transition), again);
+        let later = transition_command(ScheduledTransition {
+            due_ms: 43,
+            ..transition
+        });
+        assert_ne!(later.meta.command_id, again.meta.command_id);
     }
 }

@@ -167,7 +167,7 @@ pub(crate) enum ImagesQuery {
         /// Part of the name, any case.
         #[arg(long)]
         name: Option<String>,
-        /// Show deprecated public images too.
+        /// Show deprecated and obsolete images too.
         #[arg(long)]
         include_deprecated: bool,
         #[arg(long, default_value_t = 25)]

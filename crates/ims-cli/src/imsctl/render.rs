@@ -18,15 +18,18 @@ pub(crate) fn render_query(query: Query, answer: &Value) -> String {
         | Query::Feed
         | Query::Usage
         | Query::UnusedImages => items.iter().map(|item| item_line(name, item)).collect(),
-        Query::Usable => vec![format!(
-            "{}: {}",
-            if answer["allowed"] == true {
+        Query::Usable => {
+            let verdict = if answer["allowed"] == true {
                 "allowed"
             } else {
                 "refused"
-            },
-            text(&answer["reason"])
-        )],
+            };
+            let mut lines = vec![format!("{verdict}: {}", text(&answer["reason"]))];
+            if let Some(warning) = answer["warning"].as_str() {
+                lines.push(format!("warning: {warning}"));
+            }
+            lines
+        }
         Query::Image => vec![serde_json::to_string_pretty(answer).unwrap_or_default()],
     };
     if query == Query::Usage {
@@ -89,7 +92,7 @@ fn item_line(name: &str, i: &Value) -> String {
         ),
         // visible-images and shared-with-me
         _ => format!(
-            "{}  {:<11} {:<8} {:<9} {}{}",
+            "{}  {:<11} {:<8} {:<9} {}{}{}",
             text(&i["id"]),
             text(&i["type"]),
             text(&i["status"]),
@@ -98,6 +101,11 @@ fn item_line(name: &str, i: &Value) -> String {
             i["member_status"]
                 .as_str()
                 .map(|s| format!("  [{s}]"))
+                .unwrap_or_default(),
+            i["deprecation"]["state"]
+                .as_str()
+                .filter(|state| *state != "active")
+                .map(|state| format!("  ({state})"))
                 .unwrap_or_default()
         ),
     }

@@ -1,6 +1,7 @@
 //! JSON commands (DESIGN.md section 4): their typed bodies ([`requests`]), the values inside
 //! them ([`values`]), and parsing a payload into a domain command and its meta fields.
 
+mod lifecycle;
 mod requests;
 mod values;
 
@@ -9,6 +10,7 @@ use uuid::Uuid;
 
 use ims_domain::{Command, ImageId, RegionId, TenantId};
 
+pub use lifecycle::*;
 pub use requests::*;
 pub use values::*;
 
