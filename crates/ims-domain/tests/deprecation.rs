@@ -179,19 +179,6 @@ fn only_the_owner_deprecates_a_private_image_and_only_the_operator_a_public_one(
         .then_refused(ErrorCode::Forbidden, "tenant t1");
 }
 
-fn publish_public(name: &str) -> OperatorCommand {
-    OperatorCommand::PublishPublicImage(Box::new(PublishPublicImage {
-        name: name.into(),
-        disk: DiskKind::System,
-        os: os(),
-        min_disk_gb: 10,
-        size_bytes: 1,
-        checksum_sha256: "b".repeat(64),
-        tags: Default::default(),
-        description: String::new(),
-    }))
-}
-
 #[test]
 fn a_public_image_is_replaced_by_a_public_image_not_a_private_one() {
     // Images 3 and 4 are public.
@@ -320,17 +307,7 @@ fn scheduled_times_lie_ahead_within_ten_years_the_deletion_not_first() {
 fn a_protected_image_is_not_scheduled_for_deletion() {
     let now = Scenario::new().now_ms;
     shared_image_and_a_newer_one()
-        .given([by(
-            "t1",
-            TenantCommand::UpdateImage(Box::new(UpdateImage {
-                image_id: image_id(IMAGE),
-                name: None,
-                description: None,
-                tags: None,
-                min_disk_gb: None,
-                protected: Some(true),
-            })),
-        )])
+        .given([by("t1", protect(image_id(IMAGE)))])
         .when(by(
             "t1",
             deprecation(
@@ -427,17 +404,7 @@ fn a_transition_not_yet_due_or_no_longer_scheduled_is_refused() {
 #[test]
 fn a_scheduled_deletion_of_an_image_protected_since_is_refused() {
     let (scenario, _, delete) = scheduled_image();
-    let mut scenario = scenario.given([by(
-        "t1",
-        TenantCommand::UpdateImage(Box::new(UpdateImage {
-            image_id: image_id(IMAGE),
-            name: None,
-            description: None,
-            tags: None,
-            min_disk_gb: None,
-            protected: Some(true),
-        })),
-    )]);
+    let mut scenario = scenario.given([by("t1", protect(image_id(IMAGE)))]);
     scenario.now_ms = delete;
     scenario
         .when(scheduled(Transition::Delete, delete))

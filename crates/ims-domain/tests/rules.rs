@@ -496,18 +496,7 @@ fn registering_a_tenant_twice_is_refused() {
 // Rule 7: public images.
 
 fn publish() -> (Actor, Command) {
-    op(OperatorCommand::PublishPublicImage(Box::new(
-        PublishPublicImage {
-            name: "ubuntu-22.04".into(),
-            disk: DiskKind::System,
-            os: os(),
-            min_disk_gb: 10,
-            size_bytes: 1,
-            checksum_sha256: "b".repeat(64),
-            tags: Default::default(),
-            description: String::new(),
-        },
-    )))
+    op(publish_public("ubuntu-22.04"))
 }
 
 #[test]

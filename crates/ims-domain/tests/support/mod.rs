@@ -85,6 +85,32 @@ pub fn op(command: impl Into<Command>) -> (Actor, Command) {
     (Actor::Operator, command.into())
 }
 
+/// The operator publishes a public system image named `name`.
+pub fn publish_public(name: &str) -> OperatorCommand {
+    OperatorCommand::PublishPublicImage(Box::new(PublishPublicImage {
+        name: name.into(),
+        disk: DiskKind::System,
+        os: os(),
+        min_disk_gb: 10,
+        size_bytes: 1,
+        checksum_sha256: "b".repeat(64),
+        tags: Default::default(),
+        description: String::new(),
+    }))
+}
+
+/// `update-image` that protects `image` from deletion.
+pub fn protect(image: ImageId) -> TenantCommand {
+    TenantCommand::UpdateImage(Box::new(UpdateImage {
+        image_id: image,
+        name: None,
+        description: None,
+        tags: None,
+        min_disk_gb: None,
+        protected: Some(true),
+    }))
+}
+
 /// `deprecate-image` setting only a state (no replacement, nothing scheduled).
 pub fn deprecate(image: ImageId, state: DeprecationState) -> TenantCommand {
     TenantCommand::DeprecateImage(Box::new(DeprecateImage {
