@@ -41,6 +41,20 @@ pub fn describe(event: &Event) -> String {
         Event::ImageLaunched {
             image_id, tenant, ..
         } => format!("tenant {tenant} launched from image {image_id}"),
+        Event::ImageRecycled {
+            image_id,
+            purge_at_ms,
+            ..
+        } => format!(
+            "image {image_id} moved to the recycle bin, purged at {}",
+            ims_wire::time::rfc3339(*purge_at_ms)
+        ),
+        Event::ImageRestored { image_id, .. } => {
+            format!("image {image_id} restored from the recycle bin")
+        }
+        Event::RetentionSet { tenant, days } => {
+            format!("tenant {tenant}'s recycle bin keeps deleted images {days} days")
+        }
         Event::DeprecationSet {
             image_id,
             deprecation,

@@ -142,6 +142,10 @@ pub enum TenantCommand {
         image_id: ImageId,
     },
     DeprecateImage(Box<DeprecateImage>),
+    /// Takes an image out of the recycle bin, with its members as they were.
+    RestoreImage {
+        image_id: ImageId,
+    },
 }
 
 /// What only the operator may ask (and the service's own sagas, which act as the operator).
@@ -154,6 +158,11 @@ pub enum OperatorCommand {
     SetQuota {
         tenant: TenantId,
         quota: u32,
+    },
+    /// How many days the tenant's deleted images stay in its recycle bin.
+    SetRetention {
+        tenant: TenantId,
+        days: u32,
     },
     PublishPublicImage(Box<PublishPublicImage>),
     ReportBuild {
@@ -188,6 +197,8 @@ pub enum OperatorCommand {
 pub enum Transition {
     Obsolete,
     Delete,
+    /// The end of an image's time in the recycle bin.
+    Purge,
 }
 
 impl Transition {
@@ -195,6 +206,7 @@ impl Transition {
         match self {
             Transition::Obsolete => "obsolete",
             Transition::Delete => "delete",
+            Transition::Purge => "purge",
         }
     }
 }
@@ -258,6 +270,7 @@ impl Command {
             Command::Scheduled(scheduled) => match scheduled.transition {
                 Transition::Obsolete => "scheduled-obsolete",
                 Transition::Delete => "scheduled-delete",
+                Transition::Purge => "scheduled-purge",
             },
         }
     }
@@ -280,6 +293,7 @@ impl TenantCommand {
                 touches.images.push(*image_id);
                 touches.tenants.extend(tenants.iter().cloned());
             }
+            TenantCommand::RestoreImage { image_id } => touches.images.push(*image_id),
             TenantCommand::DeprecateImage(deprecate) => {
                 touches.images.push(deprecate.image_id);
                 touches.images.extend(deprecate.replacement);
@@ -301,6 +315,7 @@ impl TenantCommand {
             TenantCommand::ListOnMarketplace { .. } => "list-on-marketplace",
             TenantCommand::DelistFromMarketplace { .. } => "delist-from-marketplace",
             TenantCommand::DeprecateImage(_) => "deprecate-image",
+            TenantCommand::RestoreImage { .. } => "restore-image",
         }
     }
 }
@@ -313,7 +328,8 @@ impl OperatorCommand {
             OperatorCommand::ReportBuild { image_id, .. }
             | OperatorCommand::RecordCopyOutcome { image_id, .. } => touches.images.push(*image_id),
             OperatorCommand::RegisterTenant { tenant, .. }
-            | OperatorCommand::SetQuota { tenant, .. } => touches.tenants.push(tenant.clone()),
+            | OperatorCommand::SetQuota { tenant, .. }
+            | OperatorCommand::SetRetention { tenant, .. } => touches.tenants.push(tenant.clone()),
             OperatorCommand::RecordUsage {
                 image_id, tenant, ..
             }
@@ -333,6 +349,7 @@ impl OperatorCommand {
         match self {
             OperatorCommand::RegisterTenant { .. } => "register-tenant",
             OperatorCommand::SetQuota { .. } => "set-quota",
+            OperatorCommand::SetRetention { .. } => "set-retention",
             OperatorCommand::PublishPublicImage(_) => "publish-public-image",
             OperatorCommand::ReportBuild { .. } => "report-build",
             OperatorCommand::RecordUsage { .. } => "record-usage",

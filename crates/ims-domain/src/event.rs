@@ -175,6 +175,21 @@ pub enum Event {
         deprecation: Deprecation,
         at_ms: u64,
     },
+    /// Its owner deleted it: into the recycle bin until `purge_at_ms`.
+    ImageRecycled {
+        image_id: ImageId,
+        purge_at_ms: u64,
+        at_ms: u64,
+    },
+    /// Out of the recycle bin, with its status and members as they were.
+    ImageRestored {
+        image_id: ImageId,
+        at_ms: u64,
+    },
+    RetentionSet {
+        tenant: TenantId,
+        days: u32,
+    },
 }
 
 /// The stream an event belongs to: its entity.
@@ -198,7 +213,8 @@ impl Event {
         match self {
             Event::TenantRegistered { tenant, .. }
             | Event::QuotaSet { tenant, .. }
-            | Event::UsageRecorded { tenant, .. } => StreamId::Tenant(tenant.clone()),
+            | Event::UsageRecorded { tenant, .. }
+            | Event::RetentionSet { tenant, .. } => StreamId::Tenant(tenant.clone()),
             Event::ImageCreated(new) => StreamId::Image(new.id),
             Event::ImageUpdated(update) => StreamId::Image(update.image_id),
             Event::BuildStarted { image_id, .. }
@@ -217,7 +233,9 @@ impl Event {
             | Event::FileVerified { image_id, .. }
             | Event::BuildFailedBecause { image_id, .. }
             | Event::ImageLaunched { image_id, .. }
-            | Event::DeprecationSet { image_id, .. } => StreamId::Image(*image_id),
+            | Event::DeprecationSet { image_id, .. }
+            | Event::ImageRecycled { image_id, .. }
+            | Event::ImageRestored { image_id, .. } => StreamId::Image(*image_id),
         }
     }
 
@@ -246,6 +264,9 @@ impl Event {
             Event::BuildFailedBecause { .. } => "build_failed_because",
             Event::ImageLaunched { .. } => "image_launched",
             Event::DeprecationSet { .. } => "deprecation_set",
+            Event::ImageRecycled { .. } => "image_recycled",
+            Event::ImageRestored { .. } => "image_restored",
+            Event::RetentionSet { .. } => "retention_set",
         }
     }
 

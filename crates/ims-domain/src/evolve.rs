@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use crate::{
     CopyRecord, CopyStatus, Deprecation, DeprecationState, Event, Image, ImageClass, ImageStatus,
-    MemberStatus, NewImage, Owner, State, Tenant,
+    MemberStatus, NewImage, Owner, Recycled, State, Tenant,
 };
 
 /// Applies `event` to `state`. Each event adds one to the version of its stream's entity.
@@ -21,12 +21,19 @@ pub fn evolve(state: &mut State, event: &Event) {
                     owned_private_images: 0,
                     charges_minor: BTreeMap::new(),
                     version: 1,
+                    retention_days: None,
                 },
             );
         }
         Event::QuotaSet { tenant, quota } => {
             if let Some(tenant) = state.tenants.get_mut(tenant) {
                 tenant.quota = *quota;
+                tenant.version += 1;
+            }
+        }
+        Event::RetentionSet { tenant, days } => {
+            if let Some(tenant) = state.tenants.get_mut(tenant) {
+                tenant.retention_days = Some(*days);
                 tenant.version += 1;
             }
         }
@@ -102,6 +109,7 @@ pub fn new_image(new: &NewImage) -> Image {
         file: None,
         failure_reason: None,
         last_launched_at: None,
+        recycled: None,
     }
 }
 
@@ -130,7 +138,9 @@ pub fn evolve_image(image: &mut Image, event: &Event) {
         | Event::FileVerified { .. }
         | Event::BuildFailedBecause { .. }
         | Event::ImageDeprecated { .. }
-        | Event::DeprecationSet { .. } => evolve_content(image, event),
+        | Event::DeprecationSet { .. }
+        | Event::ImageRecycled { .. }
+        | Event::ImageRestored { .. } => evolve_content(image, event),
         Event::ImageShared { .. }
         | Event::ImageUnshared { .. }
         | Event::ShareAccepted { .. }
@@ -148,6 +158,7 @@ pub fn evolve_image(image: &mut Image, event: &Event) {
         Event::TenantRegistered { .. }
         | Event::QuotaSet { .. }
         | Event::UsageRecorded { .. }
+        | Event::RetentionSet { .. }
         | Event::ImageCreated(_) => None,
     };
     if let Some(at_ms) = at_ms {
@@ -212,6 +223,22 @@ fn evolve_content(image: &mut Image, event: &Event) -> Option<u64> {
             deprecation, at_ms, ..
         } => {
             image.deprecation = deprecation.clone();
+            Some(*at_ms)
+        }
+        Event::ImageRecycled {
+            purge_at_ms, at_ms, ..
+        } => {
+            image.recycled = Some(Recycled {
+                purge_at_ms: *purge_at_ms,
+                restores_to: image.status,
+            });
+            image.status = ImageStatus::Recycled;
+            Some(*at_ms)
+        }
+        Event::ImageRestored { at_ms, .. } => {
+            if let Some(recycled) = image.recycled.take() {
+                image.status = recycled.restores_to;
+            }
             Some(*at_ms)
         }
         // Routed here by `evolve_image` only for the events above.
@@ -295,6 +322,7 @@ fn delete(image: &mut Image) {
         image.class = ImageClass::Private;
     }
     image.status = ImageStatus::Deleted;
+    image.recycled = None;
 }
 
 fn apply_update(image: &mut Image, update: &crate::event::ImageUpdated) {

@@ -17,6 +17,7 @@ mod ids;
 pub mod limits;
 mod model;
 mod policy;
+mod time;
 mod usable;
 
 pub use command::*;

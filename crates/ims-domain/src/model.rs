@@ -127,6 +127,8 @@ pub enum ImageStatus {
     Active,
     Killed,
     Deleted,
+    /// In its owner's recycle bin until purged or restored (see [`Image::recycled`]).
+    Recycled,
 }
 
 impl ImageStatus {
@@ -137,6 +139,7 @@ impl ImageStatus {
             ImageStatus::Active => "active",
             ImageStatus::Killed => "killed",
             ImageStatus::Deleted => "deleted",
+            ImageStatus::Recycled => "recycled",
         }
     }
 }
@@ -266,6 +269,15 @@ pub struct Image {
     /// When a tenant last launched an instance or a disk from it (to the hour: see
     /// `record-launch`), as the compute service reported.
     pub last_launched_at: Option<u64>,
+    /// While in the recycle bin: when it is purged, and the status a restore gives back.
+    pub recycled: Option<Recycled>,
+}
+
+/// An image in its owner's recycle bin (AWS's Recycle Bin).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Recycled {
+    pub purge_at_ms: u64,
+    pub restores_to: ImageStatus,
 }
 
 /// What the import worker found in an image file besides its size and SHA-256.
@@ -288,6 +300,27 @@ impl Image {
     pub fn is_deprecated(&self) -> bool {
         self.deprecation.state != DeprecationState::Active
     }
+
+    /// The timed transitions the image has scheduled, as (due ms, transition): its purge while
+    /// in the recycle bin, else its deprecation's. The scheduler carries out exactly these.
+    pub fn scheduled(&self) -> Vec<(u64, crate::Transition)> {
+        use crate::Transition;
+        match (self.status, &self.recycled) {
+            (ImageStatus::Deleted, _) => Vec::new(),
+            (_, Some(recycled)) => vec![(recycled.purge_at_ms, Transition::Purge)],
+            (_, None) => {
+                let obsolete = self
+                    .deprecation
+                    .obsolete_at_ms
+                    .map(|at| (at, Transition::Obsolete));
+                let delete = self
+                    .deprecation
+                    .delete_at_ms
+                    .map(|at| (at, Transition::Delete));
+                obsolete.into_iter().chain(delete).collect()
+            }
+        }
+    }
 }
 
 /// A tenant registered in one region.
@@ -300,6 +333,8 @@ pub struct Tenant {
     /// Sum of its Marketplace usage charges per currency, in minor units.
     pub charges_minor: BTreeMap<String, u64>,
     pub version: u64,
+    /// Days a deleted image stays in its recycle bin (none: the policy's default).
+    pub retention_days: Option<u32>,
 }
 
 /// The state of one region, or the part of it that a command needs: `decide` only reads the

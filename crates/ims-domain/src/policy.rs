@@ -15,6 +15,10 @@ pub struct SharingPolicy {
     pub min_disk_gb_max: u32,
     /// The highest quota an operator may set; guards against typos like an extra zero digit.
     pub quota_max: u32,
+    /// Days a deleted image stays in the recycle bin unless the operator sets the tenant's own.
+    pub retention_days_default: u32,
+    /// The length of a retention day: a day, which tests shorten to seconds.
+    pub retention_day_ms: u64,
 }
 
 impl Default for SharingPolicy {
@@ -29,6 +33,8 @@ impl Default for SharingPolicy {
             description_chars_max: 1024,
             min_disk_gb_max: 1024,
             quota_max: 1_000_000,
+            retention_days_default: 7,
+            retention_day_ms: 86_400_000,
         }
     }
 }

@@ -78,6 +78,10 @@ pub fn access(image: &Image, tenant: &TenantId) -> Option<Access> {
     if image.is_owned_by(tenant) {
         return Some(Access::Owner);
     }
+    // In the recycle bin, its members and Marketplace viewers lose it until it is restored.
+    if image.status == ImageStatus::Recycled {
+        return None;
+    }
     match image.class {
         ImageClass::Public => Some(Access::Public),
         ImageClass::Marketplace => Some(Access::Marketplace),
@@ -97,7 +101,11 @@ pub fn usable(
     image: Option<&Image>,
     purpose: Purpose,
 ) -> Usability {
-    let Some(image) = image.filter(|image| image.status != ImageStatus::Deleted) else {
+    // An image in the recycle bin is deleted for everyone but its owner.
+    let Some(image) = image.filter(|image| {
+        image.status != ImageStatus::Deleted
+            && (image.status != ImageStatus::Recycled || image.is_owned_by(tenant))
+    }) else {
         return Usability::refused(format!(
             "image {image_id} does not exist in region {region}: an image of another region must \
              be copied to {region} first (copy-image), and one of another tenant must be shared \
@@ -162,6 +170,13 @@ fn why_not_active(image: &Image, image_id: ImageId) -> String {
             "image {image_id} is still being copied from region {region} (status {}); wait \
              until it is active",
             image.status.as_str()
+        ),
+        (_, ImageStatus::Recycled) => format!(
+            "image {image_id} is in the recycle bin{}; restore it first (restore-image)",
+            image.recycled.map_or(String::new(), |recycled| format!(
+                " until {}",
+                crate::time::utc(recycled.purge_at_ms)
+            ))
         ),
         _ => format!(
             "image {image_id} is {}; only an active image can be used",

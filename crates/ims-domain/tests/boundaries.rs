@@ -391,23 +391,20 @@ fn usage_counts_as_a_change_of_the_tenant() {
 }
 
 #[test]
-fn deleting_a_listed_image_takes_it_off_the_marketplace_for_good() {
-    let (_, state) = owner_with_active_image()
-        .given([by(
+fn deleting_a_listed_image_hides_it_while_recycled_and_delists_it_once_purged() {
+    let scenario = owner_with_active_image().given([
+        by(
             "t1",
             TenantCommand::ListOnMarketplace {
                 image_id: image_id(IMAGE),
                 publisher: "Acme".into(),
                 price: Price::Free,
             },
-        )])
-        .when(by(
-            "t1",
-            TenantCommand::DeleteImage {
-                image_id: image_id(IMAGE),
-            },
-        ))
-        .then_ok();
+        ),
+        purge(image_id(IMAGE)),
+    ]);
+    assert_eq!(access(scenario.image(image_id(IMAGE)), &tenant("t3")), None);
+    let (_, state) = scenario.when(purge(image_id(IMAGE))).then_ok();
     let image = &state.images[&image_id(IMAGE)];
     assert_eq!(image.class, ImageClass::Private);
     assert_eq!(image.listing, None);

@@ -369,13 +369,13 @@ fn at_obsolete_at_the_scheduler_makes_the_image_obsolete_keeping_replacement_and
 }
 
 #[test]
-fn at_delete_at_the_scheduler_deletes_the_image() {
+fn at_delete_at_the_scheduler_moves_a_tenants_image_to_its_recycle_bin() {
     let (mut scenario, _, delete) = scheduled_image();
     scenario.now_ms = delete;
     let (_, state) = scenario
         .when(scheduled(Transition::Delete, delete))
         .then_ok();
-    assert_eq!(state.images[&image_id(IMAGE)].status, ImageStatus::Deleted);
+    assert_eq!(state.images[&image_id(IMAGE)].status, ImageStatus::Recycled);
 }
 
 #[test]

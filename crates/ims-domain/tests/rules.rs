@@ -385,12 +385,19 @@ fn the_owner_stops_sharing_with_some_tenants_or_all() {
 }
 
 #[test]
-fn deleting_a_shared_image_ends_every_share_and_frees_quota() {
+fn purging_a_shared_image_from_the_recycle_bin_ends_every_share_and_frees_quota() {
     let scenario = owner_with_active_image().given([
         by("t1", share(&["t2"])),
         by(
             "t2",
             TenantCommand::AcceptShare {
+                image_id: image_id(IMAGE),
+            },
+        ),
+        // The first delete recycles; the second, in the bin, purges.
+        by(
+            "t1",
+            TenantCommand::DeleteImage {
                 image_id: image_id(IMAGE),
             },
         ),
@@ -417,12 +424,7 @@ fn deleting_a_shared_image_ends_every_share_and_frees_quota() {
 #[test]
 fn a_deleted_image_cannot_be_changed_any_more() {
     owner_with_active_image()
-        .given([by(
-            "t1",
-            TenantCommand::DeleteImage {
-                image_id: image_id(IMAGE),
-            },
-        )])
+        .given([purge(image_id(IMAGE)), purge(image_id(IMAGE))])
         .when(by("t1", share(&["t2"])))
         .then_refused(ErrorCode::NotFound, "deleted");
 }
@@ -1426,12 +1428,7 @@ fn a_launch_of_an_unknown_deleted_or_unbuilt_image_or_by_an_unknown_tenant_is_re
         }))
         .then_refused(ErrorCode::NotFound, "does not exist");
     owner_with_active_image()
-        .given([by(
-            "t1",
-            TenantCommand::DeleteImage {
-                image_id: image_id(IMAGE),
-            },
-        )])
+        .given([purge(image_id(IMAGE)), purge(image_id(IMAGE))])
         .when(op(OperatorCommand::RecordLaunch {
             image_id: image_id(IMAGE),
             tenant: tenant("t1"),

@@ -302,6 +302,10 @@ pub fn router(state: HttpState) -> Router {
             get(tenant_route!(Query::UnusedImages)),
         )
         .route(
+            "/v1/{region}/tenants/{tenant}/recycle-bin",
+            get(tenant_route!(Query::RecycleBin)),
+        )
+        .route(
             "/v1/{region}/tenants/{tenant}/images/{id}",
             get(image_route!(Query::Image)),
         )

@@ -23,7 +23,7 @@ pub use log::{
     decode_record, encode_record, open_sled, AppendTimings, Appended, Broken, ChainCheck, EventLog,
     Head, LogBatch, NewCommand, NewEvent, StoredCommand, OPEN_LOCK_WAIT_MAX, TAIL_CHECK_EVENTS,
 };
-pub use upcast::{decode_event, encode_event};
+pub use upcast::{decode_event, decode_tenant_snapshot, encode_event};
 
 /// Fault injection for tests (feature `failpoints`): `IMS_FAILPOINTS=name=N,other=M` arms the
 /// named failpoints of ims-log and ims-projector. Without the feature nothing here exists.

@@ -10,7 +10,8 @@
 //! - `g` + id: images every tenant sees (public, Marketplace);
 //! - `m` + tenant + 0 + id: the tenant's memberships, value = member status;
 //! - `f` + tenant + 0 + position + index: the tenant's feed items;
-//! - `F` + position: feed items for every tenant (deprecated public images).
+//! - `F` + position: feed items for every tenant (deprecated public images);
+//! - `b` + tenant + 0 + id: the tenant's images in its recycle bin (no other entry while there).
 
 use ims_domain::{
     evolve_image, new_image, CopyStatus, Deprecation, DeprecationState, Event, Image, ImageClass,
@@ -90,6 +91,8 @@ impl Reindex<'_> {
         match event {
             Event::ImageCreated(_)
             | Event::ImageDeleted { .. }
+            | Event::ImageRecycled { .. }
+            | Event::ImageRestored { .. }
             | Event::ListedOnMarketplace { .. }
             | Event::DelistedFromMarketplace { .. } => Some(Reindex::All),
             Event::ImageShared { tenants, .. } | Event::ImageUnshared { tenants, .. } => {
@@ -105,10 +108,18 @@ impl Reindex<'_> {
 
 /// The index entries of `image` in its current state, within `scope`, sorted.
 fn index_entries(image: &Image, scope: Reindex) -> Vec<(Vec<u8>, Vec<u8>)> {
-    if image.status == ImageStatus::Deleted {
-        return Vec::new();
-    }
     let id = image.id.as_bytes();
+    match (image.status, image.owner.tenant()) {
+        (ImageStatus::Deleted, _) => return Vec::new(),
+        // In the recycle bin: listed there, and nowhere else.
+        (ImageStatus::Recycled, Some(owner)) => {
+            return match scope {
+                Reindex::All => vec![(tenant_key(b'b', owner, id), Vec::new())],
+                Reindex::Members(_) => Vec::new(),
+            }
+        }
+        _ => {}
+    }
     let mut entries = Vec::with_capacity(3 + 2 * image.members.len());
     let mut add_member = |member: &TenantId, status: MemberStatus| {
         entries.push((
@@ -195,13 +206,15 @@ impl Fold for Catalog {
     /// 2: owned images are `v` entries marked [`OWNED`] (1 had a separate `o` index).
     /// 3: image records carry the imported file's facts and a failure reason.
     /// 4: image records carry the time of the last launch.
-    const LAYOUT: u32 = 5;
+    /// 5: image records carry their deprecation.
+    /// 6: image records carry their recycle bin stay; the `b` index.
+    const LAYOUT: u32 = 6;
 
     fn wants(&self, event_type: &str) -> bool {
         // Tenant events are not about images.
         !matches!(
             event_type,
-            "tenant_registered" | "quota_set" | "usage_recorded"
+            "tenant_registered" | "quota_set" | "usage_recorded" | "retention_set"
         )
     }
 
@@ -222,7 +235,9 @@ impl Fold for Catalog {
         let reindex = Reindex::of(event);
         let (before_entries, members_before) = match (changes.image(store, id)?, reindex) {
             (Some(image), Some(scope)) => {
-                let members = matches!(event, Event::ImageDeleted { .. })
+                // Members of an image purged from the bin were told when it went there.
+                let members = (matches!(event, Event::ImageDeleted { .. })
+                    && image.status != ImageStatus::Recycled)
                     .then(|| image.members.keys().cloned().collect::<Vec<TenantId>>());
                 (index_entries(image, scope), members)
             }
@@ -360,6 +375,18 @@ fn feed_items(
             ),
             _ => Vec::new(),
         },
+        Event::ImageRecycled { .. } | Event::ImageRestored { .. } => {
+            let (kind, what) = match event {
+                Event::ImageRecycled { .. } => ("shared_image_deleted", "deleted"),
+                _ => ("shared_image_restored", "restored"),
+            };
+            let members: Vec<TenantId> = after.members.keys().cloned().collect();
+            let message = format!(
+                "{} {what} image {id} ({name}), which is shared with you",
+                owner()
+            );
+            to_each(&members, kind, &message)
+        }
         // The first release's flag and the deprecation since: the image's state after either.
         Event::ImageDeprecated { .. } | Event::DeprecationSet { .. } => {
             deprecation_items(after, &after.deprecation, &owner(), position)

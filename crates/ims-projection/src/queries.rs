@@ -267,7 +267,31 @@ pub fn answer(
         Query::Feed => feed(models, tenant, params),
         Query::Usage => usage(models, tenant, params),
         Query::UnusedImages => unused_images(models, tenant, params),
+        Query::RecycleBin => recycle_bin(models, tenant, params),
     }
+}
+
+/// The tenant's images in its recycle bin, each with its `purge_at`.
+fn recycle_bin(
+    models: &Models,
+    tenant: &TenantId,
+    params: &QueryParams,
+) -> Result<Answer, WireError> {
+    let mut page = ImagePage::new(limit(params)?, models.reply_bytes_max);
+    for entry in entries_after(
+        models.catalog,
+        &tenant_key(b'b', tenant, &[]),
+        marker(params)?.as_ref(),
+    ) {
+        let (id, _) = entry?;
+        let Some(image) = load_image(models.catalog, &id)? else {
+            continue;
+        };
+        if !page.add(&image, tenant) {
+            break;
+        }
+    }
+    Ok(page.answer(models.position))
 }
 
 /// The most days `unused-images` looks back: ten years.
@@ -324,7 +348,9 @@ fn visible_image(models: &Models, tenant: &TenantId, id: &ImageId) -> Result<Ima
     match image {
         Some(image)
             if image.status != ImageStatus::Deleted
-                && (access(&image, tenant).is_some() || image.members.contains_key(tenant)) =>
+                && (access(&image, tenant).is_some()
+                    || (image.status != ImageStatus::Recycled
+                        && image.members.contains_key(tenant))) =>
         {
             Ok(image)
         }

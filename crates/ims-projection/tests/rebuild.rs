@@ -52,7 +52,7 @@ fn run_commands(commands: &[(u8, usize, u8, usize)]) -> Vec<Envelope> {
     for (kind, actor, target, other) in commands {
         let me = Actor::Tenant(tenant(*actor));
         let id = image(1 + target % 6);
-        let command = match kind % 15 {
+        let command = match kind % 16 {
             0 | 1 => cmd(
                 me,
                 TenantCommand::CreateImage(Box::new(CreateImage {
@@ -170,14 +170,12 @@ fn run_commands(commands: &[(u8, usize, u8, usize)]) -> Vec<Envelope> {
                 Actor::Scheduler,
                 Command::Scheduled(ScheduledTransition {
                     image_id: id,
-                    transition: if other % 2 == 0 {
-                        Transition::Obsolete
-                    } else {
-                        Transition::Delete
-                    },
+                    transition: [Transition::Obsolete, Transition::Delete, Transition::Purge]
+                        [*other % 3],
                     due_ms: 0,
                 }),
             ),
+            14 => cmd(me, TenantCommand::RestoreImage { image_id: id }),
             _ => cmd(
                 Actor::Operator,
                 OperatorCommand::PublishPublicImage(Box::new(PublishPublicImage {
@@ -203,14 +201,13 @@ fn run_commands(commands: &[(u8, usize, u8, usize)]) -> Vec<Envelope> {
         clock += 1;
         // The scheduler sends what the image has scheduled, when it is due: the clock jumps.
         if let Command::Scheduled(scheduled) = &mut command {
-            let deprecation = state
-                .images
-                .get(&scheduled.image_id)
-                .map(|image| &image.deprecation);
-            let due = match scheduled.transition {
-                Transition::Obsolete => deprecation.and_then(|d| d.obsolete_at_ms),
-                Transition::Delete => deprecation.and_then(|d| d.delete_at_ms),
-            };
+            let due = state.images.get(&scheduled.image_id).and_then(|image| {
+                image
+                    .scheduled()
+                    .into_iter()
+                    .find(|(_, transition)| *transition == scheduled.transition)
+                    .map(|(due, _)| due)
+            });
             if let Some(due) = due {
                 scheduled.due_ms = due;
                 clock = clock.max(due);

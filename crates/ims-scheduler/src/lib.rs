@@ -13,12 +13,13 @@
 //! - `i` + image id (16): the image's scheduled (due ms, transition) pairs, so that a new
 //!   schedule removes the old one's `d` keys.
 
-use std::collections::HashMap;
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ims_domain::{
-    Actor, Command, Deprecation, Event, ImageId, RegionId, ScheduledTransition, Transition,
+    evolve, Actor, Command, Image, ImageId, RegionId, ScheduledTransition, State, StreamId,
+    Transition,
 };
 use ims_log::{decode_event, Envelope, EventLog, LogError};
 use ims_wire::{CommandMeta, ParsedCommand, WireErrorCode};
@@ -77,6 +78,16 @@ fn transition_code(transition: Transition) -> u8 {
     match transition {
         Transition::Obsolete => 0,
         Transition::Delete => 1,
+        Transition::Purge => 2,
+    }
+}
+
+fn transition_of(code: u8) -> Option<Transition> {
+    match code {
+        0 => Some(Transition::Obsolete),
+        1 => Some(Transition::Delete),
+        2 => Some(Transition::Purge),
+        _ => None,
     }
 }
 
@@ -92,13 +103,10 @@ fn due_key(due_ms: u64, image_id: &ImageId, transition: Transition) -> Vec<u8> {
 fn from_due_key(key: &[u8]) -> Option<ScheduledTransition> {
     let (due, rest) = key.get(1..)?.split_at_checked(8)?;
     let (id, code) = rest.split_at_checked(16)?;
+    let [code] = code else { return None };
     Some(ScheduledTransition {
         image_id: ImageId::from_bytes(id.try_into().ok()?),
-        transition: match code {
-            [0] => Transition::Obsolete,
-            [1] => Transition::Delete,
-            _ => return None,
-        },
+        transition: transition_of(*code)?,
         due_ms: u64::from_be_bytes(due.try_into().ok()?),
     })
 }
@@ -125,45 +133,21 @@ fn decode_schedule(bytes: &[u8]) -> Schedule {
         .chunks_exact(9)
         .filter_map(|chunk| {
             let due = u64::from_be_bytes(chunk[..8].try_into().ok()?);
-            let transition = match chunk[8] {
-                0 => Transition::Obsolete,
-                1 => Transition::Delete,
-                _ => return None,
-            };
-            Some((due, transition))
+            Some((due, transition_of(chunk[8])?))
         })
         .collect()
 }
 
-/// What a deprecation leaves scheduled.
-fn schedule_of(deprecation: &Deprecation) -> Schedule {
-    let obsolete = deprecation
-        .obsolete_at_ms
-        .map(|at| (at, Transition::Obsolete));
-    let delete = deprecation.delete_at_ms.map(|at| (at, Transition::Delete));
-    obsolete.into_iter().chain(delete).collect()
-}
-
-/// The image an event changes the schedule of, and its schedule after it; `None` for events
-/// that change no schedule.
-fn schedule_change(envelope: &Envelope) -> Result<Option<(ImageId, Schedule)>, LogError> {
-    if !matches!(
+/// Whether an event can change its image's schedule (see `Image::scheduled`).
+fn reschedules(envelope: &Envelope) -> bool {
+    matches!(
         envelope.body.event_type.as_str(),
-        "deprecation_set" | "image_deleted" | "image_deprecated"
-    ) {
-        return Ok(None);
-    }
-    Ok(match decode_event(envelope)? {
-        Event::DeprecationSet {
-            image_id,
-            deprecation,
-            ..
-        } => Some((image_id, schedule_of(&deprecation))),
-        Event::ImageDeleted { image_id, .. } | Event::ImageDeprecated { image_id, .. } => {
-            Some((image_id, Vec::new()))
-        }
-        _ => None,
-    })
+        "deprecation_set"
+            | "image_deleted"
+            | "image_deprecated"
+            | "image_recycled"
+            | "image_restored"
+    )
 }
 
 /// The command that carries `transition` out, with its derived id.
@@ -244,30 +228,43 @@ impl Scheduler {
         }
     }
 
-    /// Records the schedules `envelopes` set, and the position after them, in one write.
+    /// The image's schedule as its stream leaves it (a handful of events).
+    fn schedule_of(&self, image_id: ImageId) -> Result<Schedule, SchedulerError> {
+        let mut state = State::default();
+        for envelope in self
+            .log
+            .read_stream(&StreamId::Image(image_id).to_string())?
+        {
+            evolve(&mut state, &decode_event(&envelope)?);
+        }
+        Ok(state
+            .images
+            .get(&image_id)
+            .map_or_else(Vec::new, Image::scheduled))
+    }
+
+    /// Records the schedules of the images `envelopes` reschedule, and the position after them,
+    /// in one write.
     fn record(&self, envelopes: &[Envelope]) -> Result<(), SchedulerError> {
         let mut batch = sled::Batch::default();
-        let mut changed: HashMap<ImageId, Schedule> = HashMap::new();
-        for envelope in envelopes {
-            let Some((image_id, schedule)) = schedule_change(envelope)? else {
-                continue;
-            };
-            let before = match changed.get(&image_id) {
-                Some(before) => before.clone(),
-                None => self
-                    .db
-                    .get(image_key(&image_id))?
-                    .map_or_else(Vec::new, |bytes| decode_schedule(&bytes)),
-            };
+        let rescheduled: BTreeSet<ImageId> = envelopes
+            .iter()
+            .filter(|envelope| reschedules(envelope))
+            .filter_map(|envelope| envelope.body.stream.strip_prefix("image/"))
+            .filter_map(|id| ImageId::parse(id).ok())
+            .collect();
+        for image_id in rescheduled {
+            let before = self
+                .db
+                .get(image_key(&image_id))?
+                .map_or_else(Vec::new, |bytes| decode_schedule(&bytes));
             for (due_ms, transition) in before {
                 batch.remove(due_key(due_ms, &image_id, transition));
             }
+            let schedule = self.schedule_of(image_id)?;
             for (due_ms, transition) in &schedule {
                 batch.insert(due_key(*due_ms, &image_id, *transition), &[][..]);
             }
-            changed.insert(image_id, schedule);
-        }
-        for (image_id, schedule) in changed {
             if schedule.is_empty() {
                 batch.remove(image_key(&image_id));
             } else {

@@ -28,6 +28,7 @@ pub enum Query {
     Feed,
     Usage,
     UnusedImages,
+    RecycleBin,
 }
 
 impl Query {

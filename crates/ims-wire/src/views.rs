@@ -63,6 +63,9 @@ pub struct ImageView {
     /// When a tenant last launched from it, to the hour (the owner's view), RFC 3339.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_launched_at: Option<String>,
+    /// In the recycle bin: when it is purged unless restored (the owner's view), RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub purge_at: Option<String>,
     pub encrypted: bool,
     pub tags: BTreeMap<String, String>,
     pub description: String,
@@ -172,6 +175,10 @@ impl ImageView {
                 .last_launched_at
                 .filter(|_| owner_view)
                 .map(crate::time::rfc3339),
+            purge_at: image
+                .recycled
+                .filter(|_| owner_view)
+                .map(|recycled| crate::time::rfc3339(recycled.purge_at_ms)),
             encrypted: image.encryption.is_some(),
             tags: image.tags.clone(),
             description: image.description.clone(),

@@ -543,8 +543,7 @@ impl RegionWriter {
                     .log
                     .snapshot(StreamId::Tenant(tenant.clone()).to_string().as_bytes())?
                 {
-                    let loaded: ims_domain::Tenant =
-                        ims_log::decode(&bytes, || format!("snapshot of tenant {tenant}"))?;
+                    let loaded = ims_log::decode_tenant_snapshot(&bytes, tenant.as_str())?;
                     self.state.tenants.insert(tenant, loaded);
                 }
             }

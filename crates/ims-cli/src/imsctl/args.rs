@@ -209,6 +209,8 @@ pub(crate) enum ImagesQuery {
         #[arg(long)]
         days: u32,
     },
+    /// The tenant's deleted images, each with when it is purged unless restored.
+    RecycleBin,
 }
 
 #[derive(Args, Debug)]
@@ -298,8 +300,11 @@ pub(crate) enum ImageCommand {
         #[arg(long)]
         protected: Option<bool>,
     },
-    /// Delete an image; every share of it ends.
+    /// Delete an image: it goes to the recycle bin (members lose it) until its purge, unless
+    /// restored; deleting it there purges it at once.
     Delete(ImageRef),
+    /// Take an image out of the recycle bin, with its members as they were.
+    Restore(ImageRef),
     /// Share an image with tenants of the same region.
     Share {
         #[command(flatten)]
@@ -437,6 +442,8 @@ pub(crate) enum CatalogOpCommand {
     },
     /// Set how many private images a tenant may own.
     SetQuota { tenant: String, quota: u32 },
+    /// Set how many days (1 to 365) a tenant's deleted images stay in its recycle bin.
+    SetRetention { tenant: String, days: u32 },
     /// Publish a public image, active at once for every tenant.
     PublishPublicImage {
         #[arg(long)]

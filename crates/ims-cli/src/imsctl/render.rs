@@ -17,7 +17,8 @@ pub(crate) fn render_query(query: Query, answer: &Value) -> String {
         | Query::ShareCounts
         | Query::Feed
         | Query::Usage
-        | Query::UnusedImages => items.iter().map(|item| item_line(name, item)).collect(),
+        | Query::UnusedImages
+        | Query::RecycleBin => items.iter().map(|item| item_line(name, item)).collect(),
         Query::Usable => {
             let verdict = if answer["allowed"] == true {
                 "allowed"
@@ -81,6 +82,13 @@ fn item_line(name: &str, i: &Value) -> String {
             i["hours"],
             i["charge_minor"],
             text(&i["currency"])
+        ),
+        "recycle-bin" => format!(
+            "{}  {:<9} {}  purged at {}",
+            text(&i["id"]),
+            text(&i["disk"]),
+            text(&i["name"]),
+            text(&i["purge_at"])
         ),
         "unused-images" => format!(
             "{}  {:<8} {:<9} {}  last launched {}",

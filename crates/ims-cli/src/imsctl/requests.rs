@@ -67,6 +67,7 @@ pub(crate) fn query_request(query: ImagesQuery) -> (Query, QueryParams) {
             params.days = Some(days);
             Query::UnusedImages
         }
+        ImagesQuery::RecycleBin => Query::RecycleBin,
     };
     (query, params)
 }
@@ -101,6 +102,9 @@ pub(crate) fn tenant_request(command: ImageCommand, id: Uuid) -> Outgoing {
         }),
         ImageCommand::Deprecate { image, deprecation } => {
             about_image(image, id, |image_id| deprecation.request(image_id))
+        }
+        ImageCommand::Restore(image) => {
+            about_image(image, id, |image_id| RestoreImageRequest { image_id })
         }
         ImageCommand::Delete(image) => {
             about_image(image, id, |image_id| DeleteImageRequest { image_id })
@@ -155,6 +159,9 @@ pub(crate) fn operator_request(command: CatalogOpCommand, id: Uuid) -> Outgoing 
         }
         CatalogOpCommand::SetQuota { tenant, quota } => {
             outgoing(&SetQuotaRequest { tenant, quota }, id, None)
+        }
+        CatalogOpCommand::SetRetention { tenant, days } => {
+            outgoing(&SetRetentionRequest { tenant, days }, id, None)
         }
         CatalogOpCommand::PublishPublicImage {
             name,

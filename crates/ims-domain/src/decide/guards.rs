@@ -18,7 +18,8 @@ pub(super) fn not_found(image_id: ImageId, context: &Context) -> DomainError {
     )
 }
 
-/// The image, if it exists and is not deleted, at the expected version if one was given.
+/// The image, if it exists and is not deleted. In a recycle bin, it is deleted for every
+/// tenant but its owner.
 pub(super) fn live_image<'s>(
     state: &'s State,
     image_id: ImageId,
@@ -28,7 +29,12 @@ pub(super) fn live_image<'s>(
         .images
         .get(&image_id)
         .ok_or_else(|| not_found(image_id, context))?;
-    if image.status == ImageStatus::Deleted {
+    let deleted = match (&context.actor, image.status) {
+        (_, ImageStatus::Deleted) => true,
+        (Actor::Tenant(tenant), ImageStatus::Recycled) => !image.is_owned_by(tenant),
+        _ => false,
+    };
+    if deleted {
         return Err(DomainError::new(
             ErrorCode::NotFound,
             format!("image {image_id} was deleted in region {}", context.region),
@@ -37,8 +43,25 @@ pub(super) fn live_image<'s>(
     Ok(image)
 }
 
-/// The image, if the actor may change it (rule 1): a tenant its own, the operator public ones.
+/// The image, if the actor may change it (rule 1) and it is not in the recycle bin.
 pub(super) fn owned_image<'s>(
+    state: &'s State,
+    image_id: ImageId,
+    context: &Context,
+) -> Result<&'s Image, DomainError> {
+    let image = owned_image_even_recycled(state, image_id, context)?;
+    if let Some(recycled) = &image.recycled {
+        return Err(DomainError::invalid_state(format!(
+            "image {image_id} is in the recycle bin until {}; restore it first (restore-image)",
+            crate::time::utc(recycled.purge_at_ms)
+        )));
+    }
+    Ok(image)
+}
+
+/// The image, if the actor may change it (rule 1): a tenant its own, the operator public ones;
+/// in the recycle bin or not.
+pub(super) fn owned_image_even_recycled<'s>(
     state: &'s State,
     image_id: ImageId,
     context: &Context,

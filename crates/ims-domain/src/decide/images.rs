@@ -141,28 +141,6 @@ pub(super) fn update_image(
     }))])
 }
 
-/// `delete-image`: by the owner, unless the image is protected.
-pub(super) fn delete_image(
-    state: &State,
-    image_id: ImageId,
-    context: &Context,
-) -> Result<Vec<Event>, DomainError> {
-    let image = owned_image(state, image_id, context)?;
-    if image.protected {
-        return Err(DomainError::new(
-            ErrorCode::Protected,
-            format!(
-                "image {image_id} is protected and cannot be deleted; update it with \
-                 protected=false first"
-            ),
-        ));
-    }
-    Ok(vec![Event::ImageDeleted {
-        image_id,
-        at_ms: context.now_ms,
-    }])
-}
-
 pub(super) fn publish_public_image(
     publish: &PublishPublicImage,
     context: &Context,

@@ -1,15 +1,87 @@
-//! Deprecation (DESIGN.md section 13): an owner, or the operator for a public image, sets the
-//! image's state and replacement and schedules its transitions; the scheduler carries each out
-//! when its time comes, if it is still scheduled.
+//! The image lifecycle of DESIGN.md section 13: deprecation (an owner, or the operator for a
+//! public image, sets the image's state and replacement and schedules its transitions), the
+//! recycle bin (a tenant's delete recycles, restore brings the image back), and the scheduler's
+//! transitions, each carried out when its time comes if the image still has it scheduled.
 
 use crate::limits::SCHEDULE_AHEAD_MS_MAX;
+use crate::time::utc;
 use crate::{
     access, DeprecateImage, Deprecation, DeprecationState, DomainError, ErrorCode, Event, Image,
-    ImageClass, ImageStatus, MemberStatus, ScheduledTransition, State, Transition,
+    ImageClass, ImageId, ImageStatus, MemberStatus, Owner, ScheduledTransition, State, Transition,
 };
 
 use super::guards::*;
-use super::Context;
+use super::{Actor, Context};
+
+/// `delete-image`: by the owner, unless the image is protected. A tenant's image goes to its
+/// recycle bin for the tenant's retention; one already there, and a public image, are deleted
+/// for good.
+pub(super) fn delete_image(
+    state: &State,
+    image_id: ImageId,
+    context: &Context,
+) -> Result<Vec<Event>, DomainError> {
+    let image = owned_image_even_recycled(state, image_id, context)?;
+    if image.protected {
+        return Err(DomainError::new(
+            ErrorCode::Protected,
+            format!(
+                "image {image_id} is protected and cannot be deleted; update it with \
+                 protected=false first"
+            ),
+        ));
+    }
+    if image.status == ImageStatus::Recycled || !matches!(context.actor, Actor::Tenant(_)) {
+        return Ok(vec![Event::ImageDeleted {
+            image_id,
+            at_ms: context.now_ms,
+        }]);
+    }
+    Ok(vec![recycle(state, image, context)])
+}
+
+/// The image into its owner's recycle bin, for the owner's retention.
+fn recycle(state: &State, image: &Image, context: &Context) -> Event {
+    let policy = context.policy;
+    let days = match &image.owner {
+        Owner::Tenant(owner) => state.tenants.get(owner).and_then(|t| t.retention_days),
+        Owner::Platform => None,
+    }
+    .unwrap_or(policy.retention_days_default);
+    Event::ImageRecycled {
+        image_id: image.id,
+        purge_at_ms: context
+            .now_ms
+            .saturating_add(u64::from(days).saturating_mul(policy.retention_day_ms)),
+        at_ms: context.now_ms,
+    }
+}
+
+/// `restore-image`: the owner takes an image out of its recycle bin before it is purged.
+pub(super) fn restore_image(
+    state: &State,
+    image_id: ImageId,
+    context: &Context,
+) -> Result<Vec<Event>, DomainError> {
+    let image = owned_image_even_recycled(state, image_id, context)?;
+    let Some(recycled) = &image.recycled else {
+        return Err(DomainError::invalid_state(format!(
+            "image {image_id} is not in the recycle bin (status {}); only a deleted image is \
+             restored",
+            image.status.as_str()
+        )));
+    };
+    if context.now_ms >= recycled.purge_at_ms {
+        return Err(DomainError::invalid_state(format!(
+            "image {image_id} was due to be purged at {}; it can no longer be restored",
+            utc(recycled.purge_at_ms)
+        )));
+    }
+    Ok(vec![Event::ImageRestored {
+        image_id,
+        at_ms: context.now_ms,
+    }])
+}
 
 pub(super) fn deprecate_image(
     state: &State,
@@ -164,12 +236,10 @@ pub(super) fn carry_out(
     context: &Context,
 ) -> Result<Vec<Event>, DomainError> {
     let image = live_image(state, scheduled.image_id, context)?;
-    let deprecation = &image.deprecation;
-    let scheduled_at = match scheduled.transition {
-        Transition::Obsolete => deprecation.obsolete_at_ms,
-        Transition::Delete => deprecation.delete_at_ms,
-    };
-    if scheduled_at != Some(scheduled.due_ms) {
+    if !image
+        .scheduled()
+        .contains(&(scheduled.due_ms, scheduled.transition))
+    {
         return Err(DomainError::new(
             ErrorCode::InvalidState,
             format!(
@@ -198,7 +268,7 @@ pub(super) fn carry_out(
             deprecation: Deprecation {
                 state: DeprecationState::Obsolete,
                 obsolete_at_ms: None,
-                ..deprecation.clone()
+                ..image.deprecation.clone()
             },
             at_ms: context.now_ms,
         }]),
@@ -209,42 +279,13 @@ pub(super) fn carry_out(
                 image.id
             ),
         )),
-        Transition::Delete => Ok(vec![Event::ImageDeleted {
+        // As its owner's delete-image: a tenant's image goes to the recycle bin first.
+        Transition::Delete if image.owner != Owner::Platform => {
+            Ok(vec![recycle(state, image, context)])
+        }
+        Transition::Delete | Transition::Purge => Ok(vec![Event::ImageDeleted {
             image_id: image.id,
             at_ms: context.now_ms,
         }]),
-    }
-}
-
-/// Unix milliseconds as RFC 3339 UTC, for messages (the domain reads no clock and has no time
-/// library; the civil date is Howard Hinnant's `civil_from_days`).
-pub(crate) fn utc(unix_ms: u64) -> String {
-    let days = (unix_ms / 86_400_000) as i64;
-    let of_day = unix_ms % 86_400_000;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        of_day / 3_600_000,
-        of_day / 60_000 % 60,
-        of_day / 1000 % 60,
-        of_day % 1000
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn utc_prints_the_civil_time() {
-        assert_eq!(super::utc(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(super::utc(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
-        assert_eq!(super::utc(951_782_400_000), "2000-02-29T00:00:00.000Z");
     }
 }

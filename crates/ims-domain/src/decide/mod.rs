@@ -62,7 +62,7 @@ pub fn decide(
         (Command::Tenant(command), Actor::Tenant(_)) => decide_tenant(state, command, context),
         // The tenant commands the operator sends too, for public images.
         (Command::Tenant(TenantCommand::DeleteImage { image_id }), Actor::Operator) => {
-            images::delete_image(state, *image_id, context)
+            lifecycle::delete_image(state, *image_id, context)
         }
         (Command::Tenant(TenantCommand::DeprecateImage(deprecate)), Actor::Operator) => {
             lifecycle::deprecate_image(state, deprecate, context)
@@ -106,7 +106,12 @@ fn decide_tenant(
     match command {
         TenantCommand::CreateImage(create) => images::create_image(state, create, context),
         TenantCommand::UpdateImage(update) => images::update_image(state, update, context),
-        TenantCommand::DeleteImage { image_id } => images::delete_image(state, *image_id, context),
+        TenantCommand::DeleteImage { image_id } => {
+            lifecycle::delete_image(state, *image_id, context)
+        }
+        TenantCommand::RestoreImage { image_id } => {
+            lifecycle::restore_image(state, *image_id, context)
+        }
         TenantCommand::ShareImage { image_id, tenants } => {
             sharing::share_image(state, *image_id, tenants, context)
         }
@@ -150,6 +155,9 @@ fn decide_operator(
         }
         OperatorCommand::SetQuota { tenant, quota } => {
             tenants::set_quota(state, tenant, *quota, context)
+        }
+        OperatorCommand::SetRetention { tenant, days } => {
+            tenants::set_retention(state, tenant, *days, context)
         }
         OperatorCommand::PublishPublicImage(publish) => {
             images::publish_public_image(publish, context)

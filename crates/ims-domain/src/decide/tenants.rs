@@ -41,3 +41,26 @@ pub(super) fn set_quota(
         quota,
     }])
 }
+
+/// Days a retention may be: AWS's Recycle Bin keeps resources from one day to a year.
+pub const RETENTION_DAYS: std::ops::RangeInclusive<u32> = 1..=365;
+
+/// `set-retention`: the operator sets how long a registered tenant's deleted images stay in its
+/// recycle bin. Images already there keep the purge time they were given.
+pub(super) fn set_retention(
+    state: &State,
+    tenant: &TenantId,
+    days: u32,
+    context: &Context,
+) -> Result<Vec<Event>, DomainError> {
+    registered(state, tenant, context)?;
+    if !RETENTION_DAYS.contains(&days) {
+        return Err(DomainError::invalid_argument(format!(
+            "retention of {days} days is out of range; expected 1 to 365 days"
+        )));
+    }
+    Ok(vec![Event::RetentionSet {
+        tenant: tenant.clone(),
+        days,
+    }])
+}

@@ -99,6 +99,11 @@ pub fn publish_public(name: &str) -> OperatorCommand {
     }))
 }
 
+/// t1 deletes `image`: sent twice, it recycles the image and then purges it.
+pub fn purge(image: ImageId) -> (Actor, Command) {
+    by("t1", TenantCommand::DeleteImage { image_id: image })
+}
+
 /// `update-image` that protects `image` from deletion.
 pub fn protect(image: ImageId) -> TenantCommand {
     TenantCommand::UpdateImage(Box::new(UpdateImage {

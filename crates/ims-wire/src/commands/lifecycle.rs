@@ -1,5 +1,5 @@
 //! The lifecycle commands beyond the seed (DESIGN.md section 13): deprecation, with its
-//! scheduled transitions, and the compute service's launches.
+//! scheduled transitions, the recycle bin, and the compute service's launches.
 
 use ims_domain::{DeprecateImage, DeprecationState, OperatorCommand, TenantCommand};
 use serde::{Deserialize, Serialize};
@@ -100,6 +100,47 @@ impl CommandBody for RecordLaunchRequest {
         Ok(OperatorCommand::RecordLaunch {
             image_id: image_id(&self.image_id)?,
             tenant: tenant(&self.tenant)?,
+        })
+    }
+}
+
+/// By the image's owner: takes it out of the recycle bin before its purge, with its members.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreImageRequest {
+    pub image_id: String,
+}
+
+impl CommandBody for RestoreImageRequest {
+    const NAME: &'static str = "restore-image";
+
+    type Kind = TenantCommand;
+
+    fn into_command(self) -> Result<TenantCommand, WireError> {
+        Ok(TenantCommand::RestoreImage {
+            image_id: image_id(&self.image_id)?,
+        })
+    }
+}
+
+/// By the operator: how many days (1 to 365) the tenant's deleted images stay in its recycle
+/// bin; images already there keep their purge time.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetRetentionRequest {
+    pub tenant: String,
+    pub days: u32,
+}
+
+impl CommandBody for SetRetentionRequest {
+    const NAME: &'static str = "set-retention";
+
+    type Kind = OperatorCommand;
+
+    fn into_command(self) -> Result<OperatorCommand, WireError> {
+        Ok(OperatorCommand::SetRetention {
+            tenant: tenant(&self.tenant)?,
+            days: self.days,
         })
     }
 }

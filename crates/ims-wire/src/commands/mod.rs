@@ -17,7 +17,7 @@ pub use values::*;
 use crate::{WireError, WireErrorCode};
 
 /// Commands a tenant sends on `ims.v1.<region>.cmd.<tenant>.<command>`.
-pub const TENANT_COMMANDS: [&str; 11] = [
+pub const TENANT_COMMANDS: [&str; 12] = [
     CreateImageRequest::NAME,
     UpdateImageRequest::NAME,
     DeleteImageRequest::NAME,
@@ -29,13 +29,15 @@ pub const TENANT_COMMANDS: [&str; 11] = [
     ListOnMarketplaceRequest::NAME,
     DelistFromMarketplaceRequest::NAME,
     DeprecateImageRequest::NAME,
+    RestoreImageRequest::NAME,
 ];
 
 /// Commands the operator sends on `ims.v1.<region>.op.<command>` (`record-launch` by the compute
 /// service, acting as the operator). The last two are sent by the copy saga between regions.
-pub const OPERATOR_COMMANDS: [&str; 10] = [
+pub const OPERATOR_COMMANDS: [&str; 11] = [
     RegisterTenantRequest::NAME,
     SetQuotaRequest::NAME,
+    SetRetentionRequest::NAME,
     PublishPublicImageRequest::NAME,
     DeprecateImageRequest::NAME,
     DeleteImageRequest::NAME,
@@ -184,6 +186,8 @@ fn to_command(name: &str, value: serde_json::Value) -> Result<Command, WireError
         SetQuotaRequest::NAME => parsed::<SetQuotaRequest>(value),
         PublishPublicImageRequest::NAME => parsed::<PublishPublicImageRequest>(value),
         DeprecateImageRequest::NAME => parsed::<DeprecateImageRequest>(value),
+        RestoreImageRequest::NAME => parsed::<RestoreImageRequest>(value),
+        SetRetentionRequest::NAME => parsed::<SetRetentionRequest>(value),
         ReportBuildRequest::NAME => parsed::<ReportBuildRequest>(value),
         RecordUsageRequest::NAME => parsed::<RecordUsageRequest>(value),
         RecordLaunchRequest::NAME => parsed::<RecordLaunchRequest>(value),
