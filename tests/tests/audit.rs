@@ -172,14 +172,14 @@ async fn as_of_answers_what_the_live_queries_answered_at_each_moment() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn who_could_use_follows_share_accept_reject_unshare_and_delete() {
+async fn who_could_use_follows_share_accept_reject_unshare_recycle_and_purge() {
     // Proves who-could-use at each sharing transition.
     let service = Service::start().await;
     let ims = &service.client;
     ims.register(&["owner", "a", "b"]).await;
     let image = ims.active_image("owner", json!({})).await;
     let mut moments: Vec<(u64, Vec<&str>)> = vec![(ims.head().await, vec!["owner"])];
-    let script: [(&str, &str, Value, &[&str]); 6] = [
+    let script: [(&str, &str, Value, &[&str]); 7] = [
         (
             "owner",
             "share-image",
@@ -208,6 +208,13 @@ async fn who_could_use_follows_share_accept_reject_unshare_and_delete() {
             "owner",
             "unshare-image",
             json!({"image_id": image, "tenants": ["a"]}),
+            &["owner"],
+        ),
+        // Into the recycle bin: its owner alone still reaches it; then purged from there.
+        (
+            "owner",
+            "delete-image",
+            json!({"image_id": image}),
             &["owner"],
         ),
         ("owner", "delete-image", json!({"image_id": image}), &[]),

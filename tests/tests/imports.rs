@@ -204,8 +204,18 @@ async fn a_qcow2_under_the_import_root_is_imported_hashed_inspected_and_served_t
     assert_eq!(status, 200);
     assert!(body == bytes);
 
-    // Deleting the image removes its object.
+    // Deleting the image keeps its object while it is in the recycle bin (a restore needs the
+    // bytes), and purging it from there removes the object.
     assert!(object_path(&service, &id).exists());
+    let recycled = ims
+        .command("owner", "delete-image", json!({"image_id": id}))
+        .await;
+    assert_eq!(recycled["ok"], true, "{recycled}");
+    tokio::time::sleep(ims_scheduler::TICK * 4).await;
+    assert!(
+        object_path(&service, &id).exists(),
+        "recycling removed the bytes"
+    );
     let deleted = ims
         .command("owner", "delete-image", json!({"image_id": id}))
         .await;
@@ -684,10 +694,13 @@ async fn on_s3_files_are_imported_served_copied_across_processes_and_removed() {
     );
     assert!(body == bytes, "the copy's bytes differ");
 
-    let deleted = a
-        .command("owner", "delete-image", json!({"image_id": id}))
-        .await;
-    assert_eq!(deleted["ok"], true, "{deleted}");
+    // Into the recycle bin, then purged from there: the object goes with the purge.
+    for _ in 0..2 {
+        let deleted = a
+            .command("owner", "delete-image", json!({"image_id": id}))
+            .await;
+        assert_eq!(deleted["ok"], true, "{deleted}");
+    }
     let started = Instant::now();
     while objects(REGION).size(&image).await.unwrap().is_some() {
         assert!(

@@ -231,7 +231,8 @@ async fn events_of(ims: &Client, image: &str) -> Vec<(String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timed_transitions_are_carried_out_once_at_their_moment_across_a_restart() {
     // Proves the scheduler: obsolete_at passes while imsd is down and is carried out when it is
-    // back; delete_at passes while it runs. Each is recorded exactly once, by actor scheduler.
+    // back; delete_at passes while it runs (into the recycle bin). Each is recorded exactly
+    // once, by actor scheduler.
     let mut service = Service::start().await;
     service.client.register(&["owner"]).await;
     let image = service.client.active_image("owner", json!({})).await;
@@ -258,14 +259,12 @@ async fn timed_transitions_are_carried_out_once_at_their_moment_across_a_restart
     assert_eq!(view["deprecation"]["state"], "obsolete", "{view}");
     assert!(view["deprecation"]["obsolete_at"].is_null(), "{view}");
     assert!(view["deprecation"]["delete_at"].is_string(), "{view}");
+    // A tenant's image deleted on schedule goes to its recycle bin, as its owner's delete does.
     let view = wait_for(ims, &image, Duration::from_secs(10), |view| {
-        view["status"] == "deleted" || code(view) == "not_found"
+        view["status"] == "recycled"
     })
     .await;
-    assert!(
-        view["status"] == "deleted" || code(&view) == "not_found",
-        "{view}"
-    );
+    assert_eq!(view["status"], "recycled", "{view}");
     // One more tick for a repeat to show, if there were one.
     tokio::time::sleep(ims_scheduler::TICK * 4).await;
     let by_scheduler: Vec<String> = events_of(ims, &image)
@@ -274,7 +273,104 @@ async fn timed_transitions_are_carried_out_once_at_their_moment_across_a_restart
         .filter(|(_, actor)| actor == "scheduler")
         .map(|(event_type, _)| event_type)
         .collect();
-    assert_eq!(by_scheduler, vec!["deprecation_set", "image_deleted"]);
+    assert_eq!(by_scheduler, vec!["deprecation_set", "image_recycled"]);
+}
+
+/// The ids of a list answer's items.
+fn ids(answer: &Value) -> Vec<String> {
+    answer["items"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{answer}"))
+        .iter()
+        .map(|item| item["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recycle_bin_restores_with_members_and_purges_after_the_retention() {
+    // Retention days of a second, so that a purge comes within the test.
+    let service = Service::start_configured(ims_cli::runtime::Roles::ALL, &[REGION], |config| {
+        config.policy.retention_day_ms = 1_000;
+    })
+    .await;
+    let ims = &service.client;
+    ims.register(&["owner", "member"]).await;
+    let image = ims.active_image("owner", json!({})).await;
+    share_accepted(ims, "owner", &image, "member").await;
+    let recycled = ims
+        .command("owner", "delete-image", json!({"image_id": image}))
+        .await;
+    assert_eq!(recycled["ok"], true, "{recycled}");
+    let at = position(&recycled);
+    assert!(!ims.visible_ids("member", at).await.contains(&image));
+    let hidden = ims
+        .query_at("member", "image", json!({"image_id": image}), at)
+        .await;
+    assert_eq!(code(&hidden), "not_found", "{hidden}");
+    let bin = ims.query_at("owner", "recycle-bin", json!({}), at).await;
+    assert_eq!(ids(&bin), vec![image.clone()], "{bin}");
+    assert!(bin["items"][0]["purge_at"].is_string(), "{bin}");
+    let token = ims.issue("tenant", Some("owner")).await;
+    let (status, page) = ims_tests::http_get_with(
+        service.http_addr,
+        &format!("/v1/{REGION}/tenants/owner/recycle-bin?min_position={at}"),
+        Some(&token),
+    )
+    .await;
+    assert_eq!((status, ids(&page)), (200, vec![image.clone()]), "{page}");
+    // Only the owner restores, and only what is in the bin.
+    let theirs = ims
+        .command("member", "restore-image", json!({"image_id": image}))
+        .await;
+    assert_eq!(code(&theirs), "not_found", "{theirs}");
+
+    let restored = ims
+        .command("owner", "restore-image", json!({"image_id": image}))
+        .await;
+    assert_eq!(restored["ok"], true, "{restored}");
+    let at = position(&restored);
+    assert!(ims.visible_ids("member", at).await.contains(&image));
+    let member_view = ims
+        .query_at("member", "image", json!({"image_id": image}), at)
+        .await;
+    assert_eq!(member_view["member_status"], "accepted", "{member_view}");
+    let again = ims
+        .command("owner", "restore-image", json!({"image_id": image}))
+        .await;
+    assert_eq!(code(&again), "invalid_state", "{again}");
+    let feed = ims.query_at("member", "feed", json!({}), at).await;
+    assert!(feed.to_string().contains("shared_image_restored"), "{feed}");
+
+    for (days, wanted) in [(0, "invalid_argument"), (366, "invalid_argument"), (2, "")] {
+        let reply = ims
+            .op("set-retention", json!({"tenant": "owner", "days": days}))
+            .await;
+        assert_eq!(code(&reply), wanted, "{reply}");
+    }
+    let recycled = ims
+        .command("owner", "delete-image", json!({"image_id": image}))
+        .await;
+    assert_eq!(recycled["ok"], true, "{recycled}");
+    let view = wait_for(ims, &image, Duration::from_secs(15), |view| {
+        view["status"] == "deleted" || code(view) == "not_found"
+    })
+    .await;
+    assert!(
+        view["status"] == "deleted" || code(&view) == "not_found",
+        "not purged after its retention of 2 s: {view}"
+    );
+    let head = ims.head().await;
+    let bin = ims.query_at("owner", "recycle-bin", json!({}), head).await;
+    assert!(ids(&bin).is_empty(), "{bin}");
+    let purged_by: Vec<(String, String)> = events_of(ims, &image)
+        .await
+        .into_iter()
+        .filter(|(event_type, _)| event_type == "image_deleted")
+        .collect();
+    assert_eq!(
+        purged_by,
+        vec![("image_deleted".to_owned(), "scheduler".to_owned())]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

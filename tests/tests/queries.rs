@@ -134,10 +134,16 @@ async fn a_tenant_sees_public_own_accepted_and_marketplace_images_and_nothing_el
             && kinds.contains(&"share_offered"),
         "{feed}"
     );
-    let deleted_image = ims
+    // The deleted image is in bob's recycle bin, which only bob sees.
+    let recycled = ims
         .query("bob", "image", json!({"image_id": pending}))
         .await;
-    assert_eq!(code(&deleted_image), "not_found");
+    assert_eq!(recycled["status"], "recycled", "{recycled}");
+    assert!(recycled["purge_at"].is_string(), "{recycled}");
+    let gone = ims
+        .query("alice", "image", json!({"image_id": pending}))
+        .await;
+    assert_eq!(code(&gone), "not_found", "{gone}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -41,6 +41,32 @@ pub fn describe(event: &Event) -> String {
         Event::ImageLaunched {
             image_id, tenant, ..
         } => format!("tenant {tenant} launched from image {image_id}"),
+        Event::FileVerified { image_id, file, .. } => format!(
+            "file of image {image_id} verified: {}, sha512 {}",
+            file.detected_format.as_str(),
+            file.sha512
+        ),
+        Event::ImageDeleted { image_id, .. } => format!("image {image_id} deleted"),
+        Event::ImageRecycled { .. }
+        | Event::ImageRestored { .. }
+        | Event::RetentionSet { .. }
+        | Event::DeprecationSet { .. }
+        | Event::ImageDeprecated { .. } => describe_lifecycle(event),
+        Event::ImageShared { .. }
+        | Event::ImageUnshared { .. }
+        | Event::ShareAccepted { .. }
+        | Event::ShareRejected { .. }
+        | Event::ListedOnMarketplace { .. }
+        | Event::DelistedFromMarketplace { .. }
+        | Event::CopyRequested { .. }
+        | Event::CopyFinished { .. }
+        | Event::UsageRecorded { .. } => describe_use(event),
+    }
+}
+
+/// A sentence about an event of deprecation and the recycle bin.
+fn describe_lifecycle(event: &Event) -> String {
+    match event {
         Event::ImageRecycled {
             image_id,
             purge_at_ms,
@@ -74,12 +100,6 @@ pub fn describe(event: &Event) -> String {
             }
             text
         }
-        Event::FileVerified { image_id, file, .. } => format!(
-            "file of image {image_id} verified: {}, sha512 {}",
-            file.detected_format.as_str(),
-            file.sha512
-        ),
-        Event::ImageDeleted { image_id, .. } => format!("image {image_id} deleted"),
         Event::ImageDeprecated {
             image_id,
             deprecated,
@@ -92,15 +112,8 @@ pub fn describe(event: &Event) -> String {
                 "no longer deprecated"
             }
         ),
-        Event::ImageShared { .. }
-        | Event::ImageUnshared { .. }
-        | Event::ShareAccepted { .. }
-        | Event::ShareRejected { .. }
-        | Event::ListedOnMarketplace { .. }
-        | Event::DelistedFromMarketplace { .. }
-        | Event::CopyRequested { .. }
-        | Event::CopyFinished { .. }
-        | Event::UsageRecorded { .. } => describe_use(event),
+        // Routed here by `describe` only for the events above.
+        other => format!("{other:?}"),
     }
 }
 

@@ -14,8 +14,8 @@
 //! - `b` + tenant + 0 + id: the tenant's images in its recycle bin (no other entry while there).
 
 use ims_domain::{
-    evolve_image, new_image, CopyStatus, Deprecation, DeprecationState, Event, Image, ImageClass,
-    ImageId, ImageStatus, MemberStatus, TenantId,
+    evolve_image, new_image, CopyStatus, DeprecationState, Event, Image, ImageClass, ImageId,
+    ImageStatus, MemberStatus, TenantId,
 };
 use ims_log::Envelope;
 use serde::{Deserialize, Serialize};
@@ -279,45 +279,62 @@ impl Fold for Catalog {
     }
 }
 
-/// What a deprecation tells the image's members (or everyone, for a public or Marketplace
-/// image): that it is deprecated or obsolete, and its replacement.
-fn deprecation_items(
-    after: &Image,
-    deprecation: &Deprecation,
-    owner: &str,
-    position: u64,
-) -> Vec<Notice> {
-    let (kind, what) = match deprecation.state {
-        DeprecationState::Active => return Vec::new(),
-        DeprecationState::Deprecated => (
-            "image_deprecated",
-            "is deprecated; it stays usable but is hidden from lists",
+/// What the lifecycle events tell the image's members (or everyone, for the deprecation of a
+/// public or Marketplace image): deprecated or obsolete with its replacement, deleted into the
+/// recycle bin, restored from it.
+fn lifecycle_items(after: &Image, event: &Event, owner: &str, position: u64) -> Vec<Notice> {
+    let (id, name) = (after.id, &after.name);
+    let (kind, message, to_everyone) = match event {
+        Event::ImageRecycled { .. } => (
+            "shared_image_deleted",
+            format!("{owner} deleted image {id} ({name}), which is shared with you"),
+            false,
         ),
-        DeprecationState::Obsolete => ("image_obsolete", "is obsolete and can no longer be used"),
+        Event::ImageRestored { .. } => (
+            "shared_image_restored",
+            format!("{owner} restored image {id} ({name}), which is shared with you"),
+            false,
+        ),
+        // The first release's flag and the deprecation since: the image's state after either.
+        _ => {
+            let deprecation = &after.deprecation;
+            let (kind, what) = match deprecation.state {
+                DeprecationState::Active => return Vec::new(),
+                DeprecationState::Deprecated => (
+                    "image_deprecated",
+                    "is deprecated; it stays usable but is hidden from lists",
+                ),
+                DeprecationState::Obsolete => {
+                    ("image_obsolete", "is obsolete and can no longer be used")
+                }
+            };
+            let instead = deprecation
+                .replacement
+                .map_or(String::new(), |r| format!("; use its replacement {r}"));
+            (
+                kind,
+                format!("image {id} ({name}) of {owner} {what}{instead}"),
+                after.class != ImageClass::Private,
+            )
+        }
     };
-    let instead = deprecation
-        .replacement
-        .map_or(String::new(), |r| format!("; use its replacement {r}"));
     let notice = |tenant: Option<TenantId>| Notice {
         tenant,
         kind,
-        image_id: after.id,
-        message: format!(
-            "image {} ({}) of {owner} {what}{instead}",
-            after.id, after.name
-        ),
+        image_id: id,
+        message: message.clone(),
         position,
     };
-    match after.class {
-        ImageClass::Private => after
-            .members
-            .keys()
-            .cloned()
-            .map(Some)
-            .map(notice)
-            .collect(),
-        ImageClass::Public | ImageClass::Marketplace => vec![notice(None)],
+    if to_everyone {
+        return vec![notice(None)];
     }
+    after
+        .members
+        .keys()
+        .cloned()
+        .map(Some)
+        .map(notice)
+        .collect()
 }
 
 /// The notifications an event sends, to one tenant each (or to all, `tenant: None`).
@@ -375,22 +392,10 @@ fn feed_items(
             ),
             _ => Vec::new(),
         },
-        Event::ImageRecycled { .. } | Event::ImageRestored { .. } => {
-            let (kind, what) = match event {
-                Event::ImageRecycled { .. } => ("shared_image_deleted", "deleted"),
-                _ => ("shared_image_restored", "restored"),
-            };
-            let members: Vec<TenantId> = after.members.keys().cloned().collect();
-            let message = format!(
-                "{} {what} image {id} ({name}), which is shared with you",
-                owner()
-            );
-            to_each(&members, kind, &message)
-        }
-        // The first release's flag and the deprecation since: the image's state after either.
-        Event::ImageDeprecated { .. } | Event::DeprecationSet { .. } => {
-            deprecation_items(after, &after.deprecation, &owner(), position)
-        }
+        Event::ImageRecycled { .. }
+        | Event::ImageRestored { .. }
+        | Event::ImageDeprecated { .. }
+        | Event::DeprecationSet { .. } => lifecycle_items(after, event, &owner(), position),
         Event::CopyFinished {
             status: CopyStatus::Failed { reason },
             copy_image_id,

@@ -329,7 +329,7 @@ proptest! {
         expected.sort();
         let indexed: Vec<(Vec<u8>, Vec<u8>)> = entries
             .into_iter()
-            .filter(|(key, _)| matches!(key[0], b'v' | b'g' | b'm'))
+            .filter(|(key, _)| matches!(key[0], b'v' | b'g' | b'm' | b'b'))
             .collect();
         prop_assert_eq!(indexed, expected);
     }
@@ -364,11 +364,11 @@ proptest! {
             prop_assert_eq!(unique.len(), paged.len());
             // And the whole list is what the domain says the tenant sees, worked out from the
             // domain's own state rather than from the read model: its own images, accepted
-            // shares, public and Marketplace images, none deleted.
+            // shares, public and Marketplace images, none deleted or in a recycle bin.
             let sees: std::collections::BTreeSet<String> = domain_state
                 .images
                 .values()
-                .filter(|i| i.status != ImageStatus::Deleted)
+                .filter(|i| !matches!(i.status, ImageStatus::Deleted | ImageStatus::Recycled))
                 .filter(|i| {
                     i.is_owned_by(&tenant(t))
                         || i.members.get(&tenant(t)) == Some(&MemberStatus::Accepted)

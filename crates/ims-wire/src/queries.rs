@@ -136,7 +136,8 @@ mod tests {
             assert_eq!(Query::parse(query.as_str()).unwrap(), *query);
         }
         assert_eq!(Query::VisibleImages.as_str(), "visible-images");
-        assert_eq!(Query::ALL.len(), 9);
+        assert_eq!(Query::ALL.len(), 10);
+        assert_eq!(Query::RecycleBin.as_str(), "recycle-bin");
         let unknown = Query::parse("all-images").unwrap_err();
         assert_eq!(unknown.code, WireErrorCode::UnknownCommand);
         assert!(unknown.message.contains("all-images") && unknown.message.contains("usable"));
