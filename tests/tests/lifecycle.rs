@@ -429,3 +429,88 @@ async fn a_scheduler_killed_right_after_a_transition_does_not_repeat_it() {
         .count();
     assert_eq!(transitions, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn latest_answers_the_newest_usable_image_of_a_family_skipping_deprecated_excluded_and_unusable(
+) {
+    let service = Service::start().await;
+    let ims = &service.client;
+    ims.register(&["owner", "member"]).await;
+    let in_family = |extra: Value| {
+        let mut body = json!({"family": "web"});
+        body.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        body
+    };
+    let first = ims.active_image("owner", in_family(json!({}))).await;
+    let second = ims.active_image("owner", in_family(json!({}))).await;
+    let candidate = ims
+        .active_image("owner", in_family(json!({"exclude_from_latest": true})))
+        .await;
+    // Newest of all, but never built: not usable.
+    let unbuilt = ims
+        .command(
+            "owner",
+            "create-image",
+            in_family(
+                json!({"name": "web-next", "disk": "system", "min_disk_gb": 40,
+                "source": {"ecs": {"instance_id": "ecs-9", "data_disk_ids": []}},
+                "os": {"platform": "ubuntu", "version": "24.04", "arch": "x86_64"}}),
+            ),
+        )
+        .await;
+    assert_eq!(unbuilt["ok"], true, "{unbuilt}");
+    let latest = |tenant: &'static str| async move {
+        let head = ims.head().await;
+        ims.query_at(tenant, "latest", json!({"family": "web"}), head)
+            .await
+    };
+    let answer = latest("owner").await;
+    assert_eq!(answer["id"], json!(second), "{answer}");
+    assert_ne!(answer["id"], json!(candidate));
+    let view = ims
+        .query("owner", "image", json!({"image_id": candidate}))
+        .await;
+    assert_eq!(
+        (
+            view["family"].as_str(),
+            view["exclude_from_latest"].as_bool()
+        ),
+        (Some("web"), Some(true)),
+        "{view}"
+    );
+    let deprecated = ims
+        .command(
+            "owner",
+            "deprecate-image",
+            json!({"image_id": second, "replacement": first}),
+        )
+        .await;
+    assert_eq!(deprecated["ok"], true, "{deprecated}");
+    assert_eq!(latest("owner").await["id"], json!(first));
+    // Another tenant may use none of them until one is shared with it and accepted.
+    let none = latest("member").await;
+    assert_eq!(code(&none), "not_found", "{none}");
+    assert!(none["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("family web"));
+    share_accepted(ims, "owner", &first, "member").await;
+    assert_eq!(latest("member").await["id"], json!(first));
+    let token = ims.issue("tenant", Some("member")).await;
+    let head = ims.head().await;
+    let (status, page) = ims_tests::http_get_with(
+        service.http_addr,
+        &format!("/v1/{REGION}/tenants/member/families/web/latest?min_position={head}"),
+        Some(&token),
+    )
+    .await;
+    assert_eq!((status, &page["id"]), (200, &json!(first)), "{page}");
+    let bad = ims
+        .query("owner", "latest", json!({"family": "Web Servers"}))
+        .await;
+    assert_eq!(code(&bad), "invalid_argument", "{bad}");
+    let missing = ims.query("owner", "latest", json!({})).await;
+    assert_eq!(code(&missing), "invalid_argument", "{missing}");
+}

@@ -50,6 +50,7 @@ pub fn describe(event: &Event) -> String {
         Event::ImageRecycled { .. }
         | Event::ImageRestored { .. }
         | Event::RetentionSet { .. }
+        | Event::FamilySet { .. }
         | Event::DeprecationSet { .. }
         | Event::ImageDeprecated { .. } => describe_lifecycle(event),
         Event::ImageShared { .. }
@@ -78,6 +79,18 @@ fn describe_lifecycle(event: &Event) -> String {
         Event::ImageRestored { image_id, .. } => {
             format!("image {image_id} restored from the recycle bin")
         }
+        Event::FamilySet {
+            image_id,
+            family,
+            exclude_from_latest,
+            ..
+        } => match (family, exclude_from_latest) {
+            (None, _) => format!("image {image_id} in no family"),
+            (Some(family), false) => format!("image {image_id} in family {family}"),
+            (Some(family), true) => {
+                format!("image {image_id} in family {family}, never its latest")
+            }
+        },
         Event::RetentionSet { tenant, days } => {
             format!("tenant {tenant}'s recycle bin keeps deleted images {days} days")
         }

@@ -37,6 +37,8 @@ pub struct CreateImage {
     pub tags: BTreeMap<String, String>,
     pub description: String,
     pub protected: bool,
+    pub family: Option<String>,
+    pub exclude_from_latest: bool,
 }
 
 /// A partial update: `None` leaves a field as it is.
@@ -48,6 +50,9 @@ pub struct UpdateImage {
     pub tags: Option<BTreeMap<String, String>>,
     pub min_disk_gb: Option<u32>,
     pub protected: Option<bool>,
+    /// The family to join; `""` leaves the family it is in.
+    pub family: Option<String>,
+    pub exclude_from_latest: Option<bool>,
 }
 
 /// Sets an image's deprecation as a whole: what it omits is cleared.
@@ -70,6 +75,7 @@ pub struct PublishPublicImage {
     pub checksum_sha256: String,
     pub tags: BTreeMap<String, String>,
     pub description: String,
+    pub family: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -190,6 +190,13 @@ pub enum Event {
         tenant: TenantId,
         days: u32,
     },
+    /// The image's family and whether `latest` may answer it, as they now stand.
+    FamilySet {
+        image_id: ImageId,
+        family: Option<String>,
+        exclude_from_latest: bool,
+        at_ms: u64,
+    },
 }
 
 /// The stream an event belongs to: its entity.
@@ -235,7 +242,8 @@ impl Event {
             | Event::ImageLaunched { image_id, .. }
             | Event::DeprecationSet { image_id, .. }
             | Event::ImageRecycled { image_id, .. }
-            | Event::ImageRestored { image_id, .. } => StreamId::Image(*image_id),
+            | Event::ImageRestored { image_id, .. }
+            | Event::FamilySet { image_id, .. } => StreamId::Image(*image_id),
         }
     }
 
@@ -267,6 +275,7 @@ impl Event {
             Event::ImageRecycled { .. } => "image_recycled",
             Event::ImageRestored { .. } => "image_restored",
             Event::RetentionSet { .. } => "retention_set",
+            Event::FamilySet { .. } => "family_set",
         }
     }
 

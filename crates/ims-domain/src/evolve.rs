@@ -110,6 +110,8 @@ pub fn new_image(new: &NewImage) -> Image {
         failure_reason: None,
         last_launched_at: None,
         recycled: None,
+        family: None,
+        exclude_from_latest: false,
     }
 }
 
@@ -136,11 +138,12 @@ pub fn evolve_image(image: &mut Image, event: &Event) {
         | Event::BuildSucceeded { .. }
         | Event::BuildFailed { .. }
         | Event::FileVerified { .. }
-        | Event::BuildFailedBecause { .. }
-        | Event::ImageDeprecated { .. }
+        | Event::BuildFailedBecause { .. } => evolve_content(image, event),
+        Event::ImageDeprecated { .. }
         | Event::DeprecationSet { .. }
         | Event::ImageRecycled { .. }
-        | Event::ImageRestored { .. } => evolve_content(image, event),
+        | Event::ImageRestored { .. }
+        | Event::FamilySet { .. } => evolve_lifecycle(image, event),
         Event::ImageShared { .. }
         | Event::ImageUnshared { .. }
         | Event::ShareAccepted { .. }
@@ -166,7 +169,7 @@ pub fn evolve_image(image: &mut Image, event: &Event) {
     }
 }
 
-/// Deletion, updates, builds, file facts and deprecation: the image itself.
+/// Deletion, updates, builds and file facts: the image itself.
 fn evolve_content(image: &mut Image, event: &Event) -> Option<u64> {
     match event {
         Event::ImageDeleted { at_ms, .. } => {
@@ -203,42 +206,6 @@ fn evolve_content(image: &mut Image, event: &Event) -> Option<u64> {
         Event::BuildFailedBecause { reason, at_ms, .. } => {
             image.status = ImageStatus::Killed;
             image.failure_reason = Some(reason.clone());
-            Some(*at_ms)
-        }
-        // The operator's flag of the first release: a state without replacement or schedule.
-        Event::ImageDeprecated {
-            deprecated, at_ms, ..
-        } => {
-            image.deprecation = Deprecation {
-                state: if *deprecated {
-                    DeprecationState::Deprecated
-                } else {
-                    DeprecationState::Active
-                },
-                ..Deprecation::default()
-            };
-            Some(*at_ms)
-        }
-        Event::DeprecationSet {
-            deprecation, at_ms, ..
-        } => {
-            image.deprecation = deprecation.clone();
-            Some(*at_ms)
-        }
-        Event::ImageRecycled {
-            purge_at_ms, at_ms, ..
-        } => {
-            image.recycled = Some(Recycled {
-                purge_at_ms: *purge_at_ms,
-                restores_to: image.status,
-            });
-            image.status = ImageStatus::Recycled;
-            Some(*at_ms)
-        }
-        Event::ImageRestored { at_ms, .. } => {
-            if let Some(recycled) = image.recycled.take() {
-                image.status = recycled.restores_to;
-            }
             Some(*at_ms)
         }
         // Routed here by `evolve_image` only for the events above.
@@ -350,5 +317,59 @@ fn finish_copy(image: &mut Image, copy_image_id: crate::ImageId, status: &CopySt
         .find(|c| c.copy_image_id == copy_image_id)
     {
         record.status = status.clone();
+    }
+}
+
+/// Deprecation, the recycle bin and families: the image's lifecycle (DESIGN.md section 13).
+fn evolve_lifecycle(image: &mut Image, event: &Event) -> Option<u64> {
+    match event {
+        // The operator's flag of the first release: a state without replacement or schedule.
+        Event::ImageDeprecated {
+            deprecated, at_ms, ..
+        } => {
+            image.deprecation = Deprecation {
+                state: if *deprecated {
+                    DeprecationState::Deprecated
+                } else {
+                    DeprecationState::Active
+                },
+                ..Deprecation::default()
+            };
+            Some(*at_ms)
+        }
+        Event::DeprecationSet {
+            deprecation, at_ms, ..
+        } => {
+            image.deprecation = deprecation.clone();
+            Some(*at_ms)
+        }
+        Event::ImageRecycled {
+            purge_at_ms, at_ms, ..
+        } => {
+            image.recycled = Some(Recycled {
+                purge_at_ms: *purge_at_ms,
+                restores_to: image.status,
+            });
+            image.status = ImageStatus::Recycled;
+            Some(*at_ms)
+        }
+        Event::FamilySet {
+            family,
+            exclude_from_latest,
+            at_ms,
+            ..
+        } => {
+            image.family.clone_from(family);
+            image.exclude_from_latest = *exclude_from_latest;
+            Some(*at_ms)
+        }
+        Event::ImageRestored { at_ms, .. } => {
+            if let Some(recycled) = image.recycled.take() {
+                image.status = recycled.restores_to;
+            }
+            Some(*at_ms)
+        }
+        // Routed here by `evolve_image` only for the events above.
+        _ => None,
     }
 }

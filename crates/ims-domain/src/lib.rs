@@ -21,7 +21,7 @@ mod time;
 mod usable;
 
 pub use command::*;
-pub use decide::{decide, parse_file_format, Actor, Context};
+pub use decide::{check_family, decide, parse_file_format, Actor, Context};
 pub use error::{DomainError, ErrorCode};
 pub use event::*;
 pub use evolve::{evolve, evolve_image, new_image};

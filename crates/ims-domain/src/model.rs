@@ -271,6 +271,10 @@ pub struct Image {
     pub last_launched_at: Option<u64>,
     /// While in the recycle bin: when it is purged, and the status a restore gives back.
     pub recycled: Option<Recycled>,
+    /// The image family it belongs to (GCP's image families): `latest` answers its newest.
+    pub family: Option<String>,
+    /// Never the answer of `latest`, though in a family (a release candidate, say).
+    pub exclude_from_latest: bool,
 }
 
 /// An image in its owner's recycle bin (AWS's Recycle Bin).

@@ -21,6 +21,8 @@ fn update(change: impl FnOnce(&mut UpdateImage)) -> TenantCommand {
         tags: None,
         min_disk_gb: None,
         protected: None,
+        family: None,
+        exclude_from_latest: None,
     };
     change(&mut update);
     TenantCommand::UpdateImage(Box::new(update))

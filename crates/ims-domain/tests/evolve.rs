@@ -23,6 +23,8 @@ fn an_update_changes_every_field_it_names_and_bumps_the_version() {
                 tags: Some(tags.clone()),
                 min_disk_gb: Some(80),
                 protected: Some(true),
+                family: None,
+                exclude_from_latest: None,
             })),
         ))
         .then_ok();

@@ -57,6 +57,7 @@ fn any_command() -> impl Strategy<Value = (Actor, Command)> {
                 checksum_sha256: "c".repeat(64),
                 tags: Default::default(),
                 description: String::new(),
+                family: None,
             }
         )))),
         (
@@ -118,6 +119,8 @@ fn any_command() -> impl Strategy<Value = (Actor, Command)> {
                 tags: None,
                 min_disk_gb: None,
                 protected: Some(false),
+                family: None,
+                exclude_from_latest: None,
             }))
             .into()
         )),

@@ -26,6 +26,8 @@ fn another_tenant_cannot_update_delete_share_copy_or_list_an_image() {
             tags: None,
             min_disk_gb: None,
             protected: None,
+            family: None,
+            exclude_from_latest: None,
         })),
         TenantCommand::DeleteImage {
             image_id: image_id(IMAGE),
@@ -101,6 +103,7 @@ fn nobody_can_share_a_public_image_a_tenant_does_not_own_it_and_the_operator_doe
                 checksum_sha256: "b".repeat(64),
                 tags: Default::default(),
                 description: String::new(),
+                family: None,
             },
         )))])
     };

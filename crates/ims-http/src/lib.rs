@@ -306,6 +306,23 @@ pub fn router(state: HttpState) -> Router {
             get(tenant_route!(Query::RecycleBin)),
         )
         .route(
+            "/v1/{region}/tenants/{tenant}/families/{family}/latest",
+            get(
+                |State(state): State<HttpState>,
+                 headers: HeaderMap,
+                 Path((region, tenant, family)): Path<(String, String, String)>,
+                 p: Params| async move {
+                    match params(p) {
+                        Ok(mut p) => {
+                            p.family = Some(family);
+                            query(&state, &headers, &region, &tenant, Query::Latest, p, None).await
+                        }
+                        Err(error) => error_response(error),
+                    }
+                },
+            ),
+        )
+        .route(
             "/v1/{region}/tenants/{tenant}/images/{id}",
             get(image_route!(Query::Image)),
         )

@@ -77,6 +77,8 @@ fn largest_image(policy: &SharingPolicy, source: CreateSource, disk: DiskKind) -
         tags: largest_tags(policy),
         description: wide(policy.description_chars_max),
         protected: true,
+        family: None,
+        exclude_from_latest: false,
     }))
 }
 
@@ -185,6 +187,8 @@ fn the_largest_valid_events_encode_under_16_kib() {
             tags: Some(largest_tags(&policy)),
             min_disk_gb: None,
             protected: None,
+            family: None,
+            exclude_from_latest: None,
         })),
     );
     region.run(

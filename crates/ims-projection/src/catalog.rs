@@ -11,7 +11,9 @@
 //! - `m` + tenant + 0 + id: the tenant's memberships, value = member status;
 //! - `f` + tenant + 0 + position + index: the tenant's feed items;
 //! - `F` + position: feed items for every tenant (deprecated public images);
-//! - `b` + tenant + 0 + id: the tenant's images in its recycle bin (no other entry while there).
+//! - `b` + tenant + 0 + id: the tenant's images in its recycle bin (no other entry while there);
+//! - `l` + tenant + 0 + family + 0 + id: images of a family the tenant may use privately (its own,
+//!   accepted shares), `L` + family + 0 + id: those every tenant sees; `latest` reads these.
 
 use ims_domain::{
     evolve_image, new_image, CopyStatus, DeprecationState, Event, Image, ImageClass, ImageId,
@@ -51,6 +53,21 @@ pub fn tenant_key(tag: u8, tenant: &TenantId, suffix: &[u8]) -> Vec<u8> {
     key.push(0);
     key.extend_from_slice(suffix);
     key
+}
+
+/// The prefix of a family's index for `tenant` (`None`: the images every tenant sees); the
+/// image id follows it.
+pub fn family_prefix(tenant: Option<&TenantId>, family: &str) -> Vec<u8> {
+    let mut suffix = family.as_bytes().to_vec();
+    suffix.push(0);
+    match tenant {
+        Some(tenant) => tenant_key(b'l', tenant, &suffix),
+        None => [&b"L"[..], &suffix].concat(),
+    }
+}
+
+fn family_key(tenant: Option<&TenantId>, family: &str, id: &[u8; 16]) -> Vec<u8> {
+    [family_prefix(tenant, family), id.to_vec()].concat()
 }
 
 pub fn global_key(id: &ImageId) -> Vec<u8> {
@@ -93,6 +110,7 @@ impl Reindex<'_> {
             | Event::ImageDeleted { .. }
             | Event::ImageRecycled { .. }
             | Event::ImageRestored { .. }
+            | Event::FamilySet { .. }
             | Event::ListedOnMarketplace { .. }
             | Event::DelistedFromMarketplace { .. } => Some(Reindex::All),
             Event::ImageShared { tenants, .. } | Event::ImageUnshared { tenants, .. } => {
@@ -109,6 +127,7 @@ impl Reindex<'_> {
 /// The index entries of `image` in its current state, within `scope`, sorted.
 fn index_entries(image: &Image, scope: Reindex) -> Vec<(Vec<u8>, Vec<u8>)> {
     let id = image.id.as_bytes();
+    let family = image.family.as_deref();
     match (image.status, image.owner.tenant()) {
         (ImageStatus::Deleted, _) => return Vec::new(),
         // In the recycle bin: listed there, and nowhere else.
@@ -128,6 +147,9 @@ fn index_entries(image: &Image, scope: Reindex) -> Vec<(Vec<u8>, Vec<u8>)> {
         ));
         if status == MemberStatus::Accepted {
             entries.push((tenant_key(b'v', member, id), Vec::new()));
+            if let Some(family) = family {
+                entries.push((family_key(Some(member), family, id), Vec::new()));
+            }
         }
     };
     match scope {
@@ -135,11 +157,20 @@ fn index_entries(image: &Image, scope: Reindex) -> Vec<(Vec<u8>, Vec<u8>)> {
             for (member, status) in &image.members {
                 add_member(member, *status);
             }
+            let everyone = matches!(image.class, ImageClass::Public | ImageClass::Marketplace);
             if let Some(owner) = image.owner.tenant() {
                 entries.push((tenant_key(b'v', owner, id), OWNED.to_vec()));
             }
-            if matches!(image.class, ImageClass::Public | ImageClass::Marketplace) {
+            if everyone {
                 entries.push((global_key(&image.id), Vec::new()));
+            }
+            if let Some(family) = family {
+                if let Some(owner) = image.owner.tenant() {
+                    entries.push((family_key(Some(owner), family, id), Vec::new()));
+                }
+                if everyone {
+                    entries.push((family_key(None, family, id), Vec::new()));
+                }
             }
         }
         Reindex::Members(tenants) => {
@@ -207,7 +238,7 @@ impl Fold for Catalog {
     /// 3: image records carry the imported file's facts and a failure reason.
     /// 4: image records carry the time of the last launch.
     /// 5: image records carry their deprecation.
-    /// 6: image records carry their recycle bin stay; the `b` index.
+    /// 6: image records carry their recycle bin stay and family; the `b`, `l` and `L` indexes.
     const LAYOUT: u32 = 6;
 
     fn wants(&self, event_type: &str) -> bool {

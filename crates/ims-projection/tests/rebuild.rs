@@ -72,6 +72,9 @@ fn run_commands(commands: &[(u8, usize, u8, usize)]) -> Vec<Envelope> {
                     tags: BTreeMap::new(),
                     description: String::new(),
                     protected: false,
+                    // Families of the images every tenant sees too (see the publish below).
+                    family: (target % 3 != 0).then(|| "web".to_owned()),
+                    exclude_from_latest: target % 5 == 0,
                 })),
             ),
             2 => cmd(
@@ -152,8 +155,9 @@ fn run_commands(commands: &[(u8, usize, u8, usize)]) -> Vec<Envelope> {
             ),
             // Deprecations, some with transitions scheduled; kind 13 carries them out (its due
             // time is the image's, and the clock jumps to it: see below).
+            // The owner's, or the operator's of a public image.
             12 => cmd(
-                me,
+                if target % 4 == 0 { Actor::Operator } else { me },
                 TenantCommand::DeprecateImage(Box::new(DeprecateImage {
                     image_id: id,
                     state: [
@@ -161,7 +165,8 @@ fn run_commands(commands: &[(u8, usize, u8, usize)]) -> Vec<Envelope> {
                         DeprecationState::Deprecated,
                         DeprecationState::Obsolete,
                     ][*other % 3],
-                    replacement: (*other % 3 != 0).then(|| image(1 + (target / 7) % 6)),
+                    replacement: (*other % 3 != 0 && target % 2 == 1)
+                        .then(|| image(1 + (target / 7) % 6)),
                     obsolete_at_ms: (*other % 3 != 2).then_some(CLOCK_MS + 1_000),
                     delete_at_ms: (target % 2 == 0).then_some(CLOCK_MS + 2_000),
                 })),
@@ -191,6 +196,7 @@ fn run_commands(commands: &[(u8, usize, u8, usize)]) -> Vec<Envelope> {
                     checksum_sha256: "b".repeat(64),
                     tags: BTreeMap::new(),
                     description: String::new(),
+                    family: Some("web".into()),
                 })),
             ),
         };
@@ -329,7 +335,7 @@ proptest! {
         expected.sort();
         let indexed: Vec<(Vec<u8>, Vec<u8>)> = entries
             .into_iter()
-            .filter(|(key, _)| matches!(key[0], b'v' | b'g' | b'm' | b'b'))
+            .filter(|(key, _)| matches!(key[0], b'v' | b'g' | b'm' | b'b' | b'l' | b'L'))
             .collect();
         prop_assert_eq!(indexed, expected);
     }
@@ -377,6 +383,20 @@ proptest! {
                 .map(|i| i.id.to_string())
                 .collect();
             prop_assert_eq!(unique.into_iter().cloned().collect::<std::collections::BTreeSet<_>>(), sees);
+            // `latest` of the family is the newest such image that is active, neither deprecated
+            // nor excluded, as the domain's state says.
+            let newest = domain_state
+                .images
+                .values()
+                .filter(|i| i.family.as_deref() == Some("web") && i.status == ImageStatus::Active)
+                .filter(|i| !i.is_deprecated() && !i.exclude_from_latest)
+                .filter(|i| access(i, &tenant(t)).is_some())
+                .map(|i| i.id.to_string())
+                .max();
+            let latest = answer(&models, &tenant(t), ims_wire::Query::Latest, &QueryParams { family: Some("web".into()), ..Default::default() })
+                .ok()
+                .map(|a| a.to_value()["id"].as_str().unwrap().to_owned());
+            prop_assert_eq!(latest, newest);
         }
     }
 }

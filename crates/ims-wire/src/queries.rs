@@ -29,6 +29,7 @@ pub enum Query {
     Usage,
     UnusedImages,
     RecycleBin,
+    Latest,
 }
 
 impl Query {
@@ -90,6 +91,9 @@ pub struct QueryParams {
     /// `unused-images`: not launched in this many days.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub days: Option<u32>,
+    /// `latest`: the image family.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
     /// Read your writes: answer only once the model has reached this position.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub min_position: Option<u64>,
@@ -136,7 +140,7 @@ mod tests {
             assert_eq!(Query::parse(query.as_str()).unwrap(), *query);
         }
         assert_eq!(Query::VisibleImages.as_str(), "visible-images");
-        assert_eq!(Query::ALL.len(), 10);
+        assert_eq!(Query::ALL.len(), 11);
         assert_eq!(Query::RecycleBin.as_str(), "recycle-bin");
         let unknown = Query::parse("all-images").unwrap_err();
         assert_eq!(unknown.code, WireErrorCode::UnknownCommand);

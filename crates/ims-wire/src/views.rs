@@ -70,6 +70,12 @@ pub struct ImageView {
     pub tags: BTreeMap<String, String>,
     pub description: String,
     pub protected: bool,
+    /// The image family it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    /// Never the answer of `latest`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exclude_from_latest: bool,
     /// Deprecated or obsolete (see `deprecation`).
     pub deprecated: bool,
     /// The deprecation state, replacement and scheduled transitions, unless active with none.
@@ -183,6 +189,8 @@ impl ImageView {
             tags: image.tags.clone(),
             description: image.description.clone(),
             protected: image.protected,
+            family: image.family.clone(),
+            exclude_from_latest: image.exclude_from_latest,
             deprecated: image.is_deprecated(),
             deprecation: (image.deprecation != Deprecation::default()).then(|| DeprecationView {
                 state: image.deprecation.state.as_str().to_owned(),

@@ -211,6 +211,10 @@ pub(crate) enum ImagesQuery {
     },
     /// The tenant's deleted images, each with when it is purged unless restored.
     RecycleBin,
+    /// The newest image of a family that you may use: active, not deprecated, not excluded.
+    ///
+    /// Example: `imsctl --tenant acme images latest web-server`
+    Latest { family: String },
 }
 
 #[derive(Args, Debug)]
@@ -274,6 +278,8 @@ pub(crate) struct ImportArgs {
     pub(crate) tags: Vec<(String, String)>,
     #[arg(long, default_value = "")]
     pub(crate) description: String,
+    #[command(flatten)]
+    pub(crate) family: FamilyArgs,
 }
 
 #[derive(Subcommand, Debug)]
@@ -299,6 +305,12 @@ pub(crate) enum ImageCommand {
         min_disk_gb: Option<u32>,
         #[arg(long)]
         protected: Option<bool>,
+        /// Join this family; --family "" leaves the family.
+        #[arg(long)]
+        family: Option<String>,
+        /// true: never the answer of `images latest`.
+        #[arg(long)]
+        exclude_from_latest: Option<bool>,
     },
     /// Delete an image: it goes to the recycle bin (members lose it) until its purge, unless
     /// restored; deleting it there purges it at once.
@@ -420,6 +432,19 @@ pub(crate) struct CreateArgs {
     /// Encrypt with this KMS key (encrypted images cannot be shared or copied).
     #[arg(long)]
     pub(crate) kms_key_id: Option<String>,
+    #[command(flatten)]
+    pub(crate) family: FamilyArgs,
+}
+
+/// The image family a new image joins.
+#[derive(Args, Debug, Clone)]
+pub(crate) struct FamilyArgs {
+    /// Join this image family: `images latest FAMILY` answers its newest usable image.
+    #[arg(long)]
+    pub(crate) family: Option<String>,
+    /// Never the answer of `images latest` (a release candidate, say).
+    #[arg(long, requires = "family")]
+    pub(crate) exclude_from_latest: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -462,6 +487,9 @@ pub(crate) enum CatalogOpCommand {
         tags: Vec<(String, String)>,
         #[arg(long, default_value = "")]
         description: String,
+        /// The image family it joins, such as debian-12.
+        #[arg(long)]
+        family: Option<String>,
     },
     /// Deprecate a public image, make it obsolete, or schedule either (as `image deprecate`).
     DeprecateImage {

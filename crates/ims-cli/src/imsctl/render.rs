@@ -31,7 +31,9 @@ pub(crate) fn render_query(query: Query, answer: &Value) -> String {
             }
             lines
         }
-        Query::Image => vec![serde_json::to_string_pretty(answer).unwrap_or_default()],
+        Query::Image | Query::Latest => {
+            vec![serde_json::to_string_pretty(answer).unwrap_or_default()]
+        }
     };
     if query == Query::Usage {
         lines.push(format!("totals (minor units): {}", answer["totals_minor"]));

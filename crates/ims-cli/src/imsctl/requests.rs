@@ -68,6 +68,10 @@ pub(crate) fn query_request(query: ImagesQuery) -> (Query, QueryParams) {
             Query::UnusedImages
         }
         ImagesQuery::RecycleBin => Query::RecycleBin,
+        ImagesQuery::Latest { family } => {
+            params.family = Some(family);
+            Query::Latest
+        }
     };
     (query, params)
 }
@@ -92,6 +96,8 @@ pub(crate) fn tenant_request(command: ImageCommand, id: Uuid) -> Outgoing {
             tags,
             min_disk_gb,
             protected,
+            family,
+            exclude_from_latest,
         } => about_image(image, id, |image_id| UpdateImageRequest {
             image_id,
             name,
@@ -99,6 +105,8 @@ pub(crate) fn tenant_request(command: ImageCommand, id: Uuid) -> Outgoing {
             tags: (!tags.is_empty()).then(|| tags.into_iter().collect()),
             min_disk_gb,
             protected,
+            family,
+            exclude_from_latest,
         }),
         ImageCommand::Deprecate { image, deprecation } => {
             about_image(image, id, |image_id| deprecation.request(image_id))
@@ -172,6 +180,7 @@ pub(crate) fn operator_request(command: CatalogOpCommand, id: Uuid) -> Outgoing 
             checksum_sha256,
             tags,
             description,
+            family,
         } => {
             let body = PublishPublicImageRequest {
                 name,
@@ -182,6 +191,7 @@ pub(crate) fn operator_request(command: CatalogOpCommand, id: Uuid) -> Outgoing 
                 checksum_sha256,
                 tags: tags.into_iter().collect(),
                 description,
+                family,
             };
             outgoing(&body, id, None)
         }
@@ -259,6 +269,8 @@ fn create_body(args: CreateArgs) -> CreateImageRequest {
         tags: args.tags.into_iter().collect(),
         description: args.description,
         protected: args.protected,
+        family: args.family.family,
+        exclude_from_latest: args.family.exclude_from_latest,
     }
 }
 
@@ -283,5 +295,7 @@ pub(crate) fn import_body(args: &ImportArgs) -> CreateImageRequest {
         tags: args.tags.iter().cloned().collect(),
         description: args.description.clone(),
         protected: false,
+        family: args.family.family.clone(),
+        exclude_from_latest: args.family.exclude_from_latest,
     }
 }

@@ -31,8 +31,11 @@ pub(super) fn create_image(
             KMS_KEY_ID_CHARS_MAX,
         )?;
     }
+    if let Some(family) = &create.family {
+        check_family(family)?;
+    }
     check_quota_room(tenant, context)?;
-    Ok(vec![Event::ImageCreated(Box::new(NewImage {
+    let created = Event::ImageCreated(Box::new(NewImage {
         id: context.new_image_id,
         region: context.region.clone(),
         owner: Owner::Tenant(owner.clone()),
@@ -50,7 +53,35 @@ pub(super) fn create_image(
         protected: create.protected,
         status: ImageStatus::Queued,
         at_ms: context.now_ms,
-    }))])
+    }));
+    Ok(with_family(
+        created,
+        context.new_image_id,
+        create.family.clone(),
+        create.exclude_from_latest,
+        context,
+    ))
+}
+
+/// A new image's events: its creation, then its family if it has one (an event of its own, so
+/// that `image_created` keeps the shape of the first release).
+fn with_family(
+    created: Event,
+    image_id: ImageId,
+    family: Option<String>,
+    exclude_from_latest: bool,
+    context: &Context,
+) -> Vec<Event> {
+    let mut events = vec![created];
+    if family.is_some() || exclude_from_latest {
+        events.push(Event::FamilySet {
+            image_id,
+            family,
+            exclude_from_latest,
+            at_ms: context.now_ms,
+        });
+    }
+    events
 }
 
 /// The source of a new image, each of its fields within its limit.
@@ -105,7 +136,7 @@ pub(super) fn update_image(
     update: &UpdateImage,
     context: &Context,
 ) -> Result<Vec<Event>, DomainError> {
-    owned_image(state, update.image_id, context)?;
+    let image = owned_image(state, update.image_id, context)?;
     let policy = context.policy;
     if let Some(name) = &update.name {
         check_name(name, policy)?;
@@ -119,26 +150,52 @@ pub(super) fn update_image(
     if let Some(min_disk_gb) = update.min_disk_gb {
         check_min_disk(min_disk_gb, policy)?;
     }
-    let nothing = update.name.is_none()
-        && update.description.is_none()
-        && update.tags.is_none()
-        && update.min_disk_gb.is_none()
-        && update.protected.is_none();
-    if nothing {
+    if let Some(family) = update.family.as_deref().filter(|f| !f.is_empty()) {
+        check_family(family)?;
+    }
+    let updated = update.name.is_some()
+        || update.description.is_some()
+        || update.tags.is_some()
+        || update.min_disk_gb.is_some()
+        || update.protected.is_some();
+    let regrouped = update.family.is_some() || update.exclude_from_latest.is_some();
+    if !updated && !regrouped {
         return Err(DomainError::invalid_argument(
             "update-image changes nothing; give at least one of name, description, tags, \
-             min_disk_gb, protected",
+             min_disk_gb, protected, family, exclude_from_latest",
         ));
     }
-    Ok(vec![Event::ImageUpdated(Box::new(ImageUpdated {
-        image_id: update.image_id,
-        name: update.name.clone(),
-        description: update.description.clone(),
-        tags: update.tags.clone(),
-        min_disk_gb: update.min_disk_gb,
-        protected: update.protected,
-        at_ms: context.now_ms,
-    }))])
+    let mut events = Vec::with_capacity(2);
+    if regrouped {
+        events.push(Event::FamilySet {
+            image_id: image.id,
+            family: match update.family.as_deref() {
+                None => image.family.clone(),
+                Some("") => None,
+                Some(family) => Some(family.to_owned()),
+            },
+            exclude_from_latest: update
+                .exclude_from_latest
+                .unwrap_or(image.exclude_from_latest),
+            at_ms: context.now_ms,
+        });
+    }
+    if !updated {
+        return Ok(events);
+    }
+    events.insert(
+        0,
+        Event::ImageUpdated(Box::new(ImageUpdated {
+            image_id: update.image_id,
+            name: update.name.clone(),
+            description: update.description.clone(),
+            tags: update.tags.clone(),
+            min_disk_gb: update.min_disk_gb,
+            protected: update.protected,
+            at_ms: context.now_ms,
+        })),
+    );
+    Ok(events)
 }
 
 pub(super) fn publish_public_image(
@@ -157,7 +214,10 @@ pub(super) fn publish_public_image(
             "public images are system or data disk images; disk \"full_ecs\" is not published",
         ));
     }
-    Ok(vec![Event::ImageCreated(Box::new(NewImage {
+    if let Some(family) = &publish.family {
+        check_family(family)?;
+    }
+    let created = Event::ImageCreated(Box::new(NewImage {
         id: context.new_image_id,
         region: context.region.clone(),
         owner: Owner::Platform,
@@ -175,7 +235,14 @@ pub(super) fn publish_public_image(
         protected: false,
         status: ImageStatus::Active,
         at_ms: context.now_ms,
-    }))])
+    }));
+    Ok(with_family(
+        created,
+        context.new_image_id,
+        publish.family.clone(),
+        false,
+        context,
+    ))
 }
 
 /// What a build report says besides its outcome.

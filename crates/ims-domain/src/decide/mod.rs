@@ -11,7 +11,7 @@ mod sharing;
 mod tenants;
 mod validation;
 
-pub use validation::parse_file_format;
+pub use validation::{check_family, parse_file_format};
 
 use crate::{
     Command, DomainError, ErrorCode, Event, ImageId, OperatorCommand, RegionId, SharingPolicy,

@@ -182,3 +182,21 @@ pub fn parse_file_format(value: &str) -> Result<FileFormat, DomainError> {
             ))
         })
 }
+
+/// Image family names: the charset of tenant ids (GCP's families are lower-case names too).
+pub fn check_family(family: &str) -> Result<(), DomainError> {
+    let bytes = family.as_bytes();
+    let shape_ok = (1..=64).contains(&bytes.len())
+        && (bytes[0].is_ascii_lowercase() || bytes[0].is_ascii_digit())
+        && bytes[1..]
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_'));
+    if !shape_ok {
+        return Err(DomainError::invalid_argument(format!(
+            "invalid family {}: expected 1 to 64 characters of a-z, 0-9, '_' and '-', starting \
+             with a letter or digit (for example \"web-server\")",
+            preview(family)
+        )));
+    }
+    Ok(())
+}

@@ -43,6 +43,8 @@ pub fn system_image(name: &str) -> TenantCommand {
         tags: BTreeMap::new(),
         description: String::new(),
         protected: false,
+        family: None,
+        exclude_from_latest: false,
     }))
 }
 
@@ -96,6 +98,7 @@ pub fn publish_public(name: &str) -> OperatorCommand {
         checksum_sha256: "b".repeat(64),
         tags: Default::default(),
         description: String::new(),
+        family: None,
     }))
 }
 
@@ -113,6 +116,8 @@ pub fn protect(image: ImageId) -> TenantCommand {
         tags: None,
         min_disk_gb: None,
         protected: Some(true),
+        family: None,
+        exclude_from_latest: None,
     }))
 }
 

@@ -48,6 +48,12 @@ pub struct CreateImageRequest {
     pub description: String,
     #[serde(default, skip_serializing_if = "is_false")]
     pub protected: bool,
+    /// The image family it joins: `latest` answers the family's newest usable image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    /// Never the answer of `latest`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub exclude_from_latest: bool,
 }
 
 impl CommandBody for CreateImageRequest {
@@ -84,6 +90,8 @@ impl CommandBody for CreateImageRequest {
             tags: self.tags,
             description: self.description,
             protected: self.protected,
+            family: self.family,
+            exclude_from_latest: self.exclude_from_latest,
         })))
     }
 }
@@ -103,6 +111,11 @@ pub struct UpdateImageRequest {
     pub min_disk_gb: Option<u32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub protected: Option<bool>,
+    /// The family to join; `""` leaves the family.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exclude_from_latest: Option<bool>,
 }
 
 impl CommandBody for UpdateImageRequest {
@@ -118,6 +131,8 @@ impl CommandBody for UpdateImageRequest {
             tags: self.tags,
             min_disk_gb: self.min_disk_gb,
             protected: self.protected,
+            family: self.family,
+            exclude_from_latest: self.exclude_from_latest,
         })))
     }
 }
@@ -313,6 +328,8 @@ pub struct PublishPublicImageRequest {
     pub tags: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
 }
 
 impl CommandBody for PublishPublicImageRequest {
@@ -331,6 +348,7 @@ impl CommandBody for PublishPublicImageRequest {
                 checksum_sha256: self.checksum_sha256,
                 tags: self.tags,
                 description: self.description,
+                family: self.family,
             },
         )))
     }

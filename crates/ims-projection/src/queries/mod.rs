@@ -16,6 +16,10 @@ use crate::store::{be_u64, image_key, Store};
 use crate::usage::UsageEntry;
 use crate::ProjectionError;
 
+mod lifecycle;
+
+use lifecycle::{latest, recycle_bin, unused_images};
+
 /// The page size when a query gives none.
 pub const PAGE_LIMIT_DEFAULT: usize = 25;
 /// The largest page a query may ask for: big enough for scripts, small enough for one reply.
@@ -268,78 +272,8 @@ pub fn answer(
         Query::Usage => usage(models, tenant, params),
         Query::UnusedImages => unused_images(models, tenant, params),
         Query::RecycleBin => recycle_bin(models, tenant, params),
+        Query::Latest => latest(models, tenant, params),
     }
-}
-
-/// The tenant's images in its recycle bin, each with its `purge_at`.
-fn recycle_bin(
-    models: &Models,
-    tenant: &TenantId,
-    params: &QueryParams,
-) -> Result<Answer, WireError> {
-    let mut page = ImagePage::new(limit(params)?, models.reply_bytes_max);
-    for entry in entries_after(
-        models.catalog,
-        &tenant_key(b'b', tenant, &[]),
-        marker(params)?.as_ref(),
-    ) {
-        let (id, _) = entry?;
-        let Some(image) = load_image(models.catalog, &id)? else {
-            continue;
-        };
-        if !page.add(&image, tenant) {
-            break;
-        }
-    }
-    Ok(page.answer(models.position))
-}
-
-/// The most days `unused-images` looks back: ten years.
-const UNUSED_DAYS_MAX: u32 = 3650;
-
-/// The tenant's own images not launched in `days` days (never launched included), for clean-up.
-fn unused_images(
-    models: &Models,
-    tenant: &TenantId,
-    params: &QueryParams,
-) -> Result<Answer, WireError> {
-    let days = params.days.ok_or_else(|| {
-        invalid(format!(
-            "unused-images needs days: images not launched in that many days (1 to {UNUSED_DAYS_MAX})"
-        ))
-    })?;
-    if !(1..=UNUSED_DAYS_MAX).contains(&days) {
-        return Err(invalid(format!(
-            "days {days} is out of range; expected 1 to {UNUSED_DAYS_MAX}"
-        )));
-    }
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-    let since_ms = now_ms.saturating_sub(u64::from(days) * 24 * 60 * 60 * 1000);
-    let limit = limit(params)?;
-    let marker = marker(params)?;
-    let mut page = ImagePage::new(limit, models.reply_bytes_max);
-    for entry in entries_after(
-        models.catalog,
-        &tenant_key(b'v', tenant, &[]),
-        marker.as_ref(),
-    ) {
-        let (id, value) = entry?;
-        if value != OWNED {
-            continue; // an accepted share: not the tenant's to clean up
-        }
-        let Some(image) = load_image(models.catalog, &id)? else {
-            continue;
-        };
-        if image.last_launched_at.is_some_and(|at| at >= since_ms) {
-            continue;
-        }
-        if !page.add(&image, tenant) {
-            break;
-        }
-    }
-    Ok(page.answer(models.position))
 }
 
 /// The image if `tenant` may see it: its own, public, Marketplace, or shared with it in any status.
@@ -411,6 +345,10 @@ fn visible_images(
         };
         let view_type = image_type(&image, Some(tenant));
         let keep = (!image.is_deprecated() || params.include_deprecated == Some(true))
+            && params
+                .family
+                .as_deref()
+                .is_none_or(|family| image.family.as_deref() == Some(family))
             && params.image_type.as_deref().is_none_or(|t| t == view_type)
             && params
                 .status
