@@ -325,6 +325,7 @@ impl Client {
                 .op_typed(&RegisterTenantRequest {
                     tenant: (*tenant).to_owned(),
                     quota: None,
+                    organization: None,
                 })
                 .await;
             assert_eq!(reply["ok"], true, "registering {tenant}: {reply}");

@@ -514,3 +514,123 @@ async fn latest_answers_the_newest_usable_image_of_a_family_skipping_deprecated_
     let missing = ims.query("owner", "latest", json!({})).await;
     assert_eq!(code(&missing), "invalid_argument", "{missing}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_organization_share_reaches_its_tenants_present_and_future_and_counts_once() {
+    let service = Service::start().await;
+    let ims = &service.client;
+    ims.register(&["owner", "outsider"]).await;
+    let joined = ims
+        .op(
+            "register-tenant",
+            json!({"tenant": "early", "organization": "acme-group"}),
+        )
+        .await;
+    assert_eq!(joined["ok"], true, "{joined}");
+    let image = ims.active_image("owner", json!({"family": "web"})).await;
+    let shared = ims
+        .command(
+            "owner",
+            "share-image",
+            json!({"image_id": image, "organizations": ["acme-group"]}),
+        )
+        .await;
+    assert_eq!(shared["ok"], true, "{shared}");
+    // A tenant registered in the organization after the share sees it too, without accepting.
+    let late = ims
+        .op(
+            "register-tenant",
+            json!({"tenant": "late", "organization": "acme-group"}),
+        )
+        .await;
+    assert_eq!(late["ok"], true, "{late}");
+    let at = position(&late);
+    for tenant in ["early", "late"] {
+        assert!(
+            ims.visible_ids(tenant, at).await.contains(&image),
+            "{tenant} does not see it"
+        );
+        let answer = usable(ims, tenant, &image, at).await;
+        assert_eq!(answer["allowed"], true, "{answer}");
+        assert_eq!(answer["access"], "organization_share", "{answer}");
+        let latest = ims
+            .query_at(tenant, "latest", json!({"family": "web"}), at)
+            .await;
+        assert_eq!(latest["id"], json!(image), "{latest}");
+    }
+    let offered = ims.query_at("late", "shared-with-me", json!({}), at).await;
+    assert_eq!(ids(&offered), vec![image.clone()], "{offered}");
+    assert!(!ims.visible_ids("outsider", at).await.contains(&image));
+    // The owner sees the organization among the members, counted once.
+    let members = ims
+        .query_at("owner", "members", json!({"image_id": image}), at)
+        .await;
+    assert_eq!(
+        members["items"],
+        json!([{"organization": "acme-group", "status": "accepted"}]),
+        "{members}"
+    );
+    let counts = ims.query_at("owner", "share-counts", json!({}), at).await;
+    assert_eq!(
+        (
+            counts["items"][0]["organizations"].as_u64(),
+            counts["items"][0]["total"].as_u64()
+        ),
+        (Some(1), Some(1)),
+        "{counts}"
+    );
+    // Auditors see both tenants reach it through the organization.
+    let auditor = ims.auditor_connection().await;
+    let region = ims_domain::RegionId::parse(REGION).unwrap();
+    let who = ims_audit::who_could_use_online(
+        &auditor,
+        &Default::default(),
+        &region,
+        ims_domain::ImageId::parse(&image).unwrap(),
+        ims_audit::Until::Position(at),
+    )
+    .await
+    .unwrap();
+    let through: Vec<(String, String)> = who["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["tenant"].as_str().unwrap().to_owned(),
+                t["through"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        through,
+        vec![
+            ("early".to_owned(), "organization_share".to_owned()),
+            ("late".to_owned(), "organization_share".to_owned()),
+            ("owner".to_owned(), "owner".to_owned()),
+        ]
+    );
+    let unshared = ims
+        .command(
+            "owner",
+            "unshare-image",
+            json!({"image_id": image, "organizations": ["acme-group"]}),
+        )
+        .await;
+    assert_eq!(unshared["ok"], true, "{unshared}");
+    assert!(!ims
+        .visible_ids("late", position(&unshared))
+        .await
+        .contains(&image));
+    let bad = ims
+        .op(
+            "register-tenant",
+            json!({"tenant": "odd", "organization": "Acme Group"}),
+        )
+        .await;
+    assert_eq!(code(&bad), "invalid_argument", "{bad}");
+    assert!(bad["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("organization id"));
+}

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use ims_audit::{replay_with_state, who_could_use_offline, LogSource, Until};
-use ims_domain::{Event, ImageClass, Listing, Owner, Price, RegionId};
+use ims_domain::{Event, ImageClass, Listing, OrganizationId, Owner, Price, RegionId};
 use ims_log::{new_event, EventLog, NewCommand};
 use ims_projection::synthetic::{created, image_id, tenant};
 use proptest::prelude::*;
@@ -17,13 +17,16 @@ const IMAGES: u64 = 4;
 /// say) are left out, as `decide` would refuse them.
 fn events(ops: &[(u8, u64, u64)]) -> Vec<Event> {
     let mut registered = std::collections::HashSet::new();
+    let mut joined = std::collections::HashSet::new();
+    let organization =
+        |n: u64| OrganizationId::parse(["org-a", "org-b"][(n % 2) as usize]).unwrap();
     let mut created_images = std::collections::HashSet::new();
     let mut out = Vec::new();
     for (n, &(kind, a, b)) in ops.iter().enumerate() {
         let (who, id) = (tenant(a % TENANTS), image_id(b % IMAGES));
         let at_ms = 1_700_000_000_000 + n as u64;
         let exists = created_images.contains(&(b % IMAGES));
-        let event = match kind % 10 {
+        let event = match kind % 15 {
             0 if registered.insert(a % TENANTS) => Event::TenantRegistered {
                 tenant: who,
                 quota: 100,
@@ -72,6 +75,31 @@ fn events(ops: &[(u8, u64, u64)]) -> Vec<Event> {
                 image_id: id,
                 at_ms,
             },
+            10 if registered.contains(&(a % TENANTS)) && joined.insert(a % TENANTS) => {
+                Event::TenantJoinedOrganization {
+                    tenant: who,
+                    organization: organization(b),
+                }
+            }
+            11 if exists => Event::ImageSharedWithOrganizations {
+                image_id: id,
+                organizations: vec![organization(a)],
+                at_ms,
+            },
+            12 if exists => Event::ImageUnsharedFromOrganizations {
+                image_id: id,
+                organizations: vec![organization(a)],
+                at_ms,
+            },
+            13 if exists => Event::ImageRecycled {
+                image_id: id,
+                purge_at_ms: at_ms + 1_000,
+                at_ms,
+            },
+            14 if exists => Event::ImageRestored {
+                image_id: id,
+                at_ms,
+            },
             _ => continue,
         };
         out.push(event);
@@ -109,7 +137,7 @@ proptest! {
 
     #[test]
     fn from_the_streams_equals_a_full_replay_at_every_position(
-        ops in prop::collection::vec((0u8..10, 0u64..8, 0u64..8), 1..60)
+        ops in prop::collection::vec((0u8..15, 0u64..8, 0u64..8), 1..60)
     ) {
         let events = events(&ops);
         let dir = tempfile::tempdir().unwrap();

@@ -1,6 +1,8 @@
 //! Readable sentences about events.
 
-use ims_domain::{CopyStatus, DiskKind, Event, ImageClass, Price, Source, TenantId};
+use ims_domain::{
+    CopyStatus, DiskKind, Event, ImageClass, OrganizationId, Price, Source, TenantId,
+};
 use ims_log::{decode_event, Envelope};
 
 /// A readable line about an event.
@@ -11,12 +13,9 @@ pub fn summary(envelope: &Envelope) -> String {
     }
 }
 
-fn list(tenants: &[TenantId]) -> String {
-    tenants
-        .iter()
-        .map(TenantId::as_str)
-        .collect::<Vec<_>>()
-        .join(", ")
+/// Names separated by commas.
+fn list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names.collect::<Vec<_>>().join(", ")
 }
 
 /// A sentence about an event for people reading history.
@@ -26,6 +25,10 @@ pub fn describe(event: &Event) -> String {
             format!("tenant {tenant} registered with quota {quota}")
         }
         Event::QuotaSet { tenant, quota } => format!("quota of tenant {tenant} set to {quota}"),
+        Event::TenantJoinedOrganization {
+            tenant,
+            organization,
+        } => format!("tenant {tenant} belongs to organization {organization}"),
         Event::ImageCreated(new) => describe_created(new),
         Event::ImageUpdated(update) => format!("image {} updated", update.image_id),
         Event::BuildStarted { image_id, .. } => format!("build of image {image_id} started"),
@@ -61,6 +64,8 @@ pub fn describe(event: &Event) -> String {
         | Event::DelistedFromMarketplace { .. }
         | Event::CopyRequested { .. }
         | Event::CopyFinished { .. }
+        | Event::ImageSharedWithOrganizations { .. }
+        | Event::ImageUnsharedFromOrganizations { .. }
         | Event::UsageRecorded { .. } => describe_use(event),
     }
 }
@@ -135,13 +140,35 @@ fn describe_use(event: &Event) -> String {
     match event {
         Event::ImageShared {
             image_id, tenants, ..
-        } => format!("image {image_id} shared with {}", list(tenants)),
+        } => format!(
+            "image {image_id} shared with {}",
+            list(tenants.iter().map(TenantId::as_str))
+        ),
         Event::ImageUnshared {
             image_id, tenants, ..
-        } => format!("image {image_id} no longer shared with {}", list(tenants)),
+        } => format!(
+            "image {image_id} no longer shared with {}",
+            list(tenants.iter().map(TenantId::as_str))
+        ),
         Event::ShareAccepted {
             image_id, tenant, ..
         } => format!("tenant {tenant} accepted image {image_id}"),
+        Event::ImageSharedWithOrganizations {
+            image_id,
+            organizations,
+            ..
+        } => format!(
+            "image {image_id} shared with the tenants of organization {}",
+            list(organizations.iter().map(OrganizationId::as_str))
+        ),
+        Event::ImageUnsharedFromOrganizations {
+            image_id,
+            organizations,
+            ..
+        } => format!(
+            "image {image_id} no longer shared with organization {}",
+            list(organizations.iter().map(OrganizationId::as_str))
+        ),
         Event::ShareRejected {
             image_id, tenant, ..
         } => format!("tenant {tenant} rejected image {image_id}"),

@@ -1,6 +1,8 @@
 //! Time travel: the region as it was at a position or a time, and who could use an image then.
 
-use ims_domain::{access, evolve, ImageClass, ImageId, RegionId, State, TenantId};
+use ims_domain::{
+    access, evolve, Event, ImageClass, ImageId, OrganizationId, RegionId, State, TenantId, Viewer,
+};
 use ims_log::{decode_event, EventLog};
 use ims_projection::queries::{answer, Models};
 use ims_projection::{snapshot, Catalog, ReadModel, UsageLedger};
@@ -199,7 +201,7 @@ impl Replayed {
             image,
             self.position,
             state.images.get(&image),
-            state.tenants.keys(),
+            state.tenants.values().map(Viewer::of),
         ))
     }
 }
@@ -234,9 +236,11 @@ pub fn who_could_use_offline(
             std::iter::empty(),
         ));
     };
-    // A public or Marketplace image reaches every tenant registered by then; any other only its
-    // owner and members, so only their registrations are read.
-    let everyone = matches!(found.class, ImageClass::Public | ImageClass::Marketplace);
+    // A public or Marketplace image reaches every tenant registered by then, one shared with
+    // organizations may reach any; any other only its owner and members, so only their
+    // registrations are read.
+    let everyone = matches!(found.class, ImageClass::Public | ImageClass::Marketplace)
+        || !found.organizations.is_empty();
     let prefixes: Vec<String> = if everyone {
         vec!["tenant/".to_owned()]
     } else {
@@ -248,7 +252,7 @@ pub fn who_could_use_offline(
             .map(|tenant| format!("tenant/{tenant}"))
             .collect()
     };
-    let mut registered = std::collections::BTreeSet::new();
+    let mut registered = std::collections::BTreeMap::new();
     for prefix in &prefixes {
         for (stream, first) in log.stream_starts(prefix)? {
             if first > position || (!everyone && stream != *prefix) {
@@ -258,7 +262,12 @@ pub fn who_could_use_offline(
                 .strip_prefix("tenant/")
                 .and_then(|id| TenantId::parse(id).ok())
             {
-                registered.insert(tenant);
+                let organization = if found.organizations.is_empty() {
+                    None
+                } else {
+                    organization_by(log, &stream, position)?
+                };
+                registered.insert(tenant, organization);
             }
         }
     }
@@ -266,24 +275,48 @@ pub fn who_could_use_offline(
         image,
         position,
         Some(found),
-        registered.iter(),
+        registered.iter().map(|(tenant, organization)| Viewer {
+            tenant,
+            organization: organization.as_ref(),
+        }),
     ))
 }
 
-/// The answer of who-could-use: each of `registered` (in order) that has access to `found`.
+/// The organization the tenant of `stream` belonged to at `position`, from its own stream.
+fn organization_by(
+    log: &EventLog,
+    stream: &str,
+    position: u64,
+) -> Result<Option<OrganizationId>, AuditError> {
+    for envelope in log.read_stream(stream)? {
+        if envelope.position() > position {
+            break;
+        }
+        if envelope.body.event_type == "tenant_joined_organization" {
+            if let Event::TenantJoinedOrganization { organization, .. } = decode_event(&envelope)? {
+                return Ok(Some(organization));
+            }
+        }
+    }
+    Ok(None)
+}
+
+/// The answer of who-could-use: each of `registered` (in tenant order) that has access to
+/// `found`.
 fn who_could_use_answer<'t>(
     image: ImageId,
     position: u64,
     found: Option<&ims_domain::Image>,
-    registered: impl Iterator<Item = &'t TenantId>,
+    registered: impl Iterator<Item = Viewer<'t>>,
 ) -> Value {
     let Some(found) = found else {
         return json!({"image_id": image.to_string(), "position": position, "exists": false, "tenants": []});
     };
     let tenants: Vec<Value> = registered
-        .filter_map(|tenant| {
-            access(found, tenant)
-                .map(|through| json!({"tenant": tenant.as_str(), "through": through.as_str()}))
+        .filter_map(|viewer| {
+            access(found, viewer).map(
+                |through| json!({"tenant": viewer.tenant.as_str(), "through": through.as_str()}),
+            )
         })
         .collect();
     // An obsolete image is still reached by its tenants, but `usable` refuses it: the auditor

@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use crate::{
-    DeprecationState, DiskKind, Encryption, FileFacts, FileFormat, ImageId, Os, Price, RegionId,
-    TenantId,
+    DeprecationState, DiskKind, Encryption, FileFacts, FileFormat, ImageId, OrganizationId, Os,
+    Price, RegionId, TenantId,
 };
 
 /// The source a tenant may create an image from (copies and published images come from other
@@ -122,11 +122,13 @@ pub enum TenantCommand {
     ShareImage {
         image_id: ImageId,
         tenants: Vec<TenantId>,
+        organizations: Vec<OrganizationId>,
     },
-    /// `tenants: None` stops sharing with everyone.
+    /// `tenants: None` stops sharing with everyone, organizations included.
     UnshareImage {
         image_id: ImageId,
         tenants: Option<Vec<TenantId>>,
+        organizations: Vec<OrganizationId>,
     },
     AcceptShare {
         image_id: ImageId,
@@ -160,6 +162,7 @@ pub enum OperatorCommand {
     RegisterTenant {
         tenant: TenantId,
         quota: Option<u32>,
+        organization: Option<OrganizationId>,
     },
     SetQuota {
         tenant: TenantId,
@@ -295,7 +298,9 @@ impl TenantCommand {
             | TenantCommand::ListOnMarketplace { image_id, .. }
             | TenantCommand::DelistFromMarketplace { image_id }
             | TenantCommand::UnshareImage { image_id, .. } => touches.images.push(*image_id),
-            TenantCommand::ShareImage { image_id, tenants } => {
+            TenantCommand::ShareImage {
+                image_id, tenants, ..
+            } => {
                 touches.images.push(*image_id);
                 touches.tenants.extend(tenants.iter().cloned());
             }
@@ -383,6 +388,7 @@ mod tests {
         let share = Command::from(TenantCommand::ShareImage {
             image_id: image(1),
             tenants: vec![tenant("t2"), tenant("t3")],
+            organizations: Vec::new(),
         });
         assert_eq!(
             share.touches(),
@@ -427,6 +433,7 @@ mod tests {
         let register = Command::from(OperatorCommand::RegisterTenant {
             tenant: tenant("t6"),
             quota: None,
+            organization: None,
         });
         assert_eq!(register.touches().tenants, vec![tenant("t6")]);
     }

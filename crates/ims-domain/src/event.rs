@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::{
     CopyStatus, Deprecation, DiskKind, Encryption, FileFacts, ImageClass, ImageId, ImageStatus,
-    Listing, Os, Owner, RegionId, Source, TenantId,
+    Listing, OrganizationId, Os, Owner, RegionId, Source, TenantId,
 };
 
 /// The schema version of every payload type below, as written by this release.
@@ -197,6 +197,22 @@ pub enum Event {
         exclude_from_latest: bool,
         at_ms: u64,
     },
+    /// Registered with an organization (right after its registration).
+    TenantJoinedOrganization {
+        tenant: TenantId,
+        organization: OrganizationId,
+    },
+    /// Shared with every tenant of these organizations, present and future, accepted at once.
+    ImageSharedWithOrganizations {
+        image_id: ImageId,
+        organizations: Vec<OrganizationId>,
+        at_ms: u64,
+    },
+    ImageUnsharedFromOrganizations {
+        image_id: ImageId,
+        organizations: Vec<OrganizationId>,
+        at_ms: u64,
+    },
 }
 
 /// The stream an event belongs to: its entity.
@@ -221,7 +237,8 @@ impl Event {
             Event::TenantRegistered { tenant, .. }
             | Event::QuotaSet { tenant, .. }
             | Event::UsageRecorded { tenant, .. }
-            | Event::RetentionSet { tenant, .. } => StreamId::Tenant(tenant.clone()),
+            | Event::RetentionSet { tenant, .. }
+            | Event::TenantJoinedOrganization { tenant, .. } => StreamId::Tenant(tenant.clone()),
             Event::ImageCreated(new) => StreamId::Image(new.id),
             Event::ImageUpdated(update) => StreamId::Image(update.image_id),
             Event::BuildStarted { image_id, .. }
@@ -243,7 +260,9 @@ impl Event {
             | Event::DeprecationSet { image_id, .. }
             | Event::ImageRecycled { image_id, .. }
             | Event::ImageRestored { image_id, .. }
-            | Event::FamilySet { image_id, .. } => StreamId::Image(*image_id),
+            | Event::FamilySet { image_id, .. }
+            | Event::ImageSharedWithOrganizations { image_id, .. }
+            | Event::ImageUnsharedFromOrganizations { image_id, .. } => StreamId::Image(*image_id),
         }
     }
 
@@ -276,6 +295,9 @@ impl Event {
             Event::ImageRestored { .. } => "image_restored",
             Event::RetentionSet { .. } => "retention_set",
             Event::FamilySet { .. } => "family_set",
+            Event::TenantJoinedOrganization { .. } => "tenant_joined_organization",
+            Event::ImageSharedWithOrganizations { .. } => "image_shared_with_organizations",
+            Event::ImageUnsharedFromOrganizations { .. } => "image_unshared_from_organizations",
         }
     }
 

@@ -2,7 +2,7 @@
 //! checked, so evolve only records them. An event about an entity the state does not hold (a
 //! writer that loaded only part of the region) changes nothing.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::{
     CopyRecord, CopyStatus, Deprecation, DeprecationState, Event, Image, ImageClass, ImageStatus,
@@ -22,6 +22,7 @@ pub fn evolve(state: &mut State, event: &Event) {
                     charges_minor: BTreeMap::new(),
                     version: 1,
                     retention_days: None,
+                    organization: None,
                 },
             );
         }
@@ -34,6 +35,15 @@ pub fn evolve(state: &mut State, event: &Event) {
         Event::RetentionSet { tenant, days } => {
             if let Some(tenant) = state.tenants.get_mut(tenant) {
                 tenant.retention_days = Some(*days);
+                tenant.version += 1;
+            }
+        }
+        Event::TenantJoinedOrganization {
+            tenant,
+            organization,
+        } => {
+            if let Some(tenant) = state.tenants.get_mut(tenant) {
+                tenant.organization = Some(organization.clone());
                 tenant.version += 1;
             }
         }
@@ -110,6 +120,7 @@ pub fn new_image(new: &NewImage) -> Image {
         failure_reason: None,
         last_launched_at: None,
         recycled: None,
+        organizations: BTreeSet::new(),
         family: None,
         exclude_from_latest: false,
     }
@@ -149,7 +160,9 @@ pub fn evolve_image(image: &mut Image, event: &Event) {
         | Event::ShareAccepted { .. }
         | Event::ShareRejected { .. }
         | Event::ListedOnMarketplace { .. }
-        | Event::DelistedFromMarketplace { .. } => evolve_access(image, event),
+        | Event::DelistedFromMarketplace { .. }
+        | Event::ImageSharedWithOrganizations { .. }
+        | Event::ImageUnsharedFromOrganizations { .. } => evolve_access(image, event),
         Event::CopyRequested { .. } | Event::CopyFinished { .. } => evolve_copies(image, event),
         Event::ImageLaunched { at_ms, .. } => {
             // A launch is not a change of the image: its version moves, its update time not.
@@ -162,6 +175,7 @@ pub fn evolve_image(image: &mut Image, event: &Event) {
         | Event::QuotaSet { .. }
         | Event::UsageRecorded { .. }
         | Event::RetentionSet { .. }
+        | Event::TenantJoinedOrganization { .. }
         | Event::ImageCreated(_) => None,
     };
     if let Some(at_ms) = at_ms {
@@ -246,6 +260,24 @@ fn evolve_access(image: &mut Image, event: &Event) -> Option<u64> {
             image.listing = None;
             Some(*at_ms)
         }
+        Event::ImageSharedWithOrganizations {
+            organizations,
+            at_ms,
+            ..
+        } => {
+            image.organizations.extend(organizations.iter().cloned());
+            Some(*at_ms)
+        }
+        Event::ImageUnsharedFromOrganizations {
+            organizations,
+            at_ms,
+            ..
+        } => {
+            for organization in organizations {
+                image.organizations.remove(organization);
+            }
+            Some(*at_ms)
+        }
         // Routed here by `evolve_image` only for the events above.
         _ => None,
     }
@@ -284,6 +316,7 @@ fn evolve_copies(image: &mut Image, event: &Event) -> Option<u64> {
 /// Deleting ends every share and every listing (rule 4); recipients are not asked.
 fn delete(image: &mut Image) {
     image.members.clear();
+    image.organizations.clear();
     image.listing = None;
     if image.class == ImageClass::Marketplace {
         image.class = ImageClass::Private;

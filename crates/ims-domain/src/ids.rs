@@ -15,6 +15,33 @@ pub struct RegionId(String);
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TenantId(String);
 
+/// An organization id (a group of tenants, as in Huawei's and AWS's organization sharing): the
+/// shape of a tenant id.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct OrganizationId(String);
+
+impl OrganizationId {
+    /// Parses an organization id, or says which rule `value` breaks.
+    pub fn parse(value: &str) -> Result<Self, DomainError> {
+        TenantId::parse(value).map(|id| Self(id.0)).map_err(|_| {
+            DomainError::invalid_argument(format!(
+                "invalid organization id {value:?}: expected 1 to 64 characters of a-z, 0-9, '_' \
+                 and '-', starting with a letter or digit (for example \"acme-group\")"
+            ))
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for OrganizationId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// An image id: a UUID, assigned by the server (version 7, so ids sort by creation time).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct ImageId([u8; 16]);

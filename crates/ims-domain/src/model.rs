@@ -1,11 +1,11 @@
 //! The state that events fold into: tenants with their quota, images with everything the rules
 //! look at, and the region-wide [`State`] that holds them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{ImageId, RegionId, TenantId};
+use crate::{ImageId, OrganizationId, RegionId, TenantId};
 
 /// Who owns an image: public images belong to the platform, all others to one tenant.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -271,6 +271,9 @@ pub struct Image {
     pub last_launched_at: Option<u64>,
     /// While in the recycle bin: when it is purged, and the status a restore gives back.
     pub recycled: Option<Recycled>,
+    /// Organizations it is shared with: each of their tenants, present and future, may use it
+    /// without accepting; each counts as one member toward the limit.
+    pub organizations: BTreeSet<OrganizationId>,
     /// The image family it belongs to (GCP's image families): `latest` answers its newest.
     pub family: Option<String>,
     /// Never the answer of `latest`, though in a family (a release candidate, say).
@@ -339,6 +342,8 @@ pub struct Tenant {
     pub version: u64,
     /// Days a deleted image stays in its recycle bin (none: the policy's default).
     pub retention_days: Option<u32>,
+    /// The organization it belongs to, if any: images shared with it reach this tenant.
+    pub organization: Option<OrganizationId>,
 }
 
 /// The state of one region, or the part of it that a command needs: `decide` only reads the

@@ -2,8 +2,8 @@
 //! function that explains every refusal.
 
 use crate::{
-    DeprecationState, DiskKind, Image, ImageClass, ImageId, ImageStatus, MemberStatus, Price,
-    RegionId, Source, TenantId,
+    DeprecationState, DiskKind, Image, ImageClass, ImageId, ImageStatus, MemberStatus,
+    OrganizationId, Price, RegionId, Source, Tenant, TenantId,
 };
 
 /// What a tenant wants to do with an image.
@@ -34,6 +34,34 @@ pub enum Access {
     Public,
     SharedAccepted,
     Marketplace,
+    /// Shared with the tenant's organization.
+    OrganizationShare,
+}
+
+/// Who looks at an image: a tenant, and the organization it belongs to, through which shares
+/// with the organization reach it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Viewer<'a> {
+    pub tenant: &'a TenantId,
+    pub organization: Option<&'a OrganizationId>,
+}
+
+impl<'a> Viewer<'a> {
+    /// A registered tenant, with its organization.
+    pub fn of(tenant: &'a Tenant) -> Self {
+        Self {
+            tenant: &tenant.id,
+            organization: tenant.organization.as_ref(),
+        }
+    }
+
+    /// A tenant in no organization (or whose organization does not matter to the caller).
+    pub fn alone(tenant: &'a TenantId) -> Self {
+        Self {
+            tenant,
+            organization: None,
+        }
+    }
 }
 
 impl Access {
@@ -43,6 +71,7 @@ impl Access {
             Access::Public => "public",
             Access::SharedAccepted => "accepted_share",
             Access::Marketplace => "marketplace",
+            Access::OrganizationShare => "organization_share",
         }
     }
 }
@@ -70,8 +99,10 @@ impl Usability {
     }
 }
 
-/// How `tenant` may see `image` right now, if at all: the visibility rules of sections 2 and 5.
-pub fn access(image: &Image, tenant: &TenantId) -> Option<Access> {
+/// How `viewer` may see `image` right now, if at all: the visibility rules of sections 2 and 5,
+/// and shares with the viewer's organization.
+pub fn access(image: &Image, viewer: Viewer) -> Option<Access> {
+    let tenant = viewer.tenant;
     if image.status == ImageStatus::Deleted {
         return None;
     }
@@ -87,7 +118,10 @@ pub fn access(image: &Image, tenant: &TenantId) -> Option<Access> {
         ImageClass::Marketplace => Some(Access::Marketplace),
         ImageClass::Private => match image.members.get(tenant) {
             Some(MemberStatus::Accepted) => Some(Access::SharedAccepted),
-            _ => None,
+            _ => viewer
+                .organization
+                .filter(|organization| image.organizations.contains(*organization))
+                .map(|_| Access::OrganizationShare),
         },
     }
 }
@@ -96,11 +130,12 @@ pub fn access(image: &Image, tenant: &TenantId) -> Option<Access> {
 /// in this region) for `purpose`.
 pub fn usable(
     region: &RegionId,
-    tenant: &TenantId,
+    viewer: Viewer,
     image_id: ImageId,
     image: Option<&Image>,
     purpose: Purpose,
 ) -> Usability {
+    let tenant = viewer.tenant;
     // An image in the recycle bin is deleted for everyone but its owner.
     let Some(image) = image.filter(|image| {
         image.status != ImageStatus::Deleted
@@ -118,7 +153,7 @@ pub fn usable(
             image.region
         ));
     }
-    let Some(access) = access(image, tenant) else {
+    let Some(access) = access(image, viewer) else {
         return Usability::refused(why_not_visible(image, tenant, image_id));
     };
     if image.deprecation.state == DeprecationState::Obsolete {

@@ -138,6 +138,7 @@ fn a_quota_up_to_the_maximum_is_accepted_and_one_more_is_refused() {
         .when(op(OperatorCommand::RegisterTenant {
             tenant: tenant("t9"),
             quota: Some(max + 1),
+            organization: None,
         }))
         .then_refused(ErrorCode::InvalidArgument, "too large");
 }
@@ -248,6 +249,7 @@ fn usable_names_a_rejected_share_and_a_disk_kind_that_does_not_fit_the_purpose()
             TenantCommand::ShareImage {
                 image_id: image_id(IMAGE),
                 tenants: vec![tenant("t2")],
+                organizations: Vec::new(),
             },
         ),
         by(
@@ -260,7 +262,7 @@ fn usable_names_a_rejected_share_and_a_disk_kind_that_does_not_fit_the_purpose()
     let image = scenario.image(image_id(IMAGE));
     let answer = usable(
         &region(),
-        &tenant("t2"),
+        Viewer::alone(&tenant("t2")),
         image_id(IMAGE),
         Some(image),
         Purpose::CreateEcs,
@@ -274,7 +276,7 @@ fn usable_names_a_rejected_share_and_a_disk_kind_that_does_not_fit_the_purpose()
 
     let answer = usable(
         &region(),
-        &tenant("t1"),
+        Viewer::alone(&tenant("t1")),
         image_id(IMAGE),
         Some(image),
         Purpose::CreateEvs,
@@ -299,7 +301,13 @@ fn usable_names_a_rejected_share_and_a_disk_kind_that_does_not_fit_the_purpose()
         (Purpose::CreateEcs, false),
         (Purpose::ChangeOs, false),
     ] {
-        let answer = usable(&region(), &tenant("t1"), image_id(1), Some(image), purpose);
+        let answer = usable(
+            &region(),
+            Viewer::alone(&tenant("t1")),
+            image_id(1),
+            Some(image),
+            purpose,
+        );
         assert_eq!(answer.allowed, allowed, "{purpose:?}: {}", answer.reason);
         if !allowed {
             assert!(
@@ -405,12 +413,18 @@ fn deleting_a_listed_image_hides_it_while_recycled_and_delists_it_once_purged() 
         ),
         purge(image_id(IMAGE)),
     ]);
-    assert_eq!(access(scenario.image(image_id(IMAGE)), &tenant("t3")), None);
+    assert_eq!(
+        access(
+            scenario.image(image_id(IMAGE)),
+            Viewer::alone(&tenant("t3"))
+        ),
+        None
+    );
     let (_, state) = scenario.when(purge(image_id(IMAGE))).then_ok();
     let image = &state.images[&image_id(IMAGE)];
     assert_eq!(image.class, ImageClass::Private);
     assert_eq!(image.listing, None);
-    assert_eq!(access(image, &tenant("t3")), None);
+    assert_eq!(access(image, Viewer::alone(&tenant("t3"))), None);
 }
 
 #[test]
@@ -421,6 +435,7 @@ fn usable_says_through_what_and_for_which_purpose_in_words() {
             TenantCommand::ShareImage {
                 image_id: image_id(IMAGE),
                 tenants: vec![tenant("t2")],
+                organizations: Vec::new(),
             },
         ),
         by(
@@ -434,7 +449,7 @@ fn usable_says_through_what_and_for_which_purpose_in_words() {
     let through = |who: &str| {
         usable(
             &region(),
-            &tenant(who),
+            Viewer::alone(&tenant(who)),
             image_id(IMAGE),
             Some(image),
             Purpose::ChangeOs,
@@ -456,7 +471,7 @@ fn usable_says_through_what_and_for_which_purpose_in_words() {
     ]);
     let answer = usable(
         &region(),
-        &tenant("t1"),
+        Viewer::alone(&tenant("t1")),
         image_id(1),
         Some(data.image(image_id(1))),
         Purpose::ChangeOs,

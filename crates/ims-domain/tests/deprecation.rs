@@ -36,6 +36,7 @@ fn shared_image_and_a_newer_one() -> Scenario {
             TenantCommand::ShareImage {
                 image_id: image_id(IMAGE),
                 tenants: vec![tenant("t2")],
+                organizations: Vec::new(),
             },
         ),
         by(
@@ -55,6 +56,7 @@ fn newer_one_shared_too() -> Scenario {
             TenantCommand::ShareImage {
                 image_id: image_id(NEWER),
                 tenants: vec![tenant("t2")],
+                organizations: Vec::new(),
             },
         ),
         by(
@@ -69,7 +71,7 @@ fn newer_one_shared_too() -> Scenario {
 fn usable_by(scenario: &Scenario, tenant_id: &str, image: u128) -> Usability {
     usable(
         &region(),
-        &tenant(tenant_id),
+        Viewer::alone(&tenant(tenant_id)),
         image_id(image),
         Some(scenario.image(image_id(image))),
         Purpose::CreateEcs,

@@ -71,6 +71,7 @@ fn any_command() -> impl Strategy<Value = (Actor, Command)> {
                     TenantCommand::ShareImage {
                         image_id: i,
                         tenants: ts.iter().map(|t| tenant(t)).collect(),
+                        organizations: Vec::new(),
                     }
                     .into(),
                 )
@@ -86,6 +87,7 @@ fn any_command() -> impl Strategy<Value = (Actor, Command)> {
                     TenantCommand::UnshareImage {
                         image_id: i,
                         tenants: ts.map(|ts| ts.iter().map(|t| tenant(t)).collect()),
+                        organizations: Vec::new(),
                     }
                     .into(),
                 )

@@ -28,6 +28,7 @@ fn shared_image() -> Scenario {
             TenantCommand::ShareImage {
                 image_id: image_id(IMAGE),
                 tenants: vec![tenant("t2"), tenant("t3")],
+                organizations: Vec::new(),
             },
         ),
         by(
@@ -49,7 +50,7 @@ fn recycled() -> (Scenario, u64) {
 fn usable_by(scenario: &Scenario, tenant_id: &str) -> Usability {
     usable(
         &region(),
-        &tenant(tenant_id),
+        Viewer::alone(&tenant(tenant_id)),
         image_id(IMAGE),
         Some(scenario.image(image_id(IMAGE))),
         Purpose::CreateEcs,
@@ -83,8 +84,11 @@ fn a_tenants_delete_moves_the_image_to_its_recycle_bin_for_seven_days() {
 fn while_recycled_members_lose_the_image_and_its_owner_must_restore_it_first() {
     let (scenario, _) = recycled();
     let image = scenario.image(image_id(IMAGE));
-    assert_eq!(access(image, &tenant("t2")), None);
-    assert_eq!(access(image, &tenant("t1")), Some(Access::Owner));
+    assert_eq!(access(image, Viewer::alone(&tenant("t2"))), None);
+    assert_eq!(
+        access(image, Viewer::alone(&tenant("t1"))),
+        Some(Access::Owner)
+    );
     let member = usable_by(&scenario, "t2");
     assert!(
         !member.allowed && member.reason.contains("does not exist"),
@@ -112,6 +116,7 @@ fn while_recycled_members_lose_the_image_and_its_owner_must_restore_it_first() {
             TenantCommand::ShareImage {
                 image_id: image_id(IMAGE),
                 tenants: vec![tenant("t3")],
+                organizations: Vec::new(),
             },
         ))
         .then_refused(ErrorCode::InvalidState, "restore it first");
@@ -144,7 +149,10 @@ fn restore_brings_the_image_back_with_its_members_and_their_statuses() {
         image.members.get(&tenant("t3")),
         Some(&MemberStatus::Pending)
     );
-    assert_eq!(access(image, &tenant("t2")), Some(Access::SharedAccepted));
+    assert_eq!(
+        access(image, Viewer::alone(&tenant("t2"))),
+        Some(Access::SharedAccepted)
+    );
 }
 
 #[test]

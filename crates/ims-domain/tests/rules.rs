@@ -11,6 +11,7 @@ fn share(tenants: &[&str]) -> TenantCommand {
     TenantCommand::ShareImage {
         image_id: image_id(IMAGE),
         tenants: tenants.iter().map(|t| tenant(t)).collect(),
+        organizations: Vec::new(),
     }
 }
 
@@ -36,6 +37,7 @@ fn another_tenant_cannot_update_delete_share_copy_or_list_an_image() {
         TenantCommand::UnshareImage {
             image_id: image_id(IMAGE),
             tenants: None,
+            organizations: Vec::new(),
         },
         TenantCommand::CopyImage {
             image_id: image_id(IMAGE),
@@ -110,6 +112,7 @@ fn nobody_can_share_a_public_image_a_tenant_does_not_own_it_and_the_operator_doe
     let share_public = || TenantCommand::ShareImage {
         image_id: image_id(2),
         tenants: vec![tenant("t2")],
+        organizations: Vec::new(),
     };
     scenario()
         .when(by("t1", share_public()))
@@ -278,7 +281,10 @@ fn a_member_accepts_a_pending_share_and_then_can_use_the_image() {
         .then_ok();
     let image = &state.images[&image_id(IMAGE)];
     assert_eq!(image.members[&tenant("t2")], MemberStatus::Accepted);
-    assert_eq!(access(image, &tenant("t2")), Some(Access::SharedAccepted));
+    assert_eq!(
+        access(image, Viewer::alone(&tenant("t2"))),
+        Some(Access::SharedAccepted)
+    );
 }
 
 #[test]
@@ -339,14 +345,26 @@ fn a_tenant_that_is_not_a_member_cannot_accept_or_reject() {
 #[test]
 fn a_pending_or_rejected_share_does_not_make_the_image_visible() {
     let scenario = owner_with_active_image().given([by("t1", share(&["t2"]))]);
-    assert_eq!(access(scenario.image(image_id(IMAGE)), &tenant("t2")), None);
+    assert_eq!(
+        access(
+            scenario.image(image_id(IMAGE)),
+            Viewer::alone(&tenant("t2"))
+        ),
+        None
+    );
     let scenario = scenario.given([by(
         "t2",
         TenantCommand::RejectShare {
             image_id: image_id(IMAGE),
         },
     )]);
-    assert_eq!(access(scenario.image(image_id(IMAGE)), &tenant("t2")), None);
+    assert_eq!(
+        access(
+            scenario.image(image_id(IMAGE)),
+            Viewer::alone(&tenant("t2"))
+        ),
+        None
+    );
 }
 
 // Rule 4: the owner stops sharing or deletes at any time.
@@ -368,6 +386,7 @@ fn the_owner_stops_sharing_with_some_tenants_or_all() {
             TenantCommand::UnshareImage {
                 image_id: image_id(IMAGE),
                 tenants: Some(vec![tenant("t2")]),
+                organizations: Vec::new(),
             },
         ))
         .then_ok();
@@ -381,6 +400,7 @@ fn the_owner_stops_sharing_with_some_tenants_or_all() {
             TenantCommand::UnshareImage {
                 image_id: image_id(IMAGE),
                 tenants: None,
+                organizations: Vec::new(),
             },
         ))
         .then_ok();
@@ -420,7 +440,7 @@ fn purging_a_shared_image_from_the_recycle_bin_ends_every_share_and_frees_quota(
     let image = &state.images[&image_id(IMAGE)];
     assert_eq!(image.status, ImageStatus::Deleted);
     assert!(image.members.is_empty());
-    assert_eq!(access(image, &tenant("t2")), None);
+    assert_eq!(access(image, Viewer::alone(&tenant("t2"))), None);
     assert_eq!(state.tenants[&tenant("t1")].owned_private_images, 0);
 }
 
@@ -462,6 +482,7 @@ fn a_tenant_cannot_own_more_private_images_than_its_quota() {
             op(OperatorCommand::RegisterTenant {
                 tenant: tenant("t1"),
                 quota: Some(2),
+                organization: None,
             }),
             by("t1", system_image("a")),
             by("t1", system_image("b")),
@@ -513,8 +534,14 @@ fn a_published_public_image_is_active_at_once_and_visible_to_every_tenant() {
     let image = &state.images[&image_id(IMAGE)];
     assert_eq!(image.status, ImageStatus::Active);
     assert_eq!(image.owner, Owner::Platform);
-    assert_eq!(access(image, &tenant("t1")), Some(Access::Public));
-    assert_eq!(access(image, &tenant("anyone")), Some(Access::Public));
+    assert_eq!(
+        access(image, Viewer::alone(&tenant("t1"))),
+        Some(Access::Public)
+    );
+    assert_eq!(
+        access(image, Viewer::alone(&tenant("anyone"))),
+        Some(Access::Public)
+    );
 }
 
 #[test]
@@ -544,7 +571,7 @@ fn a_deprecated_public_image_is_still_usable() {
     ]);
     let answer = usable(
         &region(),
-        &tenant("t2"),
+        Viewer::alone(&tenant("t2")),
         image_id(2),
         Some(scenario.image(image_id(2))),
         Purpose::CreateEcs,
@@ -572,7 +599,10 @@ fn a_listed_image_is_visible_to_every_tenant_until_delisted() {
         },
     )]);
     assert_eq!(
-        access(scenario.image(image_id(IMAGE)), &tenant("t3")),
+        access(
+            scenario.image(image_id(IMAGE)),
+            Viewer::alone(&tenant("t3"))
+        ),
         Some(Access::Marketplace)
     );
     let (_, state) = scenario
@@ -583,7 +613,13 @@ fn a_listed_image_is_visible_to_every_tenant_until_delisted() {
             },
         ))
         .then_ok();
-    assert_eq!(access(&state.images[&image_id(IMAGE)], &tenant("t3")), None);
+    assert_eq!(
+        access(
+            &state.images[&image_id(IMAGE)],
+            Viewer::alone(&tenant("t3"))
+        ),
+        None
+    );
 }
 
 #[test]
@@ -667,7 +703,7 @@ fn usage_of_a_paid_marketplace_image_is_charged_to_the_user() {
     assert_eq!(state.tenants[&tenant("t2")].charges_minor["USD"], 360);
     let answer = usable(
         &region(),
-        &tenant("t2"),
+        Viewer::alone(&tenant("t2")),
         image_id(IMAGE),
         Some(&state.images[&image_id(IMAGE)]),
         Purpose::CreateEcs,
@@ -784,7 +820,7 @@ fn the_target_region_creates_the_copy_as_a_private_image_with_its_lineage() {
     );
     let answer = usable(
         &region(),
-        &tenant("t1"),
+        Viewer::alone(&tenant("t1")),
         image_id(77),
         Some(copy),
         Purpose::CreateEcs,
@@ -834,7 +870,7 @@ fn the_source_records_how_its_copy_went_once() {
 fn an_image_of_another_region_must_be_copied_first() {
     let answer = usable(
         &region(),
-        &tenant("t1"),
+        Viewer::alone(&tenant("t1")),
         image_id(9),
         None,
         Purpose::CreateEcs,
@@ -847,7 +883,7 @@ fn an_image_of_another_tenant_must_be_shared_and_accepted_first() {
     let scenario = owner_with_active_image();
     let answer = usable(
         &region(),
-        &tenant("t2"),
+        Viewer::alone(&tenant("t2")),
         image_id(IMAGE),
         Some(scenario.image(image_id(IMAGE))),
         Purpose::CreateEcs,
@@ -856,7 +892,7 @@ fn an_image_of_another_tenant_must_be_shared_and_accepted_first() {
     let scenario = scenario.given([by("t1", share(&["t2"]))]);
     let answer = usable(
         &region(),
-        &tenant("t2"),
+        Viewer::alone(&tenant("t2")),
         image_id(IMAGE),
         Some(scenario.image(image_id(IMAGE))),
         Purpose::CreateEcs,
@@ -880,7 +916,7 @@ fn a_file_image_must_finish_importing_first() {
     ]);
     let answer = usable(
         &region(),
-        &tenant("t1"),
+        Viewer::alone(&tenant("t1")),
         image_id(IMAGE),
         Some(scenario.image(image_id(IMAGE))),
         Purpose::CreateEcs,
@@ -905,7 +941,7 @@ fn a_data_disk_image_only_creates_evs_disks() {
     assert!(
         usable(
             &region(),
-            &tenant("t1"),
+            Viewer::alone(&tenant("t1")),
             image_id(IMAGE),
             Some(image),
             Purpose::CreateEvs
@@ -915,7 +951,7 @@ fn a_data_disk_image_only_creates_evs_disks() {
     assert!(
         !usable(
             &region(),
-            &tenant("t1"),
+            Viewer::alone(&tenant("t1")),
             image_id(IMAGE),
             Some(image),
             Purpose::CreateEcs
@@ -925,7 +961,7 @@ fn a_data_disk_image_only_creates_evs_disks() {
     assert!(
         !usable(
             &region(),
-            &tenant("t1"),
+            Viewer::alone(&tenant("t1")),
             image_id(IMAGE),
             Some(image),
             Purpose::ChangeOs
@@ -941,7 +977,7 @@ fn a_system_image_creates_and_reimages_ecss_but_not_evs_disks() {
     assert!(
         usable(
             &region(),
-            &tenant("t1"),
+            Viewer::alone(&tenant("t1")),
             image_id(IMAGE),
             Some(image),
             Purpose::CreateEcs
@@ -951,7 +987,7 @@ fn a_system_image_creates_and_reimages_ecss_but_not_evs_disks() {
     assert!(
         usable(
             &region(),
-            &tenant("t1"),
+            Viewer::alone(&tenant("t1")),
             image_id(IMAGE),
             Some(image),
             Purpose::ChangeOs
@@ -961,7 +997,7 @@ fn a_system_image_creates_and_reimages_ecss_but_not_evs_disks() {
     assert!(
         !usable(
             &region(),
-            &tenant("t1"),
+            Viewer::alone(&tenant("t1")),
             image_id(IMAGE),
             Some(image),
             Purpose::CreateEvs
@@ -1390,6 +1426,7 @@ fn a_launch_by_a_tenant_with_an_accepted_share_counts_and_one_without_is_refused
             TenantCommand::ShareImage {
                 image_id: image_id(IMAGE),
                 tenants: vec![tenant("t2"), tenant("t3")],
+                organizations: Vec::new(),
             },
         ),
         by(
@@ -1413,6 +1450,7 @@ fn a_launch_by_a_tenant_with_an_accepted_share_counts_and_one_without_is_refused
             TenantCommand::ShareImage {
                 image_id: image_id(IMAGE),
                 tenants: vec![tenant("t3")],
+                organizations: Vec::new(),
             },
         )])
         .when(op(OperatorCommand::RecordLaunch {

@@ -41,7 +41,8 @@ pub fn encode_event(event: &Event) -> Vec<u8> {
 }
 
 /// A tenant as the writer keeps it beside each append (see `EventLog::snapshot`), in its current
-/// shape or in the shape releases before recycle bins wrote (no retention: the policy's).
+/// shape or in the shape releases before recycle bins and organizations wrote (no retention:
+/// the policy's; no organization).
 pub fn decode_tenant_snapshot(bytes: &[u8], tenant: &str) -> Result<ims_domain::Tenant, LogError> {
     /// The frozen shape of a tenant snapshot before `retention_days`.
     #[derive(serde::Deserialize)]
@@ -62,6 +63,7 @@ pub fn decode_tenant_snapshot(bytes: &[u8], tenant: &str) -> Result<ims_domain::
             charges_minor: old.charges_minor,
             version: old.version,
             retention_days: None,
+            organization: None,
         })
     })
 }

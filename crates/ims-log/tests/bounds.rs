@@ -101,6 +101,7 @@ fn the_largest_valid_events_encode_under_16_kib() {
             OperatorCommand::RegisterTenant {
                 tenant: tenant.clone(),
                 quota: None,
+                organization: None,
             },
         );
     }
@@ -150,6 +151,7 @@ fn the_largest_valid_events_encode_under_16_kib() {
         TenantCommand::ShareImage {
             image_id: image,
             tenants: members.clone(),
+            organizations: Vec::new(),
         },
     );
     region.run(
@@ -157,6 +159,7 @@ fn the_largest_valid_events_encode_under_16_kib() {
         TenantCommand::UnshareImage {
             image_id: image,
             tenants: None,
+            organizations: Vec::new(),
         },
     );
     region.run(

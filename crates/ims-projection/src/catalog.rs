@@ -13,11 +13,14 @@
 //! - `F` + position: feed items for every tenant (deprecated public images);
 //! - `b` + tenant + 0 + id: the tenant's images in its recycle bin (no other entry while there);
 //! - `l` + tenant + 0 + family + 0 + id: images of a family the tenant may use privately (its own,
-//!   accepted shares), `L` + family + 0 + id: those every tenant sees; `latest` reads these.
+//!   accepted shares), `L` + family + 0 + id: those every tenant sees; `latest` reads these;
+//! - `o` + tenant: the organization the tenant belongs to;
+//! - `O` + organization + 0 + id: images shared with the organization (value: the accepted
+//!   member status), `N` + organization + 0 + family + 0 + id: those of a family.
 
 use ims_domain::{
     evolve_image, new_image, CopyStatus, DeprecationState, Event, Image, ImageClass, ImageId,
-    ImageStatus, MemberStatus, TenantId,
+    ImageStatus, MemberStatus, OrganizationId, TenantId,
 };
 use ims_log::Envelope;
 use serde::{Deserialize, Serialize};
@@ -66,6 +69,21 @@ pub fn family_prefix(tenant: Option<&TenantId>, family: &str) -> Vec<u8> {
     }
 }
 
+/// `tag` + organization + 0 + `suffix`: the organization's share indexes.
+pub fn organization_key(tag: u8, organization: &OrganizationId, suffix: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(2 + organization.as_str().len() + suffix.len());
+    key.push(tag);
+    key.extend_from_slice(organization.as_str().as_bytes());
+    key.push(0);
+    key.extend_from_slice(suffix);
+    key
+}
+
+/// The key of the organization a tenant belongs to.
+pub fn tenant_organization_key(tenant: &TenantId) -> Vec<u8> {
+    [&b"o"[..], tenant.as_str().as_bytes()].concat()
+}
+
 fn family_key(tenant: Option<&TenantId>, family: &str, id: &[u8; 16]) -> Vec<u8> {
     [family_prefix(tenant, family), id.to_vec()].concat()
 }
@@ -111,6 +129,8 @@ impl Reindex<'_> {
             | Event::ImageRecycled { .. }
             | Event::ImageRestored { .. }
             | Event::FamilySet { .. }
+            | Event::ImageSharedWithOrganizations { .. }
+            | Event::ImageUnsharedFromOrganizations { .. }
             | Event::ListedOnMarketplace { .. }
             | Event::DelistedFromMarketplace { .. } => Some(Reindex::All),
             Event::ImageShared { tenants, .. } | Event::ImageUnshared { tenants, .. } => {
@@ -170,6 +190,18 @@ fn index_entries(image: &Image, scope: Reindex) -> Vec<(Vec<u8>, Vec<u8>)> {
                 }
                 if everyone {
                     entries.push((family_key(None, family, id), Vec::new()));
+                }
+            }
+            for organization in &image.organizations {
+                entries.push((
+                    organization_key(b'O', organization, id),
+                    vec![member_status_byte(MemberStatus::Accepted)],
+                ));
+                if let Some(family) = family {
+                    let mut suffix = family.as_bytes().to_vec();
+                    suffix.push(0);
+                    suffix.extend_from_slice(id);
+                    entries.push((organization_key(b'N', organization, &suffix), Vec::new()));
                 }
             }
         }
@@ -256,6 +288,17 @@ impl Fold for Catalog {
         envelope: &Envelope,
         event: &Event,
     ) -> Result<Vec<Notice>, ProjectionError> {
+        if let Event::TenantJoinedOrganization {
+            tenant,
+            organization,
+        } = event
+        {
+            changes.insert(
+                tenant_organization_key(tenant),
+                organization.as_str().as_bytes().to_vec(),
+            );
+            return Ok(Vec::new());
+        }
         let Some(id) = event
             .image_id()
             .filter(|_| !matches!(event, Event::UsageRecorded { .. }))

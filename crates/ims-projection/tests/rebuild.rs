@@ -22,6 +22,10 @@ fn tenant(i: usize) -> TenantId {
 /// The clock of the random logs at position 0.
 const CLOCK_MS: u64 = 1_700_000_000_000;
 
+fn organization() -> OrganizationId {
+    OrganizationId::parse("org-odd").unwrap()
+}
+
 fn image(n: u8) -> ImageId {
     let mut bytes = [0u8; 16];
     bytes[15] = n;
@@ -45,6 +49,8 @@ fn run_commands(commands: &[(u8, usize, u8, usize)]) -> Vec<Envelope> {
                 OperatorCommand::RegisterTenant {
                     tenant: tenant(i),
                     quota: None,
+                    // Half the tenants in one organization, which shares reach.
+                    organization: (i % 2 == 1).then(organization),
                 },
             )
         })
@@ -115,6 +121,7 @@ fn run_commands(commands: &[(u8, usize, u8, usize)]) -> Vec<Envelope> {
                 TenantCommand::ShareImage {
                     image_id: id,
                     tenants: vec![tenant(*other)],
+                    organizations: (target % 2 == 1).then(organization).into_iter().collect(),
                 },
             ),
             5 => cmd(me, TenantCommand::AcceptShare { image_id: id }),
@@ -123,7 +130,8 @@ fn run_commands(commands: &[(u8, usize, u8, usize)]) -> Vec<Envelope> {
                 me,
                 TenantCommand::UnshareImage {
                     image_id: id,
-                    tenants: None,
+                    tenants: (target % 2 == 1).then(Vec::new),
+                    organizations: vec![organization()],
                 },
             ),
             8 => cmd(me, TenantCommand::DeleteImage { image_id: id }),
@@ -335,7 +343,7 @@ proptest! {
         expected.sort();
         let indexed: Vec<(Vec<u8>, Vec<u8>)> = entries
             .into_iter()
-            .filter(|(key, _)| matches!(key[0], b'v' | b'g' | b'm' | b'b' | b'l' | b'L'))
+            .filter(|(key, _)| matches!(key[0], b'v' | b'g' | b'm' | b'b' | b'l' | b'L' | b'O' | b'N'))
             .collect();
         prop_assert_eq!(indexed, expected);
     }
@@ -370,7 +378,9 @@ proptest! {
             prop_assert_eq!(unique.len(), paged.len());
             // And the whole list is what the domain says the tenant sees, worked out from the
             // domain's own state rather than from the read model: its own images, accepted
-            // shares, public and Marketplace images, none deleted or in a recycle bin.
+            // shares and its organization's, public and Marketplace images, none deleted or in
+            // a recycle bin.
+            let viewer = Viewer::of(&domain_state.tenants[&tenant(t)]);
             let sees: std::collections::BTreeSet<String> = domain_state
                 .images
                 .values()
@@ -379,6 +389,7 @@ proptest! {
                     i.is_owned_by(&tenant(t))
                         || i.members.get(&tenant(t)) == Some(&MemberStatus::Accepted)
                         || matches!(i.class, ImageClass::Public | ImageClass::Marketplace)
+                        || viewer.organization.is_some_and(|o| i.organizations.contains(o))
                 })
                 .map(|i| i.id.to_string())
                 .collect();
@@ -390,7 +401,7 @@ proptest! {
                 .values()
                 .filter(|i| i.family.as_deref() == Some("web") && i.status == ImageStatus::Active)
                 .filter(|i| !i.is_deprecated() && !i.exclude_from_latest)
-                .filter(|i| access(i, &tenant(t)).is_some())
+                .filter(|i| access(i, Viewer::of(&domain_state.tenants[&tenant(t)])).is_some())
                 .map(|i| i.id.to_string())
                 .max();
             let latest = answer(&models, &tenant(t), ims_wire::Query::Latest, &QueryParams { family: Some("web".into()), ..Default::default() })

@@ -43,15 +43,6 @@ pub enum SchedulerError {
     Log(#[from] LogError),
     #[error("the scheduler's database: {0}")]
     Db(#[from] sled::Error),
-    #[error(
-        "the scheduler of region {region} followed the log to position {followed}, but the log \
-         ends at {head}: its database belongs to another log; remove it to rebuild it"
-    )]
-    BeyondHead {
-        region: RegionId,
-        followed: u64,
-        head: u64,
-    },
 }
 
 /// The scheduler of one region.
@@ -208,11 +199,13 @@ impl Scheduler {
         loop {
             let head = self.log.head_position();
             if self.followed > head {
-                return Err(SchedulerError::BeyondHead {
-                    region: self.region.clone(),
-                    followed: self.followed,
-                    head,
-                });
+                // Its database came with another log (the log was restored from an older copy,
+                // say): what it holds is derived, so it is rebuilt from this log.
+                tracing::warn!(region = %self.region, followed = self.followed, head, "the scheduler's database is ahead of the log; rebuilding it from the log");
+                self.db.clear()?;
+                self.db.flush()?;
+                self.followed = 0;
+                continue;
             }
             if self.followed == head {
                 return Ok(());
@@ -381,6 +374,28 @@ mod tests {
             })
         );
         assert_eq!(from_due_key(b"d1234"), None);
+    }
+
+    #[test]
+    fn a_database_ahead_of_its_log_is_rebuilt_from_the_log() {
+        let dir = tempfile::tempdir().unwrap();
+        let region = RegionId::parse("test-1").unwrap();
+        let log = EventLog::open(dir.path().join("log"), region.as_str()).unwrap();
+        let (published, _events) = tokio::sync::mpsc::channel(1);
+        let (writer, _thread) =
+            ims_writer::spawn_writer(region.clone(), log.clone(), Default::default(), published);
+        let path = dir.path().join("scheduler");
+        {
+            let db = ims_log::open_sled(sled::Config::new().path(&path)).unwrap();
+            db.insert(FOLLOWED_KEY, &5u64.to_be_bytes()[..]).unwrap();
+            let stale = due_key(1, &ImageId::from_bytes([1; 16]), Transition::Purge);
+            db.insert(stale, &[][..]).unwrap();
+            db.flush().unwrap();
+        }
+        let mut scheduler = Scheduler::open(region, log, writer, &path).unwrap();
+        scheduler.follow().unwrap();
+        assert_eq!(scheduler.followed, 0);
+        assert!(scheduler.due(u64::MAX).unwrap().is_empty());
     }
 
     #[test]

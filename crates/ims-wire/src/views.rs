@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use ims_domain::{
-    access, Access, CopyStatus, Deprecation, Image, ImageClass, MemberStatus, Owner, Source,
-    TenantId, Usability,
+    access, Access, CopyStatus, Deprecation, Image, ImageClass, MemberStatus, OrganizationId,
+    Owner, Source, TenantId, Usability, Viewer,
 };
 use serde::{Deserialize, Serialize};
 
@@ -110,7 +110,11 @@ pub struct DeprecationView {
 
 /// The view type of `image` for `viewer`.
 pub fn image_type(image: &Image, viewer: Option<&TenantId>) -> &'static str {
-    match (viewer.and_then(|v| access(image, v)), image.class) {
+    // Shares with the viewer's organization show as `shared` through the last arm.
+    match (
+        viewer.and_then(|v| access(image, Viewer::alone(v))),
+        image.class,
+    ) {
         (Some(Access::Owner), ImageClass::Marketplace) => "marketplace",
         (Some(Access::Owner), _) => "private",
         (Some(Access::SharedAccepted), _) => "shared",
@@ -237,15 +241,29 @@ impl ImageView {
 /// One member of an image, as its owner sees it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberView {
-    pub tenant: String,
+    /// A tenant member; or
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tenant: Option<String>,
+    /// an organization, whose tenants are members without accepting.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
     pub status: String,
 }
 
 impl MemberView {
     pub fn new(tenant: &TenantId, status: MemberStatus) -> Self {
         Self {
-            tenant: tenant.to_string(),
+            tenant: Some(tenant.to_string()),
+            organization: None,
             status: status.as_str().to_owned(),
+        }
+    }
+
+    pub fn organization(organization: &OrganizationId) -> Self {
+        Self {
+            tenant: None,
+            organization: Some(organization.to_string()),
+            status: MemberStatus::Accepted.as_str().to_owned(),
         }
     }
 }
@@ -258,6 +276,8 @@ pub struct ShareCountView {
     pub pending: u32,
     pub accepted: u32,
     pub rejected: u32,
+    /// Organizations shared with, one member each toward the limit.
+    pub organizations: u32,
     pub total: u32,
     pub limit: u32,
 }

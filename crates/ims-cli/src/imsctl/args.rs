@@ -317,19 +317,25 @@ pub(crate) enum ImageCommand {
     Delete(ImageRef),
     /// Take an image out of the recycle bin, with its members as they were.
     Restore(ImageRef),
-    /// Share an image with tenants of the same region.
+    /// Share an image with tenants of the same region, or with every tenant of an organization
+    /// (present and future, no acceptance needed).
     Share {
         #[command(flatten)]
         image: ImageRef,
-        #[arg(required = true)]
+        #[arg(required_unless_present = "organizations")]
         tenants: Vec<String>,
+        /// Repeatable; each organization counts as one member.
+        #[arg(long = "organization")]
+        organizations: Vec<String>,
     },
-    /// Stop sharing an image with some tenants, or with everyone (--all).
+    /// Stop sharing an image with some tenants or organizations, or with everyone (--all).
     Unshare {
         #[command(flatten)]
         image: ImageRef,
         tenants: Vec<String>,
-        #[arg(long, conflicts_with = "tenants")]
+        #[arg(long = "organization")]
+        organizations: Vec<String>,
+        #[arg(long, conflicts_with_all = ["tenants", "organizations"])]
         all: bool,
     },
     /// Accept an image shared with you.
@@ -369,6 +375,30 @@ pub(crate) enum ImageCommand {
         #[command(flatten)]
         deprecation: DeprecateArgs,
     },
+}
+
+/// A public image as the operator publishes it.
+#[derive(Args, Debug)]
+pub(crate) struct PublishArgs {
+    #[arg(long)]
+    pub(crate) name: String,
+    #[arg(long, value_enum, default_value = "system")]
+    pub(crate) disk: Disk,
+    #[arg(long, value_parser = parse_os)]
+    pub(crate) os: Option<OsDto>,
+    #[arg(long)]
+    pub(crate) min_disk_gb: u32,
+    #[arg(long)]
+    pub(crate) size_bytes: u64,
+    #[arg(long)]
+    pub(crate) checksum_sha256: String,
+    #[arg(long = "tag", value_parser = parse_tag)]
+    pub(crate) tags: Vec<(String, String)>,
+    #[arg(long, default_value = "")]
+    pub(crate) description: String,
+    /// The image family it joins, such as debian-12.
+    #[arg(long)]
+    pub(crate) family: Option<String>,
 }
 
 /// An image's deprecation, set as a whole: what is left out is cleared.
@@ -464,33 +494,16 @@ pub(crate) enum CatalogOpCommand {
         tenant: String,
         #[arg(long)]
         quota: Option<u32>,
+        /// The organization it belongs to: images shared with the organization reach it.
+        #[arg(long)]
+        organization: Option<String>,
     },
     /// Set how many private images a tenant may own.
     SetQuota { tenant: String, quota: u32 },
     /// Set how many days (1 to 365) a tenant's deleted images stay in its recycle bin.
     SetRetention { tenant: String, days: u32 },
     /// Publish a public image, active at once for every tenant.
-    PublishPublicImage {
-        #[arg(long)]
-        name: String,
-        #[arg(long, value_enum, default_value = "system")]
-        disk: Disk,
-        #[arg(long, value_parser = parse_os)]
-        os: Option<OsDto>,
-        #[arg(long)]
-        min_disk_gb: u32,
-        #[arg(long)]
-        size_bytes: u64,
-        #[arg(long)]
-        checksum_sha256: String,
-        #[arg(long = "tag", value_parser = parse_tag)]
-        tags: Vec<(String, String)>,
-        #[arg(long, default_value = "")]
-        description: String,
-        /// The image family it joins, such as debian-12.
-        #[arg(long)]
-        family: Option<String>,
-    },
+    PublishPublicImage(PublishArgs),
     /// Deprecate a public image, make it obsolete, or schedule either (as `image deprecate`).
     DeprecateImage {
         image_id: String,

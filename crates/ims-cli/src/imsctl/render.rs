@@ -58,14 +58,20 @@ fn text(value: &Value) -> String {
 /// One line of a list answer of query `name`.
 fn item_line(name: &str, i: &Value) -> String {
     match name {
-        "members" => format!("{:<32} {}", text(&i["tenant"]), text(&i["status"])),
+        "members" => match i["organization"].as_str() {
+            Some(organization) => {
+                format!("{:<32} {} (organization)", organization, text(&i["status"]))
+            }
+            None => format!("{:<32} {}", text(&i["tenant"]), text(&i["status"])),
+        },
         "share-counts" => format!(
-            "{}  {}  pending {} accepted {} rejected {} ({} of {})",
+            "{}  {}  pending {} accepted {} rejected {} organizations {} ({} of {})",
             text(&i["image_id"]),
             text(&i["name"]),
             i["pending"],
             i["accepted"],
             i["rejected"],
+            i["organizations"],
             i["total"],
             i["limit"]
         ),

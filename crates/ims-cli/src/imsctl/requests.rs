@@ -117,17 +117,25 @@ pub(crate) fn tenant_request(command: ImageCommand, id: Uuid) -> Outgoing {
         ImageCommand::Delete(image) => {
             about_image(image, id, |image_id| DeleteImageRequest { image_id })
         }
-        ImageCommand::Share { image, tenants } => about_image(image, id, |image_id| {
-            ShareImageRequest { image_id, tenants }
+        ImageCommand::Share {
+            image,
+            tenants,
+            organizations,
+        } => about_image(image, id, |image_id| ShareImageRequest {
+            image_id,
+            tenants,
+            organizations,
         }),
         ImageCommand::Unshare {
             image,
             tenants,
+            organizations,
             all,
         } => about_image(image, id, |image_id| UnshareImageRequest {
             image_id,
-            tenants: (!all).then_some(tenants),
+            tenants: (!all && !tenants.is_empty()).then_some(tenants),
             all,
+            organizations,
         }),
         ImageCommand::Accept(image) => {
             about_image(image, id, |image_id| AcceptShareRequest { image_id })
@@ -162,39 +170,26 @@ pub(crate) fn tenant_request(command: ImageCommand, id: Uuid) -> Outgoing {
 /// An operator command of a region's catalog.
 pub(crate) fn operator_request(command: CatalogOpCommand, id: Uuid) -> Outgoing {
     match command {
-        CatalogOpCommand::RegisterTenant { tenant, quota } => {
-            outgoing(&RegisterTenantRequest { tenant, quota }, id, None)
-        }
+        CatalogOpCommand::RegisterTenant {
+            tenant,
+            quota,
+            organization,
+        } => outgoing(
+            &RegisterTenantRequest {
+                tenant,
+                quota,
+                organization,
+            },
+            id,
+            None,
+        ),
         CatalogOpCommand::SetQuota { tenant, quota } => {
             outgoing(&SetQuotaRequest { tenant, quota }, id, None)
         }
         CatalogOpCommand::SetRetention { tenant, days } => {
             outgoing(&SetRetentionRequest { tenant, days }, id, None)
         }
-        CatalogOpCommand::PublishPublicImage {
-            name,
-            disk,
-            os,
-            min_disk_gb,
-            size_bytes,
-            checksum_sha256,
-            tags,
-            description,
-            family,
-        } => {
-            let body = PublishPublicImageRequest {
-                name,
-                disk: disk.into(),
-                os,
-                min_disk_gb,
-                size_bytes,
-                checksum_sha256,
-                tags: tags.into_iter().collect(),
-                description,
-                family,
-            };
-            outgoing(&body, id, None)
-        }
+        CatalogOpCommand::PublishPublicImage(args) => outgoing(&publish_body(args), id, None),
         CatalogOpCommand::DeprecateImage {
             image_id,
             deprecation,
@@ -237,6 +232,21 @@ pub(crate) fn operator_request(command: CatalogOpCommand, id: Uuid) -> Outgoing 
         CatalogOpCommand::RecordLaunch { image_id, tenant } => {
             outgoing(&RecordLaunchRequest { image_id, tenant }, id, None)
         }
+    }
+}
+
+/// The `publish-public-image` request.
+fn publish_body(args: PublishArgs) -> PublishPublicImageRequest {
+    PublishPublicImageRequest {
+        name: args.name,
+        disk: args.disk.into(),
+        os: args.os,
+        min_disk_gb: args.min_disk_gb,
+        size_bytes: args.size_bytes,
+        checksum_sha256: args.checksum_sha256,
+        tags: args.tags.into_iter().collect(),
+        description: args.description,
+        family: args.family,
     }
 }
 

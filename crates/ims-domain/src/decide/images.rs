@@ -365,13 +365,19 @@ pub(super) fn record_launch(
     tenant: &crate::TenantId,
     context: &Context,
 ) -> Result<Vec<Event>, DomainError> {
-    registered(state, tenant, context)?;
+    let launcher = registered(state, tenant, context)?;
     let image = live_image(state, image_id, context)?;
     let purpose = match image.disk {
         DiskKind::Data => crate::Purpose::CreateEvs,
         DiskKind::System | DiskKind::FullEcs => crate::Purpose::CreateEcs,
     };
-    let usability = crate::usable(&context.region, tenant, image_id, Some(image), purpose);
+    let usability = crate::usable(
+        &context.region,
+        crate::Viewer::of(launcher),
+        image_id,
+        Some(image),
+        purpose,
+    );
     if !usability.allowed {
         return Err(DomainError::new(
             ErrorCode::Forbidden,

@@ -8,6 +8,7 @@ use crate::time::utc;
 use crate::{
     access, DeprecateImage, Deprecation, DeprecationState, DomainError, ErrorCode, Event, Image,
     ImageClass, ImageId, ImageStatus, MemberStatus, Owner, ScheduledTransition, State, Transition,
+    Viewer,
 };
 
 use super::guards::*;
@@ -165,14 +166,25 @@ fn check_replacement(
         .iter()
         .filter(|(_, status)| **status == MemberStatus::Accepted)
         .map(|(tenant, _)| tenant);
-    match owner
+    if let Some(blind) = owner
         .chain(members)
-        .find(|tenant| access(replacement, tenant).is_none())
+        .find(|tenant| access(replacement, Viewer::alone(tenant)).is_none())
+    {
+        return Err(DomainError::invalid_argument(format!(
+            "tenant {blind} can see image {} but not replacement {replacement_id}; share the \
+             replacement with it first, or name an image it can see",
+            image.id
+        )));
+    }
+    match image
+        .organizations
+        .iter()
+        .find(|organization| !replacement.organizations.contains(*organization))
     {
         None => Ok(()),
         Some(blind) => Err(DomainError::invalid_argument(format!(
-            "tenant {blind} can see image {} but not replacement {replacement_id}; share the \
-             replacement with it first, or name an image it can see",
+            "organization {blind} can see image {} but not replacement {replacement_id}; \
+             share the replacement with it first, or name an image it can see",
             image.id
         ))),
     }

@@ -112,12 +112,16 @@ fn decide_tenant(
         TenantCommand::RestoreImage { image_id } => {
             lifecycle::restore_image(state, *image_id, context)
         }
-        TenantCommand::ShareImage { image_id, tenants } => {
-            sharing::share_image(state, *image_id, tenants, context)
-        }
-        TenantCommand::UnshareImage { image_id, tenants } => {
-            sharing::unshare_image(state, *image_id, tenants.as_deref(), context)
-        }
+        TenantCommand::ShareImage {
+            image_id,
+            tenants,
+            organizations,
+        } => sharing::share_image(state, *image_id, tenants, organizations, context),
+        TenantCommand::UnshareImage {
+            image_id,
+            tenants,
+            organizations,
+        } => sharing::unshare_image(state, *image_id, tenants.as_deref(), organizations, context),
         TenantCommand::AcceptShare { image_id } => {
             sharing::answer_share(state, *image_id, true, context)
         }
@@ -150,9 +154,11 @@ fn decide_operator(
     context: &Context,
 ) -> Result<Vec<Event>, DomainError> {
     match command {
-        OperatorCommand::RegisterTenant { tenant, quota } => {
-            tenants::register_tenant(state, tenant, *quota, context)
-        }
+        OperatorCommand::RegisterTenant {
+            tenant,
+            quota,
+            organization,
+        } => tenants::register_tenant(state, tenant, *quota, organization.as_ref(), context),
         OperatorCommand::SetQuota { tenant, quota } => {
             tenants::set_quota(state, tenant, *quota, context)
         }

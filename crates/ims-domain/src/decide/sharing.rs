@@ -1,8 +1,9 @@
 //! Sharing: share, unshare, accept and reject (the seed's sharing rules).
 
+use crate::limits::SHARE_TARGETS_MAX;
 use crate::{
-    DiskKind, DomainError, ErrorCode, Event, Image, ImageClass, ImageId, MemberStatus, State,
-    TenantId,
+    DiskKind, DomainError, ErrorCode, Event, Image, ImageClass, ImageId, MemberStatus,
+    OrganizationId, State, TenantId,
 };
 use std::collections::BTreeSet;
 
@@ -14,15 +15,18 @@ pub(super) fn share_image(
     state: &State,
     image_id: ImageId,
     tenants: &[TenantId],
+    organizations: &[OrganizationId],
     context: &Context,
 ) -> Result<Vec<Event>, DomainError> {
     let image = owned_image(state, image_id, context)?;
-    if tenants.is_empty() {
+    if tenants.is_empty() && organizations.is_empty() {
         return Err(DomainError::invalid_argument(
-            "tenants is empty; name at least one tenant id of this region to share with",
+            "tenants and organizations are empty; name at least one tenant id of this region \
+             or one organization to share with",
         ));
     }
     check_share_targets(tenants)?;
+    check_organization_targets(organizations)?;
     if image.class != ImageClass::Private {
         let class = if image.class == ImageClass::Marketplace {
             "listed on the Marketplace"
@@ -35,6 +39,56 @@ pub(super) fn share_image(
         ));
     }
     check_shareable_kind(image)?;
+    let new_members = new_members(state, image, tenants, context)?;
+    let new_organizations: Vec<OrganizationId> = organizations
+        .iter()
+        .filter(|o| !image.organizations.contains(*o))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .cloned()
+        .collect();
+    // An organization counts as one member, however many tenants it has.
+    let limit = context.policy.members_per_image_max;
+    let members = image.members.len() + image.organizations.len();
+    let adding = new_members.len() + new_organizations.len();
+    if members + adding > limit {
+        return Err(DomainError::new(
+            ErrorCode::ShareLimitExceeded,
+            format!(
+                "image {image_id} has {members} members and this would add {adding}; an image can \
+                 have at most {limit} members (tenants pending, accepted and rejected, and \
+                 organizations, one each); unshare some first"
+            ),
+        ));
+    }
+    // Targets that are members already are reported back; nothing is recorded for them.
+    let mut events = Vec::new();
+    if !new_members.is_empty() {
+        events.push(Event::ImageShared {
+            image_id,
+            tenants: new_members,
+            at_ms: context.now_ms,
+        });
+    }
+    if !new_organizations.is_empty() {
+        events.push(Event::ImageSharedWithOrganizations {
+            image_id,
+            organizations: new_organizations,
+            at_ms: context.now_ms,
+        });
+    }
+    Ok(events)
+}
+
+/// The tenants a share adds: registered tenants of the region other than the owner, not members
+/// already.
+fn new_members(
+    state: &State,
+    image: &Image,
+    tenants: &[TenantId],
+    context: &Context,
+) -> Result<Vec<TenantId>, DomainError> {
+    let image_id = image.id;
     if let Some(owner) = image.owner.tenant().filter(|owner| tenants.contains(owner)) {
         return Err(DomainError::invalid_argument(format!(
             "tenant {owner} owns image {image_id}; an image is shared with other tenants only"
@@ -62,39 +116,43 @@ pub(super) fn share_image(
             new_members.push(tenant.clone());
         }
     }
-    let limit = context.policy.members_per_image_max;
-    if image.members.len() + new_members.len() > limit {
-        return Err(DomainError::new(
-            ErrorCode::ShareLimitExceeded,
-            format!(
-                "image {image_id} has {} members and this would add {}; an image can have at most \
-                 {limit} members (pending, accepted and rejected); unshare some first",
-                image.members.len(),
-                new_members.len()
-            ),
-        ));
-    }
-    if new_members.is_empty() {
-        return Ok(vec![]); // Every target is already a member: reported back, nothing to record.
-    }
-    Ok(vec![Event::ImageShared {
-        image_id,
-        tenants: new_members,
-        at_ms: context.now_ms,
-    }])
+    Ok(new_members)
 }
 
-/// `unshare-image`: ends the shares with `tenants`, or with every member.
+fn check_organization_targets(organizations: &[OrganizationId]) -> Result<(), DomainError> {
+    if organizations.len() > SHARE_TARGETS_MAX {
+        return Err(DomainError::invalid_argument(format!(
+            "{} organizations named; one command names at most {SHARE_TARGETS_MAX}",
+            organizations.len()
+        )));
+    }
+    Ok(())
+}
+
+/// `unshare-image`: ends the shares with `tenants` and `organizations`, or with every member
+/// and organization.
 pub(super) fn unshare_image(
     state: &State,
     image_id: ImageId,
     tenants: Option<&[TenantId]>,
+    organizations: &[OrganizationId],
     context: &Context,
 ) -> Result<Vec<Event>, DomainError> {
     let image = owned_image(state, image_id, context)?;
     if let Some(tenants) = tenants {
         check_share_targets(tenants)?;
     }
+    check_organization_targets(organizations)?;
+    let ending_organizations: Vec<OrganizationId> = match tenants {
+        None => image.organizations.iter().cloned().collect(),
+        Some(_) => organizations
+            .iter()
+            .filter(|o| image.organizations.contains(*o))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .cloned()
+            .collect(),
+    };
     let ending: Vec<TenantId> = match tenants {
         None => image.members.keys().cloned().collect(),
         Some(tenants) => {
@@ -106,14 +164,22 @@ pub(super) fn unshare_image(
                 .collect()
         }
     };
-    if ending.is_empty() {
-        return Ok(vec![]);
+    let mut events = Vec::new();
+    if !ending.is_empty() {
+        events.push(Event::ImageUnshared {
+            image_id,
+            tenants: ending,
+            at_ms: context.now_ms,
+        });
     }
-    Ok(vec![Event::ImageUnshared {
-        image_id,
-        tenants: ending,
-        at_ms: context.now_ms,
-    }])
+    if !ending_organizations.is_empty() {
+        events.push(Event::ImageUnsharedFromOrganizations {
+            image_id,
+            organizations: ending_organizations,
+            at_ms: context.now_ms,
+        });
+    }
+    Ok(events)
 }
 
 /// An active image that is neither encrypted nor a full-ECS image (the seed's sharing rules).

@@ -1,15 +1,17 @@
 //! Tenants: registration and quotas, by the operator.
 
-use crate::{DomainError, Event, State, TenantId};
+use crate::{DomainError, Event, OrganizationId, State, TenantId};
 
 use super::guards::*;
 use super::Context;
 
-/// `register-tenant`: once per tenant and region, with the default quota unless given.
+/// `register-tenant`: once per tenant and region, with the default quota unless given, in an
+/// organization if given (images shared with the organization reach it at once).
 pub(super) fn register_tenant(
     state: &State,
     tenant: &TenantId,
     quota: Option<u32>,
+    organization: Option<&OrganizationId>,
     context: &Context,
 ) -> Result<Vec<Event>, DomainError> {
     if state.tenants.contains_key(tenant) {
@@ -21,10 +23,17 @@ pub(super) fn register_tenant(
     }
     let quota = quota.unwrap_or(context.policy.quota_default);
     check_quota(quota, context.policy)?;
-    Ok(vec![Event::TenantRegistered {
+    let mut events = vec![Event::TenantRegistered {
         tenant: tenant.clone(),
         quota,
-    }])
+    }];
+    if let Some(organization) = organization {
+        events.push(Event::TenantJoinedOrganization {
+            tenant: tenant.clone(),
+            organization: organization.clone(),
+        });
+    }
+    Ok(events)
 }
 
 /// `set-quota`: the operator changes a registered tenant's quota.

@@ -74,6 +74,7 @@ pub fn register(id: &str) -> (Actor, Command) {
         OperatorCommand::RegisterTenant {
             tenant: tenant(id),
             quota: None,
+            organization: None,
         }
         .into(),
     )

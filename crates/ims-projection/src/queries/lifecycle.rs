@@ -1,31 +1,38 @@
 //! The queries of the image lifecycle (DESIGN.md section 13): images nobody launched, the
 //! recycle bin, and the newest image of a family.
 
-use ims_domain::{access, ImageStatus, TenantId};
+use ims_domain::{access, ImageStatus, TenantId, Viewer};
 use ims_wire::views::ImageView;
 use ims_wire::{QueryParams, WireError, WireErrorCode};
 
 use super::{entries_after, invalid, limit, load_image, marker, Answer, ImagePage, Models};
-use crate::catalog::{family_prefix, tenant_key, OWNED};
+use crate::catalog::{family_prefix, organization_key, tenant_key, OWNED};
 
 /// The newest image of a family that `tenant` may use: active, neither deprecated nor excluded
 /// from `latest` (GCP's image families, Azure's "latest").
 pub(super) fn latest(
     models: &Models,
-    tenant: &TenantId,
+    viewer: Viewer,
     params: &QueryParams,
 ) -> Result<Answer, WireError> {
+    let tenant = viewer.tenant;
     let family = params.family.as_deref().ok_or_else(|| {
         invalid("latest needs family: the image family whose newest image to answer".into())
     })?;
     ims_domain::check_family(family).map_err(WireError::from)?;
     // Ids in id order, which for UUID v7 ids is creation order: the newest is the last.
     let mut ids = Vec::new();
-    for prefix in [
+    let mut prefixes = vec![
         family_prefix(Some(tenant), family),
         family_prefix(None, family),
-    ] {
-        for entry in entries_after(models.catalog, &prefix, None) {
+    ];
+    if let Some(organization) = viewer.organization {
+        let mut suffix = family.as_bytes().to_vec();
+        suffix.push(0);
+        prefixes.push(organization_key(b'N', organization, &suffix));
+    }
+    for prefix in &prefixes {
+        for entry in entries_after(models.catalog, prefix, None) {
             ids.push(entry?.0);
         }
     }
@@ -38,7 +45,7 @@ pub(super) fn latest(
         if image.status == ImageStatus::Active
             && !image.is_deprecated()
             && !image.exclude_from_latest
-            && access(&image, tenant).is_some()
+            && access(&image, viewer).is_some()
         {
             return Ok(Answer::Image(Box::new(ImageView::new(
                 &image,

@@ -2,7 +2,8 @@
 //! functions serve NATS (`ims.v1.<region>.q.<tenant>.<query>`) and HTTP.
 
 use ims_domain::{
-    access, usable, Image, ImageId, ImageStatus, MemberStatus, Purpose, RegionId, TenantId,
+    access, usable, Image, ImageId, ImageStatus, MemberStatus, OrganizationId, Purpose, RegionId,
+    TenantId, Viewer,
 };
 use ims_wire::time::rfc3339;
 use ims_wire::views::{
@@ -11,7 +12,10 @@ use ims_wire::views::{
 };
 use ims_wire::{Query, WireError, WireErrorCode};
 
-use crate::catalog::{member_status_from_byte, tenant_key, FeedRecord, OWNED};
+use crate::catalog::{
+    member_status_from_byte, organization_key, tenant_key, tenant_organization_key, FeedRecord,
+    OWNED,
+};
 use crate::store::{be_u64, image_key, Store};
 use crate::usage::UsageEntry;
 use crate::ProjectionError;
@@ -196,13 +200,57 @@ fn entries_after<'a>(
         })
 }
 
-/// Image ids of an id-ordered index under `prefix`, strictly after `marker`.
-fn ids_after<'a>(
-    store: &'a Store,
-    prefix: &'a [u8],
-    marker: Option<&ImageId>,
-) -> impl Iterator<Item = Result<ImageId, WireError>> + 'a {
-    entries_after(store, prefix, marker).map(|entry| entry.map(|(id, _)| id))
+/// Several id-ordered indexes read as one, in id order; an id in more than one is read once,
+/// with the value of the first index that holds it.
+fn merged<'a, I>(
+    sources: Vec<I>,
+) -> impl Iterator<Item = Result<(ImageId, Vec<u8>), WireError>> + 'a
+where
+    I: Iterator<Item = Result<(ImageId, Vec<u8>), WireError>> + 'a,
+{
+    let mut sources: Vec<std::iter::Peekable<I>> =
+        sources.into_iter().map(Iterator::peekable).collect();
+    std::iter::from_fn(move || {
+        // An error first; else the smallest id, taken from every source that holds it.
+        let mut smallest: Option<(usize, ImageId)> = None;
+        for (index, source) in sources.iter_mut().enumerate() {
+            match source.peek() {
+                Some(Err(_)) => return source.next(),
+                Some(Ok((id, _))) if smallest.is_none_or(|(_, low)| *id < low) => {
+                    smallest = Some((index, *id));
+                }
+                _ => {}
+            }
+        }
+        let (first, id) = smallest?;
+        let taken = sources[first].next();
+        for source in &mut sources {
+            if matches!(source.peek(), Some(Ok((other, _))) if *other == id) {
+                source.next();
+            }
+        }
+        taken
+    })
+}
+
+/// The organization `tenant` belongs to, as the catalog recorded it.
+fn organization_of(store: &Store, tenant: &TenantId) -> Result<Option<OrganizationId>, WireError> {
+    let Some(bytes) = store
+        .get(&tenant_organization_key(tenant))
+        .map_err(internal)?
+    else {
+        return Ok(None);
+    };
+    let name = String::from_utf8_lossy(&bytes);
+    OrganizationId::parse(&name).map(Some).map_err(|e| {
+        WireError::new(
+            WireErrorCode::Internal,
+            format!(
+                "the catalog's organization of tenant {tenant}: {}",
+                e.message
+            ),
+        )
+    })
 }
 
 /// Answers `query` for `tenant`.
@@ -212,12 +260,17 @@ pub fn answer(
     query: Query,
     params: &QueryParams,
 ) -> Result<Answer, WireError> {
+    let organization = organization_of(models.catalog, tenant)?;
+    let viewer = Viewer {
+        tenant,
+        organization: organization.as_ref(),
+    };
     match query {
-        Query::VisibleImages => visible_images(models, tenant, params),
-        Query::SharedWithMe => shared_with_me(models, tenant, params),
+        Query::VisibleImages => visible_images(models, viewer, params),
+        Query::SharedWithMe => shared_with_me(models, viewer, params),
         Query::Image => {
             let id = image_id_param(params)?;
-            let image = visible_image(models, tenant, &id)?;
+            let image = visible_image(models, viewer, &id)?;
             Ok(Answer::Image(Box::new(ImageView::new(
                 &image,
                 Some(tenant),
@@ -225,7 +278,7 @@ pub fn answer(
         }
         Query::Members => {
             let id = image_id_param(params)?;
-            let image = visible_image(models, tenant, &id)?;
+            let image = visible_image(models, viewer, &id)?;
             if !image.is_owned_by(tenant) {
                 return Err(WireError::new(
                     WireErrorCode::Forbidden,
@@ -238,6 +291,7 @@ pub fn answer(
                 .members
                 .iter()
                 .map(|(t, s)| MemberView::new(t, *s))
+                .chain(image.organizations.iter().map(MemberView::organization))
                 .collect();
             Ok(Answer::Members(Page {
                 items,
@@ -260,8 +314,8 @@ pub fn answer(
                 }
             };
             // An image the tenant may not see answers exactly as one that does not exist.
-            let image = visible_image(models, tenant, &id)?;
-            let answer = usable(models.region, tenant, id, Some(&image), purpose);
+            let image = visible_image(models, viewer, &id)?;
+            let answer = usable(models.region, viewer, id, Some(&image), purpose);
             Ok(Answer::Usable(UsableView::new(
                 id.to_string(),
                 purpose_name,
@@ -272,17 +326,19 @@ pub fn answer(
         Query::Usage => usage(models, tenant, params),
         Query::UnusedImages => unused_images(models, tenant, params),
         Query::RecycleBin => recycle_bin(models, tenant, params),
-        Query::Latest => latest(models, tenant, params),
+        Query::Latest => latest(models, viewer, params),
     }
 }
 
-/// The image if `tenant` may see it: its own, public, Marketplace, or shared with it in any status.
-fn visible_image(models: &Models, tenant: &TenantId, id: &ImageId) -> Result<Image, WireError> {
+/// The image if the viewer may see it: its own, public, Marketplace, shared with it in any
+/// status or with its organization.
+fn visible_image(models: &Models, viewer: Viewer, id: &ImageId) -> Result<Image, WireError> {
+    let tenant = viewer.tenant;
     let image = load_image(models.catalog, id)?;
     match image {
         Some(image)
             if image.status != ImageStatus::Deleted
-                && (access(&image, tenant).is_some()
+                && (access(&image, viewer).is_some()
                     || (image.status != ImageStatus::Recycled
                         && image.members.contains_key(tenant))) =>
         {
@@ -302,9 +358,10 @@ fn visible_image(models: &Models, tenant: &TenantId, id: &ImageId) -> Result<Ima
 
 fn visible_images(
     models: &Models,
-    tenant: &TenantId,
+    viewer: Viewer,
     params: &QueryParams,
 ) -> Result<Answer, WireError> {
+    let tenant = viewer.tenant;
     let limit = limit(params)?;
     if let Some(t) = &params.image_type {
         one_of("type", t, &["public", "private", "shared", "marketplace"])?;
@@ -319,27 +376,19 @@ fn visible_images(
         .map(|t| t.split_once('=').map_or((t, None), |(k, v)| (k, Some(v))));
     let name = params.name.as_ref().map(|n| n.to_lowercase());
     let own_prefix = tenant_key(b'v', tenant, &[]);
-    let mut own = ids_after(models.catalog, &own_prefix, marker.as_ref()).peekable();
-    let mut global = ids_after(models.catalog, b"g", marker.as_ref()).peekable();
+    let organization_prefix = viewer
+        .organization
+        .map(|organization| organization_key(b'O', organization, &[]));
+    let mut sources = vec![
+        entries_after(models.catalog, &own_prefix, marker.as_ref()),
+        entries_after(models.catalog, b"g", marker.as_ref()),
+    ];
+    if let Some(prefix) = &organization_prefix {
+        sources.push(entries_after(models.catalog, prefix, marker.as_ref()));
+    }
     let mut page = ImagePage::new(limit, models.reply_bytes_max);
-    loop {
-        // Merge the two id-ordered indexes.
-        let next = match (own.peek(), global.peek()) {
-            (None, None) => break,
-            (Some(Err(_)), _) | (Some(Ok(_)), None) => own.next(),
-            (_, Some(Err(_))) | (None, Some(Ok(_))) => global.next(),
-            (Some(Ok(a)), Some(Ok(b))) => {
-                if a <= b {
-                    if a == b {
-                        global.next();
-                    }
-                    own.next()
-                } else {
-                    global.next()
-                }
-            }
-        };
-        let id = next.expect("peeked")?;
+    for entry in merged(sources) {
+        let (id, _) = entry?;
         let Some(image) = load_image(models.catalog, &id)? else {
             continue;
         };
@@ -378,17 +427,25 @@ fn visible_images(
 
 fn shared_with_me(
     models: &Models,
-    tenant: &TenantId,
+    viewer: Viewer,
     params: &QueryParams,
 ) -> Result<Answer, WireError> {
+    let tenant = viewer.tenant;
     if let Some(s) = &params.status {
         one_of("status", s, &["pending", "accepted", "rejected"])?;
     }
     let limit = limit(params)?;
     let marker = marker(params)?;
     let prefix = tenant_key(b'm', tenant, &[]);
+    let organization_prefix = viewer
+        .organization
+        .map(|organization| organization_key(b'O', organization, &[]));
+    let mut sources = vec![entries_after(models.catalog, &prefix, marker.as_ref())];
+    if let Some(prefix) = &organization_prefix {
+        sources.push(entries_after(models.catalog, prefix, marker.as_ref()));
+    }
     let mut page = ImagePage::new(limit, models.reply_bytes_max);
-    for entry in entries_after(models.catalog, &prefix, marker.as_ref()) {
+    for entry in merged(sources) {
         let (id, value) = entry?;
         let status: MemberStatus = member_status_from_byte(value[0]);
         if params
@@ -426,7 +483,8 @@ fn share_counts(models: &Models, tenant: &TenantId) -> Result<Answer, WireError>
             pending: count(MemberStatus::Pending),
             accepted: count(MemberStatus::Accepted),
             rejected: count(MemberStatus::Rejected),
-            total: image.members.len() as u32,
+            organizations: image.organizations.len() as u32,
+            total: (image.members.len() + image.organizations.len()) as u32,
             limit: models.members_limit as u32,
         });
     }

@@ -8,7 +8,7 @@ mod values;
 use serde::{de::DeserializeOwned, Serialize};
 use uuid::Uuid;
 
-use ims_domain::{Command, ImageId, RegionId, TenantId};
+use ims_domain::{Command, ImageId, OrganizationId, RegionId, TenantId};
 
 pub use lifecycle::*;
 pub use requests::*;
@@ -81,6 +81,13 @@ fn tenant(value: &str) -> Result<TenantId, WireError> {
 
 fn tenants(values: &[String]) -> Result<Vec<TenantId>, WireError> {
     values.iter().map(|t| tenant(t)).collect()
+}
+
+fn organizations(values: &[String]) -> Result<Vec<OrganizationId>, WireError> {
+    values
+        .iter()
+        .map(|o| OrganizationId::parse(o).map_err(WireError::from))
+        .collect()
 }
 
 fn region(value: &str) -> Result<RegionId, WireError> {
@@ -231,6 +238,7 @@ mod tests {
         let body = ShareImageRequest {
             image_id: "0192f0c1-7a3e-7c2b-9d4e-1a2b3c4d5e6f".into(),
             tenants: vec!["t2".into()],
+            organizations: Vec::new(),
         };
         let id = Uuid::now_v7();
         let parsed = parse_command(

@@ -7,12 +7,13 @@ use std::collections::BTreeMap;
 
 use ims_domain::{
     parse_file_format, BuildOutcome, Command, CopyOutcome, CreateImage, CreateSource, Encryption,
-    FileFacts, OperatorCommand, Os, PublishPublicImage, ReceiveCopy, TenantCommand, UpdateImage,
+    FileFacts, OperatorCommand, OrganizationId, Os, PublishPublicImage, ReceiveCopy, TenantCommand,
+    UpdateImage,
 };
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
 
 use super::values::{DiskDto, EncryptionDto, OsDto, PriceDto, SourceDto};
-use super::{image_id, invalid, region, tenant, tenants};
+use super::{image_id, invalid, organizations, region, tenant, tenants};
 use crate::WireError;
 
 /// A command's JSON body: its name on the subject, and how it becomes a domain command.
@@ -179,7 +180,12 @@ image_only_command!(
 #[serde(deny_unknown_fields)]
 pub struct ShareImageRequest {
     pub image_id: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tenants: Vec<String>,
+    /// Every tenant of these organizations, present and future, may use the image without
+    /// accepting; each organization counts as one member.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub organizations: Vec<String>,
 }
 
 impl CommandBody for ShareImageRequest {
@@ -191,17 +197,20 @@ impl CommandBody for ShareImageRequest {
         Ok(TenantCommand::ShareImage {
             image_id: image_id(&self.image_id)?,
             tenants: tenants(&self.tenants)?,
+            organizations: organizations(&self.organizations)?,
         })
     }
 }
 
-/// Either `tenants` or `all: true`.
+/// `tenants` and/or `organizations`, or `all: true`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnshareImageRequest {
     pub image_id: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tenants: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub organizations: Vec<String>,
     #[serde(default, skip_serializing_if = "is_false")]
     pub all: bool,
 }
@@ -212,18 +221,21 @@ impl CommandBody for UnshareImageRequest {
     type Kind = TenantCommand;
 
     fn into_command(self) -> Result<TenantCommand, WireError> {
-        let tenants =
-            match (self.tenants, self.all) {
-                (Some(list), false) => Some(tenants(&list)?),
-                (None, true) => None,
-                _ => return Err(invalid(
-                    "unshare-image: give either \"tenants\": [...] or \"all\": true, not both or \
-                     neither",
-                )),
-            };
+        let tenants = match (self.tenants, self.organizations.is_empty(), self.all) {
+            (Some(list), _, false) => Some(tenants(&list)?),
+            (None, false, false) => Some(Vec::new()),
+            (None, true, true) => None,
+            _ => {
+                return Err(invalid(
+                    "unshare-image: give \"tenants\": [...] and/or \"organizations\": [...], \
+                     or \"all\": true, not both or neither",
+                ))
+            }
+        };
         Ok(TenantCommand::UnshareImage {
             image_id: image_id(&self.image_id)?,
             tenants,
+            organizations: organizations(&self.organizations)?,
         })
     }
 }
@@ -279,6 +291,9 @@ pub struct RegisterTenantRequest {
     pub tenant: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quota: Option<u32>,
+    /// The organization it belongs to: images shared with the organization reach it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub organization: Option<String>,
 }
 
 impl CommandBody for RegisterTenantRequest {
@@ -290,6 +305,12 @@ impl CommandBody for RegisterTenantRequest {
         Ok(OperatorCommand::RegisterTenant {
             tenant: tenant(&self.tenant)?,
             quota: self.quota,
+            organization: self
+                .organization
+                .as_deref()
+                .map(OrganizationId::parse)
+                .transpose()
+                .map_err(WireError::from)?,
         })
     }
 }
