@@ -1,6 +1,7 @@
 //! The scheduler of a region (DESIGN.md section 13). Owners and the operator schedule an
-//! image's obsolescence and deletion with `deprecate-image`; the scheduler carries each out when
-//! its time comes, as a command of actor `scheduler` whose id is derived from the image, the
+//! image's obsolescence and deletion with `deprecate-image`, and a tenant's delete schedules the
+//! purge of its recycle bin (see `Image::scheduled`); the scheduler carries each out when its
+//! time comes, as a command of actor `scheduler` whose id is derived from the image, the
 //! transition and its time. Sent again after a crash, it is answered from the log's command
 //! index and recorded once; and `decide` carries it out only while the image still has it
 //! scheduled, so a schedule changed in the meantime is never acted on.
@@ -12,6 +13,10 @@
 //! - `d` + due ms (u64 BE) + image id (16) + transition (1): a transition waiting for its time;
 //! - `i` + image id (16): the image's scheduled (due ms, transition) pairs, so that a new
 //!   schedule removes the old one's `d` keys.
+//!
+//! An event that can change a schedule makes it fold the image's own stream (a handful of
+//! events) and record what `Image::scheduled` says; a database ahead of the log (one restored
+//! from an older copy) is rebuilt from the log.
 
 use std::collections::BTreeSet;
 use std::path::Path;
