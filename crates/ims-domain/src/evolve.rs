@@ -195,7 +195,7 @@ fn evolve_content(image: &mut Image, event: &Event) -> Option<u64> {
             Some(update.at_ms)
         }
         Event::BuildStarted { at_ms, .. } => {
-            image.status = ImageStatus::Saving;
+            set_build_status(image, ImageStatus::Saving);
             Some(*at_ms)
         }
         Event::BuildSucceeded {
@@ -204,13 +204,13 @@ fn evolve_content(image: &mut Image, event: &Event) -> Option<u64> {
             at_ms,
             ..
         } => {
-            image.status = ImageStatus::Active;
+            set_build_status(image, ImageStatus::Active);
             image.size_bytes = Some(*size_bytes);
             image.checksum_sha256 = Some(checksum_sha256.clone());
             Some(*at_ms)
         }
         Event::BuildFailed { at_ms, .. } => {
-            image.status = ImageStatus::Killed;
+            set_build_status(image, ImageStatus::Killed);
             Some(*at_ms)
         }
         Event::FileVerified { file, at_ms, .. } => {
@@ -218,7 +218,7 @@ fn evolve_content(image: &mut Image, event: &Event) -> Option<u64> {
             Some(*at_ms)
         }
         Event::BuildFailedBecause { reason, at_ms, .. } => {
-            image.status = ImageStatus::Killed;
+            set_build_status(image, ImageStatus::Killed);
             image.failure_reason = Some(reason.clone());
             Some(*at_ms)
         }
@@ -314,6 +314,14 @@ fn evolve_copies(image: &mut Image, event: &Event) -> Option<u64> {
 }
 
 /// Deleting ends every share and every listing (rule 4); recipients are not asked.
+/// The status a build leaves: the image's own, or, in the recycle bin, the one a restore gives.
+fn set_build_status(image: &mut Image, status: ImageStatus) {
+    match &mut image.recycled {
+        Some(recycled) => recycled.restores_to = status,
+        None => image.status = status,
+    }
+}
+
 fn delete(image: &mut Image) {
     image.members.clear();
     image.organizations.clear();

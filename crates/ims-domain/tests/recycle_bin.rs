@@ -303,3 +303,24 @@ fn the_operator_deletes_a_public_image_outright() {
         .then_ok();
     assert_eq!(state.images[&image_id(2)].status, ImageStatus::Deleted);
 }
+
+#[test]
+fn a_build_that_ends_while_its_image_is_recycled_shows_once_restored() {
+    let scenario = Scenario::new().given([
+        register("t1"),
+        by("t1", system_image("web")),
+        by("t1", delete()),
+    ]);
+    assert_eq!(
+        scenario
+            .image(image_id(IMAGE))
+            .recycled
+            .map(|r| r.restores_to),
+        Some(ImageStatus::Queued)
+    );
+    let (_, state) = scenario
+        .given([op(succeeded(image_id(IMAGE)))])
+        .when(by("t1", restore()))
+        .then_ok();
+    assert_eq!(state.images[&image_id(IMAGE)].status, ImageStatus::Active);
+}

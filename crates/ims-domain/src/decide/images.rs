@@ -286,10 +286,14 @@ pub(super) fn report_build(
             &[ImageStatus::Queued, ImageStatus::Saving]
         }
     };
-    if !allowed_from.contains(&image.status) {
+    // A build goes on while its image is in the recycle bin: a restore gives back its outcome.
+    let status = image
+        .recycled
+        .map_or(image.status, |recycled| recycled.restores_to);
+    if !allowed_from.contains(&status) {
         return Err(DomainError::invalid_state(format!(
             "image {image_id} is {}; a build can be reported only for a queued or saving image",
-            image.status.as_str()
+            status.as_str()
         )));
     }
     check_facts_fit(outcome, &facts)?;
