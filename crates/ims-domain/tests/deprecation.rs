@@ -460,3 +460,63 @@ fn the_first_releases_deprecated_flag_reads_as_a_state_without_replacement() {
         }
     );
 }
+
+#[test]
+fn a_schedule_may_reach_exactly_ten_years_ahead_and_no_further() {
+    let scenario = shared_image_and_a_newer_one();
+    let latest = scenario.now_ms + limits::SCHEDULE_AHEAD_MS_MAX;
+    scenario
+        .when(by(
+            "t1",
+            deprecation(
+                IMAGE,
+                DeprecationState::Deprecated,
+                None,
+                Some(latest),
+                None,
+            ),
+        ))
+        .then_ok();
+    let scenario = shared_image_and_a_newer_one();
+    let beyond = scenario.now_ms + limits::SCHEDULE_AHEAD_MS_MAX + 1;
+    scenario
+        .when(by(
+            "t1",
+            deprecation(
+                IMAGE,
+                DeprecationState::Deprecated,
+                None,
+                Some(beyond),
+                None,
+            ),
+        ))
+        .then_refused(ErrorCode::InvalidArgument, "ten years");
+}
+
+#[test]
+fn a_replacement_must_reach_every_organization_the_image_is_shared_with() {
+    let share_with_org = |image: u128| {
+        by(
+            "t1",
+            TenantCommand::ShareImage {
+                image_id: image_id(image),
+                tenants: Vec::new(),
+                organizations: vec![OrganizationId::parse("acme-group").unwrap()],
+            },
+        )
+    };
+    let scenario = || newer_one_shared_too().given([share_with_org(IMAGE)]);
+    scenario()
+        .when(by(
+            "t1",
+            deprecation(IMAGE, DeprecationState::Deprecated, Some(NEWER), None, None),
+        ))
+        .then_refused(ErrorCode::InvalidArgument, "organization acme-group");
+    scenario()
+        .given([share_with_org(NEWER)])
+        .when(by(
+            "t1",
+            deprecation(IMAGE, DeprecationState::Deprecated, Some(NEWER), None, None),
+        ))
+        .then_ok();
+}

@@ -203,3 +203,26 @@ fn a_recycled_image_shared_with_an_organization_is_lost_to_it_until_restored() {
         Some(Access::OrganizationShare)
     );
 }
+
+#[test]
+fn one_share_names_at_most_128_organizations() {
+    let names: Vec<String> = (0..129).map(|n| format!("org-{n}")).collect();
+    let all: Vec<&str> = names.iter().map(String::as_str).collect();
+    org_member()
+        .when(by("t1", share_with(&[], &all)))
+        .then_refused(ErrorCode::InvalidArgument, "129 organizations named");
+    let (_, state) = org_member()
+        .when(by("t1", share_with(&[], &all[..128])))
+        .then_ok();
+    assert_eq!(state.images[&image_id(IMAGE)].organizations.len(), 128);
+    org_member()
+        .when(by(
+            "t1",
+            TenantCommand::UnshareImage {
+                image_id: image_id(IMAGE),
+                tenants: Some(Vec::new()),
+                organizations: names.iter().map(|o| org(o)).collect(),
+            },
+        ))
+        .then_refused(ErrorCode::InvalidArgument, "129 organizations named");
+}
