@@ -520,3 +520,28 @@ fn a_replacement_must_reach_every_organization_the_image_is_shared_with() {
         ))
         .then_ok();
 }
+
+#[test]
+fn only_a_deprecated_or_obsolete_image_counts_as_deprecated_and_states_have_their_wire_names() {
+    let scenario = shared_image_and_a_newer_one();
+    assert!(!scenario.image(image_id(IMAGE)).is_deprecated());
+    for (state, name, deprecated) in [
+        (DeprecationState::Active, "active", false),
+        (DeprecationState::Deprecated, "deprecated", true),
+        (DeprecationState::Obsolete, "obsolete", true),
+    ] {
+        assert_eq!(state.as_str(), name);
+        let (_, after) = shared_image_and_a_newer_one()
+            .given([by(
+                "t1",
+                deprecate(image_id(IMAGE), DeprecationState::Obsolete),
+            )])
+            .when(by("t1", deprecate(image_id(IMAGE), state)))
+            .then_ok();
+        assert_eq!(
+            after.images[&image_id(IMAGE)].is_deprecated(),
+            deprecated,
+            "{name}"
+        );
+    }
+}

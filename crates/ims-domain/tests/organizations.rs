@@ -52,10 +52,9 @@ fn a_tenant_registered_in_an_organization_belongs_to_it() {
         ),
         "{events:?}"
     );
-    assert_eq!(
-        state.tenants[&tenant("t4")].organization,
-        Some(org("acme-group"))
-    );
+    let joined = &state.tenants[&tenant("t4")];
+    assert_eq!(joined.organization, Some(org("acme-group")));
+    assert_eq!(joined.version, 2, "registered, then joined");
 }
 
 #[test]

@@ -189,6 +189,13 @@ fn set_retention_changes_how_long_later_deletes_stay_in_the_bin() {
         tenant: tenant("t1"),
         days: 30,
     })]);
+    let set = &scenario.state.tenants[&tenant("t1")];
+    assert_eq!(set.retention_days, Some(30));
+    assert_eq!(
+        set.version,
+        shared_image().state.tenants[&tenant("t1")].version + 1,
+        "set-retention moves the tenant's version by one"
+    );
     let at = scenario.now_ms;
     let (_, state) = scenario.when(by("t1", delete())).then_ok();
     assert_eq!(
