@@ -40,13 +40,7 @@ pub(super) fn share_image(
     }
     check_shareable_kind(image)?;
     let new_members = new_members(state, image, tenants, context)?;
-    let new_organizations: Vec<OrganizationId> = organizations
-        .iter()
-        .filter(|o| !image.organizations.contains(*o))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .cloned()
-        .collect();
+    let new_organizations = distinct(organizations, |o| !image.organizations.contains(o));
     // An organization counts as one member, however many tenants it has.
     let limit = context.policy.members_per_image_max;
     let members = image.members.len() + image.organizations.len();
@@ -119,6 +113,15 @@ fn new_members(
     Ok(new_members)
 }
 
+/// The organizations of `named` that `keep` keeps, each once, in order.
+fn distinct(
+    named: &[OrganizationId],
+    keep: impl Fn(&OrganizationId) -> bool,
+) -> Vec<OrganizationId> {
+    let kept: BTreeSet<&OrganizationId> = named.iter().filter(|o| keep(o)).collect();
+    kept.into_iter().cloned().collect()
+}
+
 fn check_organization_targets(organizations: &[OrganizationId]) -> Result<(), DomainError> {
     if organizations.len() > SHARE_TARGETS_MAX {
         return Err(DomainError::invalid_argument(format!(
@@ -145,13 +148,7 @@ pub(super) fn unshare_image(
     check_organization_targets(organizations)?;
     let ending_organizations: Vec<OrganizationId> = match tenants {
         None => image.organizations.iter().cloned().collect(),
-        Some(_) => organizations
-            .iter()
-            .filter(|o| image.organizations.contains(*o))
-            .collect::<BTreeSet<_>>()
-            .into_iter()
-            .cloned()
-            .collect(),
+        Some(_) => distinct(organizations, |o| image.organizations.contains(o)),
     };
     let ending: Vec<TenantId> = match tenants {
         None => image.members.keys().cloned().collect(),

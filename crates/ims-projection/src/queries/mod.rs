@@ -260,7 +260,21 @@ pub fn answer(
     query: Query,
     params: &QueryParams,
 ) -> Result<Answer, WireError> {
-    let organization = organization_of(models.catalog, tenant)?;
+    // Only the queries that decide what the tenant may see read its organization.
+    let sees_through_organization = matches!(
+        query,
+        Query::VisibleImages
+            | Query::SharedWithMe
+            | Query::Image
+            | Query::Members
+            | Query::Usable
+            | Query::Latest
+    );
+    let organization = if sees_through_organization {
+        organization_of(models.catalog, tenant)?
+    } else {
+        None
+    };
     let viewer = Viewer {
         tenant,
         organization: organization.as_ref(),
