@@ -20,6 +20,11 @@ pub enum LogError {
         event_type: String,
         schema_version: u16,
     },
+    /// The replicated log (DESIGN.md section 12) did not take the group, so nothing of it was
+    /// written here either. `fenced`: another writer has appended since, so this one no longer
+    /// leads; otherwise the outcome is unknown until the node catches up from the stream.
+    #[error("the group was not replicated{}: {reason}", if *.fenced { " (fenced: another writer leads)" } else { "" })]
+    NotReplicated { fenced: bool, reason: String },
     #[error("an earlier write or flush failed, so the log refuses appends until it is reopened")]
     Poisoned,
 }

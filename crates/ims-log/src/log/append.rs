@@ -18,26 +18,45 @@ pub struct AppendTimings {
     pub fsync: Duration,
 }
 
-/// An append group being built: its batch, the head it has reached, and what it has seen.
-struct Group<'a> {
-    batch: sled::Batch,
-    next: Head,
+/// An append group being built: the head it has reached, what it writes besides the events,
+/// and what it has seen.
+pub(super) struct Group<'a> {
+    pub(super) next: Head,
     stream_versions: HashMap<String, u64>,
-    chunks: Chunks,
+    pub(super) chunks: Chunks,
+    pub(super) commands: Vec<CommandRecord>,
+    pub(super) snapshots: Vec<(Vec<u8>, Vec<u8>)>,
     seen_commands: HashMap<(Uuid, &'a str), StoredCommand>,
-    results: Vec<Appended>,
+    pub(super) results: Vec<Appended>,
 }
 
 impl Group<'_> {
-    fn after(head: Head) -> Self {
+    pub(super) fn after(head: Head) -> Self {
         Self {
-            batch: sled::Batch::default(),
             next: head,
             stream_versions: HashMap::new(),
             chunks: Chunks::default(),
+            commands: Vec::new(),
+            snapshots: Vec::new(),
             seen_commands: HashMap::new(),
             results: Vec::new(),
         }
+    }
+
+    /// The group as a follower must write it: its events, command records and snapshots.
+    fn record(&self) -> GroupRecord {
+        GroupRecord {
+            envelopes: self.envelopes().cloned().collect(),
+            commands: self.commands.clone(),
+            snapshots: self.snapshots.clone(),
+        }
+    }
+
+    fn envelopes(&self) -> impl Iterator<Item = &Envelope> {
+        self.results.iter().flat_map(|result| match result {
+            Appended::New { envelopes, .. } => envelopes.as_slice(),
+            _ => &[],
+        })
     }
 }
 
@@ -53,6 +72,17 @@ impl EventLog {
     pub fn append_timed(
         &self,
         commands: &[NewCommand],
+    ) -> Result<(Vec<Appended>, AppendTimings), LogError> {
+        self.append_replicated(commands, None)
+    }
+
+    /// [`EventLog::append_timed`] with replication (DESIGN.md section 12): once the group is
+    /// sealed and before anything is written here, `replicate` must make it durable elsewhere
+    /// and say under which stream sequence; its error leaves nothing written and the log usable.
+    pub fn append_replicated(
+        &self,
+        commands: &[NewCommand],
+        replicate: Option<&mut dyn FnMut(&GroupRecord) -> Result<u64, LogError>>,
     ) -> Result<(Vec<Appended>, AppendTimings), LogError> {
         if self.shared.poisoned.load(Ordering::Acquire) {
             return Err(LogError::Poisoned);
@@ -71,7 +101,11 @@ impl EventLog {
         };
         let next = group.next;
         if next != *head {
-            if let Err(error) = self.write_group(&mut group, &mut timings) {
+            let sequence = match replicate {
+                Some(replicate) => Some(replicate(&group.record())?),
+                None => None,
+            };
+            if let Err(error) = self.write_group(&mut group, sequence, &mut timings) {
                 self.shared.poisoned.store(true, Ordering::Release);
                 return Err(error);
             }
@@ -107,9 +141,7 @@ impl EventLog {
         }
         let first_position = group.next.position + 1;
         let envelopes = self.seal_events(group, command)?;
-        for (key, value) in &command.snapshots {
-            group.batch.insert(snapshot_key(key), value.clone());
-        }
+        group.snapshots.extend(command.snapshots.iter().cloned());
         if let Some(id) = command.command_id.filter(|_| !envelopes.is_empty()) {
             let stored = StoredCommand {
                 first_position,
@@ -117,9 +149,11 @@ impl EventLog {
                 reply: command.reply.clone(),
                 digest: command.digest,
             };
-            group
-                .batch
-                .insert(command_key(&command.actor, &id), codec::encode(&stored));
+            group.commands.push(CommandRecord {
+                actor: command.actor.clone(),
+                command_id: *id.as_bytes(),
+                stored: stored.clone(),
+            });
             group
                 .seen_commands
                 .insert((id, command.actor.as_str()), stored);
@@ -173,27 +207,41 @@ impl EventLog {
         Ok(envelopes)
     }
 
-    /// Writes the group's batch with its stream chunks, event record and new head, then flushes
-    /// and fdatasyncs once.
-    fn write_group(
+    /// Writes the group as one batch (its stream chunks, command records, snapshots, event
+    /// record, new head and, when replicated, the stream sequence it has), then flushes and
+    /// fdatasyncs once.
+    pub(super) fn write_group(
         &self,
         group: &mut Group<'_>,
+        sequence: Option<u64>,
         timings: &mut AppendTimings,
     ) -> Result<(), LogError> {
         let db = &self.shared.db;
         let started = Instant::now();
-        let mut batch = std::mem::take(&mut group.batch);
+        let mut batch = sled::Batch::default();
         for (key, chunk) in std::mem::take(&mut group.chunks).changed() {
             batch.insert(key, chunk);
         }
-        let record = encode_record(group.results.iter().flat_map(|result| match result {
-            Appended::New { envelopes, .. } => envelopes.as_slice(),
-            _ => &[],
-        }));
-        batch.insert(&event_key(group.next.position)[..], record);
+        for command in &group.commands {
+            let id = Uuid::from_bytes(command.command_id);
+            batch.insert(
+                command_key(&command.actor, &id),
+                codec::encode(&command.stored),
+            );
+        }
+        for (key, value) in &group.snapshots {
+            batch.insert(snapshot_key(key), value.as_slice());
+        }
+        batch.insert(
+            &event_key(group.next.position)[..],
+            encode_record(group.envelopes()),
+        );
         let mut head_value = group.next.position.to_be_bytes().to_vec();
         head_value.extend_from_slice(&group.next.hash);
         batch.insert(HEAD, head_value);
+        if let Some(sequence) = sequence {
+            batch.insert(REPLICATED, &sequence.to_be_bytes());
+        }
         timings.seal += started.elapsed();
         let started = Instant::now();
         db.apply_batch(batch)?;

@@ -15,7 +15,8 @@
 //! - `c` + command id (16 bytes): a command record of releases before actor scoping (no digest),
 //!   still honoured for the actor its events name;
 //! - `h`: the head, position (u64 big-endian) then hash (32 bytes);
-//! - `n` + key: a snapshot written by the command writer in the same batch as its events.
+//! - `n` + key: a snapshot written by the command writer in the same batch as its events;
+//! - `r`: with replication, the stream sequence (u64 big-endian) of the last group written.
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -39,6 +40,8 @@ const COMMAND_UNSCOPED: u8 = b'c';
 const COMMAND: u8 = b'a';
 const HEAD: &[u8] = b"h";
 const SNAPSHOT: u8 = b'n';
+/// With replication: the stream sequence of the last replicated group the log holds.
+const REPLICATED: &[u8] = b"r";
 
 /// How many of the last events `open` checks for contiguity and chain validity: enough to catch a
 /// torn tail after a crash while keeping start-up well under a second on any log size.
@@ -142,11 +145,13 @@ pub struct EventLog {
 
 mod append;
 mod keys;
+mod replica;
 mod verify;
 
 pub use append::AppendTimings;
 use keys::*;
 pub use keys::{decode_record, encode_record};
+pub use replica::{CommandRecord, GroupRecord};
 pub use verify::ChainCheck;
 
 impl EventLog {
