@@ -459,6 +459,7 @@ impl Service {
             },
             store: Default::default(),
             snapshot_every: ims_projector::SNAPSHOT_EVERY_EVENTS,
+            replication: None,
         }
     }
 

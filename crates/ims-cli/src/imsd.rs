@@ -108,6 +108,54 @@ struct Options {
     /// 0 turns them off.
     #[arg(long, env = "IMS_SNAPSHOT_EVERY", default_value_t = ims_projector::SNAPSHOT_EVERY_EVENTS)]
     snapshot_every: u64,
+    /// With `run`: leave the identity role (auth callout, credentials) to another process of
+    /// the deployment, as every node but one of a replicated deployment does.
+    #[arg(long, env = "IMS_NO_IDENTITY")]
+    no_identity: bool,
+    #[command(flatten)]
+    replication: ReplicationOptions,
+}
+
+/// Replicated durability and failover (DESIGN.md section 12).
+#[derive(Args, Debug)]
+struct ReplicationOptions {
+    /// `jetstream`: every committed group of each region is also published to the JetStream
+    /// stream IMS_LOG_<region>, and its replicated ack is the commit point. The region's
+    /// writer is whichever node holds its lease in the bucket ims_leases; the others follow
+    /// the stream into their own logs and read models, and take over when the lease lapses.
+    /// `none`: this node's disk holds the only copy.
+    #[arg(long, env = "IMS_REPLICATION", default_value = "none", value_parser = ["none", "jetstream"])]
+    replication: String,
+    /// Copies JetStream keeps of each stream and of the lease bucket: 1 on a single
+    /// nats-server, 3 on a cluster of three (survives one server lost).
+    #[arg(long, env = "IMS_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=5))]
+    replicas: u8,
+    /// Start as a standby: follow the stream and serve queries, and take over commands only
+    /// when the leader's lease lapses (implies --replication jetstream).
+    #[arg(long, env = "IMS_STANDBY")]
+    standby: bool,
+    /// This node's name in the lease (default: a name made of the host name and process id).
+    #[arg(long, env = "IMS_NODE_ID")]
+    node_id: Option<String>,
+}
+
+impl ReplicationOptions {
+    fn settings(&self) -> Option<crate::runtime::Replication> {
+        if self.replication == "none" && !self.standby {
+            return None;
+        }
+        let node = self.node_id.clone().unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/etc/hostname")
+                .map(|name| name.trim().to_owned())
+                .unwrap_or_else(|_| "node".to_owned());
+            format!("{host}-{}", std::process::id())
+        });
+        Some(crate::runtime::Replication {
+            replicas: usize::from(self.replicas),
+            standby: self.standby,
+            node,
+        })
+    }
 }
 
 fn init_logging(format: &str) {
@@ -190,6 +238,10 @@ async fn async_main() -> std::process::ExitCode {
         ),
         Role::NatsConfig(o) => return print_nats_config(o),
     };
+    let roles = Roles {
+        identity: roles.identity && !options.no_identity,
+        ..roles
+    };
     init_logging(&options.log_format);
     match serve(options, roles, embedded_allowed).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -207,6 +259,7 @@ async fn serve(options: Options, roles: Roles, embedded_allowed: bool) -> anyhow
         .iter()
         .map(|r| RegionId::parse(r.trim()).map_err(|e| anyhow::anyhow!("--regions: {}", e.message)))
         .collect::<anyhow::Result<Vec<_>>>()?;
+    let replication = options.replication.settings();
     let mut embedded = None;
     let nats_url = match (options.nats_url, embedded_allowed) {
         (Some(url), _) => url,
@@ -219,8 +272,15 @@ async fn serve(options: Options, roles: Roles, embedded_allowed: bool) -> anyhow
         (None, true) => {
             let (keys, _) = prepare_identity(&options.data_dir, true)?;
             let config_path = options.data_dir.join("nats").join("nats-server.conf");
+            // Replication on one embedded server: JetStream with its files in the data dir.
+            let extras = ims_identity::setup::ServerExtras {
+                jetstream_dir: replication
+                    .is_some()
+                    .then(|| options.data_dir.join("nats").join("jetstream")),
+                ..Default::default()
+            };
             let server = NatsServer::start_with_config(None, &config_path, |listen| {
-                keys.server_config(listen)
+                keys.server_config_with(listen, &extras)
             })
             .context("starting the embedded nats-server")?;
             let url = server.url();
@@ -253,6 +313,7 @@ async fn serve(options: Options, roles: Roles, embedded_allowed: bool) -> anyhow
         },
         store: options.store,
         snapshot_every: options.snapshot_every,
+        replication,
     };
     let data_dir = config.data_dir.clone();
     let result = run(config, shutdown_signal()).await;

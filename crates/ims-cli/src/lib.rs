@@ -5,4 +5,5 @@
 mod files;
 pub mod imsctl;
 pub mod imsd;
+mod replicated;
 pub mod runtime;

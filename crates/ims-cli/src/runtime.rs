@@ -23,7 +23,9 @@ use ims_projector::{projections_path, run_projector, serve_queries, RegionModels
 use ims_saga::{run_copy_saga, CopySaga};
 use ims_scheduler::{run_scheduler, Scheduler};
 use ims_store::{ImageStore, StoreLocation};
-use ims_writer::{publish_events, serve_commands, spawn_writer, PUBLISH_QUEUE_MAX};
+use ims_writer::{publish_events, serve_commands, spawn_replicated_writer, PUBLISH_QUEUE_MAX};
+
+pub use crate::replicated::Replication;
 
 /// Which parts of the service this process runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -65,6 +67,9 @@ pub struct Config {
     /// Every how many events each projector snapshots its read models (`--snapshot-every`; 0:
     /// never), for audits as of a past position.
     pub snapshot_every: u64,
+    /// `--replication jetstream`: the command side leads or follows each region's replicated
+    /// log (DESIGN.md section 12). `None`: this process's log is the only copy.
+    pub replication: Option<Replication>,
 }
 
 /// How often `--insecure-no-auth` repeats its warning.
@@ -108,10 +113,10 @@ pub fn log_path(data_dir: &std::path::Path, region: &RegionId) -> PathBuf {
 }
 
 /// The roles started so far: their tasks, the stop flag they watch, and the service's client.
-struct Started {
-    client: async_nats::Client,
-    tasks: tokio::task::JoinSet<anyhow::Result<()>>,
-    stop_rx: watch::Receiver<bool>,
+pub(crate) struct Started {
+    pub(crate) client: async_nats::Client,
+    pub(crate) tasks: tokio::task::JoinSet<anyhow::Result<()>>,
+    pub(crate) stop_rx: watch::Receiver<bool>,
 }
 
 impl Started {
@@ -166,7 +171,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     let stores = Arc::new(stores);
     for region in config.regions.iter().filter(|_| config.roles.command) {
-        let log = start_region_commands(&config, region, &stores, &mut started)?;
+        let log = open_region_log(&config, region)?;
+        match &config.replication {
+            None => start_region_commands(&config, region, &log, &stores, &mut started, None)?,
+            Some(_) => {
+                let leading = crate::replicated::lead_or_follow(
+                    config.clone(),
+                    region.clone(),
+                    log.clone(),
+                    stores.clone(),
+                    started.client.clone(),
+                    started.stop_rx.clone(),
+                );
+                started.tasks.spawn(leading);
+            }
+        }
         logs.insert(region.clone(), log);
     }
     let mut region_models = HashMap::new();
@@ -202,25 +221,33 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     run_until_stopped(started, stop_tx, shutdown).await
 }
 
-/// Opens `region`'s log and starts its writer, command endpoints, event publisher, import
-/// worker, copy saga and scheduler. Returns the log, which the HTTP role reads.
-fn start_region_commands(
-    config: &Config,
-    region: &RegionId,
-    stores: &Arc<HashMap<RegionId, ImageStore>>,
-    started: &mut Started,
-) -> anyhow::Result<EventLog> {
+/// Opens `region`'s log, which the command side writes and the HTTP role reads.
+fn open_region_log(config: &Config, region: &RegionId) -> anyhow::Result<EventLog> {
     let path = log_path(&config.data_dir, region);
     std::fs::create_dir_all(&path).with_context(|| format!("creating {}", path.display()))?;
     let log = EventLog::open(&path, region.as_str())
         .with_context(|| format!("opening the log of region {region} at {}", path.display()))?;
     tracing::info!(%region, path = %path.display(), head = log.head_position(), "event log open");
+    Ok(log)
+}
+
+/// Starts `region`'s writer (replicated through `replicate` when given), command endpoints,
+/// event publisher, import worker, copy saga and scheduler, as tasks of `started`.
+pub(crate) fn start_region_commands(
+    config: &Config,
+    region: &RegionId,
+    log: &EventLog,
+    stores: &Arc<HashMap<RegionId, ImageStore>>,
+    started: &mut Started,
+    replicate: Option<ims_log::Replicate>,
+) -> anyhow::Result<()> {
     let (published_tx, published_rx) = mpsc::channel(PUBLISH_QUEUE_MAX);
-    let (writer, thread) = spawn_writer(
+    let (writer, thread) = spawn_replicated_writer(
         region.clone(),
         log.clone(),
         config.policy.clone(),
         published_tx,
+        replicate,
     );
     // The writer is a role like the others: its end, other than at shutdown, stops the
     // process (fail-stop), whether it failed a write or panicked.
@@ -287,7 +314,7 @@ fn start_region_commands(
         let _ = publisher.await;
         served
     });
-    Ok(log)
+    Ok(())
 }
 
 /// Opens `region`'s read models and starts its projector and query endpoints.

@@ -71,17 +71,48 @@ impl NatsKeys {
     /// A complete nats-server configuration: the IMS and system accounts, the service's users,
     /// and the auth callout that binds every other connection to a credential.
     pub fn server_config(&self, listen: &str) -> String {
+        self.server_config_with(listen, &ServerExtras::default())
+    }
+
+    /// [`NatsKeys::server_config`] with JetStream and clustering as `extras` asks (replication,
+    /// DESIGN.md section 12). JetStream is enabled for the IMS account only; tenants, operators
+    /// and auditors have no permission on `$JS.API` or the log streams' subjects.
+    pub fn server_config_with(&self, listen: &str, extras: &ServerExtras) -> String {
         let service = self.service.public_key();
         let system = self.system.public_key();
         let issuer = self.callout_issuer.public_key();
+        let mut head = String::new();
+        let mut account_jetstream = "";
+        if let Some(name) = &extras.server_name {
+            head.push_str(&format!("server_name: \"{name}\"\n"));
+        }
+        if let Some(dir) = &extras.jetstream_dir {
+            head.push_str(&format!(
+                "jetstream {{\n  store_dir: \"{}\"\n}}\n",
+                dir.display()
+            ));
+            account_jetstream = "\n    jetstream: enabled";
+        }
+        if let Some(cluster) = &extras.cluster {
+            let routes = cluster
+                .routes
+                .iter()
+                .map(|route| format!("\"{route}\""))
+                .collect::<Vec<_>>()
+                .join(", ");
+            head.push_str(&format!(
+                "cluster {{\n  name: \"{}\"\n  listen: \"{}\"\n  routes: [ {routes} ]\n}}\n",
+                cluster.name, cluster.listen
+            ));
+        }
         format!(
             r#"# nats-server configuration for ims, written by `imsd nats-config`.
 # Every client is authenticated by imsd's auth callout (a token `ims_<key_id>_<secret>` as the
 # connect token); only imsd's own nkey users bypass it.
 listen: "{listen}"
-accounts {{
+{head}accounts {{
   {SERVICE_ACCOUNT} {{
-    users: [ {{ nkey: "{service}" }} ]
+    users: [ {{ nkey: "{service}" }} ]{account_jetstream}
   }}
   SYS {{
     users: [ {{ nkey: "{system}" }} ]
@@ -99,6 +130,26 @@ authorization {{
 "#
         )
     }
+}
+
+/// What a nats-server configuration adds for replication: JetStream and a cluster.
+#[derive(Clone, Debug, Default)]
+pub struct ServerExtras {
+    /// A unique name per server (required in a JetStream cluster).
+    pub server_name: Option<String>,
+    /// JetStream on, with its files here.
+    pub jetstream_dir: Option<PathBuf>,
+    pub cluster: Option<ClusterRoutes>,
+}
+
+/// A nats-server's place in a cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterRoutes {
+    pub name: String,
+    /// Where this server listens for its peers (`host:port`).
+    pub listen: String,
+    /// The peers' cluster addresses (`nats-route://host:port`).
+    pub routes: Vec<String>,
 }
 
 /// Where the bootstrap operator token of `data_dir` is.

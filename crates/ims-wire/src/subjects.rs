@@ -66,6 +66,12 @@ impl Subjects {
         format!("{}.log.read", self.region(region))
     }
 
+    /// `ims.v1.<region>.log.groups`: with replication, the committed append groups, captured by
+    /// the JetStream stream `IMS_LOG_<region>`. Only imsd's own users may publish or read it.
+    pub fn log_groups(&self, region: &RegionId) -> String {
+        format!("{}.log.groups", self.region(region))
+    }
+
     /// `ims.v1.<region>.feed.<tenant>`: notifications to one tenant.
     pub fn feed(&self, region: &RegionId, tenant: &TenantId) -> String {
         format!("{}.feed.{tenant}", self.region(region))

@@ -109,6 +109,7 @@ async fn bench() -> anyhow::Result<()> {
         import_sources: Default::default(),
         store: Default::default(),
         snapshot_every: 0,
+        replication: None,
     };
     // The service's own metrics, read in process: where a command's time goes.
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()

@@ -9,6 +9,10 @@
 use super::append::Group;
 use super::*;
 
+/// What a replicated writer hands each sealed group to: it makes the group durable elsewhere
+/// and says under which stream sequence (see [`EventLog::append_replicated`]).
+pub type Replicate = Box<dyn FnMut(&GroupRecord) -> Result<u64, LogError> + Send>;
+
 /// One committed append group as it is replicated: what a follower needs to write exactly what
 /// the leader wrote.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

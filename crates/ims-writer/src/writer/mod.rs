@@ -15,7 +15,9 @@ use ims_domain::{
     decide, evolve, Actor, Command, Context, Event, ImageId, OperatorCommand, RegionId,
     SharingPolicy, State, StreamId, TenantCommand, TenantId,
 };
-use ims_log::{AppendTimings, Appended, Envelope, EventLog, LogError, NewCommand, NewEvent};
+use ims_log::{
+    AppendTimings, Appended, Envelope, EventLog, LogError, NewCommand, NewEvent, Replicate,
+};
 use ims_wire::{CommandReply, ParsedCommand, WireError, WireErrorCode};
 use tokio::sync::{mpsc, oneshot};
 
@@ -103,6 +105,8 @@ pub struct RegionWriter {
     state: State,
     policy: SharingPolicy,
     published: mpsc::Sender<Vec<Envelope>>,
+    /// With replication: where each group goes before the local log (DESIGN.md section 12).
+    replicate: Option<Replicate>,
 }
 
 impl std::fmt::Debug for RegionWriter {
@@ -114,12 +118,23 @@ impl std::fmt::Debug for RegionWriter {
 }
 
 /// Why a writer stopped on its own: its log could not be written. The process must stop (fail-
-/// stop): what the log holds is no longer known until it is reopened and checked.
+/// stop): what the log holds is no longer known until it is reopened and checked. With
+/// replication, a group the stream did not take ([`WriterFailed::stepped_down`]) is the
+/// exception: nothing was written here, and the node goes on as a follower.
 #[derive(Debug, thiserror::Error)]
 #[error("the event log of region {region} could not be written ({cause}); stopping, since the outcome of the batch in hand is unknown until the log is reopened and checked")]
 pub struct WriterFailed {
     pub region: RegionId,
     pub cause: LogError,
+}
+
+impl WriterFailed {
+    /// Whether the writer stopped because the replicated log did not take a group (fenced by
+    /// another writer, or the outcome unknown): the local log is untouched and the node must
+    /// catch up from the stream before it may write again.
+    pub fn stepped_down(&self) -> bool {
+        matches!(self.cause, LogError::NotReplicated { .. })
+    }
 }
 
 /// Starts the writer thread of `region`; durable events go to `published` in position order.
@@ -134,6 +149,21 @@ pub fn spawn_writer(
     WriterHandle,
     std::thread::JoinHandle<Result<(), WriterFailed>>,
 ) {
+    spawn_replicated_writer(region, log, policy, published, None)
+}
+
+/// [`spawn_writer`] for a replicated region: each group goes through `replicate` (the stream's
+/// replicated ack is the commit point) before the local log.
+pub fn spawn_replicated_writer(
+    region: RegionId,
+    log: EventLog,
+    policy: SharingPolicy,
+    published: mpsc::Sender<Vec<Envelope>>,
+    replicate: Option<Replicate>,
+) -> (
+    WriterHandle,
+    std::thread::JoinHandle<Result<(), WriterFailed>>,
+) {
     let (sender, receiver) = mpsc::channel(QUEUE_COMMANDS_MAX);
     let writer = RegionWriter {
         region: region.clone(),
@@ -141,6 +171,7 @@ pub fn spawn_writer(
         state: State::default(),
         policy,
         published,
+        replicate,
     };
     let thread = std::thread::Builder::new()
         .name(format!("writer-{region}"))
@@ -204,7 +235,11 @@ impl RegionWriter {
         let appended = if to_append.is_empty() {
             Ok((Vec::new(), AppendTimings::default()))
         } else {
-            self.log.append_timed(&to_append)
+            let replicate = self
+                .replicate
+                .as_mut()
+                .map(|replicate| replicate.as_mut() as &mut _);
+            self.log.append_replicated(&to_append, replicate)
         };
         metrics::histogram!("ims_append_seconds").record(started.elapsed().as_secs_f64());
         let results = match appended {
@@ -239,7 +274,14 @@ impl RegionWriter {
     /// may not have reached the disk: only a reopened, checked log can say, so nobody is told
     /// "nothing was recorded".
     fn fail(&self, decided: Vec<Decided>, error: LogError) -> WriterFailed {
-        tracing::error!(region = %self.region, %error, "appending a batch failed; the writer stops and the process with it");
+        match &error {
+            LogError::NotReplicated { .. } => {
+                tracing::warn!(region = %self.region, %error, "the stream did not take a batch; the writer steps down")
+            }
+            _ => {
+                tracing::error!(region = %self.region, %error, "appending a batch failed; the writer stops and the process with it")
+            }
+        }
         for Decided { request, .. } in decided {
             metrics::counter!("ims_commands_total", "outcome" => "unavailable").increment(1);
             let _ = request.reply.send(error_reply(

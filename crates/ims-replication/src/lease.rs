@@ -1,0 +1,140 @@
+//! The leader's lease of a region: the key `<region>` of the key-value bucket `ims_leases`,
+//! created by whoever takes the lead and renewed at its revision. The bucket's entries lapse
+//! after [`LEASE_TTL`], so a leader that dies or is cut off loses the lease without anyone
+//! deleting it, and a standby creates the key again.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use bytes::Bytes;
+
+use crate::ReplicationError;
+
+/// The key-value bucket that holds one lease per region.
+pub const LEASE_BUCKET: &str = "ims_leases";
+
+/// How long a lease lasts unless renewed: the longest a region goes without a writer after its
+/// leader dies, plus a standby's catch-up.
+pub const LEASE_TTL: Duration = Duration::from_secs(4);
+
+/// How often the leader renews its lease: four renewals per TTL, so one late renewal does not
+/// lose it.
+pub const LEASE_RENEW_EVERY: Duration = Duration::from_secs(1);
+
+/// One node's handle on a region's lease.
+#[derive(Debug)]
+pub struct Lease {
+    store: kv::Store,
+    region: String,
+    node: String,
+    /// The revision of our entry while we hold the lease.
+    held: Option<u64>,
+}
+
+impl Lease {
+    /// The lease of `region` for node `node`, creating the bucket (`replicas` copies) if needed.
+    pub async fn open(
+        client: &async_nats::Client,
+        region: &str,
+        node: &str,
+        replicas: usize,
+    ) -> Result<Self, ReplicationError> {
+        let js = jetstream::new(client.clone());
+        let store = match js.get_key_value(LEASE_BUCKET).await {
+            Ok(store) => store,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket: LEASE_BUCKET.to_owned(),
+                    description: "ims: the leader of each region (DESIGN.md section 12)".into(),
+                    history: 1,
+                    max_age: LEASE_TTL,
+                    storage: jetstream::stream::StorageType::File,
+                    num_replicas: replicas,
+                    ..Default::default()
+                })
+                .await
+                .map_err(|e| ReplicationError::nats("creating the lease bucket ims_leases", e))?,
+        };
+        Ok(Self {
+            store,
+            region: region.to_owned(),
+            node: node.to_owned(),
+            held: None,
+        })
+    }
+
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    pub fn is_held(&self) -> bool {
+        self.held.is_some()
+    }
+
+    /// Takes the lease if nobody holds it. `Ok(false)`: another node does.
+    pub async fn try_acquire(&mut self) -> Result<bool, ReplicationError> {
+        match self
+            .store
+            .create(&self.region, Bytes::from(self.node.clone()))
+            .await
+        {
+            Ok(revision) => {
+                self.held = Some(revision);
+                Ok(true)
+            }
+            Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
+            Err(error) => Err(ReplicationError::nats(
+                format!("taking the lease of region {}", self.region),
+                error,
+            )),
+        }
+    }
+
+    /// Renews a held lease. `Ok(false)`: it lapsed and someone else took it (or it is not held).
+    pub async fn renew(&mut self) -> Result<bool, ReplicationError> {
+        let Some(revision) = self.held else {
+            return Ok(false);
+        };
+        match self
+            .store
+            .update(&self.region, Bytes::from(self.node.clone()), revision)
+            .await
+        {
+            Ok(revision) => {
+                self.held = Some(revision);
+                Ok(true)
+            }
+            Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                self.held = None;
+                Ok(false)
+            }
+            Err(error) => Err(ReplicationError::nats(
+                format!("renewing the lease of region {}", self.region),
+                error,
+            )),
+        }
+    }
+
+    /// Gives a held lease up at once, so that a standby need not wait for it to lapse.
+    pub async fn release(&mut self) {
+        if let Some(revision) = self.held.take() {
+            if let Err(error) = self
+                .store
+                .delete_expect_revision(&self.region, Some(revision))
+                .await
+            {
+                tracing::debug!(%error, region = %self.region, "releasing the lease failed; it lapses");
+            }
+        }
+    }
+
+    /// The node holding the lease, if any.
+    pub async fn holder(&self) -> Result<Option<String>, ReplicationError> {
+        let entry = self
+            .store
+            .get(&self.region)
+            .await
+            .map_err(|e| ReplicationError::nats("reading the lease", e))?;
+        Ok(entry.map(|value| String::from_utf8_lossy(&value).into_owned()))
+    }
+}

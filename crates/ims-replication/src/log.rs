@@ -1,0 +1,305 @@
+//! The replicated log of a region: the JetStream stream `IMS_LOG_<region>`, one message per
+//! committed append group (several when the group is larger than a message may be).
+//!
+//! Messages carry `Nats-Msg-Id` `<region>:<first position>` (split groups: `<region>:<first
+//! position>:<part>/<parts>@<sequence before the group>`, unique even when a leader died between
+//! the parts of a group and the next one starts at the same position) and the header
+//! `Ims-Part: <part>/<parts>`. A retry after a lost ack is deduplicated by the stream; since
+//! another writer's group at the same position would be deduplicated too, a duplicate ack
+//! counts only when the stored message is ours.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer, context::PublishErrorKind, stream};
+use bytes::Bytes;
+use futures::StreamExt;
+use ims_domain::RegionId;
+use ims_log::{EventLog, GroupRecord, LogError};
+use ims_wire::Subjects;
+
+use crate::ReplicationError;
+
+/// Which part of its group a message is.
+const PART_HEADER: &str = "Ims-Part";
+
+/// Room left in a message for its headers.
+const HEADERS_ROOM: usize = 4096;
+
+/// How long one publish waits for the stream's replicated ack.
+const ACK_WAIT: Duration = Duration::from_secs(5);
+
+/// Attempts of one publish before the writer steps down, the outcome unknown.
+const PUBLISH_ATTEMPTS: usize = 3;
+
+/// The stream of `region`'s committed append groups.
+pub fn stream_name(region: &RegionId) -> String {
+    format!("IMS_LOG_{region}")
+}
+
+/// A region's replicated log on JetStream.
+#[derive(Clone, Debug)]
+pub struct ReplicatedLog {
+    js: jetstream::Context,
+    region: RegionId,
+    stream: String,
+    subject: String,
+    part_max: usize,
+}
+
+impl ReplicatedLog {
+    /// The replicated log of `region`, creating its stream (`replicas` copies, file storage) when
+    /// it does not exist.
+    pub async fn open(
+        client: &async_nats::Client,
+        subjects: &Subjects,
+        region: &RegionId,
+        replicas: usize,
+    ) -> Result<Self, ReplicationError> {
+        let mut js = jetstream::new(client.clone());
+        js.set_timeout(ACK_WAIT);
+        let name = stream_name(region);
+        let subject = subjects.log_groups(region);
+        js.get_or_create_stream(stream::Config {
+            name: name.clone(),
+            description: Some(format!(
+                "ims: the committed append groups of region {region} (DESIGN.md section 12)"
+            )),
+            subjects: vec![subject.clone()],
+            storage: stream::StorageType::File,
+            num_replicas: replicas,
+            duplicate_window: Duration::from_secs(120),
+            allow_direct: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| ReplicationError::nats(format!("opening the stream {name}"), e))?;
+        let part_max = (client.server_info().max_payload)
+            .saturating_sub(HEADERS_ROOM)
+            .max(HEADERS_ROOM);
+        Ok(Self {
+            js,
+            region: region.clone(),
+            stream: name,
+            subject,
+            part_max,
+        })
+    }
+
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// The sequence of the stream's last message (0 when empty).
+    pub async fn last_sequence(&self) -> Result<u64, ReplicationError> {
+        let doing = || format!("reading the state of stream {}", self.stream);
+        let stream = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| ReplicationError::nats(doing(), e))?;
+        let info = stream
+            .get_info()
+            .await
+            .map_err(|e| ReplicationError::nats(doing(), e))?;
+        Ok(info.state.last_sequence)
+    }
+
+    /// Publishes `record`, expecting the stream to end at `expected_last`, and returns the
+    /// sequence of its last message once the stream has acked every part. Errors are
+    /// [`LogError::NotReplicated`]: `fenced` when another writer appended since.
+    pub async fn publish(&self, record: &GroupRecord, expected_last: u64) -> Result<u64, LogError> {
+        let bytes = record.encode();
+        let parts: Vec<&[u8]> = bytes.chunks(self.part_max).collect();
+        let count = parts.len();
+        let mut last = expected_last;
+        for (index, part) in parts.into_iter().enumerate() {
+            let id = match count {
+                1 => format!("{}:{}", self.region, record.first_position()),
+                _ => format!(
+                    "{}:{}:{}/{count}@{expected_last}",
+                    self.region,
+                    record.first_position(),
+                    index + 1
+                ),
+            };
+            let message = jetstream::message::PublishMessage::build()
+                .payload(Bytes::copy_from_slice(part))
+                .message_id(&id)
+                .expected_last_sequence(last)
+                .header(PART_HEADER, format!("{}/{count}", index + 1).as_str());
+            last = self.publish_part(message, &id, part).await?;
+        }
+        Ok(last)
+    }
+
+    async fn publish_part(
+        &self,
+        message: jetstream::message::PublishMessage,
+        id: &str,
+        payload: &[u8],
+    ) -> Result<u64, LogError> {
+        let mut failure = String::new();
+        for _ in 0..PUBLISH_ATTEMPTS {
+            let acked = match self
+                .js
+                .send_publish(self.subject.clone(), message.clone())
+                .await
+            {
+                Ok(ack) => ack.await,
+                Err(error) => Err(error),
+            };
+            match acked {
+                Ok(ack) if !ack.duplicate => return Ok(ack.sequence),
+                // Deduplicated: ours from an attempt whose ack was lost, or another writer's.
+                Ok(ack) => return self.check_ours(ack.sequence, id, payload).await,
+                Err(error) if error.kind() == PublishErrorKind::WrongLastSequence => {
+                    metrics::counter!("ims_replication_fenced_total").increment(1);
+                    return Err(not_replicated(true, format!("message {id}: {error}")));
+                }
+                Err(error) => failure = format!("message {id}: {error}"),
+            }
+        }
+        Err(not_replicated(false, failure))
+    }
+
+    async fn check_ours(&self, sequence: u64, id: &str, payload: &[u8]) -> Result<u64, LogError> {
+        let stream = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| not_replicated(false, format!("checking message {id}: {e}")))?;
+        let stored = stream
+            .get_raw_message(sequence)
+            .await
+            .map_err(|e| not_replicated(false, format!("checking message {id}: {e}")))?;
+        if stored.payload.as_ref() == payload {
+            return Ok(sequence);
+        }
+        metrics::counter!("ims_replication_fenced_total").increment(1);
+        Err(not_replicated(
+            true,
+            format!("message {id} was stored by another writer at sequence {sequence}"),
+        ))
+    }
+
+    /// Appends to `log` the groups the stream holds past the log's replicated sequence: up to
+    /// sequence `until` (catch-up; returns once there), or for as long as `stop` is pending
+    /// (a standby following the leader). Returns the sequence the log holds.
+    pub async fn follow(
+        &self,
+        log: &EventLog,
+        until: Option<u64>,
+        stop: impl Future<Output = ()>,
+    ) -> Result<u64, ReplicationError> {
+        let mut held = log.replicated_sequence()?;
+        if until.is_some_and(|until| until <= held) {
+            return Ok(held);
+        }
+        self.check_start(log, held)?;
+        let doing = || format!("following stream {}", self.stream);
+        let stream = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| ReplicationError::nats(doing(), e))?;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: held + 1,
+                },
+                filter_subject: self.subject.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ReplicationError::nats(doing(), e))?;
+        let mut messages = consumer
+            .messages()
+            .await
+            .map_err(|e| ReplicationError::nats(doing(), e))?;
+        let mut group = Vec::new();
+        tokio::pin!(stop);
+        loop {
+            let message = tokio::select! {
+                _ = &mut stop => return Ok(held),
+                message = messages.next() => message,
+            };
+            let message = message
+                .ok_or_else(|| ReplicationError::Diverged(format!("{} ended", doing())))?
+                .map_err(|e| ReplicationError::nats(doing(), e))?;
+            let info = message
+                .info()
+                .map_err(|e| ReplicationError::nats(doing(), e))?;
+            let (sequence, pending) = (info.stream_sequence, info.pending);
+            let (part, parts) = part_of(&message);
+            if part == 1 {
+                // A group's first part; whatever came before it was a group whose leader died
+                // between its parts, never acknowledged.
+                group.clear();
+            }
+            group.extend_from_slice(&message.payload);
+            if part == parts {
+                let record = GroupRecord::decode(&group)?;
+                group.clear();
+                let appending = log.clone();
+                tokio::task::spawn_blocking(move || appending.append_group(&record, sequence))
+                    .await
+                    .map_err(|e| ReplicationError::Diverged(format!("appending a group: {e}")))??;
+                held = sequence;
+                metrics::gauge!("ims_replication_lag_messages", "region" => self.region.to_string())
+                    .set(pending as f64);
+            }
+            if until.is_some_and(|until| sequence >= until) {
+                return Ok(held);
+            }
+        }
+    }
+
+    /// Appends every group the stream holds now: what a node does before it serves commands.
+    pub async fn catch_up(&self, log: &EventLog) -> Result<u64, ReplicationError> {
+        let last = self.last_sequence().await?;
+        let held = log.replicated_sequence()?;
+        if held > last {
+            return Err(ReplicationError::Diverged(format!(
+                "the log of region {} holds groups up to sequence {held} of stream {}, which \
+                 ends at {last}: the stream lost acknowledged groups or was recreated",
+                self.region, self.stream
+            )));
+        }
+        self.follow(log, Some(last), std::future::pending()).await?;
+        // Past a group whose leader died between its parts, the stream ends later than the log.
+        Ok(last)
+    }
+
+    /// Refuses to follow a stream into a log that has events the stream did not give it: a log
+    /// written before replication was turned on.
+    fn check_start(&self, log: &EventLog, held: u64) -> Result<(), ReplicationError> {
+        if held == 0 && log.head_position() > 0 {
+            return Err(ReplicationError::Diverged(format!(
+                "the log of region {} holds {} events that stream {} did not give it (written \
+                 before replication was turned on); replication starts from an empty log",
+                self.region,
+                log.head_position(),
+                self.stream
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// `Ims-Part: <part>/<parts>` of a message (1/1 when absent).
+fn part_of(message: &jetstream::Message) -> (usize, usize) {
+    message
+        .headers
+        .as_ref()
+        .and_then(|headers| headers.get(PART_HEADER))
+        .and_then(|value| {
+            let (part, parts) = value.as_str().split_once('/')?;
+            Some((part.parse().ok()?, parts.parse().ok()?))
+        })
+        .unwrap_or((1, 1))
+}
+
+fn not_replicated(fenced: bool, reason: String) -> LogError {
+    LogError::NotReplicated { fenced, reason }
+}
