@@ -5,6 +5,7 @@
 //! operator token and issues a credential for each tenant (and an auditor) it acts as.
 
 pub mod latency;
+pub mod replication;
 
 use std::path::Path;
 use std::time::Duration;

@@ -130,6 +130,8 @@ impl ReplicatedLog {
                 .header(PART_HEADER, format!("{}/{count}", index + 1).as_str());
             last = self.publish_part(message, &id, part).await?;
         }
+        metrics::gauge!("ims_replication_position", "region" => self.region.to_string())
+            .set(record.last_position() as f64);
         Ok(last)
     }
 
@@ -246,8 +248,11 @@ impl ReplicatedLog {
                     .await
                     .map_err(|e| ReplicationError::Diverged(format!("appending a group: {e}")))??;
                 held = sequence;
-                metrics::gauge!("ims_replication_lag_messages", "region" => self.region.to_string())
+                let region = self.region.to_string();
+                metrics::gauge!("ims_replication_lag_messages", "region" => region.clone())
                     .set(pending as f64);
+                metrics::gauge!("ims_replication_position", "region" => region)
+                    .set(log.head_position() as f64);
             }
             if until.is_some_and(|until| sequence >= until) {
                 return Ok(held);

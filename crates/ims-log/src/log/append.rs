@@ -82,7 +82,7 @@ impl EventLog {
     pub fn append_replicated(
         &self,
         commands: &[NewCommand],
-        replicate: Option<&mut dyn FnMut(&GroupRecord) -> Result<u64, LogError>>,
+        replicate: Option<&mut ReplicateFn<'_>>,
     ) -> Result<(Vec<Appended>, AppendTimings), LogError> {
         if self.shared.poisoned.load(Ordering::Acquire) {
             return Err(LogError::Poisoned);

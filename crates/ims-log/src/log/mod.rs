@@ -151,7 +151,7 @@ mod verify;
 pub use append::AppendTimings;
 use keys::*;
 pub use keys::{decode_record, encode_record};
-pub use replica::{CommandRecord, GroupRecord, Replicate};
+pub use replica::{CommandRecord, GroupRecord, Replicate, ReplicateFn};
 pub use verify::ChainCheck;
 
 impl EventLog {

@@ -11,7 +11,10 @@ use super::*;
 
 /// What a replicated writer hands each sealed group to: it makes the group durable elsewhere
 /// and says under which stream sequence (see [`EventLog::append_replicated`]).
-pub type Replicate = Box<dyn FnMut(&GroupRecord) -> Result<u64, LogError> + Send>;
+pub type Replicate = Box<ReplicateFn<'static>>;
+
+/// The function behind [`Replicate`]: a sealed group in, its stream sequence out.
+pub type ReplicateFn<'a> = dyn FnMut(&GroupRecord) -> Result<u64, LogError> + Send + 'a;
 
 /// One committed append group as it is replicated: what a follower needs to write exactly what
 /// the leader wrote.

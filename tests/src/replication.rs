@@ -1,0 +1,255 @@
+//! A replicated deployment (DESIGN.md section 12) for tests: nats-server with JetStream (one
+//! server, or a cluster of three), the identity role in a process of its own, and imsd nodes
+//! (`imsd run --no-identity --replication jetstream`) that lead or follow the region.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use ims_bus::BusAuth;
+use ims_identity::setup::{ClusterRoutes, NatsKeys, ServerExtras};
+use ims_nats_server::{free_port, NatsServer};
+
+use crate::{connect_nats, share_nats_keys, Client, KilledOnDrop, REGION};
+
+/// How long a test waits for a node to lead, follow or catch up.
+pub const NODE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// nats-server(s) with JetStream and the identity role, shared by the nodes.
+#[derive(Debug)]
+pub struct Deployment {
+    pub identity_dir: tempfile::TempDir,
+    pub servers: Vec<NatsServer>,
+    binary: String,
+    _identity: KilledOnDrop,
+}
+
+impl Deployment {
+    /// `servers` nats-servers (a cluster when more than one) and the identity role, with
+    /// `binary` as imsd.
+    pub async fn start(binary: &str, servers: usize) -> Self {
+        let identity_dir = tempfile::tempdir().unwrap();
+        let keys = NatsKeys::load_or_create(identity_dir.path()).unwrap();
+        let ports: Vec<(u16, u16)> = (0..servers)
+            .map(|_| (free_port().unwrap(), free_port().unwrap()))
+            .collect();
+        let mut started = Vec::new();
+        for (i, (port, cluster_port)) in ports.iter().enumerate() {
+            let extras = ServerExtras {
+                server_name: Some(format!("n{i}")),
+                jetstream_dir: Some(identity_dir.path().join(format!("jetstream-{i}"))),
+                cluster: (servers > 1).then(|| ClusterRoutes {
+                    name: "ims-test".to_owned(),
+                    listen: format!("127.0.0.1:{cluster_port}"),
+                    routes: ports
+                        .iter()
+                        .enumerate()
+                        .filter(|(j, _)| *j != i)
+                        .map(|(_, (_, peer))| format!("nats-route://127.0.0.1:{peer}"))
+                        .collect(),
+                }),
+            };
+            let config = identity_dir.path().join(format!("nats-{i}.conf"));
+            let server = NatsServer::start_with_config(Some(*port), &config, |listen| {
+                keys.server_config_with(listen, &extras)
+            })
+            .expect("starting nats-server");
+            started.push(server);
+        }
+        let urls = started
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",");
+        let identity = spawn(binary, "identity", &urls, identity_dir.path(), &[]);
+        crate::operator_token(identity_dir.path()).await;
+        Self {
+            identity_dir,
+            servers: started,
+            binary: binary.to_owned(),
+            _identity: identity,
+        }
+    }
+
+    /// Every server's URL, comma-separated: clients move to another when one dies.
+    pub fn urls(&self) -> String {
+        self.servers
+            .iter()
+            .map(NatsServer::url)
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// The operator's client.
+    pub async fn operator(&self) -> Client {
+        Client::connect(&self.urls(), REGION, self.identity_dir.path()).await
+    }
+
+    /// The service's own connection (its nkey), which may read the lease bucket.
+    pub async fn service_connection(&self) -> async_nats::Client {
+        let keys = NatsKeys::load_or_create(self.identity_dir.path()).unwrap();
+        connect_nats(&self.urls(), BusAuth::Nkey(keys.service.seed().unwrap())).await
+    }
+
+    /// The node holding the region's lease, if any.
+    pub async fn lease_holder(&self) -> Option<String> {
+        let js = async_nats::jetstream::new(self.service_connection().await);
+        let store = js.get_key_value(ims_replication::LEASE_BUCKET).await.ok()?;
+        let value = store.get(REGION).await.ok()??;
+        Some(String::from_utf8_lossy(&value).into_owned())
+    }
+
+    /// Waits until `node` holds the lease.
+    pub async fn wait_leader(&self, node: &str) {
+        let started = Instant::now();
+        while self.lease_holder().await.as_deref() != Some(node) {
+            assert!(
+                started.elapsed() < NODE_TIMEOUT,
+                "{node} did not take the lead within {NODE_TIMEOUT:?} (holder: {:?})",
+                self.lease_holder().await
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// A node of this deployment (not started): its own data dir, the service's keys.
+    pub fn node(&self, name: &str, replicas: usize, standby: bool) -> Node {
+        let data = tempfile::tempdir().unwrap();
+        share_nats_keys(self.identity_dir.path(), data.path());
+        Node {
+            name: name.to_owned(),
+            data,
+            http_port: free_port().unwrap(),
+            replicas,
+            standby,
+            binary: self.binary.clone(),
+            urls: self.urls(),
+            process: None,
+        }
+    }
+}
+
+/// One imsd of a replicated deployment.
+#[derive(Debug)]
+pub struct Node {
+    pub name: String,
+    pub data: tempfile::TempDir,
+    pub http_port: u16,
+    replicas: usize,
+    standby: bool,
+    binary: String,
+    urls: String,
+    process: Option<KilledOnDrop>,
+}
+
+impl Node {
+    pub fn start(&mut self) {
+        let replicas = self.replicas.to_string();
+        let http = format!("127.0.0.1:{}", self.http_port);
+        let mut args = vec![
+            "--no-identity",
+            "--replication",
+            "jetstream",
+            "--replicas",
+            &replicas,
+            "--node-id",
+            &self.name,
+            "--http-addr",
+            &http,
+        ];
+        if self.standby {
+            args.push("--standby");
+        }
+        self.process = Some(spawn(
+            &self.binary,
+            "run",
+            &self.urls,
+            self.data.path(),
+            &args,
+        ));
+    }
+
+    /// SIGKILL: as abrupt as a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
+
+    /// SIGTERM, and waits for the process to end.
+    pub fn stop(&mut self) {
+        if let Some(mut process) = self.process.take() {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &process.id().to_string()])
+                .status();
+            let _ = process.wait();
+        }
+    }
+
+    /// The node's log, opened once the node is stopped.
+    pub fn log(&self) -> ims_log::EventLog {
+        let path = ims_cli::runtime::log_path(
+            self.data.path(),
+            &ims_domain::RegionId::parse(REGION).unwrap(),
+        );
+        ims_log::EventLog::open(path, REGION).expect("opening the node's log")
+    }
+
+    /// A gauge of the node's own `/metrics` for the region (0 when absent or not yet serving).
+    pub async fn gauge(&self, name: &str) -> f64 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let Ok(mut stream) = tokio::net::TcpStream::connect(("127.0.0.1", self.http_port)).await
+        else {
+            return 0.0;
+        };
+        let mut text = String::new();
+        let request = b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n";
+        if stream.write_all(request).await.is_err()
+            || stream.read_to_string(&mut text).await.is_err()
+        {
+            return 0.0;
+        }
+        let prefix = format!("{name}{{region=\"{REGION}\"}} ");
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .and_then(|value| value.trim().parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Waits until the node's log holds `position`.
+    pub async fn wait_position(&self, position: u64) {
+        let started = Instant::now();
+        loop {
+            let at = self.gauge("ims_replication_position").await as u64;
+            if at >= position {
+                return;
+            }
+            assert!(
+                started.elapsed() < NODE_TIMEOUT,
+                "node {} is at position {at}, not {position}, after {NODE_TIMEOUT:?}",
+                self.name
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn spawn(binary: &str, role: &str, urls: &str, data_dir: &Path, args: &[&str]) -> KilledOnDrop {
+    let child = std::process::Command::new(binary)
+        .args([role, "--nats-url", urls, "--regions", REGION])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .args(args)
+        .env(
+            "RUST_LOG",
+            std::env::var("IMS_NODE_LOG").unwrap_or("warn".into()),
+        )
+        .stdout(std::process::Stdio::null())
+        .stderr(match std::env::var_os("IMS_NODE_LOG") {
+            Some(_) => std::process::Stdio::inherit(),
+            None => std::process::Stdio::null(),
+        })
+        .spawn()
+        .expect("starting imsd");
+    KilledOnDrop(child)
+}

@@ -1,0 +1,372 @@
+//! Replicated durability and failover (DESIGN.md section 12), with real nats-servers running
+//! JetStream and imsd nodes as child processes: a standby takes over from a killed leader
+//! without losing an acknowledged command, a fenced writer commits nothing, a follower that was
+//! down catches up, and a cluster keeps serving when one of its servers dies.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ims_log::{EventLog, GroupRecord, LogError, NewCommand, NewEvent};
+use ims_replication::ReplicatedLog;
+use ims_tests::replication::{Deployment, Node};
+use ims_tests::serde_json::{json, Value};
+use ims_tests::{code, Client, REGION};
+use uuid::Uuid;
+
+const IMSD: &str = env!("CARGO_BIN_EXE_imsd-under-test");
+
+/// Commands answered `ok`: their id, the position of their last event, and when.
+type Acknowledged = Arc<Mutex<HashMap<Uuid, (u64, Instant)>>>;
+
+/// Clients that create images as fast as they are answered, each retrying its command with the
+/// same command id until it is answered: through a leader's death and a standby's takeover.
+struct Load {
+    acknowledged: Acknowledged,
+    stop: Arc<AtomicBool>,
+    workers: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    async fn start(client: &Client, tenants: &[String], workers: usize) -> Self {
+        let acknowledged: Acknowledged = Default::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut handles = Vec::new();
+        for worker in 0..workers {
+            let tenant = tenants[worker % tenants.len()].clone();
+            let connection = client.tenant_connection(&tenant).await;
+            let (acknowledged, stop) = (acknowledged.clone(), stop.clone());
+            handles.push(tokio::spawn(async move {
+                let subject = format!("ims.v1.{REGION}.cmd.{tenant}.create-image");
+                'commands: while !stop.load(Ordering::Relaxed) {
+                    let id = Uuid::now_v7();
+                    let payload = ims_tests::serde_json::to_vec(&json!({
+                        "command_id": id.to_string(), "name": "load", "disk": "data",
+                        "source": {"file": {"url": "obs://bucket/load.raw", "format": "raw"}},
+                        "min_disk_gb": 10}))
+                    .unwrap();
+                    loop {
+                        if stop.load(Ordering::Relaxed) {
+                            break 'commands;
+                        }
+                        let sent = tokio::time::timeout(
+                            Duration::from_secs(2),
+                            connection.request(subject.clone(), payload.clone().into()),
+                        )
+                        .await;
+                        // No answer: no leader yet, or it died with the command in hand.
+                        let Ok(Ok(message)) = sent else {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        };
+                        let reply: Value =
+                            ims_tests::serde_json::from_slice(&message.payload).unwrap();
+                        if reply["ok"] == true {
+                            let position = reply["position"].as_u64().expect("a position");
+                            acknowledged
+                                .lock()
+                                .unwrap()
+                                .insert(id, (position, Instant::now()));
+                            continue 'commands;
+                        }
+                        assert_eq!(code(&reply), "unavailable", "{reply}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }));
+        }
+        Self {
+            acknowledged,
+            stop,
+            workers: handles,
+        }
+    }
+
+    /// Waits until `count` commands were acknowledged after `since`; returns when the first was.
+    async fn wait_acknowledged(&self, since: Instant, count: usize) -> Instant {
+        let started = Instant::now();
+        loop {
+            let after: Vec<Instant> = self
+                .acknowledged
+                .lock()
+                .unwrap()
+                .values()
+                .map(|(_, at)| *at)
+                .filter(|at| *at > since)
+                .collect();
+            if after.len() >= count {
+                return after.into_iter().min().unwrap();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "only {} commands acknowledged in 60 s",
+                after.len()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn stop(self) -> HashMap<Uuid, u64> {
+        self.stop.store(true, Ordering::Relaxed);
+        for worker in self.workers {
+            worker.await.unwrap();
+        }
+        let acknowledged = self.acknowledged.lock().unwrap();
+        acknowledged
+            .iter()
+            .map(|(id, (position, _))| (*id, *position))
+            .collect()
+    }
+}
+
+async fn register_load_tenants(client: &Client) -> Vec<String> {
+    let tenants: Vec<String> = (0..8).map(|i| format!("load-{i}")).collect();
+    for tenant in &tenants {
+        let reply = client
+            .op(
+                "register-tenant",
+                json!({"tenant": tenant, "quota": 1_000_000}),
+            )
+            .await;
+        assert_eq!(reply["ok"], true, "{reply}");
+    }
+    tenants
+}
+
+/// The command id of each position of the log the leader serves, checking that positions are
+/// contiguous from 1.
+async fn command_ids_by_position(client: &Client) -> Vec<Option<Uuid>> {
+    let mut ids = Vec::new();
+    loop {
+        let from = ids.len() as u64 + 1;
+        let batch = client.read_log(from, 1000).await;
+        for envelope in &batch.envelopes {
+            assert_eq!(envelope.position(), ids.len() as u64 + 1, "contiguous");
+            ids.push(envelope.body.command_id.map(Uuid::from_bytes));
+        }
+        if batch.envelopes.is_empty() || ids.len() as u64 >= batch.head {
+            return ids;
+        }
+    }
+}
+
+/// Two stopped nodes' logs hold the same events, the chain verifying on both.
+fn assert_same_logs(a: &Node, b: &Node) {
+    let (a, b) = (a.log(), b.log());
+    assert_eq!(a.head(), b.head(), "the logs end at the same event");
+    let head = a.head_position();
+    assert_eq!(a.verify(1..=head).unwrap(), Ok(()));
+    assert_eq!(b.verify(1..=head).unwrap(), Ok(()));
+    let mut from = 1;
+    while from <= head {
+        let (left, right) = (
+            a.read_range(from, 5000).unwrap(),
+            b.read_range(from, 5000).unwrap(),
+        );
+        assert_eq!(left, right, "the logs differ from position {from}");
+        from += left.len() as u64;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_takes_over_within_10_s_of_a_kill_9_under_load_and_loses_nothing_answered_ok() {
+    let deployment = Deployment::start(IMSD, 1).await;
+    let mut a = deployment.node("a", 1, false);
+    a.start();
+    deployment.wait_leader("a").await;
+    let client = deployment.operator().await;
+    client.wait_ready().await;
+    let mut b = deployment.node("b", 1, true);
+    b.start();
+    let tenants = register_load_tenants(&client).await;
+
+    let load = Load::start(&client, &tenants, 32).await;
+    load.wait_acknowledged(Instant::now() - Duration::from_secs(600), 300)
+        .await;
+    let killed_at = Instant::now();
+    a.kill();
+    let first_after = load.wait_acknowledged(killed_at, 300).await;
+    let acknowledged = load.stop().await;
+    let takeover = first_after - killed_at;
+    assert!(
+        takeover < Duration::from_secs(10),
+        "the standby answered its first command {takeover:?} after the leader's kill -9"
+    );
+    assert_eq!(deployment.lease_holder().await.as_deref(), Some("b"));
+
+    // Every acknowledged command is in the new leader's log, at the position it was told, once.
+    let by_position = command_ids_by_position(&client).await;
+    for (id, position) in &acknowledged {
+        assert_eq!(
+            by_position.get(*position as usize - 1).copied().flatten(),
+            Some(*id),
+            "command {id}, answered ok at position {position}, is not there"
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    for id in by_position.iter().flatten() {
+        assert!(seen.insert(*id), "command {id} was appended twice");
+    }
+
+    // The old leader comes back as a follower and catches up with the new one.
+    a.start();
+    a.wait_position(by_position.len() as u64).await;
+    assert_eq!(deployment.lease_holder().await.as_deref(), Some("b"));
+    a.stop();
+    b.stop();
+    assert_same_logs(&a, &b);
+    eprintln!(
+        "takeover after kill -9: {takeover:?}; {} commands acknowledged; log of {} events",
+        acknowledged.len(),
+        by_position.len()
+    );
+}
+
+fn command(stream: &str, version: u64) -> NewCommand {
+    NewCommand {
+        command_id: Some(Uuid::now_v7()),
+        actor: "tenant t1".to_owned(),
+        recorded_at_ms: 1_700_000_000_000,
+        events: vec![NewEvent {
+            stream: stream.to_owned(),
+            stream_version: version,
+            event_type: "test_event".to_owned(),
+            schema_version: 1,
+            payload: vec![version as u8],
+        }],
+        digest: None,
+        reply: b"{\"ok\":true}".to_vec(),
+        snapshots: vec![],
+    }
+}
+
+/// Appends `commands` to `log` through `replicated`, expecting the stream at `expected_last`.
+async fn append(
+    replicated: &ReplicatedLog,
+    log: &EventLog,
+    commands: Vec<NewCommand>,
+    expected_last: u64,
+) -> Result<u64, LogError> {
+    let (replicated, log) = (replicated.clone(), log.clone());
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || {
+        let mut sequence = 0;
+        let mut replicate = |record: &GroupRecord| {
+            sequence = runtime.block_on(replicated.publish(record, expected_last))?;
+            Ok(sequence)
+        };
+        log.append_replicated(&commands, Some(&mut replicate))
+            .map(|_| sequence)
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_writers_that_both_believe_they_lead_only_one_commits_and_the_other_is_fenced() {
+    let deployment = Deployment::start(IMSD, 1).await;
+    let connection = deployment.service_connection().await;
+    let region = ims_domain::RegionId::parse(REGION).unwrap();
+    let replicated = ReplicatedLog::open(&connection, &Default::default(), &region, 1)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let first = EventLog::open(dir.path().join("first"), REGION).unwrap();
+    let second = EventLog::open(dir.path().join("second"), REGION).unwrap();
+
+    // Both at the stream's end (empty), both writing position 1: the first to publish commits.
+    let sequence = append(&replicated, &first, vec![command("image/a", 1)], 0)
+        .await
+        .unwrap();
+    let fenced = append(&replicated, &second, vec![command("image/b", 1)], 0).await;
+    assert!(
+        matches!(fenced, Err(LogError::NotReplicated { fenced: true, .. })),
+        "{fenced:?}"
+    );
+    assert_eq!(second.head_position(), 0, "the fenced writer wrote nothing");
+
+    // The fenced one catches up and leads; the first, with its stale expectation, is fenced.
+    assert_eq!(replicated.catch_up(&second).await.unwrap(), sequence);
+    assert_eq!(second.head(), first.head());
+    let next = append(&replicated, &second, vec![command("image/b", 1)], sequence)
+        .await
+        .unwrap();
+    let stale = append(&replicated, &first, vec![command("image/c", 1)], sequence).await;
+    assert!(
+        matches!(stale, Err(LogError::NotReplicated { fenced: true, .. })),
+        "{stale:?}"
+    );
+    // A writer that expects an older end than the stream's is fenced too, at any position.
+    let older = append(&replicated, &first, vec![command("image/d", 1)], 0).await;
+    assert!(
+        matches!(older, Err(LogError::NotReplicated { fenced: true, .. })),
+        "{older:?}"
+    );
+    assert_eq!(first.head_position(), 1);
+    assert_eq!(replicated.catch_up(&first).await.unwrap(), next);
+    assert_eq!(first.head(), second.head());
+    assert_eq!(
+        first.read_range(1, 10).unwrap(),
+        second.read_range(1, 10).unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_that_was_down_for_10000_events_catches_up_and_serves() {
+    let deployment = Deployment::start(IMSD, 1).await;
+    let mut a = deployment.node("a", 1, false);
+    a.start();
+    deployment.wait_leader("a").await;
+    let client = deployment.operator().await;
+    client.wait_ready().await;
+    let mut b = deployment.node("b", 1, true);
+    b.start();
+    let tenants = register_load_tenants(&client).await;
+    b.wait_position(client.head().await).await;
+    b.kill();
+
+    let before = client.head().await;
+    let load = Load::start(&client, &tenants, 32).await;
+    while client.head().await < before + 10_000 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    load.stop().await;
+    let head = client.head().await;
+
+    let started = Instant::now();
+    b.start();
+    b.wait_position(head).await;
+    let caught_up = started.elapsed();
+    // It serves: once the leader steps down, commands and queries.
+    a.stop();
+    deployment.wait_leader("b").await;
+    let reply = client
+        .command(
+            "load-0",
+            "create-image",
+            json!({"name": "after", "disk": "data",
+                   "source": {"file": {"url": "obs://bucket/after.raw", "format": "raw"}},
+                   "min_disk_gb": 10}),
+        )
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    assert_eq!(reply["position"].as_u64(), Some(head + 1), "{reply}");
+    let images = client
+        .query(
+            "load-0",
+            "visible-images",
+            json!({"min_position": head + 1, "limit": 1}),
+        )
+        .await;
+    assert!(images["position"].as_u64() > Some(head), "{images}");
+    assert_eq!(
+        images["items"].as_array().map(Vec::len),
+        Some(1),
+        "{images}"
+    );
+    eprintln!(
+        "a follower down for {} events caught up in {caught_up:?}",
+        head - before
+    );
+}
