@@ -79,7 +79,7 @@ pub async fn operator_token(data_dir: &Path) -> String {
 pub async fn connect_nats(url: &str, auth: BusAuth) -> async_nats::Client {
     auth.apply(ims_bus::options("ims-tests"))
         .request_timeout(None)
-        .connect(url)
+        .connect(ims_bus::server_list(url).expect("NATS URLs").as_slice())
         .await
         .expect("connecting to NATS")
 }

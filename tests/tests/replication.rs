@@ -370,3 +370,49 @@ async fn a_follower_that_was_down_for_10000_events_catches_up_and_serves() {
         head - before
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_go_on_when_one_of_three_nats_servers_dies_under_load_and_nothing_is_lost() {
+    let mut deployment = Deployment::start(IMSD, 3).await;
+    let mut a = deployment.node("a", 3, false);
+    a.start();
+    deployment.wait_leader("a").await;
+    let client = deployment.operator().await;
+    client.wait_ready().await;
+    let mut b = deployment.node("b", 3, true);
+    b.start();
+    let tenants = register_load_tenants(&client).await;
+
+    let load = Load::start(&client, &tenants, 32).await;
+    load.wait_acknowledged(Instant::now() - Duration::from_secs(600), 200)
+        .await;
+    let killed_at = Instant::now();
+    deployment.servers[1].stop(); // SIGKILL of one of the three
+    let first_after = load.wait_acknowledged(killed_at, 200).await;
+    let acknowledged = load.stop().await;
+
+    let by_position = command_ids_by_position(&client).await;
+    for (id, position) in &acknowledged {
+        assert_eq!(
+            by_position.get(*position as usize - 1).copied().flatten(),
+            Some(*id),
+            "command {id}, answered ok at position {position}, is not there"
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
+    for id in by_position.iter().flatten() {
+        assert!(seen.insert(*id), "command {id} was appended twice");
+    }
+    // Both nodes hold the whole log.
+    let leader = deployment.lease_holder().await.expect("a leader");
+    let follower = if leader == "a" { &b } else { &a };
+    follower.wait_position(by_position.len() as u64).await;
+    a.stop();
+    b.stop();
+    assert_same_logs(&a, &b);
+    eprintln!(
+        "one NATS server of three killed: commands answered again {:?} after; {} acknowledged",
+        first_after.saturating_duration_since(killed_at),
+        acknowledged.len()
+    );
+}

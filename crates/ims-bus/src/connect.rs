@@ -56,13 +56,32 @@ pub async fn connect(
     name: &str,
     auth: &BusAuth,
 ) -> Result<async_nats::Client, ConnectFailed> {
+    let failed = |error| ConnectFailed {
+        url: url.to_owned(),
+        error,
+    };
+    let servers = server_list(url).map_err(failed)?;
     auth.apply(options(name))
-        .connect(url)
+        .connect(servers.as_slice())
         .await
-        .map_err(|error| ConnectFailed {
-            url: url.to_owned(),
-            error,
+        .map_err(failed)
+}
+
+/// The servers of `urls`, comma-separated (`nats://n1:4222,nats://n2:4222`): the client
+/// connects to one and moves to another when it is lost.
+pub fn server_list(urls: &str) -> Result<Vec<async_nats::ServerAddr>, async_nats::ConnectError> {
+    urls.split(',')
+        .map(str::trim)
+        .filter(|url| !url.is_empty())
+        .map(|url| {
+            url.parse().map_err(|error: std::io::Error| {
+                async_nats::ConnectError::with_source(
+                    async_nats::ConnectErrorKind::ServerParse,
+                    format!("{url:?}: {error}"),
+                )
+            })
         })
+        .collect()
 }
 
 /// A connection that could not be made.

@@ -6,7 +6,7 @@ mod connect;
 mod endpoint;
 mod log_read;
 
-pub use connect::{connect, options, BusAuth, ConnectFailed};
+pub use connect::{connect, options, server_list, BusAuth, ConnectFailed};
 pub use endpoint::*;
 pub use log_read::*;
 

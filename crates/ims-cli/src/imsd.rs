@@ -19,6 +19,8 @@ use ims_wire::Subjects;
 ///   imsd run --regions eu-west-0,us-east-1    # two regions in one process
 ///   imsd command --nats-url nats://10.0.0.5:4222 --regions us-east-1
 ///   imsd nats-config --data-dir ./data --listen 0.0.0.0:4222 > nats.conf
+///   imsd run --replication jetstream --replicas 3 --nats-url nats://n1:4222,nats://n2:4222 \
+///            --no-identity --standby     # a standby of a replicated region (deploy/cluster/)
 ///
 /// Credentials are required from the first start: `run` writes an operator token to
 /// <data-dir>/operator.token (mode 0600), which imsctl uses by default.
@@ -56,6 +58,22 @@ struct NatsConfigOptions {
     /// The address nats-server listens on.
     #[arg(long, default_value = "127.0.0.1:4222")]
     listen: String,
+    /// Turn JetStream on (for `--replication jetstream`), with its files in this folder.
+    #[arg(long)]
+    jetstream_dir: Option<PathBuf>,
+    /// This server's unique name (required in a JetStream cluster).
+    #[arg(long)]
+    server_name: Option<String>,
+    /// Join a cluster of this name (with --cluster-listen and --routes).
+    #[arg(long, requires_all = ["cluster_listen", "routes"])]
+    cluster_name: Option<String>,
+    /// Where this server listens for its cluster peers, e.g. 0.0.0.0:6222.
+    #[arg(long)]
+    cluster_listen: Option<String>,
+    /// The peers' cluster addresses, comma-separated, e.g.
+    /// nats-route://10.0.0.2:6222,nats-route://10.0.0.3:6222.
+    #[arg(long, value_delimiter = ',')]
+    routes: Vec<String>,
 }
 
 #[derive(Args, Debug)]
@@ -327,7 +345,18 @@ async fn serve(options: Options, roles: Roles, embedded_allowed: bool) -> anyhow
 fn print_nats_config(options: NatsConfigOptions) -> std::process::ExitCode {
     match prepare_identity(&options.data_dir, true) {
         Ok((keys, _)) => {
-            print!("{}", keys.server_config(&options.listen));
+            let extras = ims_identity::setup::ServerExtras {
+                server_name: options.server_name,
+                jetstream_dir: options.jetstream_dir,
+                cluster: options
+                    .cluster_name
+                    .map(|name| ims_identity::setup::ClusterRoutes {
+                        name,
+                        listen: options.cluster_listen.unwrap_or_default(),
+                        routes: options.routes,
+                    }),
+            };
+            print!("{}", keys.server_config_with(&options.listen, &extras));
             std::process::ExitCode::SUCCESS
         }
         Err(error) => {

@@ -4,19 +4,16 @@
 //! before the local log), the command endpoints and the roles that send commands; it leads until
 //! its lease is lost, the stream fences it, or the process stops, and then follows again.
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use ims_domain::RegionId;
 use ims_log::{EventLog, Replicate};
 use ims_replication::{Lease, ReplicatedLog, ReplicationError, LEASE_RENEW_EVERY, LEASE_TTL};
-use ims_store::ImageStore;
 use ims_writer::WriterFailed;
 use tokio::sync::watch;
 
-use crate::runtime::{start_region_commands, stopped, Config, Started};
+use crate::runtime::{start_region_commands, stopped, Config, Started, Stores};
 
 /// `--replication jetstream` and its settings.
 #[derive(Clone, Debug)]
@@ -48,7 +45,7 @@ pub(crate) async fn lead_or_follow(
     config: Config,
     region: RegionId,
     log: EventLog,
-    stores: Arc<HashMap<RegionId, ImageStore>>,
+    stores: Stores,
     client: async_nats::Client,
     stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
@@ -56,12 +53,11 @@ pub(crate) async fn lead_or_follow(
         .replication
         .clone()
         .expect("lead_or_follow runs with replication on");
-    let replicated = ReplicatedLog::open(&client, &config.subjects, &region, settings.replicas)
-        .await
-        .with_context(|| format!("opening the replicated log of region {region}"))?;
-    let mut lease = Lease::open(&client, region.as_str(), &settings.node, settings.replicas)
-        .await
-        .with_context(|| format!("opening the lease of region {region}"))?;
+    let Some((replicated, mut lease)) =
+        open_replication(&client, &config, &region, &settings, stop.clone()).await?
+    else {
+        return Ok(());
+    };
     let leading = metrics::gauge!("ims_replication_leader", "region" => region.to_string());
     let mut hold_back = settings.standby;
     loop {
@@ -100,6 +96,47 @@ pub(crate) async fn lead_or_follow(
             Ended::SteppedDown(why) => {
                 tracing::warn!(%region, node = lease.node(), why, "no longer leading; following");
             }
+        }
+    }
+}
+
+/// How long a node retries opening the stream and the lease bucket: a JetStream cluster that
+/// starts with imsd elects its leaders meanwhile.
+const OPEN_RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// The region's replicated log and lease, retried while JetStream is not ready yet (`None`: the
+/// process stopped meanwhile).
+async fn open_replication(
+    client: &async_nats::Client,
+    config: &Config,
+    region: &RegionId,
+    settings: &Replication,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Option<(ReplicatedLog, Lease)>> {
+    let started = Instant::now();
+    loop {
+        let opened = async {
+            let replicated =
+                ReplicatedLog::open(client, &config.subjects, region, settings.replicas).await?;
+            let lease =
+                Lease::open(client, region.as_str(), &settings.node, settings.replicas).await?;
+            Ok::<_, ReplicationError>((replicated, lease))
+        };
+        match opened.await {
+            Ok(opened) => return Ok(Some(opened)),
+            Err(error) if started.elapsed() < OPEN_RETRY_FOR => {
+                tracing::warn!(%region, %error, "JetStream is not ready; trying again");
+            }
+            Err(error) => {
+                return Err(error).context(format!(
+                    "opening the replicated log and lease of region {region} (is JetStream \
+                     enabled for the IMS account? see `imsd nats-config --jetstream-dir`)"
+                ))
+            }
+        }
+        tokio::select! {
+            _ = stopped(stop.clone()) => return Ok(None),
+            _ = tokio::time::sleep(FOLLOW_RETRY_AFTER) => {}
         }
     }
 }
@@ -168,7 +205,7 @@ async fn lead(
     config: &Config,
     region: &RegionId,
     log: &EventLog,
-    stores: &Arc<HashMap<RegionId, ImageStore>>,
+    stores: &Stores,
     client: &async_nats::Client,
     replicated: &ReplicatedLog,
     lease: &mut Lease,

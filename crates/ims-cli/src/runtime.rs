@@ -112,6 +112,9 @@ pub fn log_path(data_dir: &std::path::Path, region: &RegionId) -> PathBuf {
     data_dir.join(region.as_str()).join("log")
 }
 
+/// Each region's image store.
+pub(crate) type Stores = Arc<HashMap<RegionId, ImageStore>>;
+
 /// The roles started so far: their tasks, the stop flag they watch, and the service's client.
 pub(crate) struct Started {
     pub(crate) client: async_nats::Client,
@@ -161,33 +164,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         tasks: tokio::task::JoinSet::new(),
         stop_rx,
     };
-    let mut logs = HashMap::new();
-    let mut stores = HashMap::new();
-    // Every store first: a copy between two regions of this process moves the bytes.
-    for region in config.regions.iter().filter(|_| config.roles.command) {
-        let store = ImageStore::open(&config.store, &config.data_dir, region)
-            .with_context(|| format!("opening the image store of region {region}"))?;
-        stores.insert(region.clone(), store);
-    }
-    let stores = Arc::new(stores);
-    for region in config.regions.iter().filter(|_| config.roles.command) {
-        let log = open_region_log(&config, region)?;
-        match &config.replication {
-            None => start_region_commands(&config, region, &log, &stores, &mut started, None)?,
-            Some(_) => {
-                let leading = crate::replicated::lead_or_follow(
-                    config.clone(),
-                    region.clone(),
-                    log.clone(),
-                    stores.clone(),
-                    started.client.clone(),
-                    started.stop_rx.clone(),
-                );
-                started.tasks.spawn(leading);
-            }
-        }
-        logs.insert(region.clone(), log);
-    }
+    let (logs, stores) = start_commands(&config, &mut started)?;
     let mut region_models = HashMap::new();
     for region in config.regions.iter().filter(|_| config.roles.project) {
         let models = start_region_projector(&config, region, &mut started)?;
@@ -221,6 +198,43 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     run_until_stopped(started, stop_tx, shutdown).await
 }
 
+/// Opens each region's image store and log, and starts its command side: at once, or with
+/// replication, whenever this node leads the region. Returns the logs and stores, which the HTTP
+/// role reads.
+fn start_commands(
+    config: &Config,
+    started: &mut Started,
+) -> anyhow::Result<(HashMap<RegionId, EventLog>, Stores)> {
+    let mut logs = HashMap::new();
+    let mut stores = HashMap::new();
+    // Every store first: a copy between two regions of this process moves the bytes.
+    for region in config.regions.iter().filter(|_| config.roles.command) {
+        let store = ImageStore::open(&config.store, &config.data_dir, region)
+            .with_context(|| format!("opening the image store of region {region}"))?;
+        stores.insert(region.clone(), store);
+    }
+    let stores = Arc::new(stores);
+    for region in config.regions.iter().filter(|_| config.roles.command) {
+        let log = open_region_log(config, region)?;
+        match &config.replication {
+            None => start_region_commands(config, region, &log, &stores, started, None)?,
+            Some(_) => {
+                let leading = crate::replicated::lead_or_follow(
+                    config.clone(),
+                    region.clone(),
+                    log.clone(),
+                    stores.clone(),
+                    started.client.clone(),
+                    started.stop_rx.clone(),
+                );
+                started.tasks.spawn(leading);
+            }
+        }
+        logs.insert(region.clone(), log);
+    }
+    Ok((logs, stores))
+}
+
 /// Opens `region`'s log, which the command side writes and the HTTP role reads.
 fn open_region_log(config: &Config, region: &RegionId) -> anyhow::Result<EventLog> {
     let path = log_path(&config.data_dir, region);
@@ -237,7 +251,7 @@ pub(crate) fn start_region_commands(
     config: &Config,
     region: &RegionId,
     log: &EventLog,
-    stores: &Arc<HashMap<RegionId, ImageStore>>,
+    stores: &Stores,
     started: &mut Started,
     replicate: Option<ims_log::Replicate>,
 ) -> anyhow::Result<()> {

@@ -101,10 +101,12 @@ pub(crate) async fn connect_with(
         Some(token) => ims_bus::BusAuth::Token(token.to_owned()),
         None => ims_bus::BusAuth::None,
     };
+    let servers =
+        ims_bus::server_list(nats_url).with_context(|| format!("--nats-url {nats_url}"))?;
     configure(auth.apply(async_nats::ConnectOptions::new()))
         .name(name)
         .connection_timeout(Duration::from_secs(5))
-        .connect(nats_url)
+        .connect(servers.as_slice())
         .await
         .with_context(|| {
             let hint = if token.is_some() {
