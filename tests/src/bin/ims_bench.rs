@@ -3,8 +3,10 @@
 //! Authentication is on in both phases: each client is a tenant with its own credential and
 //! connection, and the echo answers on the service's own (nkey) connection, as imsd does.
 //!
-//! Run: `cargo run --release -p ims-tests --bin ims-bench [-- SECONDS [CONNECTIONS]]`; the
-//! runtime has `IMS_BENCH_WORKERS` worker threads (default 2, what imsd gets on two cores).
+//! Run: `cargo run --release -p ims-tests --bin ims-bench [-- SECONDS [CONNECTIONS]
+//! [--replication]]`; the runtime has `IMS_BENCH_WORKERS` worker threads (default 2, what imsd
+//! gets on two cores). `--replication` adds a phase on a cluster of three nats-servers with the
+//! region's log replicated to a JetStream stream of three copies, next to the single node.
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -92,25 +94,7 @@ async fn bench() -> anyhow::Result<()> {
     let data = tempfile::tempdir()?;
     let nats = ims_tests::secured_nats(data.path());
     let region = ims_tests::REGION;
-    let config = Config {
-        nats_url: nats.url(),
-        data_dir: data.path().to_path_buf(),
-        regions: vec![ims_domain::RegionId::parse(region).unwrap()],
-        http_addr: format!("127.0.0.1:{}", free_port()?).parse()?,
-        subjects: ims_wire::Subjects::default(),
-        roles: Roles {
-            command: true,
-            project: false,
-            http: false,
-            identity: true,
-        },
-        policy: ims_domain::SharingPolicy::default(),
-        insecure_no_auth: false,
-        import_sources: Default::default(),
-        store: Default::default(),
-        snapshot_every: 0,
-        replication: None,
-    };
+    let config = service_config(nats.url(), data.path())?;
     // The service's own metrics, read in process: where a command's time goes.
     let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
         .install_recorder()
@@ -169,13 +153,91 @@ async fn bench() -> anyhow::Result<()> {
     })
     .await;
 
-    // Phase 2: ims commands, create-image and share/unshare, 64 clients, each with an image of
-    // its own, on the tenants of the connections.
-    let setup = &ims;
-    setup.register(&["bench-partner"]).await;
+    // Phase 2: ims commands on the same connections.
+    let before = stages::Snapshot::take(&metrics);
+    let ims_figures = ims_load(&ims, tenant_connections, connections, duration).await;
+    let after = stages::Snapshot::take(&metrics);
+    let _ = stop.send(());
+    service.await??;
+    drop(nats);
+
+    println!(
+        "ims command benchmark: {CLIENTS} concurrent clients on {connections} authenticated \
+         connections, {seconds} s per phase, loopback NATS"
+    );
+    for (name, f) in [
+        ("bare NATS echo", &echo_figures),
+        ("ims create/share (durable)", &ims_figures),
+    ] {
+        println!(
+            "{name:<28} {:>10.0} req/s   p50 {:>8.3} ms   p99 {:>8.3} ms",
+            f.requests_per_second,
+            f.latencies.quantile_ms(0.50),
+            f.latencies.quantile_ms(0.99)
+        );
+    }
+    println!(
+        "ratio ims / echo: {:.2} (target >= 0.5); ims p99 {:.3} ms (target < 5 ms)",
+        ims_figures.requests_per_second / echo_figures.requests_per_second,
+        ims_figures.latencies.quantile_ms(0.99)
+    );
+    after.print_since(&before, duration, &ims_figures.latencies);
+    if std::env::args().any(|arg| arg == "--replication") {
+        let replicated = replicated_phase(duration, connections).await?;
+        println!(
+            "{:<28} {:>10.0} req/s   p50 {:>8.3} ms   p99 {:>8.3} ms",
+            "ims replicated (3 servers)",
+            replicated.requests_per_second,
+            replicated.latencies.quantile_ms(0.50),
+            replicated.latencies.quantile_ms(0.99)
+        );
+        println!(
+            "ratio replicated / single node: {:.2} (target >= 0.4); replicated p99 {:.3} ms \
+             (target < 20 ms)",
+            replicated.requests_per_second / ims_figures.requests_per_second,
+            replicated.latencies.quantile_ms(0.99)
+        );
+    }
+    Ok(())
+}
+
+/// The config of the benchmark's service: the command and identity roles of one region.
+fn service_config(nats_url: String, data_dir: &std::path::Path) -> anyhow::Result<Config> {
+    Ok(Config {
+        nats_url,
+        data_dir: data_dir.to_path_buf(),
+        regions: vec![ims_domain::RegionId::parse(ims_tests::REGION).unwrap()],
+        http_addr: format!("127.0.0.1:{}", free_port()?).parse()?,
+        subjects: ims_wire::Subjects::default(),
+        roles: Roles {
+            command: true,
+            project: false,
+            http: false,
+            identity: true,
+        },
+        policy: ims_domain::SharingPolicy::default(),
+        insecure_no_auth: false,
+        import_sources: Default::default(),
+        store: Default::default(),
+        snapshot_every: 0,
+        replication: None,
+    })
+}
+
+/// The ims load: create-image and share/unshare from `CLIENTS` clients, each with an image of
+/// its own, on the tenants of `connections` connections.
+async fn ims_load(
+    ims: &Client,
+    tenant_connections: Vec<async_nats::Client>,
+    connections: usize,
+    duration: Duration,
+) -> Figures {
+    let tenant_of = move |client: usize| format!("bench-{}", client % connections);
+    let region = ims_tests::REGION;
+    ims.register(&["bench-partner"]).await;
     for connection in 0..connections {
         let tenant = tenant_of(connection);
-        let reply = setup
+        let reply = ims
             .op(
                 "register-tenant",
                 json!({"tenant": tenant, "quota": 1_000_000}),
@@ -185,13 +247,12 @@ async fn bench() -> anyhow::Result<()> {
     }
     let mut images = Vec::new();
     for client in 0..CLIENTS {
-        images.push(setup.active_image(&tenant_of(client), json!({})).await);
+        images.push(ims.active_image(&tenant_of(client), json!({})).await);
     }
-    let before = stages::Snapshot::take(&metrics);
     // The same connections as the echo, held by each client: nothing shared on the client side
     // but the connection, as for the echo.
     let ims_client = ims.clone();
-    let ims_figures = load(duration, move |client, iteration| {
+    load(duration, move |client, iteration| {
         let ims = ims_client.clone();
         let connection = tenant_connections[client % connections].clone();
         let tenant = tenant_of(client);
@@ -219,32 +280,67 @@ async fn bench() -> anyhow::Result<()> {
             assert_eq!(reply["ok"], true, "{reply}");
         }
     })
-    .await;
+    .await
+}
 
-    println!(
-        "ims command benchmark: {CLIENTS} concurrent clients on {connections} authenticated \
-         connections, {seconds} s per phase, loopback NATS"
-    );
-    for (name, f) in [
-        ("bare NATS echo", &echo_figures),
-        ("ims create/share (durable)", &ims_figures),
-    ] {
-        println!(
-            "{name:<28} {:>10.0} req/s   p50 {:>8.3} ms   p99 {:>8.3} ms",
-            f.requests_per_second,
-            f.latencies.quantile_ms(0.50),
-            f.latencies.quantile_ms(0.99)
-        );
+/// The same load on a region replicated to a JetStream stream of three copies, on a cluster of
+/// three nats-servers on this machine (DESIGN.md section 12).
+async fn replicated_phase(duration: Duration, connections: usize) -> anyhow::Result<Figures> {
+    use ims_identity::setup::{ClusterRoutes, NatsKeys, ServerExtras};
+    let data = tempfile::tempdir()?;
+    let keys = NatsKeys::load_or_create(data.path())?;
+    let ports: Vec<(u16, u16)> = (0..3)
+        .map(|_| Ok((free_port()?, free_port()?)))
+        .collect::<std::io::Result<_>>()?;
+    let mut servers = Vec::new();
+    for (i, (port, cluster_port)) in ports.iter().enumerate() {
+        let extras = ServerExtras {
+            server_name: Some(format!("n{i}")),
+            jetstream_dir: Some(data.path().join(format!("jetstream-{i}"))),
+            cluster: Some(ClusterRoutes {
+                name: "ims-bench".to_owned(),
+                listen: format!("127.0.0.1:{cluster_port}"),
+                routes: ports
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, (_, peer))| format!("nats-route://127.0.0.1:{peer}"))
+                    .collect(),
+            }),
+        };
+        let config = data.path().join(format!("nats-{i}.conf"));
+        servers.push(ims_nats_server::NatsServer::start_with_config(
+            Some(*port),
+            &config,
+            |listen| keys.server_config_with(listen, &extras),
+        )?);
     }
-    println!(
-        "ratio ims / echo: {:.2} (target >= 0.5); ims p99 {:.3} ms (target < 5 ms)",
-        ims_figures.requests_per_second / echo_figures.requests_per_second,
-        ims_figures.latencies.quantile_ms(0.99)
-    );
-    stages::Snapshot::take(&metrics).print_since(&before, duration, &ims_figures.latencies);
+    let urls = servers
+        .iter()
+        .map(|server| server.url())
+        .collect::<Vec<_>>()
+        .join(",");
+    let mut config = service_config(urls.clone(), data.path())?;
+    config.replication = Some(ims_cli::runtime::Replication {
+        replicas: 3,
+        standby: false,
+        node: "bench".to_owned(),
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(run(config, async move {
+        let _ = stopped.await;
+    }));
+    let ims = Client::connect(&urls, ims_tests::REGION, data.path()).await;
+    ims.wait_ready().await;
+    let mut tenant_connections = Vec::new();
+    for connection in 0..connections {
+        let tenant = format!("bench-{connection}");
+        tenant_connections.push(ims.tenant_connection(&tenant).await);
+    }
+    let figures = ims_load(&ims, tenant_connections, connections, duration).await;
     let _ = stop.send(());
     service.await??;
-    Ok(())
+    Ok(figures)
 }
 
 /// The stage breakdown of the ims phase, from the service's `ims_writer_stage_seconds`,
