@@ -90,12 +90,34 @@ impl Deployment {
         connect_nats(&self.urls(), BusAuth::Nkey(keys.service.seed().unwrap())).await
     }
 
-    /// The node holding the region's lease, if any.
+    /// The node holding the region's lease, if any (`None` too when JetStream does not answer
+    /// within 5 s, as while a cluster elects its leaders).
     pub async fn lease_holder(&self) -> Option<String> {
-        let js = async_nats::jetstream::new(self.service_connection().await);
-        let store = js.get_key_value(ims_replication::LEASE_BUCKET).await.ok()?;
-        let value = store.get(REGION).await.ok()??;
-        Some(String::from_utf8_lossy(&value).into_owned())
+        let read = async {
+            let js = async_nats::jetstream::new(self.service_connection().await);
+            let store = js.get_key_value(ims_replication::LEASE_BUCKET).await.ok()?;
+            let value = store.get(REGION).await.ok()??;
+            Some(String::from_utf8_lossy(&value).into_owned())
+        };
+        tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// Waits until some node holds the lease, and says which.
+    pub async fn any_leader(&self) -> String {
+        let started = Instant::now();
+        loop {
+            if let Some(holder) = self.lease_holder().await {
+                return holder;
+            }
+            assert!(
+                started.elapsed() < NODE_TIMEOUT,
+                "no node took the lead within {NODE_TIMEOUT:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
     }
 
     /// Waits until `node` holds the lease.
@@ -174,6 +196,16 @@ impl Node {
             let _ = process.kill();
             let _ = process.wait();
         }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, ...) to the running node.
+    pub fn signal(&self, signal: &str) {
+        let process = self.process.as_ref().expect("a running node");
+        let status = std::process::Command::new("kill")
+            .args([&format!("-{signal}"), &process.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}");
     }
 
     /// SIGTERM, and waits for the process to end.

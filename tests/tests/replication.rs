@@ -16,6 +16,7 @@ use ims_tests::{code, Client, REGION};
 use uuid::Uuid;
 
 const IMSD: &str = env!("CARGO_BIN_EXE_imsd-under-test");
+const IMSCTL: &str = env!("CARGO_BIN_EXE_imsctl-under-test");
 
 /// Commands answered `ok`: their id, the position of their last event, and when.
 type Acknowledged = Arc<Mutex<HashMap<Uuid, (u64, Instant)>>>;
@@ -151,6 +152,23 @@ async fn command_ids_by_position(client: &Client) -> Vec<Option<Uuid>> {
     }
 }
 
+/// `imsctl audit --data-dir <node's> ARGS` on a stopped node: its standard output.
+fn audit_offline(node: &Node, args: &[&str]) -> Vec<u8> {
+    let output = std::process::Command::new(IMSCTL)
+        .args(["--region", REGION, "audit", "--data-dir"])
+        .arg(node.data.path())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "imsctl audit {args:?} on node {}: {}",
+        node.name,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.stdout
+}
+
 /// Two stopped nodes' logs hold the same events, the chain verifying on both.
 fn assert_same_logs(a: &Node, b: &Node) {
     let (a, b) = (a.log(), b.log());
@@ -216,11 +234,65 @@ async fn a_standby_takes_over_within_10_s_of_a_kill_9_under_load_and_loses_nothi
     a.stop();
     b.stop();
     assert_same_logs(&a, &b);
+    // An auditor gets the same answers from either node.
+    for node in [&a, &b] {
+        audit_offline(node, &["verify"]);
+    }
+    assert_eq!(
+        audit_offline(&a, &["export"]),
+        audit_offline(&b, &["export"]),
+        "the exports of the two nodes differ"
+    );
     eprintln!(
         "takeover after kill -9: {takeover:?}; {} commands acknowledged; log of {} events",
         acknowledged.len(),
         by_position.len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_paused_past_its_lease_commits_nothing_once_another_leads_and_follows_it() {
+    let deployment = Deployment::start(IMSD, 1).await;
+    let mut a = deployment.node("a", 1, false);
+    a.start();
+    deployment.wait_leader("a").await;
+    let client = deployment.operator().await;
+    client.wait_ready().await;
+    let mut b = deployment.node("b", 1, true);
+    b.start();
+    let tenants = register_load_tenants(&client).await;
+    let load = Load::start(&client, &tenants, 16).await;
+    load.wait_acknowledged(Instant::now() - Duration::from_secs(600), 100)
+        .await;
+
+    // a freezes with its lease, its subscriptions and commands in hand; b takes over.
+    a.signal("STOP");
+    deployment.wait_leader("b").await;
+    load.wait_acknowledged(Instant::now(), 100).await;
+    // a wakes up still believing it leads: what it had in hand is fenced by the stream, its
+    // lease renewal fails, and it follows b.
+    a.signal("CONT");
+    let woke = Instant::now();
+    load.wait_acknowledged(woke, 100).await;
+    while a.gauge("ims_replication_leader").await != 0.0 {
+        assert!(woke.elapsed() < Duration::from_secs(40), "a still leads");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let acknowledged = load.stop().await;
+    assert_eq!(deployment.lease_holder().await.as_deref(), Some("b"));
+
+    let by_position = command_ids_by_position(&client).await;
+    for (id, position) in &acknowledged {
+        assert_eq!(
+            by_position.get(*position as usize - 1).copied().flatten(),
+            Some(*id),
+            "command {id}, answered ok at position {position}, is not there"
+        );
+    }
+    a.wait_position(by_position.len() as u64).await;
+    a.stop();
+    b.stop();
+    assert_same_logs(&a, &b);
 }
 
 fn command(stream: &str, version: u64) -> NewCommand {
@@ -404,7 +476,7 @@ async fn commands_go_on_when_one_of_three_nats_servers_dies_under_load_and_nothi
         assert!(seen.insert(*id), "command {id} was appended twice");
     }
     // Both nodes hold the whole log.
-    let leader = deployment.lease_holder().await.expect("a leader");
+    let leader = deployment.any_leader().await;
     let follower = if leader == "a" { &b } else { &a };
     follower.wait_position(by_position.len() as u64).await;
     a.stop();

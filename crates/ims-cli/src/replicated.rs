@@ -88,6 +88,7 @@ pub(crate) async fn lead_or_follow(
             &mut lease,
             expected_last,
             stop.clone(),
+            &leading,
         )
         .await?;
         lease.release().await;
@@ -211,6 +212,7 @@ async fn lead(
     lease: &mut Lease,
     expected_last: u64,
     stop: watch::Receiver<bool>,
+    leading: &metrics::Gauge,
 ) -> anyhow::Result<Ended> {
     let (side_stop_tx, side_stop_rx) = watch::channel(false);
     let mut side = Started {
@@ -250,6 +252,8 @@ async fn lead(
             },
         }
     };
+    // No longer the writer from here on, even while the roles wind down.
+    leading.set(0.0);
     stop_side(side, side_stop_tx).await;
     Ok(ended)
 }

@@ -32,6 +32,10 @@ const ACK_WAIT: Duration = Duration::from_secs(5);
 /// Attempts of one publish before the writer steps down, the outcome unknown.
 const PUBLISH_ATTEMPTS: usize = 3;
 
+/// How long a follower waits for the next message of a stream that is ahead of it before it
+/// opens a new consumer (the one it had may have lived on a server that died).
+const STALL_AFTER: Duration = Duration::from_secs(2);
+
 /// The stream of `region`'s committed append groups.
 pub fn stream_name(region: &RegionId) -> String {
     format!("IMS_LOG_{region}")
@@ -220,11 +224,25 @@ impl ReplicatedLog {
             .await
             .map_err(|e| ReplicationError::nats(doing(), e))?;
         let mut group = Vec::new();
+        // The last sequence received (parts included), and what it was at the last stall check.
+        let (mut received, mut checked) = (held, held);
+        let mut stall_checks = tokio::time::interval(STALL_AFTER);
+        stall_checks.tick().await;
         tokio::pin!(stop);
         loop {
             let message = tokio::select! {
                 _ = &mut stop => return Ok(held),
                 message = messages.next() => message,
+                _ = stall_checks.tick() => {
+                    if received == checked && self.last_sequence().await? > received {
+                        return Err(ReplicationError::nats(
+                            doing(),
+                            format!("no message past sequence {received} for {STALL_AFTER:?} while the stream is ahead"),
+                        ));
+                    }
+                    checked = received;
+                    continue;
+                }
             };
             let message = message
                 .ok_or_else(|| ReplicationError::Diverged(format!("{} ended", doing())))?
@@ -233,6 +251,7 @@ impl ReplicatedLog {
                 .info()
                 .map_err(|e| ReplicationError::nats(doing(), e))?;
             let (sequence, pending) = (info.stream_sequence, info.pending);
+            received = sequence;
             let (part, parts) = part_of(&message);
             if part == 1 {
                 // A group's first part; whatever came before it was a group whose leader died
