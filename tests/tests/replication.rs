@@ -385,6 +385,59 @@ async fn of_two_writers_that_both_believe_they_lead_only_one_commits_and_the_oth
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_larger_than_a_message_is_split_and_a_follower_puts_it_together() {
+    let deployment = Deployment::start(IMSD, 1).await;
+    let connection = deployment.service_connection().await;
+    let region = ims_domain::RegionId::parse(REGION).unwrap();
+    let replicated = ReplicatedLog::open(&connection, &Default::default(), &region, 1)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let leader = EventLog::open(dir.path().join("leader"), REGION).unwrap();
+    // A snapshot of 2.5 MiB: the group takes three messages of at most 1 MiB.
+    let mut big = command("image/a", 1);
+    big.snapshots = vec![(b"tenant/t1".to_vec(), vec![7u8; 5 << 19])];
+    let last = append(&replicated, &leader, vec![big, command("image/b", 1)], 0)
+        .await
+        .unwrap();
+    assert_eq!(last, 3, "three parts");
+    let last = append(&replicated, &leader, vec![command("image/a", 2)], last)
+        .await
+        .unwrap();
+
+    let follower = EventLog::open(dir.path().join("follower"), REGION).unwrap();
+    assert_eq!(replicated.catch_up(&follower).await.unwrap(), last);
+    assert_eq!(follower.head(), leader.head());
+    assert_eq!(follower.replicated_sequence().unwrap(), 4);
+    assert_eq!(
+        follower.snapshot(b"tenant/t1").unwrap().map(|s| s.len()),
+        Some(5 << 19)
+    );
+    assert_eq!(
+        follower.read_range(1, 10).unwrap(),
+        leader.read_range(1, 10).unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_written_before_replication_was_turned_on_is_refused_with_the_reason() {
+    let deployment = Deployment::start(IMSD, 1).await;
+    let connection = deployment.service_connection().await;
+    let region = ims_domain::RegionId::parse(REGION).unwrap();
+    let replicated = ReplicatedLog::open(&connection, &Default::default(), &region, 1)
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let log = EventLog::open(dir.path().join("log"), REGION).unwrap();
+    log.append(&[command("image/a", 1)]).unwrap();
+    let error = replicated.catch_up(&log).await.unwrap_err().to_string();
+    assert!(
+        error.contains("holds 1 events that stream IMS_LOG_test-1 did not give it"),
+        "{error}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_that_was_down_for_10000_events_catches_up_and_serves() {
     let deployment = Deployment::start(IMSD, 1).await;
     let mut a = deployment.node("a", 1, false);

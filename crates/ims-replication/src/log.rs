@@ -283,6 +283,7 @@ impl ReplicatedLog {
     pub async fn catch_up(&self, log: &EventLog) -> Result<u64, ReplicationError> {
         let last = self.last_sequence().await?;
         let held = log.replicated_sequence()?;
+        self.check_start(log, held)?;
         if held > last {
             return Err(ReplicationError::Diverged(format!(
                 "the log of region {} holds groups up to sequence {held} of stream {}, which \
