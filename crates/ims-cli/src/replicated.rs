@@ -58,6 +58,9 @@ pub(crate) async fn lead_or_follow(
     else {
         return Ok(());
     };
+    if matches!(config.store, ims_store::StoreLocation::Local) {
+        tracing::warn!(%region, "--replication with --store local: image files stay on the disk of the node that imported them, so another node that takes the lead will not have them; give every node the same --store s3://...");
+    }
     let leading = metrics::gauge!("ims_replication_leader", "region" => region.to_string());
     let mut hold_back = settings.standby;
     loop {
