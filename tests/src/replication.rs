@@ -146,6 +146,7 @@ impl Deployment {
             binary: self.binary.clone(),
             urls: self.urls(),
             process: None,
+            extra_args: Vec::new(),
         }
     }
 }
@@ -161,9 +162,16 @@ pub struct Node {
     binary: String,
     urls: String,
     process: Option<KilledOnDrop>,
+    extra_args: Vec<String>,
 }
 
 impl Node {
+    /// Starts the node with these arguments too.
+    pub fn with_args(mut self, args: &[&str]) -> Self {
+        self.extra_args = args.iter().map(|arg| (*arg).to_owned()).collect();
+        self
+    }
+
     pub fn start(&mut self) {
         let replicas = self.replicas.to_string();
         let http = format!("127.0.0.1:{}", self.http_port);
@@ -181,6 +189,7 @@ impl Node {
         if self.standby {
             args.push("--standby");
         }
+        args.extend(self.extra_args.iter().map(String::as_str));
         self.process = Some(spawn(
             &self.binary,
             "run",

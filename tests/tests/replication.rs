@@ -295,6 +295,72 @@ async fn a_leader_paused_past_its_lease_commits_nothing_once_another_leads_and_f
     assert_same_logs(&a, &b);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_does_not_import_again_what_the_old_one_imported() {
+    let deployment = Deployment::start(IMSD, 1).await;
+    let import_root = tempfile::tempdir().unwrap();
+    let disk = import_root.path().join("disk.raw");
+    std::fs::write(&disk, vec![0u8; 4 << 20]).unwrap();
+    let root = import_root.path().to_str().unwrap();
+    let mut a = deployment
+        .node("a", 1, false)
+        .with_args(&["--import-root", root]);
+    a.start();
+    deployment.wait_leader("a").await;
+    let client = deployment.operator().await;
+    client.wait_ready().await;
+    let mut b = deployment
+        .node("b", 1, true)
+        .with_args(&["--import-root", root]);
+    b.start();
+    client.register(&["owner"]).await;
+    let imported = |node: &Node, id: &str| {
+        node.data
+            .path()
+            .join(REGION)
+            .join("store/images")
+            .join(id)
+            .is_file()
+    };
+    let create = || async {
+        let reply = client
+            .command(
+                "owner",
+                "create-image",
+                json!({"name": "imported", "disk": "data", "min_disk_gb": 1,
+                       "source": {"file": {"url": format!("file://{}", disk.display()),
+                                           "format": "raw"}}}),
+            )
+            .await;
+        assert_eq!(reply["ok"], true, "{reply}");
+        let id = reply["image_id"].as_str().unwrap().to_owned();
+        let started = Instant::now();
+        loop {
+            let view = client
+                .query("owner", "image", json!({"image_id": id}))
+                .await;
+            if view["status"] == "active" {
+                return id;
+            }
+            assert!(started.elapsed() < Duration::from_secs(30), "{view}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    let first = create().await;
+    assert!(imported(&a, &first));
+
+    a.kill();
+    deployment.wait_leader("b").await;
+    // b's import worker reads the log from position 1: by the time it has imported an image
+    // created now, it has passed the first one, whose report the log already holds.
+    let second = create().await;
+    assert!(imported(&b, &second));
+    assert!(
+        !imported(&b, &first),
+        "the new leader imported again an image the old one had imported and reported"
+    );
+}
+
 fn command(stream: &str, version: u64) -> NewCommand {
     NewCommand {
         command_id: Some(Uuid::now_v7()),

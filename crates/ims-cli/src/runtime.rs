@@ -284,7 +284,8 @@ pub(crate) fn start_region_commands(
         config.import_sources.clone(),
         &config.data_dir.join(region.as_str()).join("import"),
     )
-    .with_context(|| format!("opening the import worker of region {region}"))?;
+    .with_context(|| format!("opening the import worker of region {region}"))?
+    .with_local_log(log.clone());
     let stop = started.stopped();
     started.spawn(run_import_worker(importer, stop));
     let saga = CopySaga::open(
@@ -294,7 +295,8 @@ pub(crate) fn start_region_commands(
         &config.data_dir.join(region.as_str()).join("copy-saga"),
     )
     .with_context(|| format!("opening the copy saga of region {region}"))?
-    .with_stores(stores.clone(), &config.store, &config.data_dir);
+    .with_stores(stores.clone(), &config.store, &config.data_dir)
+    .with_local_log(log.clone());
     let stop = started.stopped();
     started.spawn(run_copy_saga(saga, stop));
     let stop = started.stopped();

@@ -161,6 +161,9 @@ pub struct ImportWorker {
     sources: ImportSources,
     db: sled::Db,
     checkpoint: u64,
+    /// The region's log when this process holds it: an import whose report it already records
+    /// is not done again (a new leader's worker starts from its own checkpoint).
+    local_log: Option<ims_log::EventLog>,
 }
 
 impl ImportWorker {
@@ -188,7 +191,26 @@ impl ImportWorker {
             sources,
             db,
             checkpoint,
+            local_log: None,
         })
+    }
+
+    /// Skips the images whose report `log` (the region's log, held by this process) already
+    /// records, rather than importing them again.
+    pub fn with_local_log(mut self, log: ims_log::EventLog) -> Self {
+        self.local_log = Some(log);
+        self
+    }
+
+    /// Whether the report of the import asked for by event `event_id` is in the local log.
+    fn reported(&self, event_id: [u8; 16]) -> Result<bool, ImportError> {
+        let Some(log) = &self.local_log else {
+            return Ok(false);
+        };
+        let id = report_command_id(event_id);
+        Ok(log
+            .command(&ims_domain::Actor::Operator.to_string(), &id)?
+            .is_some())
     }
 
     fn advance(&mut self, position: u64) -> Result<(), ImportError> {
@@ -222,6 +244,7 @@ impl ImportWorker {
                 if let Event::ImageCreated(new) = decode_event(envelope)? {
                     if let Source::File { url, format } = &new.source {
                         if ImportSources::takes(url)
+                            && !self.reported(envelope.body.event_id)?
                             && !self
                                 .import(new.id, url, format.as_str(), envelope.body.event_id)
                                 .await?

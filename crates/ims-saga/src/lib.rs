@@ -143,6 +143,9 @@ pub struct CopySaga {
     /// The deployment's store and this process's data dir: a shared store (S3) reaches the
     /// target region's objects even when another process serves it.
     shared: Option<(StoreLocation, std::path::PathBuf)>,
+    /// The region's log when this process holds it: a copy whose outcome it already records is
+    /// not asked for again (a new leader's saga starts from its own checkpoint).
+    local_log: Option<ims_log::EventLog>,
 }
 
 impl CopySaga {
@@ -169,7 +172,26 @@ impl CopySaga {
             silent_since: None,
             stores: Arc::default(),
             shared: None,
+            local_log: None,
         })
+    }
+
+    /// Skips the copies whose outcome `log` (the region's log, held by this process) already
+    /// records, rather than copying them again.
+    pub fn with_local_log(mut self, log: ims_log::EventLog) -> Self {
+        self.local_log = Some(log);
+        self
+    }
+
+    /// Whether the outcome of the copy asked for by event `event_id` is in the local log.
+    fn recorded(&self, event_id: [u8; 16]) -> Result<bool, SagaError> {
+        let Some(log) = &self.local_log else {
+            return Ok(false);
+        };
+        let id = outcome_command_id(event_id);
+        Ok(log
+            .command(&ims_domain::Actor::Operator.to_string(), &id)?
+            .is_some())
     }
 
     /// Moves image files along with copies between the regions whose stores are given, and to
@@ -341,7 +363,9 @@ impl CopySaga {
             });
         }
         for envelope in &batch.envelopes {
-            if envelope.body.event_type == "copy_requested" {
+            if envelope.body.event_type == "copy_requested"
+                && !self.recorded(envelope.body.event_id)?
+            {
                 if let Event::CopyRequested {
                     image_id,
                     copy_image_id,
