@@ -54,7 +54,14 @@ fn a_follower_appending_the_replicated_groups_holds_what_the_leader_holds() {
     let (leader, follower) = (open(&dir, "leader"), open(&dir, "follower"));
     // 70 groups: streams cross a stream-index chunk (64 versions).
     let replicated = lead(&leader, 70);
-    for (record, sequence) in &replicated {
+    // The first 40 as a catching-up follower appends them, ten groups a batch; the rest one by
+    // one.
+    for chunk in replicated[..40].chunks(10) {
+        let records: Vec<GroupRecord> = chunk.iter().map(|(record, _)| record.clone()).collect();
+        let sequence = chunk.last().unwrap().1;
+        assert_eq!(follower.append_groups(&records, sequence).unwrap(), 10);
+    }
+    for (record, sequence) in &replicated[40..] {
         assert!(follower.append_group(record, *sequence).unwrap());
     }
     // A redelivered group is skipped.

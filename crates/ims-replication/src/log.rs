@@ -27,10 +27,15 @@ const PART_HEADER: &str = "Ims-Part";
 const HEADERS_ROOM: usize = 4096;
 
 /// How long one publish waits for the stream's replicated ack.
-const ACK_WAIT: Duration = Duration::from_secs(5);
+const ACK_WAIT: Duration = Duration::from_secs(2);
 
 /// Attempts of one publish before the writer steps down, the outcome unknown.
 const PUBLISH_ATTEMPTS: usize = 3;
+
+/// At most this many groups go into one append of a catching-up follower (one batch, one
+/// fdatasync), and at most about this many bytes.
+const CATCH_UP_GROUPS_MAX: usize = 256;
+const CATCH_UP_BYTES_MAX: usize = 8 << 20;
 
 /// How long a follower waits for the next message of a stream that is ahead of it before it
 /// opens a new consumer (the one it had may have lived on a server that died).
@@ -224,6 +229,7 @@ impl ReplicatedLog {
             .await
             .map_err(|e| ReplicationError::nats(doing(), e))?;
         let mut group = Vec::new();
+        let (mut ready, mut ready_bytes, mut ready_until) = (Vec::new(), 0, held);
         // The last sequence received (parts included), and what it was at the last stall check.
         let (mut received, mut checked) = (held, held);
         let mut stall_checks = tokio::time::interval(STALL_AFTER);
@@ -260,23 +266,45 @@ impl ReplicatedLog {
             }
             group.extend_from_slice(&message.payload);
             if part == parts {
-                let record = GroupRecord::decode(&group)?;
+                ready_bytes += group.len();
+                ready.push(GroupRecord::decode(&group)?);
+                ready_until = sequence;
                 group.clear();
-                let appending = log.clone();
-                tokio::task::spawn_blocking(move || appending.append_group(&record, sequence))
-                    .await
-                    .map_err(|e| ReplicationError::Diverged(format!("appending a group: {e}")))??;
-                held = sequence;
-                let region = self.region.to_string();
-                metrics::gauge!("ims_replication_lag_messages", "region" => region.clone())
-                    .set(pending as f64);
-                metrics::gauge!("ims_replication_position", "region" => region)
-                    .set(log.head_position() as f64);
             }
-            if until.is_some_and(|until| sequence >= until) {
+            let done = until.is_some_and(|until| sequence >= until);
+            // While more is pending, groups gather into one append: one fdatasync for many.
+            let gathered = ready.len() >= CATCH_UP_GROUPS_MAX || ready_bytes >= CATCH_UP_BYTES_MAX;
+            if !ready.is_empty() && (pending == 0 || gathered || done) {
+                // Up to the last whole group, not a part of the next one.
+                held = self
+                    .append(log, std::mem::take(&mut ready), ready_until)
+                    .await?;
+                ready_bytes = 0;
+                let region = self.region.to_string();
+                metrics::gauge!("ims_replication_lag_messages", "region" => region)
+                    .set(pending as f64);
+            }
+            if done {
                 return Ok(held);
             }
         }
+    }
+
+    /// Appends `records`, the last one ending at stream sequence `sequence`, on a blocking
+    /// thread (it fdatasyncs); returns the sequence the log then holds.
+    async fn append(
+        &self,
+        log: &EventLog,
+        records: Vec<GroupRecord>,
+        sequence: u64,
+    ) -> Result<u64, ReplicationError> {
+        let appending = log.clone();
+        tokio::task::spawn_blocking(move || appending.append_groups(&records, sequence))
+            .await
+            .map_err(|e| ReplicationError::Diverged(format!("appending groups: {e}")))??;
+        metrics::gauge!("ims_replication_position", "region" => self.region.to_string())
+            .set(log.head_position() as f64);
+        Ok(sequence)
     }
 
     /// Appends every group the stream holds now: what a node does before it serves commands.

@@ -28,6 +28,9 @@ pub(super) struct Group<'a> {
     pub(super) snapshots: Vec<(Vec<u8>, Vec<u8>)>,
     seen_commands: HashMap<(Uuid, &'a str), StoredCommand>,
     pub(super) results: Vec<Appended>,
+    /// How many events each stored record holds, when the group is several replicated groups
+    /// appended together (each keeps the record it had on the leader); empty: one record.
+    pub(super) record_sizes: Vec<usize>,
 }
 
 impl Group<'_> {
@@ -40,6 +43,7 @@ impl Group<'_> {
             snapshots: Vec::new(),
             seen_commands: HashMap::new(),
             results: Vec::new(),
+            record_sizes: Vec::new(),
         }
     }
 

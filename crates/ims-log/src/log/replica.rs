@@ -68,28 +68,62 @@ impl EventLog {
     /// that it continues this log: positions from the head on, each hash valid and chained to the
     /// one before. A group this log already holds (a redelivery) is skipped: `Ok(false)`.
     pub fn append_group(&self, record: &GroupRecord, sequence: u64) -> Result<bool, LogError> {
+        self.append_groups(std::slice::from_ref(record), sequence)
+            .map(|appended| appended > 0)
+    }
+
+    /// Appends several replicated groups in order, the last committed under stream sequence
+    /// `sequence`, as one atomic batch with one flush and one fdatasync (a follower catching
+    /// up), each checked as [`EventLog::append_group`] does and each stored as the record it was
+    /// on the leader. Returns how many were appended (those the log holds already are skipped).
+    pub fn append_groups(&self, records: &[GroupRecord], sequence: u64) -> Result<usize, LogError> {
         if self.shared.poisoned.load(Ordering::Acquire) {
             return Err(LogError::Poisoned);
         }
         let mut head = self.shared.writer.lock().expect("log writer lock");
-        if record.last_position() <= head.position {
-            return Ok(false);
-        }
+        let mut group = Group::after(*head);
         let mut chain = ChainCheck::after(head.position, head.hash);
+        for record in records
+            .iter()
+            .filter(|record| record.last_position() > head.position)
+        {
+            self.add_record(&mut group, &mut chain, record, sequence)?;
+        }
+        if group.record_sizes.is_empty() {
+            return Ok(0);
+        }
+        let next = group.next;
+        let mut timings = AppendTimings::default();
+        if let Err(error) = self.write_group(&mut group, Some(sequence), &mut timings) {
+            self.shared.poisoned.store(true, Ordering::Release);
+            return Err(error);
+        }
+        *head = next;
+        self.shared
+            .durable_position
+            .store(next.position, Ordering::Release);
+        Ok(group.record_sizes.len())
+    }
+
+    /// Adds one replicated group to `group`, checking that it continues the chain.
+    fn add_record(
+        &self,
+        group: &mut Group<'_>,
+        chain: &mut ChainCheck,
+        record: &GroupRecord,
+        sequence: u64,
+    ) -> Result<(), LogError> {
         for envelope in &record.envelopes {
             if let Err(broken) = chain.check(envelope, chain.expected()) {
                 return Err(LogError::Broken {
                     position: broken.position,
                     problem: format!(
-                        "the replicated group at stream sequence {sequence} does not continue \
-                         this log: {}",
+                        "the replicated group ending at stream sequence {sequence} does not \
+                         continue this log: {}",
                         broken.problem
                     ),
                 });
             }
-        }
-        let mut group = Group::after(*head);
-        for envelope in &record.envelopes {
             let version = envelope.body.stream_version;
             let opens_chunk = (version - 1) % STREAM_CHUNK_EVENTS == 0;
             group
@@ -105,23 +139,14 @@ impl EventLog {
                 hash: envelope.hash,
             };
         }
-        group.commands = record.commands.clone();
-        group.snapshots = record.snapshots.clone();
+        group.commands.extend(record.commands.iter().cloned());
+        group.snapshots.extend(record.snapshots.iter().cloned());
         group.results.push(Appended::New {
             first_position: record.first_position(),
             last_position: record.last_position(),
             envelopes: record.envelopes.clone(),
         });
-        let next = group.next;
-        let mut timings = AppendTimings::default();
-        if let Err(error) = self.write_group(&mut group, Some(sequence), &mut timings) {
-            self.shared.poisoned.store(true, Ordering::Release);
-            return Err(error);
-        }
-        *head = next;
-        self.shared
-            .durable_position
-            .store(next.position, Ordering::Release);
-        Ok(true)
+        group.record_sizes.push(record.envelopes.len());
+        Ok(())
     }
 }
