@@ -209,25 +209,7 @@ impl ReplicatedLog {
         }
         self.check_start(log, held)?;
         let doing = || format!("following stream {}", self.stream);
-        let stream = self
-            .js
-            .get_stream(&self.stream)
-            .await
-            .map_err(|e| ReplicationError::nats(doing(), e))?;
-        let consumer = stream
-            .create_consumer(consumer::pull::OrderedConfig {
-                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
-                    start_sequence: held + 1,
-                },
-                filter_subject: self.subject.clone(),
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| ReplicationError::nats(doing(), e))?;
-        let mut messages = consumer
-            .messages()
-            .await
-            .map_err(|e| ReplicationError::nats(doing(), e))?;
+        let mut messages = self.messages_after(held).await?;
         let mut group = Vec::new();
         let (mut ready, mut ready_bytes, mut ready_until) = (Vec::new(), 0, held);
         // The last sequence received (parts included), and what it was at the last stall check.
@@ -288,6 +270,30 @@ impl ReplicatedLog {
                 return Ok(held);
             }
         }
+    }
+
+    /// The stream's messages after sequence `held`, through an ordered consumer of our own.
+    async fn messages_after(&self, held: u64) -> Result<consumer::pull::Ordered, ReplicationError> {
+        let doing = || format!("following stream {}", self.stream);
+        let stream = self
+            .js
+            .get_stream(&self.stream)
+            .await
+            .map_err(|e| ReplicationError::nats(doing(), e))?;
+        let consumer = stream
+            .create_consumer(consumer::pull::OrderedConfig {
+                deliver_policy: consumer::DeliverPolicy::ByStartSequence {
+                    start_sequence: held + 1,
+                },
+                filter_subject: self.subject.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| ReplicationError::nats(doing(), e))?;
+        consumer
+            .messages()
+            .await
+            .map_err(|e| ReplicationError::nats(doing(), e))
     }
 
     /// Appends `records`, the last one ending at stream sequence `sequence`, on a blocking
