@@ -408,6 +408,59 @@ async fn a_new_leader_does_not_import_again_what_the_old_one_imported() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_operators_and_auditors_can_neither_write_the_replicated_log_nor_use_jetstream() {
+    let deployment = Deployment::start(IMSD, 1).await;
+    let mut a = deployment.node("a", 1, false);
+    a.start();
+    deployment.wait_leader("a").await;
+    let client = deployment.operator().await;
+    client.wait_ready().await;
+    client.register(&["mallory"]).await;
+    let region = ims_domain::RegionId::parse(REGION).unwrap();
+    let service = deployment.service_connection().await;
+    let replicated = ReplicatedLog::open(&service, &Default::default(), &region, 1)
+        .await
+        .unwrap();
+    let before = replicated.last_sequence().await.unwrap();
+    assert!(before > 0);
+
+    let tenant = client.tenant_connection("mallory").await;
+    let auditor = client.auditor_connection().await;
+    let subject = ims_wire::Subjects::default().log_groups(&region);
+    for (who, connection) in [
+        ("tenant", &tenant),
+        ("operator", &client.nats),
+        ("auditor", &auditor),
+    ] {
+        // A forged group on the stream's subject is dropped by the server's permissions.
+        connection
+            .publish(subject.clone(), b"forged".to_vec().into())
+            .await
+            .unwrap();
+        connection.flush().await.unwrap();
+        // JetStream's API does not answer them.
+        let asked = tokio::time::timeout(
+            Duration::from_secs(2),
+            connection.request(
+                format!("$JS.API.STREAM.INFO.{}", replicated.stream()),
+                Vec::new().into(),
+            ),
+        )
+        .await;
+        assert!(
+            !matches!(asked, Ok(Ok(_))),
+            "the {who} reached JetStream's API"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        replicated.last_sequence().await.unwrap(),
+        before,
+        "a forged group reached the stream"
+    );
+}
+
 fn command(stream: &str, version: u64) -> NewCommand {
     NewCommand {
         command_id: Some(Uuid::now_v7()),
