@@ -230,14 +230,18 @@ async fn lead(
     let ended = loop {
         tokio::select! {
             _ = stopped(stop.clone()) => break Ended::Stopped,
-            _ = renewals.tick() => match lease.renew().await {
-                Ok(true) => renewed = Instant::now(),
-                Ok(false) => break Ended::SteppedDown("the lease was lost".into()),
-                Err(error) if renewed.elapsed() >= LEASE_TTL => {
-                    break Ended::SteppedDown(format!("the lease could not be renewed: {error}"))
+            _ = renewals.tick() => {
+                // Not renewed for a whole TTL (a stalled connection, a paused process): another
+                // node may lead by now, whatever the bucket answers next.
+                if renewed.elapsed() >= LEASE_TTL {
+                    break Ended::SteppedDown(format!("the lease was not renewed for {LEASE_TTL:?}"));
                 }
-                Err(error) => tracing::warn!(%error, "renewing the lease failed; trying again"),
-            },
+                match lease.renew().await {
+                    Ok(true) => renewed = Instant::now(),
+                    Ok(false) => break Ended::SteppedDown("the lease was lost".into()),
+                    Err(error) => tracing::warn!(%error, "renewing the lease failed; trying again"),
+                }
+            }
             Some(joined) = side.tasks.join_next() => match joined {
                 Ok(Err(error)) if stepped_down(&error) => break Ended::SteppedDown(error.to_string()),
                 Ok(Err(error)) => {

@@ -21,6 +21,22 @@ pub const LEASE_TTL: Duration = Duration::from_secs(4);
 /// lose it.
 pub const LEASE_RENEW_EVERY: Duration = Duration::from_secs(1);
 
+/// How long one call on the lease bucket may take: a renewal that does not come back within it
+/// counts as failed, so that a leader whose connection stalls notices in time.
+const LEASE_CALL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// Runs `call` on the lease bucket within [`LEASE_CALL_TIMEOUT`].
+async fn bounded<T, E: Into<async_nats::Error>>(
+    doing: impl Fn() -> String,
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<Result<T, E>, ReplicationError> {
+    tokio::time::timeout(LEASE_CALL_TIMEOUT, call)
+        .await
+        .map_err(|_| {
+            ReplicationError::nats(doing(), format!("no answer within {LEASE_CALL_TIMEOUT:?}"))
+        })
+}
+
 /// One node's handle on a region's lease.
 #[derive(Debug)]
 pub struct Lease {
@@ -73,20 +89,17 @@ impl Lease {
 
     /// Takes the lease if nobody holds it. `Ok(false)`: another node does.
     pub async fn try_acquire(&mut self) -> Result<bool, ReplicationError> {
-        match self
+        let doing = || format!("taking the lease of region {}", self.region);
+        let created = self
             .store
-            .create(&self.region, Bytes::from(self.node.clone()))
-            .await
-        {
+            .create(&self.region, Bytes::from(self.node.clone()));
+        match bounded(doing, created).await? {
             Ok(revision) => {
                 self.held = Some(revision);
                 Ok(true)
             }
             Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
-            Err(error) => Err(ReplicationError::nats(
-                format!("taking the lease of region {}", self.region),
-                error,
-            )),
+            Err(error) => Err(ReplicationError::nats(doing(), error)),
         }
     }
 
@@ -95,11 +108,11 @@ impl Lease {
         let Some(revision) = self.held else {
             return Ok(false);
         };
-        match self
+        let doing = || format!("renewing the lease of region {}", self.region);
+        let updated = self
             .store
-            .update(&self.region, Bytes::from(self.node.clone()), revision)
-            .await
-        {
+            .update(&self.region, Bytes::from(self.node.clone()), revision);
+        match bounded(doing, updated).await? {
             Ok(revision) => {
                 self.held = Some(revision);
                 Ok(true)
@@ -108,21 +121,21 @@ impl Lease {
                 self.held = None;
                 Ok(false)
             }
-            Err(error) => Err(ReplicationError::nats(
-                format!("renewing the lease of region {}", self.region),
-                error,
-            )),
+            Err(error) => Err(ReplicationError::nats(doing(), error)),
         }
     }
 
     /// Gives a held lease up at once, so that a standby need not wait for it to lapse.
     pub async fn release(&mut self) {
         if let Some(revision) = self.held.take() {
-            if let Err(error) = self
+            let doing = || format!("releasing the lease of region {}", self.region);
+            let deleted = self
                 .store
-                .delete_expect_revision(&self.region, Some(revision))
+                .delete_expect_revision(&self.region, Some(revision));
+            let released = bounded(doing, deleted)
                 .await
-            {
+                .and_then(|deleted| deleted.map_err(|e| ReplicationError::nats(doing(), e)));
+            if let Err(error) = released {
                 tracing::debug!(%error, region = %self.region, "releasing the lease failed; it lapses");
             }
         }
