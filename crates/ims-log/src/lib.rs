@@ -5,10 +5,13 @@
 //! atomic sled batch, then flushes and fdatasyncs once before anything is acknowledged. Positions
 //! are region-wide, start at 1 and have no gaps; every event is chained to the one before by
 //! SHA-256, so a rewrite of history is detectable by [`EventLog::verify`]. No API deletes or
-//! rewrites events.
+//! rewrites events. With replication (DESIGN.md section 12), [`EventLog::append_replicated`] hands
+//! each sealed group to the replicated log before writing it, and a follower writes the same
+//! group with [`EventLog::append_groups`].
 //!
 //! Modules: `codec` (the only user of bincode), `envelope` (the stored record and its hash chain,
-//! with the record format), `log` ([`EventLog`]), `upcast` (reading old schema versions).
+//! with the record format), `log` ([`EventLog`]; `log/replica`: [`GroupRecord`] and the
+//! follower's append), `upcast` (reading old schema versions).
 
 mod codec;
 mod envelope;
@@ -22,7 +25,7 @@ pub use error::LogError;
 pub use log::{
     decode_record, encode_record, open_sled, AppendTimings, Appended, Broken, ChainCheck,
     CommandRecord, EventLog, GroupRecord, Head, LogBatch, NewCommand, NewEvent, Replicate,
-    StoredCommand, OPEN_LOCK_WAIT_MAX, TAIL_CHECK_EVENTS,
+    ReplicateFn, StoredCommand, OPEN_LOCK_WAIT_MAX, TAIL_CHECK_EVENTS,
 };
 pub use upcast::{decode_event, decode_tenant_snapshot, encode_event};
 
