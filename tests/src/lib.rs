@@ -321,11 +321,20 @@ impl Client {
 
     /// Registers tenants with the default quota.
     pub async fn register(&self, tenants: &[&str]) {
+        self.register_quota(tenants, None).await;
+    }
+
+    /// Registers tenants allowed `quota` images each (load tests create many).
+    pub async fn register_with_quota(&self, tenants: &[&str], quota: u32) {
+        self.register_quota(tenants, Some(quota)).await;
+    }
+
+    async fn register_quota(&self, tenants: &[&str], quota: Option<u32>) {
         for tenant in tenants {
             let reply = self
                 .op_typed(&RegisterTenantRequest {
                     tenant: (*tenant).to_owned(),
-                    quota: None,
+                    quota,
                     organization: None,
                 })
                 .await;

@@ -23,38 +23,45 @@ pub struct Deployment {
     _identity: KilledOnDrop,
 }
 
+/// Starts `count` nats-servers with JetStream (their files, configurations under `dir`) and the
+/// auth callout of `keys`: a cluster when more than one.
+pub fn start_jetstream_servers(dir: &Path, keys: &NatsKeys, count: usize) -> Vec<NatsServer> {
+    let ports: Vec<(u16, u16)> = (0..count)
+        .map(|_| (free_port().unwrap(), free_port().unwrap()))
+        .collect();
+    let mut started = Vec::new();
+    for (i, (port, cluster_port)) in ports.iter().enumerate() {
+        let extras = ServerExtras {
+            server_name: Some(format!("n{i}")),
+            jetstream_dir: Some(dir.join(format!("jetstream-{i}"))),
+            cluster: (count > 1).then(|| ClusterRoutes {
+                name: "ims-test".to_owned(),
+                listen: format!("127.0.0.1:{cluster_port}"),
+                routes: ports
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, _)| *j != i)
+                    .map(|(_, (_, peer))| format!("nats-route://127.0.0.1:{peer}"))
+                    .collect(),
+            }),
+        };
+        let config = dir.join(format!("nats-{i}.conf"));
+        let server = NatsServer::start_with_config(Some(*port), &config, |listen| {
+            keys.server_config_with(listen, &extras)
+        })
+        .expect("starting nats-server");
+        started.push(server);
+    }
+    started
+}
+
 impl Deployment {
     /// `servers` nats-servers (a cluster when more than one) and the identity role, with
     /// `binary` as imsd.
     pub async fn start(binary: &str, servers: usize) -> Self {
         let identity_dir = tempfile::tempdir().unwrap();
         let keys = NatsKeys::load_or_create(identity_dir.path()).unwrap();
-        let ports: Vec<(u16, u16)> = (0..servers)
-            .map(|_| (free_port().unwrap(), free_port().unwrap()))
-            .collect();
-        let mut started = Vec::new();
-        for (i, (port, cluster_port)) in ports.iter().enumerate() {
-            let extras = ServerExtras {
-                server_name: Some(format!("n{i}")),
-                jetstream_dir: Some(identity_dir.path().join(format!("jetstream-{i}"))),
-                cluster: (servers > 1).then(|| ClusterRoutes {
-                    name: "ims-test".to_owned(),
-                    listen: format!("127.0.0.1:{cluster_port}"),
-                    routes: ports
-                        .iter()
-                        .enumerate()
-                        .filter(|(j, _)| *j != i)
-                        .map(|(_, (_, peer))| format!("nats-route://127.0.0.1:{peer}"))
-                        .collect(),
-                }),
-            };
-            let config = identity_dir.path().join(format!("nats-{i}.conf"));
-            let server = NatsServer::start_with_config(Some(*port), &config, |listen| {
-                keys.server_config_with(listen, &extras)
-            })
-            .expect("starting nats-server");
-            started.push(server);
-        }
+        let started = start_jetstream_servers(identity_dir.path(), &keys, servers);
         let urls = started
             .iter()
             .map(NatsServer::url)
@@ -131,6 +138,37 @@ impl Deployment {
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Starts node `a` (with `args`) and waits until it leads and answers; returns it with the
+    /// operator's client.
+    pub async fn start_leader(&self, replicas: usize, args: &[&str]) -> (Node, Client) {
+        let mut a = self.node("a", replicas, false).with_args(args);
+        a.start();
+        self.wait_leader("a").await;
+        let client = self.operator().await;
+        client.wait_ready().await;
+        (a, client)
+    }
+
+    /// Starts node `b` (with `args`) as a standby.
+    pub fn start_standby(&self, replicas: usize, args: &[&str]) -> Node {
+        let mut b = self.node("b", replicas, true).with_args(args);
+        b.start();
+        b
+    }
+
+    /// The region's replicated log, on the service's own connection (one copy per server).
+    pub async fn replicated_log(&self) -> ims_replication::ReplicatedLog {
+        let region = ims_domain::RegionId::parse(REGION).unwrap();
+        ims_replication::ReplicatedLog::open(
+            &self.service_connection().await,
+            &Default::default(),
+            &region,
+            self.servers.len(),
+        )
+        .await
+        .expect("opening the region's replicated log")
     }
 
     /// A node of this deployment (not started): its own data dir, the service's keys.

@@ -133,15 +133,8 @@ impl Load {
 
 async fn register_load_tenants(client: &Client) -> Vec<String> {
     let tenants: Vec<String> = (0..8).map(|i| format!("load-{i}")).collect();
-    for tenant in &tenants {
-        let reply = client
-            .op(
-                "register-tenant",
-                json!({"tenant": tenant, "quota": 1_000_000}),
-            )
-            .await;
-        assert_eq!(reply["ok"], true, "{reply}");
-    }
+    let names: Vec<&str> = tenants.iter().map(String::as_str).collect();
+    client.register_with_quota(&names, 1_000_000).await;
     tenants
 }
 
@@ -227,13 +220,8 @@ fn assert_same_logs(a: &Node, b: &Node) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standby_takes_over_within_10_s_of_a_kill_9_under_load_and_loses_nothing_answered_ok() {
     let deployment = Deployment::start(IMSD, 1).await;
-    let mut a = deployment.node("a", 1, false);
-    a.start();
-    deployment.wait_leader("a").await;
-    let client = deployment.operator().await;
-    client.wait_ready().await;
-    let mut b = deployment.node("b", 1, true);
-    b.start();
+    let (mut a, client) = deployment.start_leader(1, &[]).await;
+    let mut b = deployment.start_standby(1, &[]);
     let tenants = register_load_tenants(&client).await;
 
     let load = Load::start(&client, &tenants, 32).await;
@@ -300,13 +288,8 @@ async fn a_standby_takes_over_within_10_s_of_a_kill_9_under_load_and_loses_nothi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_leader_paused_past_its_lease_commits_nothing_once_another_leads_and_follows_it() {
     let deployment = Deployment::start(IMSD, 1).await;
-    let mut a = deployment.node("a", 1, false);
-    a.start();
-    deployment.wait_leader("a").await;
-    let client = deployment.operator().await;
-    client.wait_ready().await;
-    let mut b = deployment.node("b", 1, true);
-    b.start();
+    let (mut a, client) = deployment.start_leader(1, &[]).await;
+    let mut b = deployment.start_standby(1, &[]);
     let tenants = register_load_tenants(&client).await;
     let load = Load::start(&client, &tenants, 16).await;
     load.wait_acknowledged(Instant::now() - Duration::from_secs(600), 100)
@@ -349,17 +332,8 @@ async fn a_new_leader_does_not_import_again_what_the_old_one_imported() {
     let disk = import_root.path().join("disk.raw");
     std::fs::write(&disk, vec![0u8; 4 << 20]).unwrap();
     let root = import_root.path().to_str().unwrap();
-    let mut a = deployment
-        .node("a", 1, false)
-        .with_args(&["--import-root", root]);
-    a.start();
-    deployment.wait_leader("a").await;
-    let client = deployment.operator().await;
-    client.wait_ready().await;
-    let mut b = deployment
-        .node("b", 1, true)
-        .with_args(&["--import-root", root]);
-    b.start();
+    let (mut a, client) = deployment.start_leader(1, &["--import-root", root]).await;
+    let b = deployment.start_standby(1, &["--import-root", root]);
     client.register(&["owner"]).await;
     let imported = |node: &Node, id: &str| {
         node.data
@@ -411,17 +385,10 @@ async fn a_new_leader_does_not_import_again_what_the_old_one_imported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tenants_operators_and_auditors_can_neither_write_the_replicated_log_nor_use_jetstream() {
     let deployment = Deployment::start(IMSD, 1).await;
-    let mut a = deployment.node("a", 1, false);
-    a.start();
-    deployment.wait_leader("a").await;
-    let client = deployment.operator().await;
-    client.wait_ready().await;
+    let (_a, client) = deployment.start_leader(1, &[]).await;
     client.register(&["mallory"]).await;
     let region = ims_domain::RegionId::parse(REGION).unwrap();
-    let service = deployment.service_connection().await;
-    let replicated = ReplicatedLog::open(&service, &Default::default(), &region, 1)
-        .await
-        .unwrap();
+    let replicated = deployment.replicated_log().await;
     let before = replicated.last_sequence().await.unwrap();
     assert!(before > 0);
 
@@ -504,11 +471,7 @@ async fn append(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn of_two_writers_that_both_believe_they_lead_only_one_commits_and_the_other_is_fenced() {
     let deployment = Deployment::start(IMSD, 1).await;
-    let connection = deployment.service_connection().await;
-    let region = ims_domain::RegionId::parse(REGION).unwrap();
-    let replicated = ReplicatedLog::open(&connection, &Default::default(), &region, 1)
-        .await
-        .unwrap();
+    let replicated = deployment.replicated_log().await;
     let dir = tempfile::tempdir().unwrap();
     let first = EventLog::open(dir.path().join("first"), REGION).unwrap();
     let second = EventLog::open(dir.path().join("second"), REGION).unwrap();
@@ -553,11 +516,7 @@ async fn of_two_writers_that_both_believe_they_lead_only_one_commits_and_the_oth
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_group_larger_than_a_message_is_split_and_a_follower_puts_it_together() {
     let deployment = Deployment::start(IMSD, 1).await;
-    let connection = deployment.service_connection().await;
-    let region = ims_domain::RegionId::parse(REGION).unwrap();
-    let replicated = ReplicatedLog::open(&connection, &Default::default(), &region, 1)
-        .await
-        .unwrap();
+    let replicated = deployment.replicated_log().await;
     let dir = tempfile::tempdir().unwrap();
     let leader = EventLog::open(dir.path().join("leader"), REGION).unwrap();
     // A snapshot of 2.5 MiB: the group takes three messages of at most 1 MiB.
@@ -588,11 +547,7 @@ async fn a_group_larger_than_a_message_is_split_and_a_follower_puts_it_together(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_written_before_replication_was_turned_on_is_refused_with_the_reason() {
     let deployment = Deployment::start(IMSD, 1).await;
-    let connection = deployment.service_connection().await;
-    let region = ims_domain::RegionId::parse(REGION).unwrap();
-    let replicated = ReplicatedLog::open(&connection, &Default::default(), &region, 1)
-        .await
-        .unwrap();
+    let replicated = deployment.replicated_log().await;
     let dir = tempfile::tempdir().unwrap();
     let log = EventLog::open(dir.path().join("log"), REGION).unwrap();
     log.append(&[command("image/a", 1)]).unwrap();
@@ -606,13 +561,8 @@ async fn a_log_written_before_replication_was_turned_on_is_refused_with_the_reas
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_that_was_down_for_10000_events_catches_up_and_serves() {
     let deployment = Deployment::start(IMSD, 1).await;
-    let mut a = deployment.node("a", 1, false);
-    a.start();
-    deployment.wait_leader("a").await;
-    let client = deployment.operator().await;
-    client.wait_ready().await;
-    let mut b = deployment.node("b", 1, true);
-    b.start();
+    let (mut a, client) = deployment.start_leader(1, &[]).await;
+    let mut b = deployment.start_standby(1, &[]);
     let tenants = register_load_tenants(&client).await;
     b.wait_position(client.head().await).await;
     b.kill();
@@ -665,13 +615,8 @@ async fn a_follower_that_was_down_for_10000_events_catches_up_and_serves() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_go_on_when_one_of_three_nats_servers_dies_under_load_and_nothing_is_lost() {
     let mut deployment = Deployment::start(IMSD, 3).await;
-    let mut a = deployment.node("a", 3, false);
-    a.start();
-    deployment.wait_leader("a").await;
-    let client = deployment.operator().await;
-    client.wait_ready().await;
-    let mut b = deployment.node("b", 3, true);
-    b.start();
+    let (mut a, client) = deployment.start_leader(3, &[]).await;
+    let mut b = deployment.start_standby(3, &[]);
     let tenants = register_load_tenants(&client).await;
 
     let load = Load::start(&client, &tenants, 32).await;

@@ -83,15 +83,8 @@ async fn every_command_answered_ok_survives_kill_9_and_nothing_refused_is_in_the
     let client = Client::connect(&nats.url(), REGION, data.path()).await;
     client.wait_ready().await;
     let tenants: Vec<String> = (0..8).map(|i| format!("load-{i}")).collect();
-    for tenant in &tenants {
-        let reply = client
-            .op(
-                "register-tenant",
-                json!({"tenant": tenant, "quota": 1_000_000}),
-            )
-            .await;
-        assert_eq!(reply["ok"], true, "{reply}");
-    }
+    let names: Vec<&str> = tenants.iter().map(String::as_str).collect();
+    client.register_with_quota(&names, 1_000_000).await;
 
     let answered_ok = Arc::new(Mutex::new(HashSet::new()));
     let answered_error = Arc::new(Mutex::new(HashSet::new()));

@@ -101,17 +101,11 @@ impl ReplicatedLog {
 
     /// The sequence of the stream's last message (0 when empty).
     pub async fn last_sequence(&self) -> Result<u64, ReplicationError> {
-        let doing = || format!("reading the state of stream {}", self.stream);
-        let stream = self
-            .js
-            .get_stream(&self.stream)
-            .await
-            .map_err(|e| ReplicationError::nats(doing(), e))?;
-        let info = stream
-            .get_info()
-            .await
-            .map_err(|e| ReplicationError::nats(doing(), e))?;
-        Ok(info.state.last_sequence)
+        // One request: the handle comes with the stream's state.
+        let stream = self.js.get_stream(&self.stream).await.map_err(|e| {
+            ReplicationError::nats(format!("reading the state of stream {}", self.stream), e)
+        })?;
+        Ok(stream.cached_info().state.last_sequence)
     }
 
     /// Publishes `record`, expecting the stream to end at `expected_last`, and returns the
@@ -177,7 +171,7 @@ impl ReplicatedLog {
     async fn check_ours(&self, sequence: u64, id: &str, payload: &[u8]) -> Result<u64, LogError> {
         let stream = self
             .js
-            .get_stream(&self.stream)
+            .get_stream_no_info(&self.stream)
             .await
             .map_err(|e| not_replicated(false, format!("checking message {id}: {e}")))?;
         let stored = stream
@@ -277,7 +271,7 @@ impl ReplicatedLog {
         let doing = || format!("following stream {}", self.stream);
         let stream = self
             .js
-            .get_stream(&self.stream)
+            .get_stream_no_info(&self.stream)
             .await
             .map_err(|e| ReplicationError::nats(doing(), e))?;
         let consumer = stream

@@ -235,16 +235,9 @@ async fn ims_load(
     let tenant_of = move |client: usize| format!("bench-{}", client % connections);
     let region = ims_tests::REGION;
     ims.register(&["bench-partner"]).await;
-    for connection in 0..connections {
-        let tenant = tenant_of(connection);
-        let reply = ims
-            .op(
-                "register-tenant",
-                json!({"tenant": tenant, "quota": 1_000_000}),
-            )
-            .await;
-        assert_eq!(reply["ok"], true, "{reply}");
-    }
+    let tenants: Vec<String> = (0..connections).map(tenant_of).collect();
+    let tenants: Vec<&str> = tenants.iter().map(String::as_str).collect();
+    ims.register_with_quota(&tenants, 1_000_000).await;
     let mut images = Vec::new();
     for client in 0..CLIENTS {
         images.push(ims.active_image(&tenant_of(client), json!({})).await);
@@ -286,35 +279,9 @@ async fn ims_load(
 /// The same load on a region replicated to a JetStream stream of three copies, on a cluster of
 /// three nats-servers on this machine (DESIGN.md section 12).
 async fn replicated_phase(duration: Duration, connections: usize) -> anyhow::Result<Figures> {
-    use ims_identity::setup::{ClusterRoutes, NatsKeys, ServerExtras};
     let data = tempfile::tempdir()?;
-    let keys = NatsKeys::load_or_create(data.path())?;
-    let ports: Vec<(u16, u16)> = (0..3)
-        .map(|_| Ok((free_port()?, free_port()?)))
-        .collect::<std::io::Result<_>>()?;
-    let mut servers = Vec::new();
-    for (i, (port, cluster_port)) in ports.iter().enumerate() {
-        let extras = ServerExtras {
-            server_name: Some(format!("n{i}")),
-            jetstream_dir: Some(data.path().join(format!("jetstream-{i}"))),
-            cluster: Some(ClusterRoutes {
-                name: "ims-bench".to_owned(),
-                listen: format!("127.0.0.1:{cluster_port}"),
-                routes: ports
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, _)| *j != i)
-                    .map(|(_, (_, peer))| format!("nats-route://127.0.0.1:{peer}"))
-                    .collect(),
-            }),
-        };
-        let config = data.path().join(format!("nats-{i}.conf"));
-        servers.push(ims_nats_server::NatsServer::start_with_config(
-            Some(*port),
-            &config,
-            |listen| keys.server_config_with(listen, &extras),
-        )?);
-    }
+    let keys = ims_identity::setup::NatsKeys::load_or_create(data.path())?;
+    let servers = ims_tests::replication::start_jetstream_servers(data.path(), &keys, 3);
     let urls = servers
         .iter()
         .map(|server| server.url())

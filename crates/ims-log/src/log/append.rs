@@ -26,7 +26,8 @@ pub(super) struct Group<'a> {
     pub(super) chunks: Chunks,
     pub(super) commands: Vec<CommandRecord>,
     pub(super) snapshots: Vec<(Vec<u8>, Vec<u8>)>,
-    seen_commands: HashMap<(Uuid, &'a str), StoredCommand>,
+    /// The commands of the group with an id, by (id, actor): their index in `commands`.
+    seen_commands: HashMap<(Uuid, &'a str), usize>,
     pub(super) results: Vec<Appended>,
     /// How many events each stored record holds, when the group is several replicated groups
     /// appended together (each keeps the record it had on the leader); empty: one record.
@@ -131,7 +132,7 @@ impl EventLog {
     ) -> Result<Appended, LogError> {
         if let Some(id) = command.command_id {
             let earlier = match group.seen_commands.get(&(id, command.actor.as_str())) {
-                Some(stored) => Some(stored.clone()),
+                Some(index) => Some(group.commands[*index].stored.clone()),
                 None => self.command(&command.actor, &id)?,
             };
             if let Some(stored) = earlier {
@@ -153,14 +154,14 @@ impl EventLog {
                 reply: command.reply.clone(),
                 digest: command.digest,
             };
+            group
+                .seen_commands
+                .insert((id, command.actor.as_str()), group.commands.len());
             group.commands.push(CommandRecord {
                 actor: command.actor.clone(),
                 command_id: *id.as_bytes(),
-                stored: stored.clone(),
+                stored,
             });
-            group
-                .seen_commands
-                .insert((id, command.actor.as_str()), stored);
         }
         Ok(Appended::New {
             first_position,
