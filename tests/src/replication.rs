@@ -185,6 +185,7 @@ impl Deployment {
             urls: self.urls(),
             process: None,
             extra_args: Vec::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -201,6 +202,8 @@ pub struct Node {
     urls: String,
     process: Option<KilledOnDrop>,
     extra_args: Vec<String>,
+    /// Environment of the next start (test hooks such as `IMS_FAILPOINTS`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Node {
@@ -228,13 +231,16 @@ impl Node {
             args.push("--standby");
         }
         args.extend(self.extra_args.iter().map(String::as_str));
-        self.process = Some(spawn(
-            &self.binary,
-            "run",
-            &self.urls,
-            self.data.path(),
-            &args,
-        ));
+        let mut process = spawn_command(&self.binary, "run", &self.urls, self.data.path(), &args);
+        process.envs(self.env.iter().map(|(key, value)| (key, value)));
+        self.process = Some(KilledOnDrop(process.spawn().expect("starting imsd")));
+    }
+
+    /// Whether the node's process has ended by itself.
+    pub fn exited(&mut self) -> bool {
+        self.process
+            .as_mut()
+            .is_some_and(|process| matches!(process.try_wait(), Ok(Some(_))))
     }
 
     /// SIGKILL: as abrupt as a crash.
@@ -314,7 +320,22 @@ impl Node {
 }
 
 fn spawn(binary: &str, role: &str, urls: &str, data_dir: &Path, args: &[&str]) -> KilledOnDrop {
-    let child = std::process::Command::new(binary)
+    KilledOnDrop(
+        spawn_command(binary, role, urls, data_dir, args)
+            .spawn()
+            .expect("starting imsd"),
+    )
+}
+
+fn spawn_command(
+    binary: &str,
+    role: &str,
+    urls: &str,
+    data_dir: &Path,
+    args: &[&str],
+) -> std::process::Command {
+    let mut command = std::process::Command::new(binary);
+    command
         .args([role, "--nats-url", urls, "--regions", REGION])
         .arg("--data-dir")
         .arg(data_dir)
@@ -327,8 +348,6 @@ fn spawn(binary: &str, role: &str, urls: &str, data_dir: &Path, args: &[&str]) -
         .stderr(match std::env::var_os("IMS_NODE_LOG") {
             Some(_) => std::process::Stdio::inherit(),
             None => std::process::Stdio::null(),
-        })
-        .spawn()
-        .expect("starting imsd");
-    KilledOnDrop(child)
+        });
+    command
 }

@@ -428,6 +428,48 @@ async fn tenants_operators_and_auditors_can_neither_write_the_replicated_log_nor
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_disk_fails_after_the_stream_acked_stops_and_comes_back_with_the_group() {
+    let deployment = Deployment::start(IMSD, 1).await;
+    let mut a = deployment.node("a", 1, false);
+    // The 41st group's fdatasync fails: the stream has the group, a's disk does not.
+    a.env = vec![("IMS_FAILPOINTS".into(), "fsync-fails-after=40".into())];
+    a.start();
+    deployment.wait_leader("a").await;
+    let client = deployment.operator().await;
+    client.wait_ready().await;
+    let mut b = deployment.start_standby(1, &[]);
+    let tenants = register_load_tenants(&client).await;
+    let load = Load::start(&client, &tenants, 16).await;
+    // a stops by itself (fail-stop); b takes over and the load goes on.
+    let started = Instant::now();
+    while !a.exited() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "a never failed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    deployment.wait_leader("b").await;
+    load.wait_acknowledged(Instant::now(), 100).await;
+    let acknowledged = load.stop().await;
+    let by_position = command_ids_by_position(&client).await;
+    for (id, position) in &acknowledged {
+        assert_eq!(
+            by_position.get(*position as usize - 1).copied().flatten(),
+            Some(*id),
+            "command {id}, answered ok at position {position}, is not there"
+        );
+    }
+    // a, restarted on its disk, takes from the stream the group it had not written.
+    a.env.clear();
+    a.start();
+    a.wait_position(by_position.len() as u64).await;
+    a.stop();
+    b.stop();
+    assert_same_logs(&a, &b);
+}
+
 fn command(stream: &str, version: u64) -> NewCommand {
     NewCommand {
         command_id: Some(Uuid::now_v7()),
