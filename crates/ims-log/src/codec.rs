@@ -15,6 +15,11 @@ pub fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     bincode::serialize(value).expect("every stored type is bincode-encodable")
 }
 
+/// Appends what [`encode`] makes of `value` to `buffer`.
+pub fn encode_into<T: Serialize>(buffer: &mut Vec<u8>, value: &T) {
+    bincode::serialize_into(buffer, value).expect("every stored type is bincode-encodable")
+}
+
 /// How many bytes [`encode`] makes of `value`, without encoding it.
 pub fn encoded_len<T: Serialize>(value: &T) -> u64 {
     bincode::serialized_size(value).expect("every stored type is bincode-encodable")

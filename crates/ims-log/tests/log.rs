@@ -219,12 +219,16 @@ fn a_changed_byte_in_a_stored_event_is_found_by_verify_at_its_position() {
     }
     {
         // Tamper with the stored bytes of position 13 behind the log's back: it sits inside the
-        // record of the first append (positions 1 to 256), stored under position 256.
+        // first record of the first append, stored under the position of its last event.
         let db = ims_log::open_sled(sled::Config::new().path(dir.path().join("log"))).unwrap();
-        let mut key = vec![b'e'];
-        key.extend_from_slice(&256u64.to_be_bytes());
-        let mut envelopes = decode_record(&db.get(&key).unwrap().unwrap(), 256).unwrap();
-        envelopes[12].body.payload[0] ^= 0x01;
+        let mut from = vec![b'e'];
+        from.extend_from_slice(&13u64.to_be_bytes());
+        let (key, value) = db.range(from..).next().unwrap().unwrap();
+        let last = u64::from_be_bytes(key[1..].try_into().unwrap());
+        assert!(last > 13, "position 13 is inside a record");
+        let mut envelopes = decode_record(&value, last).unwrap();
+        let thirteenth = envelopes.iter_mut().find(|e| e.position() == 13).unwrap();
+        thirteenth.body.payload[0] ^= 0x01;
         db.insert(&key, encode_record(&envelopes)).unwrap();
         db.flush().unwrap();
     }
@@ -232,6 +236,37 @@ fn a_changed_byte_in_a_stored_event_is_found_by_verify_at_its_position() {
     let broken = log.verify(1..=log.head_position()).unwrap().unwrap_err();
     assert_eq!(broken.position, 13, "{broken:?}");
     assert!(log.verify(1..=12).unwrap().is_ok());
+}
+
+#[test]
+fn an_append_of_256_events_is_stored_in_records_of_at_most_1_kib_and_reads_back_whole() {
+    // Records of whole appends made sled store their leaf pages as blobs it never evicts, so a
+    // scan of the log kept everything it read (see `RECORD_BYTES`).
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir);
+    let commands: Vec<NewCommand> = (1..=256)
+        .map(|version| {
+            let mut command = command(None, &[("image/a", version)]);
+            command.events[0].payload = vec![b'x'; 400];
+            command
+        })
+        .collect();
+    log.append(&commands).unwrap();
+    let read = log.read_range(1, 1000).unwrap();
+    assert_eq!(read.len(), 256);
+    assert!(read
+        .iter()
+        .enumerate()
+        .all(|(i, e)| e.position() == i as u64 + 1));
+    drop(read);
+    drop(log);
+    let db = ims_log::open_sled(sled::Config::new().path(dir.path().join("log"))).unwrap();
+    let sizes: Vec<usize> = db
+        .scan_prefix(b"e")
+        .map(|item| item.unwrap().1.len())
+        .collect();
+    assert!(sizes.len() > 80, "{} records", sizes.len());
+    assert!(sizes.iter().all(|size| *size <= 1024), "{sizes:?}");
 }
 
 #[test]
@@ -246,18 +281,20 @@ fn a_record_that_no_longer_decodes_is_reported_at_its_first_position() {
             log.append(group).unwrap();
         }
     }
+    let first_cut;
     {
-        // Cut the record of positions 11 to 20 short, behind the log's back.
+        // Cut the record that ends at position 20 short, behind the log's back.
         let db = ims_log::open_sled(sled::Config::new().path(dir.path().join("log"))).unwrap();
         let key = [&[b'e'][..], &20u64.to_be_bytes()].concat();
         let bytes = db.get(&key).unwrap().unwrap();
+        first_cut = decode_record(&bytes, 20).unwrap()[0].position();
         db.insert(&key, &bytes[..bytes.len() / 2]).unwrap();
         db.flush().unwrap();
     }
     let log = open(&dir);
     let broken = log.verify(1..=log.head_position()).unwrap().unwrap_err();
-    assert_eq!(broken.position, 11, "{broken:?}");
-    assert!(log.verify(1..=10).unwrap().is_ok());
+    assert_eq!(broken.position, first_cut, "{broken:?}");
+    assert!(log.verify(1..=first_cut - 1).unwrap().is_ok());
     // A range after it needs the hash of position 20 to start from, which is lost with it.
     let broken = log.verify(21..=log.head_position()).unwrap().unwrap_err();
     assert_eq!(broken.position, 20, "{broken:?}");

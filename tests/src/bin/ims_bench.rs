@@ -419,6 +419,11 @@ mod stages {
                 ("ims_writer_stage_seconds", "fsync", "log: fdatasync"),
                 (
                     "ims_writer_stage_seconds",
+                    "index",
+                    "log: command index (after durable)",
+                ),
+                (
+                    "ims_writer_stage_seconds",
                     "reply",
                     "writer: replies handed over",
                 ),

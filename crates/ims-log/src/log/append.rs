@@ -16,6 +16,8 @@ pub struct AppendTimings {
     pub flush: Duration,
     /// `fdatasync` of sled's data file: the device has it.
     pub fsync: Duration,
+    /// The durable group's command records into the command index (`log/commands`).
+    pub index: Duration,
 }
 
 /// An append group being built: the head it has reached, what it writes besides the events,
@@ -29,8 +31,8 @@ pub(super) struct Group<'a> {
     /// The commands of the group with an id, by (id, actor): their index in `commands`.
     seen_commands: HashMap<(Uuid, &'a str), usize>,
     pub(super) results: Vec<Appended>,
-    /// How many events each stored record holds, when the group is several replicated groups
-    /// appended together (each keeps the record it had on the leader); empty: one record.
+    /// How many events each replicated group holds, when the group is several appended together
+    /// (each keeps the records it had on the leader); empty: one group.
     pub(super) record_sizes: Vec<usize>,
 }
 
@@ -55,6 +57,23 @@ impl Group<'_> {
             commands: self.commands.clone(),
             snapshots: self.snapshots.clone(),
         }
+    }
+
+    /// The event records to store: each replicated group's events apart, so that a follower
+    /// stores the records its leader did.
+    fn records(&self) -> Vec<(u64, Vec<u8>)> {
+        if self.record_sizes.is_empty() {
+            return encode_records(self.envelopes());
+        }
+        let envelopes: Vec<&Envelope> = self.envelopes().collect();
+        let mut rest = envelopes.as_slice();
+        let mut records = Vec::new();
+        for &size in &self.record_sizes {
+            let (group, after) = rest.split_at(size);
+            records.extend(encode_records(group.iter().copied()));
+            rest = after;
+        }
+        records
     }
 
     fn envelopes(&self) -> impl Iterator<Item = &Envelope> {
@@ -227,20 +246,15 @@ impl EventLog {
         for (key, chunk) in std::mem::take(&mut group.chunks).changed() {
             batch.insert(key, chunk);
         }
-        for command in &group.commands {
-            let id = Uuid::from_bytes(command.command_id);
-            batch.insert(
-                command_key(&command.actor, &id),
-                codec::encode(&command.stored),
-            );
+        for (last_position, run) in encode_command_records(&group.commands) {
+            batch.insert(&command_records_key(last_position)[..], run);
         }
         for (key, value) in &group.snapshots {
             batch.insert(snapshot_key(key), value.as_slice());
         }
-        batch.insert(
-            &event_key(group.next.position)[..],
-            encode_record(group.envelopes()),
-        );
+        for (last_position, record) in group.records() {
+            batch.insert(&event_key(last_position)[..], record);
+        }
         let mut head_value = group.next.position.to_be_bytes().to_vec();
         head_value.extend_from_slice(&group.next.hash);
         batch.insert(HEAD, head_value);
@@ -258,6 +272,9 @@ impl EventLog {
         failpoint::fsync()?;
         self.shared.data_file.sync_data()?;
         timings.fsync = started.elapsed();
+        let started = Instant::now();
+        self.index_commands(&group.commands, group.next.position)?;
+        timings.index = started.elapsed();
         Ok(())
     }
 

@@ -3,8 +3,8 @@
 //! append is one atomic `apply_batch` followed by one flush and one fdatasync.
 //!
 //! Keys (one tree, the first byte says what a key is):
-//! - `e` + position (u64 big-endian): an event record holding the events of one append, stored
-//!   under the position of its last event (see [`encode_record`]);
+//! - `e` + position (u64 big-endian): an event record holding a run of up to 1 KiB of one
+//!   append's events, stored under the position of its last event (see [`encode_record`]);
 //! - `S` + stream + `0x00` + chunk (u32 big-endian): the stream index, the positions of versions
 //!   `chunk * 64 + 1` to `chunk * 64 + 64` of the stream, as u64 big-endian each (a key per 64
 //!   events of a stream rather than per event: sled holds memory per key, about 38 bytes, from the
@@ -40,6 +40,8 @@ const COMMAND_UNSCOPED: u8 = b'c';
 const COMMAND: u8 = b'a';
 const HEAD: &[u8] = b"h";
 const SNAPSHOT: u8 = b'n';
+/// The command records of an append, from which the command index is derived (`log/commands`).
+const COMMAND_RECORDS: u8 = b'p';
 /// With replication: the stream sequence of the last replicated group the log holds.
 const REPLICATED: &[u8] = b"r";
 
@@ -135,6 +137,9 @@ struct Shared {
     /// The last position that is on disk; readers never see past it.
     durable_position: AtomicU64,
     poisoned: AtomicBool,
+    commands: commands::CommandIndex,
+    /// Whether the log holds command records of releases that kept the index in it.
+    legacy_commands: bool,
 }
 
 /// The event log of one region. Cheap to clone; appends are serialised, reads run alongside.
@@ -144,6 +149,7 @@ pub struct EventLog {
 }
 
 mod append;
+mod commands;
 mod keys;
 mod replica;
 mod verify;
@@ -165,6 +171,7 @@ impl EventLog {
         // loss too (DESIGN.md section 3).
         let data_file = File::open(path.join("db"))?;
         let head = read_head(&db)?;
+        let legacy_commands = commands::has_legacy_commands(&db)?;
         let log = Self {
             shared: Arc::new(Shared {
                 db,
@@ -174,6 +181,8 @@ impl EventLog {
                 writer: Mutex::new(head),
                 durable_position: AtomicU64::new(head.position),
                 poisoned: AtomicBool::new(false),
+                commands: Default::default(),
+                legacy_commands,
             }),
         };
         log.convert_stream_index()?;
@@ -277,37 +286,6 @@ impl EventLog {
             let mut number = [0u8; 4];
             number.copy_from_slice(&key[key.len() - 4..]);
             u64::from(u32::from_be_bytes(number)) * STREAM_CHUNK_EVENTS + chunk.len() as u64 / 8
-        }))
-    }
-
-    /// What the first append of `actor` with `command_id` got, if there was one. Another
-    /// actor's use of the same id is not seen.
-    pub fn command(
-        &self,
-        actor: &str,
-        command_id: &Uuid,
-    ) -> Result<Option<StoredCommand>, LogError> {
-        if let Some(bytes) = self.shared.db.get(command_key(actor, command_id))? {
-            return codec::decode(&bytes, || format!("command record {command_id}")).map(Some);
-        }
-        let Some(bytes) = self.shared.db.get(unscoped_command_key(command_id))? else {
-            return Ok(None);
-        };
-        let old: UnscopedCommand =
-            codec::decode(&bytes, || format!("command record {command_id}"))?;
-        // An unscoped record counts only for the actor that its events were recorded for.
-        let first = self.read_range(old.first_position, 1)?;
-        if first
-            .first()
-            .is_none_or(|envelope| envelope.body.actor != actor)
-        {
-            return Ok(None);
-        }
-        Ok(Some(StoredCommand {
-            first_position: old.first_position,
-            last_position: old.last_position,
-            reply: old.reply,
-            digest: None,
         }))
     }
 

@@ -248,6 +248,7 @@ impl RegionWriter {
                 stage("apply", timings.apply);
                 stage("flush", timings.flush);
                 stage("fsync", timings.fsync);
+                stage("index", timings.index);
                 results
             }
             Err(error) => return Err(self.fail(decided, error)),

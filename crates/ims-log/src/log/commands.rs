@@ -1,0 +1,143 @@
+//! The command-id index: for each (command id, actor), what the first append with them got.
+//!
+//! It is derived data, kept in a sled database of its own (`commands/` inside the log's folder)
+//! behind a watermark, and the log holds what it is derived from: each append writes its command
+//! records (under `p` + the last position of the last command, usually one key an append) in its
+//! atomic batch. Once the log is durable the index gets the same records and the
+//! watermark in one batch of its own, without a flush of its own: after a crash it may lack the
+//! last appends, and the first use after opening indexes the records past its watermark again.
+//!
+//! Why apart: a key per command was most of the log's keys (10M of 12M on a region of 10M
+//! events), and sled holds memory and start-up work per page from the moment it opens a
+//! database. The writer needs the index; an audit, which opens the log to read events, does not,
+//! so the index is opened on first use only. Logs written before kept the index in the log
+//! itself (`a` and `c` keys), which stays read for them.
+
+use std::sync::OnceLock;
+
+use super::*;
+
+/// The index's key of the last position whose command records it holds.
+const WATERMARK: &[u8] = b"w";
+
+/// The index database, opened on first use.
+#[derive(Debug, Default)]
+pub(super) struct CommandIndex {
+    db: OnceLock<sled::Db>,
+    opening: Mutex<()>,
+}
+
+impl EventLog {
+    /// The index, opened and brought up to the log's command records on first use.
+    pub(super) fn command_index(&self) -> Result<&sled::Db, LogError> {
+        let index = &self.shared.commands;
+        if let Some(db) = index.db.get() {
+            return Ok(db);
+        }
+        let _opening = index.opening.lock().expect("command index lock");
+        if let Some(db) = index.db.get() {
+            return Ok(db);
+        }
+        let db = open_sled(
+            sled::Config::new()
+                .path(self.shared.path.join("commands"))
+                .cache_capacity(16 << 20),
+        )?;
+        self.index_records_after_watermark(&db)?;
+        Ok(index.db.get_or_init(|| db))
+    }
+
+    /// Indexes the command records the log holds past the index's watermark: the appends whose
+    /// index batch a crash lost, or all of them for a new (or deleted) index.
+    fn index_records_after_watermark(&self, index: &sled::Db) -> Result<(), LogError> {
+        let watermark = index
+            .get(WATERMARK)?
+            .filter(|bytes| bytes.len() == 8)
+            .map_or(0, |bytes| be_u64(&bytes));
+        let mut batch = sled::Batch::default();
+        let mut last = watermark;
+        let from = command_records_key(watermark.saturating_add(1));
+        for item in self.shared.db.range(from..=command_records_key(u64::MAX)) {
+            let (key, value) = item?;
+            last = be_u64(&key[1..]);
+            let records: Vec<CommandRecord> =
+                codec::decode(&value, || format!("command records at position {last}"))?;
+            add_to_index(&mut batch, &records, last);
+        }
+        if last > watermark {
+            index.apply_batch(batch)?;
+            index.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Writes a durable group's command records to the index.
+    pub(super) fn index_commands(
+        &self,
+        records: &[CommandRecord],
+        last_position: u64,
+    ) -> Result<(), LogError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        add_to_index(&mut batch, records, last_position);
+        self.command_index()?.apply_batch(batch)?;
+        Ok(())
+    }
+
+    /// What the first append of `actor` with `command_id` got, if there was one. Another
+    /// actor's use of the same id is not seen.
+    pub fn command(
+        &self,
+        actor: &str,
+        command_id: &Uuid,
+    ) -> Result<Option<StoredCommand>, LogError> {
+        let key = command_key(actor, command_id);
+        if let Some(bytes) = self.command_index()?.get(&key)? {
+            return codec::decode(&bytes, || format!("command record {command_id}")).map(Some);
+        }
+        if !self.shared.legacy_commands {
+            return Ok(None);
+        }
+        if let Some(bytes) = self.shared.db.get(&key)? {
+            return codec::decode(&bytes, || format!("command record {command_id}")).map(Some);
+        }
+        let Some(bytes) = self.shared.db.get(unscoped_command_key(command_id))? else {
+            return Ok(None);
+        };
+        let old: UnscopedCommand =
+            codec::decode(&bytes, || format!("command record {command_id}"))?;
+        // An unscoped record counts only for the actor that its events were recorded for.
+        let first = self.read_range(old.first_position, 1)?;
+        if first
+            .first()
+            .is_none_or(|envelope| envelope.body.actor != actor)
+        {
+            return Ok(None);
+        }
+        Ok(Some(StoredCommand {
+            first_position: old.first_position,
+            last_position: old.last_position,
+            reply: old.reply,
+            digest: None,
+        }))
+    }
+}
+
+fn add_to_index(batch: &mut sled::Batch, records: &[CommandRecord], last_position: u64) {
+    for record in records {
+        let id = Uuid::from_bytes(record.command_id);
+        batch.insert(
+            command_key(&record.actor, &id),
+            codec::encode(&record.stored),
+        );
+    }
+    batch.insert(WATERMARK, &last_position.to_be_bytes());
+}
+
+/// Whether the log holds a command index of its own (written before the index moved out).
+pub(super) fn has_legacy_commands(db: &sled::Db) -> Result<bool, LogError> {
+    Ok(db.scan_prefix([COMMAND]).next().is_some()
+        || db.scan_prefix([COMMAND_UNSCOPED]).next().is_some())
+}

@@ -1,0 +1,118 @@
+//! The command index lives beside the log and is derived from the command records the log holds:
+//! lost or behind, it is rebuilt, and a retry still gets its first reply.
+
+use ims_log::*;
+use uuid::Uuid;
+
+fn command(id: Uuid, version: u64) -> NewCommand {
+    NewCommand {
+        digest: Some([7; 32]),
+        command_id: Some(id),
+        actor: "tenant t1".to_owned(),
+        recorded_at_ms: 1_700_000_000_000,
+        events: vec![NewEvent {
+            stream: format!("image/{id}"),
+            stream_version: version,
+            event_type: "test_event".to_owned(),
+            schema_version: 1,
+            payload: b"payload".to_vec(),
+        }],
+        reply: format!("{{\"ok\":true,\"id\":\"{id}\"}}").into_bytes(),
+        snapshots: vec![],
+    }
+}
+
+fn open(dir: &tempfile::TempDir) -> EventLog {
+    EventLog::open(dir.path().join("log"), "eu-west-0").unwrap()
+}
+
+/// Appends `count` new commands in groups of 100; returns their ids.
+fn append_new(log: &EventLog, count: usize) -> Vec<Uuid> {
+    let ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
+    let commands: Vec<NewCommand> = ids.iter().map(|id| command(*id, 1)).collect();
+    for group in commands.chunks(100) {
+        let results = log.append(group).unwrap();
+        assert!(results.iter().all(|r| matches!(r, Appended::New { .. })));
+    }
+    ids
+}
+
+/// Retries every id: each must be a duplicate with its own reply, and nothing appended.
+fn assert_retries_are_duplicates(log: &EventLog, ids: &[Uuid]) {
+    let head = log.head_position();
+    let retries: Vec<NewCommand> = ids.iter().map(|id| command(*id, 1)).collect();
+    for (id, result) in ids.iter().zip(log.append(&retries).unwrap()) {
+        let Appended::Duplicate(stored) = result else {
+            panic!("command {id} was appended again: {result:?}")
+        };
+        assert_eq!(stored.reply, command(*id, 1).reply);
+        assert_eq!(stored.digest, Some([7; 32]));
+    }
+    assert_eq!(log.head_position(), head, "a retry appended events");
+}
+
+#[test]
+fn a_deleted_command_index_is_rebuilt_from_the_logs_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = append_new(&open(&dir), 300);
+    std::fs::remove_dir_all(dir.path().join("log/commands")).unwrap();
+    let log = open(&dir);
+    assert_retries_are_duplicates(&log, &ids);
+    drop(log);
+    // The log itself holds the records, not a key per command.
+    let db = ims_log::open_sled(sled::Config::new().path(dir.path().join("log"))).unwrap();
+    assert_eq!(db.scan_prefix(b"a").count(), 0, "command keys in the log");
+    assert!(
+        db.scan_prefix(b"p").count() > 0,
+        "no command records in the log"
+    );
+}
+
+#[test]
+fn an_index_that_lost_its_last_batches_in_a_crash_catches_up_on_first_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let before = append_new(&open(&dir), 150);
+    let after = append_new(&open(&dir), 250);
+    {
+        // The index as a crash could leave it (it is not flushed with the log): the batches of
+        // the last appends lost, watermark and keys alike.
+        let index =
+            ims_log::open_sled(sled::Config::new().path(dir.path().join("log/commands"))).unwrap();
+        for id in &after {
+            let key = [&b"a"[..], id.as_bytes(), b"tenant t1"].concat();
+            assert!(index.remove(key).unwrap().is_some());
+        }
+        index.insert(b"w", &150u64.to_be_bytes()).unwrap();
+        index.flush().unwrap();
+    }
+    let log = open(&dir);
+    assert_retries_are_duplicates(&log, &after);
+    assert_retries_are_duplicates(&log, &before);
+    // And new commands still go in.
+    append_new(&log, 10);
+}
+
+#[test]
+fn command_records_that_a_log_kept_in_itself_are_still_honoured() {
+    let dir = tempfile::tempdir().unwrap();
+    let id = Uuid::now_v7();
+    let stored = StoredCommand {
+        first_position: 1,
+        last_position: 1,
+        reply: b"{\"ok\":true}".to_vec(),
+        digest: Some([7; 32]),
+    };
+    {
+        let log = open(&dir);
+        append_new(&log, 1);
+        drop(log);
+        // As releases before the index moved out wrote it: `a` + id + actor, in the log.
+        let db = ims_log::open_sled(sled::Config::new().path(dir.path().join("log"))).unwrap();
+        let key = [&b"a"[..], id.as_bytes(), b"tenant t1"].concat();
+        db.insert(key, ims_log::encode(&stored)).unwrap();
+        db.flush().unwrap();
+    }
+    let log = open(&dir);
+    assert_eq!(log.command("tenant t1", &id).unwrap(), Some(stored));
+    assert_eq!(log.command("tenant t2", &id).unwrap(), None);
+}
