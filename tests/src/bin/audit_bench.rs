@@ -2,7 +2,9 @@
 //! then each audit command in a process of its own (this binary run again with `--one`), with
 //! its time and its peak resident memory (VmHWM).
 //!
-//! Run: `cargo run --release -p ims-tests --bin audit-bench [-- EVENTS]`
+//! Run: `cargo run --release -p ims-tests --bin audit-bench [-- EVENTS]`, or on a region that
+//! `scale-bench EVENTS DATA_DIR` wrote (10M events take 20 GB and about ten minutes to write):
+//! `audit-bench -- --data-dir DATA_DIR`, each audit in a process of its own alone.
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -25,8 +27,27 @@ use ims_wire::{Query, QueryParams};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().collect();
-    if args.get(1).map(String::as_str) == Some("--one") {
-        return one(&args[2], std::path::Path::new(&args[3]), args[4].parse()?).await;
+    match args.get(1).map(String::as_str) {
+        Some("--one") => {
+            let at = Region {
+                dir: args[3].clone().into(),
+                name: args[4].clone(),
+            };
+            return one(&args[2], &at, args[5].parse()?).await;
+        }
+        Some("--data-dir") => {
+            // A region written by scale-bench: its log and read models as imsd leaves them.
+            let at = Region {
+                dir: std::path::Path::new(&args[2]).join(SCALE_REGION),
+                name: SCALE_REGION.to_owned(),
+            };
+            let events = EventLog::open(at.dir.join("log"), SCALE_REGION)?.head_position();
+            println!("a region of {events} events written by scale-bench");
+            // Not as-of from position 1: a replay of the whole region in memory (tens of GB).
+            let kinds = ["who-could-use", "history", "as-of-snapshot", "verify"];
+            return each_in_its_own_process(&at, events as usize, &kinds);
+        }
+        _ => {}
     }
     let events: usize = args
         .get(1)
@@ -102,23 +123,38 @@ async fn main() -> anyhow::Result<()> {
             .collect::<Vec<_>>()
     );
     drop((models, replayed, source, log));
-    each_in_its_own_process(dir.path(), events)
-}
-
-/// Runs each audit command in a fresh process on the log just written and prints its time and
-/// peak resident memory.
-fn each_in_its_own_process(dir: &std::path::Path, events: usize) -> anyhow::Result<()> {
-    println!("each audit in a process of its own (time, peak resident memory):");
-    for kind in [
+    let at = Region {
+        dir: dir.path().to_owned(),
+        name: "bench-1".to_owned(),
+    };
+    let kinds = [
         "who-could-use",
         "history",
         "as-of",
         "as-of-snapshot",
         "verify",
-    ] {
+    ];
+    each_in_its_own_process(&at, events, &kinds)
+}
+
+/// The region scale-bench writes.
+const SCALE_REGION: &str = "test-1";
+
+/// Where the audits run: a region's folder (its `log` and `projections`) and its name.
+struct Region {
+    dir: std::path::PathBuf,
+    name: String,
+}
+
+/// Runs each audit command in a fresh process on the log just written and prints its time and
+/// peak resident memory.
+fn each_in_its_own_process(at: &Region, events: usize, kinds: &[&str]) -> anyhow::Result<()> {
+    println!("each audit in a process of its own (time, peak resident memory):");
+    for kind in kinds {
         let output = std::process::Command::new(std::env::current_exe()?)
             .args(["--one", kind])
-            .arg(dir)
+            .arg(&at.dir)
+            .arg(&at.name)
             .arg(events.to_string())
             .output()?;
         let said = String::from_utf8_lossy(&output.stdout);
@@ -134,10 +170,13 @@ fn each_in_its_own_process(dir: &std::path::Path, events: usize) -> anyhow::Resu
 
 /// One audit command on the log in `dir`: prints what it did, how long it took and the
 /// process's peak resident memory.
-async fn one(kind: &str, dir: &std::path::Path, events: u64) -> anyhow::Result<()> {
-    let log = EventLog::open(dir.join("log"), "bench-1")?;
+async fn one(kind: &str, at: &Region, events: u64) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let log = EventLog::open(at.dir.join("log"), &at.name)?;
+    let opened = started.elapsed();
     let source = LogSource::Offline(log.clone());
-    let region = RegionId::parse("bench-1").unwrap();
+    let region = RegionId::parse(&at.name)?;
+    let dir = &at.dir;
     // A position and an image away from both ends of the log, the same every run; the
     // position halfway between two of the projector's snapshots, the worst case for as-of.
     let position = events * 7 / 10 + 50_000 - 1;
@@ -186,8 +225,9 @@ async fn one(kind: &str, dir: &std::path::Path, events: u64) -> anyhow::Result<(
     };
     let took = started.elapsed();
     println!(
-        "{what:<72} {:>9.1} ms {:>7} MiB",
+        "{what:<72} {:>9.1} ms + opening the log {:>6.1} ms {:>7} MiB",
         took.as_secs_f64() * 1e3,
+        opened.as_secs_f64() * 1e3,
         peak_resident_kib() / 1024
     );
     Ok(())
