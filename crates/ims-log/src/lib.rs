@@ -1,17 +1,19 @@
 //! The durable event log of one ims region: the source of truth.
 //!
-//! An append writes a group of decided commands (their events, the stream index, the command-id
-//! index with the stored reply, the head of the hash chain and the writer's snapshots) as one
-//! atomic sled batch, then flushes and fdatasyncs once before anything is acknowledged. Positions
-//! are region-wide, start at 1 and have no gaps; every event is chained to the one before by
-//! SHA-256, so a rewrite of history is detectable by [`EventLog::verify`]. No API deletes or
-//! rewrites events. With replication (DESIGN.md section 12), [`EventLog::append_replicated`] hands
-//! each sealed group to the replicated log before writing it, and a follower writes the same
-//! group with [`EventLog::append_groups`].
+//! An append writes a group of decided commands (their events, the stream index, their command
+//! records with the stored replies, the head of the hash chain and the writer's snapshots) as one
+//! atomic sled batch, then flushes and fdatasyncs once before anything is acknowledged; the
+//! command-id index that retries are looked up in is derived from the records (`log/commands`).
+//! Positions are region-wide, start at 1 and have no gaps; every event is chained to the one
+//! before by SHA-256, so a rewrite of history is detectable by [`EventLog::verify`]. No API
+//! deletes or rewrites events. With replication (DESIGN.md section 12),
+//! [`EventLog::append_replicated`] hands each sealed group to the replicated log before writing
+//! it, and a follower writes the same group with [`EventLog::append_groups`].
 //!
 //! Modules: `codec` (the only user of bincode), `envelope` (the stored record and its hash chain,
 //! with the record format), `log` ([`EventLog`]; `log/replica`: [`GroupRecord`] and the
-//! follower's append), `upcast` (reading old schema versions).
+//! follower's append; `log/commands`: the command-id index), `upcast` (reading old schema
+//! versions).
 
 mod codec;
 mod envelope;

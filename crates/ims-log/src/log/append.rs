@@ -407,20 +407,7 @@ mod group_checks {
     use super::*;
 
     fn envelope(position: u64, prev_hash: [u8; 32]) -> Envelope {
-        let body = EnvelopeBody {
-            position,
-            event_id: [1; 16],
-            stream: "image-x".into(),
-            stream_version: position,
-            command_id: None,
-            actor: "operator".into(),
-            region: "test-1".into(),
-            recorded_at_ms: 0,
-            event_type: "image_created".into(),
-            schema_version: 1,
-            payload: vec![],
-        };
-        Envelope::seal(body, prev_hash)
+        test_envelope(position, prev_hash, Vec::new())
     }
 
     fn group(envelopes: Vec<Envelope>) -> (Head, Vec<Appended>) {

@@ -120,9 +120,9 @@ pub(super) fn snapshot_key(key: &[u8]) -> Vec<u8> {
 /// so the formats cannot be confused) then the envelopes as a sequence (u64 count, then each
 /// envelope). A key per run instead of one per event takes the events' part of an append of 256
 /// from 256 sled inserts to a few tens (sled's cost is mostly per key), and lets a scan decode a
-/// run at once. Appends write runs of up to [`RECORD_BYTES`] (logs written before held a whole
-/// append per record; both are read alike). Public for tools and tests that inspect the stored
-/// bytes.
+/// run at once. Appends write runs of up to 1 KiB (`RECORD_BYTES`; logs written before held a
+/// whole append per record; both are read alike). Public for tools and tests that inspect the
+/// stored bytes.
 pub fn encode_record<'a>(envelopes: impl IntoIterator<Item = &'a Envelope>) -> Vec<u8> {
     let envelopes: Vec<&Envelope> = envelopes.into_iter().collect();
     codec::encode(&(0u64, envelopes))
@@ -232,26 +232,12 @@ pub(super) fn be_u64(bytes: &[u8]) -> u64 {
 #[cfg(test)]
 mod records {
     use super::*;
-    use crate::EnvelopeBody;
 
     fn envelopes(count: u64, payload_bytes: usize) -> Vec<Envelope> {
         let mut prev_hash = [0; 32];
         (1..=count)
             .map(|position| {
-                let body = EnvelopeBody {
-                    position,
-                    event_id: [1; 16],
-                    stream: "image-x".into(),
-                    stream_version: position,
-                    command_id: None,
-                    actor: "operator".into(),
-                    region: "test-1".into(),
-                    recorded_at_ms: 0,
-                    event_type: "image_created".into(),
-                    schema_version: 1,
-                    payload: vec![7; payload_bytes],
-                };
-                let envelope = Envelope::seal(body, prev_hash);
+                let envelope = test_envelope(position, prev_hash, vec![7; payload_bytes]);
                 prev_hash = envelope.hash;
                 envelope
             })

@@ -1,6 +1,7 @@
-//! `EventLog`: one sled database per region holding the events, the stream index, the command-id
-//! index, the head of the hash chain and the writer's entity snapshots, all in one tree so that an
-//! append is one atomic `apply_batch` followed by one flush and one fdatasync.
+//! `EventLog`: one sled database per region holding the events, the stream index, the command
+//! records, the head of the hash chain and the writer's entity snapshots, all in one tree so that
+//! an append is one atomic `apply_batch` followed by one flush and one fdatasync. The command-id
+//! index derived from the records is a database of its own, `commands/` (see `commands.rs`).
 //!
 //! Keys (one tree, the first byte says what a key is):
 //! - `e` + position (u64 big-endian): an event record holding a run of up to 1 KiB of one
@@ -10,8 +11,12 @@
 //!   events of a stream rather than per event: sled holds memory per key, about 38 bytes, from the
 //!   moment it opens a database); the first release kept a key per event (`s` + stream + `0x00` +
 //!   version), which `open` converts;
+//! - `p` + position (u64 big-endian): the [`CommandRecord`]s of an append (usually all in one
+//!   key), stored under the last position of the last one;
 //! - `a` + command id (16 bytes) + actor: a [`StoredCommand`], with the digest of the command;
-//!   command ids are scoped by actor, so one principal can never see another's reply;
+//!   command ids are scoped by actor, so one principal can never see another's reply. Written
+//!   here by releases before the index moved to `commands/` (where its keys are the same), and
+//!   still read for them;
 //! - `c` + command id (16 bytes): a command record of releases before actor scoping (no digest),
 //!   still honoured for the actor its events name;
 //! - `h`: the head, position (u64 big-endian) then hash (32 bytes);
@@ -391,6 +396,25 @@ impl EventLog {
         Ok(envelopes)
     }
 }
+/// An event of stream `image-x` at `position` (its version too), sealed onto `prev_hash`.
+#[cfg(test)]
+fn test_envelope(position: u64, prev_hash: [u8; 32], payload: Vec<u8>) -> Envelope {
+    let body = EnvelopeBody {
+        position,
+        event_id: [1; 16],
+        stream: "image-x".into(),
+        stream_version: position,
+        command_id: None,
+        actor: "operator".into(),
+        region: "test-1".into(),
+        recorded_at_ms: 0,
+        event_type: "image_created".into(),
+        schema_version: 1,
+        payload,
+    };
+    Envelope::seal(body, prev_hash)
+}
+
 /// How long an open waits for a database that another handle (of this process, just dropped,
 /// whose sled threads are still winding down) or a previous process still locks.
 pub const OPEN_LOCK_WAIT_MAX: std::time::Duration = std::time::Duration::from_secs(5);
