@@ -105,6 +105,9 @@ pub struct Rebuilt<F> {
     _scratch: tempfile::TempDir,
 }
 
+/// sled's cache for a live model read offline, once, in key order.
+const SCAN_CACHE_BYTES: u64 = 32 << 20;
+
 /// Rows a rebuild keeps in memory before it writes them to disk (about 100 MiB for the catalog).
 pub const REBUILD_ROWS_IN_MEMORY: usize = 500_000;
 
@@ -305,7 +308,8 @@ async fn verify_model<F: Fold + Copy>(
 ) -> Result<Option<String>, AuditError> {
     match live {
         LiveModels::Offline(dir) => {
-            let opened = ReadModel::open(dir, fold)?;
+            // Read once, in key order: a cache buys nothing but memory.
+            let opened = ReadModel::open_with_cache(dir, fold, SCAN_CACHE_BYTES)?;
             rebuilt.advance(source, opened.checkpoint()).await?;
             first_difference(
                 opened.store().scan_from(b"", Vec::new()),
