@@ -223,18 +223,23 @@ async fn command_ids_in_log(client: &Client) -> Vec<uuid::Uuid> {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_fsync_stops_imsd_non_zero_and_nothing_answered_ok_is_lost() {
-    // Proves fail-stop: an injected fsync failure ends the process with a non-zero exit and one
-    // clear line, no command is answered ok that is not durable, and a restart recovers.
+/// What a run of imsd with an armed failpoint left: its data and NATS server, a client, the
+/// ids of the commands answered ok and of those answered `unavailable` (outcome unknown).
+struct StoppedByFailpoint {
+    data: tempfile::TempDir,
+    nats: ims_nats_server::NatsServer,
+    client: Client,
+    ok: Vec<uuid::Uuid>,
+    unknown: Vec<uuid::Uuid>,
+}
+
+/// Runs imsd with `failpoints` armed and sends it create-image commands, one at a time, until
+/// it stops; checks that it stopped non-zero with one clear line and that no reply said
+/// "nothing was recorded" for an outcome it could not know.
+async fn load_until_a_failpoint_stops_imsd(failpoints: &str) -> StoppedByFailpoint {
     let data = tempfile::tempdir().unwrap();
     let nats = ims_tests::secured_nats(data.path());
-    let mut imsd = start_imsd_reporting(
-        &nats.url(),
-        data.path(),
-        free_http_addr(),
-        "fsync-fails-after=30",
-    );
+    let mut imsd = start_imsd_reporting(&nats.url(), data.path(), free_http_addr(), failpoints);
     let client = Client::connect(&nats.url(), REGION, data.path()).await;
     client.wait_ready().await;
     let reply = client
@@ -242,7 +247,7 @@ async fn a_failed_fsync_stops_imsd_non_zero_and_nothing_answered_ok_is_lost() {
         .await;
     assert_eq!(reply["ok"], true, "{reply}");
     let connection = client.tenant_connection("load").await;
-    let (mut ok, mut unknown) = (Vec::new(), 0);
+    let (mut ok, mut unknown) = (Vec::new(), Vec::new());
     let started = Instant::now();
     while imsd.try_wait().unwrap().is_none() {
         assert!(
@@ -265,35 +270,56 @@ async fn a_failed_fsync_stops_imsd_non_zero_and_nothing_answered_ok_is_lost() {
             assert_eq!(code(&reply), "unavailable", "{reply}");
             let message = reply["error"]["message"].as_str().unwrap();
             assert!(!message.contains("nothing was recorded"), "{message}");
-            unknown += 1;
+            unknown.push(id);
         }
     }
     let (status, stderr) = exit_of(&mut imsd, "imsd did not stop").await;
     assert!(
         !status.success(),
-        "imsd exited {status} after a failed fsync"
+        "imsd exited {status} after the failure ({failpoints})"
     );
     assert!(stderr.contains("could not be written"), "{stderr}");
     assert!(
         !ok.is_empty(),
         "nothing was acknowledged before the failure"
     );
+    StoppedByFailpoint {
+        data,
+        nats,
+        client,
+        ok,
+        unknown,
+    }
+}
 
-    let _imsd = start_imsd(&nats.url(), data.path());
-    client.wait_ready().await;
-    let in_log = command_ids_in_log(&client).await;
-    let distinct: HashSet<_> = in_log.iter().collect();
+/// The command ids in the log, each checked to be there once.
+async fn command_ids_in_log_once(client: &Client) -> HashSet<uuid::Uuid> {
+    let in_log = command_ids_in_log(client).await;
+    let distinct: HashSet<_> = in_log.iter().copied().collect();
     assert_eq!(
         distinct.len(),
         in_log.len(),
         "a command id was applied twice"
     );
+    distinct
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_fsync_stops_imsd_non_zero_and_nothing_answered_ok_is_lost() {
+    // Proves fail-stop: an injected fsync failure ends the process with a non-zero exit and one
+    // clear line, no command is answered ok that is not durable, and a restart recovers.
+    let stopped = load_until_a_failpoint_stops_imsd("fsync-fails-after=30").await;
+    let (client, ok) = (&stopped.client, &stopped.ok);
+    let _imsd = start_imsd(&stopped.nats.url(), stopped.data.path());
+    client.wait_ready().await;
+    let distinct = command_ids_in_log_once(client).await;
     let missing = ok.iter().filter(|id| !distinct.contains(id)).count();
     assert_eq!(
         missing,
         0,
-        "{missing} of {} acknowledged commands were lost ({unknown} unknown)",
-        ok.len()
+        "{missing} of {} acknowledged commands were lost ({} unknown)",
+        ok.len(),
+        stopped.unknown.len()
     );
     let created = client
         .command(
@@ -308,7 +334,32 @@ async fn a_failed_fsync_stops_imsd_non_zero_and_nothing_answered_ok_is_lost() {
     );
 }
 
-/// Resident memory of a process, in MiB (Linux).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_command_index_write_stops_imsd_and_every_retry_after_a_restart_is_applied_once() {
+    // The command index is written once the group is durable in the log, so a failure there
+    // leaves commands in the log that the index does not hold. After the restart the index is
+    // rebuilt from the log's command records: a retry of each command, answered ok or not,
+    // gets ok, and none is appended twice.
+    let stopped = load_until_a_failpoint_stops_imsd("index-fails-after=30").await;
+    let client = &stopped.client;
+    let _imsd = start_imsd(&stopped.nats.url(), stopped.data.path());
+    client.wait_ready().await;
+    assert!(
+        !stopped.unknown.is_empty(),
+        "no command's outcome was unknown"
+    );
+    for id in stopped.unknown.iter().chain(&stopped.ok) {
+        let retried = client
+            .command("load", "create-image", create_body(*id, true))
+            .await;
+        assert_eq!(retried["ok"], true, "the retry of {id}: {retried}");
+    }
+    let distinct = command_ids_in_log_once(client).await;
+    for id in stopped.unknown.iter().chain(&stopped.ok) {
+        assert!(distinct.contains(id), "{id} is not in the log");
+    }
+}
+
 fn rss_mib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kib: u64 = status

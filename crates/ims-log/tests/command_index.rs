@@ -69,6 +69,14 @@ fn a_deleted_command_index_is_rebuilt_from_the_logs_records() {
 }
 
 #[test]
+fn a_deleted_index_of_more_commands_than_one_catch_up_batch_is_rebuilt_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let ids = append_new(&open(&dir), 25_000);
+    std::fs::remove_dir_all(dir.path().join("log/commands")).unwrap();
+    assert_retries_are_duplicates(&open(&dir), &ids);
+}
+
+#[test]
 fn an_index_that_lost_its_last_batches_in_a_crash_catches_up_on_first_use() {
     let dir = tempfile::tempdir().unwrap();
     let before = append_new(&open(&dir), 150);

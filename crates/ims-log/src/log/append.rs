@@ -340,22 +340,40 @@ impl EventLog {
 
 /// Fault injection (feature `failpoints`, tests only): `IMS_FAILPOINTS=fsync-fails-after=N`
 /// makes every fsync after the first N fail, as a dying disk would.
-mod failpoint {
+pub(super) mod failpoint {
+    /// Fails once `name` (in `IMS_FAILPOINTS`) calls have passed; `done` counts them.
     #[cfg(feature = "failpoints")]
-    pub fn fsync() -> std::io::Result<()> {
-        use std::sync::atomic::{AtomicU64, Ordering};
-        static DONE: AtomicU64 = AtomicU64::new(0);
-        match crate::failpoints::value("fsync-fails-after") {
-            Some(after) if DONE.fetch_add(1, Ordering::AcqRel) >= after => Err(
-                std::io::Error::other("injected fsync failure (IMS_FAILPOINTS)"),
+    fn after(name: &str, what: &str, done: &std::sync::atomic::AtomicU64) -> std::io::Result<()> {
+        match crate::failpoints::value(name) {
+            Some(after) if done.fetch_add(1, std::sync::atomic::Ordering::AcqRel) >= after => Err(
+                std::io::Error::other(format!("injected {what} failure (IMS_FAILPOINTS)")),
             ),
             _ => Ok(()),
         }
     }
 
+    #[cfg(feature = "failpoints")]
+    pub fn fsync() -> std::io::Result<()> {
+        static DONE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        after("fsync-fails-after", "fsync", &DONE)
+    }
+
+    /// The command index's write, once the group is durable in the log.
+    #[cfg(feature = "failpoints")]
+    pub fn index() -> std::io::Result<()> {
+        static DONE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        after("index-fails-after", "command index write", &DONE)
+    }
+
     #[cfg(not(feature = "failpoints"))]
     #[inline(always)]
     pub fn fsync() -> std::io::Result<()> {
+        Ok(())
+    }
+
+    #[cfg(not(feature = "failpoints"))]
+    #[inline(always)]
+    pub fn index() -> std::io::Result<()> {
         Ok(())
     }
 }

@@ -17,6 +17,9 @@ use std::sync::OnceLock;
 
 use super::*;
 
+/// Commands per batch when the index catches up with the log.
+const CATCH_UP_BATCH_COMMANDS: usize = 10_000;
+
 /// The index's key of the last position whose command records it holds.
 const WATERMARK: &[u8] = b"w";
 
@@ -50,22 +53,28 @@ impl EventLog {
     /// Indexes the command records the log holds past the index's watermark: the appends whose
     /// index batch a crash lost, or all of them for a new (or deleted) index.
     fn index_records_after_watermark(&self, index: &sled::Db) -> Result<(), LogError> {
-        let watermark = index
-            .get(WATERMARK)?
-            .filter(|bytes| bytes.len() == 8)
-            .map_or(0, |bytes| be_u64(&bytes));
+        let watermark = last_indexed(index)?;
+        // Bounded batches, each with its watermark: a whole index (one deleted or lost with its
+        // disk) is millions of commands.
         let mut batch = sled::Batch::default();
-        let mut last = watermark;
+        let mut in_batch = 0;
         let from = command_records_key(watermark.saturating_add(1));
         for item in self.shared.db.range(from..=command_records_key(u64::MAX)) {
             let (key, value) = item?;
-            last = be_u64(&key[1..]);
+            let last = be_u64(&key[1..]);
             let records: Vec<CommandRecord> =
                 codec::decode(&value, || format!("command records at position {last}"))?;
             add_to_index(&mut batch, &records, last);
+            in_batch += records.len();
+            if in_batch >= CATCH_UP_BATCH_COMMANDS {
+                index.apply_batch(std::mem::take(&mut batch))?;
+                in_batch = 0;
+            }
         }
-        if last > watermark {
+        if in_batch > 0 {
             index.apply_batch(batch)?;
+        }
+        if last_indexed(index)? > watermark {
             index.flush()?;
         }
         Ok(())
@@ -82,7 +91,9 @@ impl EventLog {
         }
         let mut batch = sled::Batch::default();
         add_to_index(&mut batch, records, last_position);
-        self.command_index()?.apply_batch(batch)?;
+        let index = self.command_index()?;
+        super::append::failpoint::index()?;
+        index.apply_batch(batch)?;
         Ok(())
     }
 
@@ -123,6 +134,14 @@ impl EventLog {
             digest: None,
         }))
     }
+}
+
+/// The watermark: the last position whose command records the index holds.
+fn last_indexed(index: &sled::Db) -> Result<u64, LogError> {
+    Ok(index
+        .get(WATERMARK)?
+        .filter(|bytes| bytes.len() == 8)
+        .map_or(0, |bytes| be_u64(&bytes)))
 }
 
 fn add_to_index(batch: &mut sled::Batch, records: &[CommandRecord], last_position: u64) {
