@@ -151,10 +151,12 @@ pub(super) fn encode_records<'a>(
 }
 
 /// The size at which [`encode_command_records`] closes a run. The command records are read only
-/// to rebuild the command index after a crash, so what matters is how few keys they make (sled
-/// holds memory per page of a database from the moment it opens it): an append's records in one
-/// key, or a few when a follower appends many replicated groups at once.
-const COMMAND_RUN_BYTES: usize = 64 << 10;
+/// to rebuild the command index, after a crash or when it is lost. Runs of 64 KiB made leaf
+/// pages over 128 KiB: blobs, which sled's cache never evicts, so rebuilding the index of a
+/// 10M-event log held its 570 MB of runs in memory. Runs of 4 KiB keep a page of 17 under that
+/// (and an append of 256 commands is a few keys); the extra pages are about 12,000 at 10M events,
+/// a few MB to open with the patched sled (`crates/vendor/sled/PATCHES.md`).
+pub(super) const COMMAND_RUN_BYTES: usize = 4 << 10;
 
 /// Encodes a group's command records as runs of at most [`COMMAND_RUN_BYTES`] (each a sequence
 /// that decodes as `Vec<CommandRecord>`), each with the last position of its last command.
@@ -267,6 +269,32 @@ mod records {
             decoded.extend(envelopes);
         }
         assert_eq!(decoded, run);
+    }
+
+    #[test]
+    fn command_records_are_runs_small_enough_for_sleds_cache_to_evict() {
+        let records: Vec<CommandRecord> = (1..=300u64)
+            .map(|position| CommandRecord {
+                actor: format!("tenant-{position}"),
+                command_id: [position as u8; 16],
+                stored: crate::StoredCommand {
+                    first_position: position,
+                    last_position: position,
+                    reply: vec![1; 60],
+                    digest: Some([2; 32]),
+                },
+            })
+            .collect();
+        let runs = encode_command_records(&records);
+        assert!(runs.len() > 5, "{} runs", runs.len());
+        let mut decoded = Vec::new();
+        for (last_position, run) in &runs {
+            assert!(run.len() <= COMMAND_RUN_BYTES, "a run of {} bytes", run.len());
+            let run: Vec<CommandRecord> = codec::decode(run, String::new).unwrap();
+            assert_eq!(run.last().unwrap().stored.last_position, *last_position);
+            decoded.extend(run);
+        }
+        assert_eq!(decoded, records);
     }
 
     #[test]
