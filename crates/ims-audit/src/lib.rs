@@ -28,6 +28,10 @@ pub use verify::{
 
 pub use ims_bus::{LogReadError, LogSource, SCAN_BATCH_EVENTS as AUDIT_BATCH_EVENTS};
 
+/// sled's cache for a log an offline audit opens: it reads each event once or a few, so a
+/// cache buys little but memory (`EventLog::open_with_cache`).
+pub const OFFLINE_LOG_CACHE_BYTES: u64 = 8 << 20;
+
 /// Why an audit could not answer.
 #[derive(Debug, thiserror::Error)]
 pub enum AuditError {

@@ -129,14 +129,19 @@ impl Layered {
         prefix: &'a [u8],
         start: Vec<u8>,
     ) -> impl Iterator<Item = Result<Entry, ProjectionError>> + 'a {
-        let mut changed: Vec<Row> = self
+        // References, sorted, each row copied only when it comes: a rebuild compares a whole
+        // overlay of up to its bound (500,000 rows, about 100 MB) this way.
+        let mut changed: Vec<(&'a Vec<u8>, &'a Option<Vec<u8>>)> = self
             .overlay
             .iter()
             .filter(|(k, _)| k.starts_with(prefix) && k.as_slice() >= start.as_slice())
-            .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
-        changed.sort_unstable();
-        let mut sources: Vec<Rows<'a>> = vec![Box::new(changed.into_iter().map(Ok))];
+        changed.sort_unstable_by_key(|(key, _)| *key);
+        let mut sources: Vec<Rows<'a>> = vec![Box::new(
+            changed
+                .into_iter()
+                .map(|(key, value)| Ok((key.clone(), value.clone()))),
+        )];
         for file in &self.files {
             sources.push(Box::new(
                 file.rows_from(&start)

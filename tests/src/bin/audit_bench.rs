@@ -172,7 +172,12 @@ fn each_in_its_own_process(at: &Region, events: usize, kinds: &[&str]) -> anyhow
 /// process's peak resident memory.
 async fn one(kind: &str, at: &Region, events: u64) -> anyhow::Result<()> {
     let started = Instant::now();
-    let log = EventLog::open(at.dir.join("log"), &at.name)?;
+    // As imsctl opens it offline.
+    let log = EventLog::open_with_cache(
+        at.dir.join("log"),
+        &at.name,
+        ims_audit::OFFLINE_LOG_CACHE_BYTES,
+    )?;
     let opened = started.elapsed();
     let source = LogSource::Offline(log.clone());
     let region = RegionId::parse(&at.name)?;

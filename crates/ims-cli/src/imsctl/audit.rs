@@ -191,7 +191,12 @@ fn offline_log(
             }
         );
     }
-    let log = ims_log::EventLog::open(&path, region.as_str()).with_context(|| {
+    let log = ims_log::EventLog::open_with_cache(
+        &path,
+        region.as_str(),
+        service_audit::OFFLINE_LOG_CACHE_BYTES,
+    )
+    .with_context(|| {
         format!(
             "opening the log at {} (is imsd still running on it?)",
             path.display()

@@ -289,7 +289,11 @@ mod records {
         assert!(runs.len() > 5, "{} runs", runs.len());
         let mut decoded = Vec::new();
         for (last_position, run) in &runs {
-            assert!(run.len() <= COMMAND_RUN_BYTES, "a run of {} bytes", run.len());
+            assert!(
+                run.len() <= COMMAND_RUN_BYTES,
+                "a run of {} bytes",
+                run.len()
+            );
             let run: Vec<CommandRecord> = codec::decode(run, String::new).unwrap();
             assert_eq!(run.last().unwrap().stored.last_position, *last_position);
             decoded.extend(run);
