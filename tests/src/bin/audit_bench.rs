@@ -4,7 +4,9 @@
 //!
 //! Run: `cargo run --release -p ims-tests --bin audit-bench [-- EVENTS]`, or on a region that
 //! `scale-bench EVENTS DATA_DIR` wrote (10M events take 20 GB and about ten minutes to write):
-//! `audit-bench -- --data-dir DATA_DIR`, each audit in a process of its own alone.
+//! `audit-bench -- --data-dir DATA_DIR`, each audit in a process of its own alone; or
+//! `IMS_TOKEN=<an auditor's credential> audit-bench -- --online NATS_URL EVENTS` against `imsd run`
+//! on such a region: who-could-use answered by the service that holds the log open.
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -35,6 +37,7 @@ async fn main() -> anyhow::Result<()> {
             };
             return one(&args[2], &at, args[5].parse()?).await;
         }
+        Some("--online") => return online(&args[2], &args[3]).await,
         Some("--data-dir") => {
             // A region written by scale-bench: its log and read models as imsd leaves them.
             let at = Region {
@@ -135,6 +138,42 @@ async fn main() -> anyhow::Result<()> {
         "verify",
     ];
     each_in_its_own_process(&at, events, &kinds)
+}
+
+/// who-could-use through `ims.v1.<region>.audit.who-could-use`, for 200 images spread over a
+/// region scale-bench wrote: the round trip's percentiles, as an auditor sees them.
+async fn online(url: &str, events: &str) -> anyhow::Result<()> {
+    let events: u64 = events.parse()?;
+    let token = std::env::var("IMS_TOKEN")
+        .map_err(|_| anyhow::anyhow!("set IMS_TOKEN to an auditor's credential"))?;
+    let client = ims_bus::connect(url, "audit-bench", &ims_bus::BusAuth::Token(token)).await?;
+    let subjects = ims_wire::Subjects::new("ims");
+    let region = RegionId::parse(SCALE_REGION)?;
+    let position = events * 7 / 10 + 50_000 - 1;
+    let mut took = hdrhistogram::Histogram::<u64>::new(3)?;
+    let samples = 200u64;
+    for n in 0..samples {
+        let image = image_id(n * (events / 6) / samples);
+        let started = Instant::now();
+        let answer = ims_audit::who_could_use_online(
+            &client,
+            &subjects,
+            &region,
+            image,
+            Until::Position(position),
+        )
+        .await?;
+        took.record(started.elapsed().as_micros() as u64)?;
+        anyhow::ensure!(answer["tenants"].is_array(), "no tenants in {answer}");
+    }
+    let ms = |quantile: f64| took.value_at_quantile(quantile) as f64 / 1000.0;
+    println!(
+        "who-could-use online at position {position}, {samples} images: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ms(0.5),
+        ms(0.99),
+        took.max() as f64 / 1000.0
+    );
+    Ok(())
 }
 
 /// The region scale-bench writes.
