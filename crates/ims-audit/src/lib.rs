@@ -22,8 +22,8 @@ pub use replay::{
     replay, replay_from_snapshots, replay_with_state, who_could_use_offline, Replayed, Until,
 };
 pub use verify::{
-    first_difference, verify_chain, verify_models, verify_objects, LiveModels, Rebuilt,
-    REBUILD_ROWS_IN_MEMORY,
+    first_difference, verify_chain, verify_models, verify_models_offline, verify_objects,
+    LiveService, Rebuilt, REBUILD_ROWS_IN_MEMORY,
 };
 
 pub use ims_bus::{LogReadError, LogSource, SCAN_BATCH_EVENTS as AUDIT_BATCH_EVENTS};

@@ -61,10 +61,20 @@ impl Layered {
 
     /// Writes the overlay to a file when it is over its bound (see [`Layered::spilling`]).
     pub fn spill_if_full(&mut self) -> Result<(), ProjectionError> {
+        match &self.spill {
+            Some(spill) if self.overlay.len() > spill.overlay_max => self.spill(),
+            _ => Ok(()),
+        }
+    }
+
+    /// Writes the overlay to a file whatever its size, and gives its memory back: for a model
+    /// that is only read from now on, or not for a while. Nothing for a model that does not
+    /// spill.
+    fn spill(&mut self) -> Result<(), ProjectionError> {
         let Some(spill) = &mut self.spill else {
             return Ok(());
         };
-        if self.overlay.len() <= spill.overlay_max {
+        if self.overlay.is_empty() {
             return Ok(());
         }
         spill.written += 1;
@@ -76,9 +86,20 @@ impl Layered {
             out.push(key, value.as_deref())?;
         }
         drop(rows);
+        self.overlay.shrink_to_fit();
         out.finish()?;
         self.files.insert(0, FileReader::open(&path)?);
         if self.files.len() > spill.files_max {
+            self.merge_files()?;
+        }
+        Ok(())
+    }
+
+    /// Writes the overlay to a file and merges the files into one: for a model only read from
+    /// now on, which then holds one file's blocks in memory rather than up to nine.
+    pub fn settle(&mut self) -> Result<(), ProjectionError> {
+        self.spill()?;
+        if self.files.len() > 1 {
             self.merge_files()?;
         }
         Ok(())

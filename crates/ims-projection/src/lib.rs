@@ -210,6 +210,15 @@ impl<F: Fold> ReadModel<F> {
         &self.store
     }
 
+    /// Writes what a spilling model holds in memory to one scratch file (see
+    /// [`ReadModel::spilling`]), for a model only read for a while; nothing for other models.
+    pub fn settle(&mut self) -> Result<(), ProjectionError> {
+        match &mut self.store {
+            Store::Layered(layered) => layered.settle(),
+            _ => Ok(()),
+        }
+    }
+
     /// Starts or stops keeping the keys changed from now on (see [`ReadModel::take_changed`]).
     pub fn keep_changed(&mut self, keep: bool) {
         self.changed = keep.then(|| Changed {

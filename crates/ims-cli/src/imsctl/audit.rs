@@ -1,7 +1,7 @@
 //! `imsctl audit`: history, as-of, who-could-use, verify and export, online or offline.
 
 use anyhow::Context as _;
-use ims_audit::{self as service_audit, LiveModels, LogSource};
+use ims_audit::{self as service_audit, LogSource};
 use serde_json::{json, Value};
 
 use super::args::*;
@@ -134,8 +134,8 @@ pub(crate) async fn audit(
         .transpose()
         .map_err(|e| Usage(format!("--tenant: {}", e.message)))?;
     let head = source.head().await?;
-    let audit = Audit {
-        source,
+    let mut audit = Audit {
+        source: Some(source),
         region,
         subjects,
         tenant,
@@ -214,7 +214,8 @@ fn offline_log(
 
 /// An audit of one region's log.
 struct Audit {
-    source: LogSource,
+    /// `None` only while an offline verify reads the live read models with the log closed.
+    source: Option<LogSource>,
     region: ims_domain::RegionId,
     subjects: ims_wire::Subjects,
     tenant: Option<ims_domain::TenantId>,
@@ -247,7 +248,7 @@ impl Audit {
             usage!("give --image ID and/or --tenant T");
         }
         let bar = progress_bar(self.head, self.json, "reading history");
-        let items = service_audit::history(&self.source, image, self.tenant.as_ref(), |p| {
+        let items = service_audit::history(self.source(), image, self.tenant.as_ref(), |p| {
             bar.set_position(p)
         })
         .await?;
@@ -299,7 +300,7 @@ impl Audit {
                 let snapshots = ims_projector::snapshots_path(&projections);
                 let bar = progress_bar(self.head, self.json, "replaying");
                 let replayed = service_audit::replay_from_snapshots(
-                    &self.source,
+                    self.source(),
                     &self.region,
                     moment(at)?,
                     &snapshots,
@@ -311,7 +312,7 @@ impl Audit {
             }
             // Online, by the service that holds the read models and their snapshots.
             None => {
-                let LogSource::Online { client, .. } = &self.source else {
+                let LogSource::Online { client, .. } = self.source() else {
                     unreachable!("without a data dir the source is the service")
                 };
                 service_audit::as_of_online(
@@ -338,7 +339,7 @@ impl Audit {
 
     async fn who_could_use(&self, image: &str, at: &Moment) -> anyhow::Result<()> {
         let image = parse_image(image)?;
-        let answer = match &self.source {
+        let answer = match self.source() {
             // On disk, the image's stream and the tenants' registrations say it all.
             LogSource::Offline(log) => {
                 service_audit::who_could_use_offline(log, image, moment(at)?)?
@@ -396,30 +397,59 @@ impl Audit {
             Some(catalog) => catalog,
             None => service_audit::Rebuilt::new(ims_projection::Catalog)?,
         };
-        Ok(service_audit::verify_objects(&self.source, &mut catalog, store.as_ref()).await?)
+        Ok(service_audit::verify_objects(self.source(), &mut catalog, store.as_ref()).await?)
     }
 
-    async fn verify(&self) -> anyhow::Result<std::process::ExitCode> {
+    /// The live read models in `dir` against a rebuild, the log closed while they are read
+    /// (see [`service_audit::verify_models_offline`]).
+    async fn verify_models_offline(
+        &mut self,
+        dir: &std::path::Path,
+    ) -> anyhow::Result<(
+        Vec<(String, Option<String>)>,
+        service_audit::Rebuilt<ims_projection::Catalog>,
+    )> {
+        let data_dir = self.data_dir.clone().expect("offline has a data dir");
+        let region = self.region.clone();
+        let open_log = || {
+            offline_log(&data_dir, &region)
+                .map(LogSource::Offline)
+                .map_err(|error| service_audit::AuditError::Answered(format!("{error:#}")))
+        };
+        self.source = None;
+        let verified = service_audit::verify_models_offline(open_log, dir).await?;
+        self.source = Some(open_log()?);
+        Ok(verified)
+    }
+
+    fn source(&self) -> &LogSource {
+        self.source.as_ref().expect("the log is open")
+    }
+
+    async fn verify(&mut self) -> anyhow::Result<std::process::ExitCode> {
         let bar = progress_bar(self.head, self.json, "verifying the chain");
-        let chain = service_audit::verify_chain(&self.source, |p| bar.set_position(p)).await?;
+        let chain = service_audit::verify_chain(self.source(), |p| bar.set_position(p)).await?;
         bar.finish_and_clear();
         let projections = self
             .data_dir
             .as_ref()
             .map(|dir| ims_projector::projections_path(dir, &self.region));
-        let live = match (&projections, &self.source) {
-            (Some(dir), _) => LiveModels::Offline(dir),
-            (None, LogSource::Online { client, .. }) => LiveModels::Online {
-                client,
-                subjects: &self.subjects,
-                region: &self.region,
-            },
-            (None, LogSource::Offline(_)) => unreachable!("offline has a data dir"),
-        };
         let (models, rebuilt) = match (&chain, &projections) {
             (Ok(_), Some(dir)) if !dir.exists() => (Vec::new(), None),
-            (Ok(_), _) => {
-                let (models, catalog) = service_audit::verify_models(&self.source, live).await?;
+            (Ok(_), Some(dir)) => {
+                let (models, catalog) = self.verify_models_offline(dir).await?;
+                (models, Some(catalog))
+            }
+            (Ok(_), None) => {
+                let LogSource::Online { client, .. } = self.source() else {
+                    unreachable!("offline has a data dir")
+                };
+                let live = service_audit::LiveService {
+                    client,
+                    subjects: &self.subjects,
+                    region: &self.region,
+                };
+                let (models, catalog) = service_audit::verify_models(self.source(), live).await?;
                 (models, Some(catalog))
             }
             (Err(_), _) => (Vec::new(), None),
@@ -494,7 +524,7 @@ impl Audit {
             "exporting",
         );
         let mut written = 0u64;
-        self.source
+        self.source()
             .scan(from, to, |batch| -> anyhow::Result<bool> {
                 for envelope in batch {
                     serde_json::to_writer(&mut out, &service_audit::event_json(envelope))?;
