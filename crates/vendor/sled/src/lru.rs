@@ -22,8 +22,10 @@ const MAX_QUEUE_ITEMS: usize = 64;
 #[cfg(any(test, feature = "lock_free_delays"))]
 const N_SHARDS: usize = 2;
 
+// ims: 16 shards, not 256: a scan's pages stay in memory until 64 accesses have queued in their
+// shard, up to 16,384 pages with 256 shards whatever the cache's size (PATCHES.md).
 #[cfg(not(any(test, feature = "lock_free_delays")))]
-const N_SHARDS: usize = 256;
+const N_SHARDS: usize = 16;
 
 struct AccessBlock {
     len: AtomicUsize,
