@@ -67,9 +67,7 @@ impl Layered {
         }
     }
 
-    /// Writes the overlay to a file whatever its size, and gives its memory back: for a model
-    /// that is only read from now on, or not for a while. Nothing for a model that does not
-    /// spill.
+    /// Writes the overlay to a file whatever its size. Nothing for a model that does not spill.
     fn spill(&mut self) -> Result<(), ProjectionError> {
         let Some(spill) = &mut self.spill else {
             return Ok(());
@@ -86,7 +84,6 @@ impl Layered {
             out.push(key, value.as_deref())?;
         }
         drop(rows);
-        self.overlay.shrink_to_fit();
         out.finish()?;
         self.files.insert(0, FileReader::open(&path)?);
         if self.files.len() > spill.files_max {
@@ -99,6 +96,8 @@ impl Layered {
     /// now on, which then holds one file's blocks in memory rather than up to nine.
     pub fn settle(&mut self) -> Result<(), ProjectionError> {
         self.spill()?;
+        // The map keeps its capacity after a spill, for the next rows; a settled model has none.
+        self.overlay.shrink_to_fit();
         if self.files.len() > 1 {
             self.merge_files()?;
         }

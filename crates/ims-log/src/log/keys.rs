@@ -130,8 +130,9 @@ pub fn encode_record<'a>(envelopes: impl IntoIterator<Item = &'a Envelope>) -> V
 
 /// The size at which [`encode_records`] closes a record: it bounds the memory a scan of the log
 /// holds. sled 0.34 keeps up to 17 keys in a leaf page, and its cache evicts late: an access is
-/// queued in one of 256 shards and a shard evicts only once 64 accesses have queued there, so up
-/// to 16,384 pages read stay in memory whatever the cache's capacity. Records of whole appends
+/// queued in one of its shards and a shard evicts only once 64 accesses have queued there, so up
+/// to 16,384 pages read stayed in memory whatever the cache's capacity with sled's 256 shards
+/// (1,024 with the 16 of the patched sled, `crates/vendor/sled/PATCHES.md`). Records of whole appends
 /// (about 100 KB for 256 events) made leaf pages of about 1.5 MB, and worse, pages over 128 KiB
 /// are blobs, which the cache weighs at the size of their pointer and never evicts: a full scan
 /// (`audit verify`, an auditor's `log.read`) kept about 340 MB per million events
@@ -152,11 +153,11 @@ pub(super) fn encode_records<'a>(
 
 /// The size at which [`encode_command_records`] closes a run. The command records are read only
 /// to rebuild the command index, after a crash or when it is lost. Runs of 64 KiB made leaf
-/// pages over 128 KiB: blobs, which sled's cache never evicts, so rebuilding the index of a
-/// 10M-event log held its 570 MB of runs in memory. Runs of 4 KiB keep a page of 17 under that
-/// (and an append of 256 commands is a few keys); the extra pages are about 12,000 at 10M events,
-/// a few MB to open with the patched sled (`crates/vendor/sled/PATCHES.md`).
-pub(super) const COMMAND_RUN_BYTES: usize = 4 << 10;
+/// pages over 128 KiB: blobs, which sled's cache never evicts, so reading the runs of a
+/// 10M-event log grew a probe by 556 MB. Runs of 4 KiB keep a page of 17 under that (and an
+/// append of 256 commands is a few keys): with the patched sled's 16 cache shards the same read
+/// held 183 MB (466 MB with sled's 256, whose late eviction kept all 12,800 pages).
+const COMMAND_RUN_BYTES: usize = 4 << 10;
 
 /// Encodes a group's command records as runs of at most [`COMMAND_RUN_BYTES`] (each a sequence
 /// that decodes as `Vec<CommandRecord>`), each with the last position of its last command.
