@@ -281,14 +281,20 @@ impl Client {
         let subject = self.subjects.log_read(&self.region);
         let payload = serde_json::to_vec(&ims_bus::LogReadRequest { from, max }).unwrap();
         let connection = self.connection_for(&subject).await;
-        let message = tokio::time::timeout(
-            Duration::from_secs(30),
-            connection.request(subject, Bytes::from(payload)),
-        )
-        .await
-        .expect("log.read answers within 30 s")
-        .expect("log.read");
-        ims_log::decode(&message.payload, || "log.read reply".into()).expect("a log batch")
+        // A read, so asked again: a request sent while a NATS server of a cluster has just died
+        // can be lost on the way (seen once in CI on two loaded cores); three tries of 20 s each.
+        for _ in 0..3 {
+            let asked = connection.request(subject.clone(), Bytes::from(payload.clone()));
+            match tokio::time::timeout(Duration::from_secs(20), asked).await {
+                Ok(Ok(message)) => {
+                    return ims_log::decode(&message.payload, || "log.read reply".into())
+                        .expect("a log batch");
+                }
+                Ok(Err(error)) => eprintln!("log.read from {from}: {error}, asking again"),
+                Err(_) => eprintln!("log.read from {from}: no answer in 20 s, asking again"),
+            }
+        }
+        panic!("log.read from {from}: no answer in three tries")
     }
 
     /// The durable head of the region's log.
