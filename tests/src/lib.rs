@@ -6,6 +6,7 @@
 
 pub mod latency;
 pub mod replication;
+pub mod stages;
 
 use std::path::Path;
 use std::time::Duration;

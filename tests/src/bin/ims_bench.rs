@@ -12,6 +12,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use ims_tests::latency::Latencies;
+use ims_tests::stages::{StageFigures, StageRecorder};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -95,10 +96,8 @@ async fn bench() -> anyhow::Result<()> {
     let nats = ims_tests::secured_nats(data.path());
     let region = ims_tests::REGION;
     let config = service_config(nats.url(), data.path())?;
-    // The service's own metrics, read in process: where a command's time goes.
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .expect("the benchmark's metrics recorder");
+    // The service's own histograms, read in process: where a command's time goes.
+    let stages = StageRecorder::install();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let service = tokio::spawn(run(config, async move {
         let _ = stopped.await;
@@ -154,9 +153,14 @@ async fn bench() -> anyhow::Result<()> {
     .await;
 
     // Phase 2: ims commands on the same connections.
-    let before = stages::Snapshot::take(&metrics);
-    let ims_figures = ims_load(&ims, tenant_connections, connections, duration).await;
-    let after = stages::Snapshot::take(&metrics);
+    let ims_figures = ims_load(
+        &ims,
+        tenant_connections,
+        connections,
+        duration,
+        Some(&stages),
+    )
+    .await;
     let _ = stop.send(());
     service.await??;
     drop(nats);
@@ -181,7 +185,7 @@ async fn bench() -> anyhow::Result<()> {
         ims_figures.requests_per_second / echo_figures.requests_per_second,
         ims_figures.latencies.quantile_ms(0.99)
     );
-    after.print_since(&before, duration, &ims_figures.latencies);
+    print_stages(&stages, duration, &ims_figures.latencies);
     if std::env::args().any(|arg| arg == "--replication") {
         let replicated = replicated_phase(duration, connections).await?;
         println!(
@@ -231,6 +235,7 @@ async fn ims_load(
     tenant_connections: Vec<async_nats::Client>,
     connections: usize,
     duration: Duration,
+    stages: Option<&StageRecorder>,
 ) -> Figures {
     let tenant_of = move |client: usize| format!("bench-{}", client % connections);
     let region = ims_tests::REGION;
@@ -245,6 +250,9 @@ async fn ims_load(
     // The same connections as the echo, held by each client: nothing shared on the client side
     // but the connection, as for the echo.
     let ims_client = ims.clone();
+    if let Some(stages) = stages {
+        stages.reset(); // the set-up above is not part of the phase
+    }
     load(duration, move |client, iteration| {
         let ims = ims_client.clone();
         let connection = tenant_connections[client % connections].clone();
@@ -304,165 +312,79 @@ async fn replicated_phase(duration: Duration, connections: usize) -> anyhow::Res
         let tenant = format!("bench-{connection}");
         tenant_connections.push(ims.tenant_connection(&tenant).await);
     }
-    let figures = ims_load(&ims, tenant_connections, connections, duration).await;
+    let figures = ims_load(&ims, tenant_connections, connections, duration, None).await;
     let _ = stop.send(());
     service.await??;
     Ok(figures)
 }
 
-/// The stage breakdown of the ims phase, from the service's `ims_writer_stage_seconds`,
-/// `ims_endpoint_stage_seconds` and `ims_writer_batch_commands` (Prometheus summaries rendered
-/// in process): counts and sums are taken as deltas over the phase, quantiles from the end.
-mod stages {
-    use std::collections::BTreeMap;
-    use std::time::Duration;
-
-    use ims_tests::latency::Latencies;
-    use metrics_exporter_prometheus::PrometheusHandle;
-
-    /// One summary's figures: its count, sum and quantiles (by quantile label).
-    #[derive(Clone, Debug, Default)]
-    struct Summary {
-        count: f64,
-        sum: f64,
-        quantiles: BTreeMap<String, f64>,
+/// The stage breakdown of the ims phase, from the service's own histograms recorded in process
+/// ([`StageRecorder`]) over exactly that phase.
+fn print_stages(recorder: &StageRecorder, phase: Duration, client: &Latencies) {
+    let batch = recorder
+        .figures("ims_writer_batch_commands", "")
+        .unwrap_or_default();
+    println!(
+        "writer batches: {:.0} per second, {:.1} commands each on average (p50 {:.0}, max {:.0})",
+        batch.count as f64 / phase.as_secs_f64(),
+        batch.mean,
+        batch.p50,
+        batch.max
+    );
+    println!(
+        "{:<36} {:>8} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "stage (ims phase), ms", "count", "mean", "p50", "p99", "p99.9", "max"
+    );
+    let endpoint = "ims_endpoint_stage_seconds";
+    let writer = "ims_writer_stage_seconds";
+    let rows = [
+        (endpoint, "spawn", "endpoint: received to task"),
+        (endpoint, "parse", "endpoint: parse"),
+        (writer, "queue_wait", "writer: queue wait"),
+        (writer, "decide", "writer: decide (per command)"),
+        (writer, "seal", "log: encode, hash, batch"),
+        (writer, "apply", "log: sled apply_batch"),
+        (writer, "flush", "log: sled flush"),
+        (writer, "fsync", "log: fdatasync"),
+        (writer, "index", "log: command index (after durable)"),
+        (writer, "reply", "writer: replies handed over"),
+        (writer, "batch", "writer: whole batch, decide to replies"),
+        (writer, "woken", "endpoint: woken by its reply"),
+        (endpoint, "respond", "endpoint: reply sent"),
+        (
+            endpoint,
+            "in_service",
+            "in service (received to reply sent)",
+        ),
+    ];
+    let row = |label: &str, f: StageFigures| {
+        println!(
+            "{label:<36} {:>8} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.3}",
+            f.count,
+            f.mean * 1e3,
+            f.p50 * 1e3,
+            f.p99 * 1e3,
+            f.p999 * 1e3,
+            f.max * 1e3
+        );
+    };
+    for (metric, stage, label) in rows {
+        row(label, recorder.figures(metric, stage).unwrap_or_default());
     }
-
-    /// Every summary of the rendered metrics, keyed `name{stage}`.
-    pub struct Snapshot(BTreeMap<String, Summary>);
-
-    impl Snapshot {
-        pub fn take(handle: &PrometheusHandle) -> Self {
-            let mut summaries: BTreeMap<String, Summary> = BTreeMap::new();
-            for line in handle.render().lines().filter(|l| !l.starts_with('#')) {
-                let Some((series, value)) = line.rsplit_once(' ') else {
-                    continue;
-                };
-                let Ok(value) = value.parse::<f64>() else {
-                    continue;
-                };
-                let (name, labels) = series.split_once('{').unwrap_or((series, ""));
-                let label = |key: &str| {
-                    labels
-                        .split(',')
-                        .find_map(|pair| pair.strip_prefix(&format!("{key}=\"")))
-                        .map(|v| v.trim_end_matches(['"', '}']).to_owned())
-                };
-                let stage = label("stage").unwrap_or_default();
-                let (base, part) = match name.strip_suffix("_sum") {
-                    Some(base) => (base, "sum"),
-                    None => match name.strip_suffix("_count") {
-                        Some(base) => (base, "count"),
-                        None => (name, "quantile"),
-                    },
-                };
-                let entry = summaries.entry(format!("{base}{{{stage}}}")).or_default();
-                match part {
-                    "sum" => entry.sum = value,
-                    "count" => entry.count = value,
-                    _ => {
-                        if let Some(q) = label("quantile") {
-                            entry.quantiles.insert(q, value);
-                        }
-                    }
-                }
-            }
-            Snapshot(summaries)
-        }
-
-        fn delta(&self, before: &Snapshot, key: &str) -> Summary {
-            let now = self.0.get(key).cloned().unwrap_or_default();
-            let then = before.0.get(key).cloned().unwrap_or_default();
-            Summary {
-                count: now.count - then.count,
-                sum: now.sum - then.sum,
-                quantiles: now.quantiles,
-            }
-        }
-
-        /// Prints where a command's time went over the phase.
-        pub fn print_since(&self, before: &Snapshot, phase: Duration, client: &Latencies) {
-            let batch = self.delta(before, "ims_writer_batch_commands{}");
-            println!(
-                "writer batches: {:.0} per second, mean {:.1} commands each",
-                batch.count / phase.as_secs_f64(),
-                batch.sum / batch.count.max(1.0)
-            );
-            println!(
-                "{:<30} {:>10} {:>10} {:>10} {:>10}",
-                "stage (ims phase)", "count", "mean ms", "p50 ms", "p99 ms"
-            );
-            let rows = [
-                (
-                    "ims_endpoint_stage_seconds",
-                    "spawn",
-                    "endpoint: received to task",
-                ),
-                ("ims_endpoint_stage_seconds", "parse", "endpoint: parse"),
-                (
-                    "ims_writer_stage_seconds",
-                    "queue_wait",
-                    "writer: queue wait",
-                ),
-                (
-                    "ims_writer_stage_seconds",
-                    "decide",
-                    "writer: decide (per command)",
-                ),
-                (
-                    "ims_writer_stage_seconds",
-                    "seal",
-                    "log: encode, hash, batch",
-                ),
-                ("ims_writer_stage_seconds", "apply", "log: sled apply_batch"),
-                ("ims_writer_stage_seconds", "flush", "log: sled flush"),
-                ("ims_writer_stage_seconds", "fsync", "log: fdatasync"),
-                (
-                    "ims_writer_stage_seconds",
-                    "index",
-                    "log: command index (after durable)",
-                ),
-                (
-                    "ims_writer_stage_seconds",
-                    "reply",
-                    "writer: replies handed over",
-                ),
-                (
-                    "ims_endpoint_stage_seconds",
-                    "respond",
-                    "endpoint: reply sent",
-                ),
-                (
-                    "ims_endpoint_stage_seconds",
-                    "in_service",
-                    "in service (all of the above)",
-                ),
-            ];
-            for (metric, stage, label) in rows {
-                let s = self.delta(before, &format!("{metric}{{{stage}}}"));
-                let q = |q: &str| s.quantiles.get(q).copied().unwrap_or(0.0) * 1e3;
-                println!(
-                    "{label:<30} {:>10.0} {:>10.3} {:>10.3} {:>10.3}",
-                    s.count,
-                    s.sum / s.count.max(1.0) * 1e3,
-                    q("0.5"),
-                    q("0.99")
-                );
-            }
-            let service = self.delta(before, "ims_endpoint_stage_seconds{in_service}");
-            let in_service_ms = service.sum / service.count.max(1.0) * 1e3;
-            println!(
-                "{:<30} {:>10} {:>10.3} {:>10.3} {:>10.3}",
-                "client: round trip",
-                client.count(),
-                client.mean_ms(),
-                client.quantile_ms(0.5),
-                client.quantile_ms(0.99)
-            );
-            println!(
-                "NATS hops and client (round trip less in service, mean): {:.3} ms",
-                client.mean_ms() - in_service_ms
-            );
-        }
-    }
+    row(
+        "client: round trip",
+        StageFigures {
+            count: client.count(),
+            mean: client.mean_ms() / 1e3,
+            p50: client.quantile_ms(0.5) / 1e3,
+            p99: client.quantile_ms(0.99) / 1e3,
+            p999: client.quantile_ms(0.999) / 1e3,
+            max: client.max_ms() / 1e3,
+        },
+    );
+    let in_service = recorder.figures(endpoint, "in_service").unwrap_or_default();
+    println!(
+        "NATS hops and client (round trip less in service, mean): {:.3} ms",
+        client.mean_ms() - in_service.mean * 1e3
+    );
 }

@@ -39,7 +39,9 @@ pub const CACHE_ENTITIES_MAX: usize = 200_000;
 pub struct CommandRequest {
     pub actor: Actor,
     pub parsed: ParsedCommand,
-    pub reply: oneshot::Sender<CommandReply>,
+    /// The reply, and when the writer sent it: the wait for the caller's task to run again is a
+    /// stage of its latency too.
+    pub reply: oneshot::Sender<(CommandReply, Instant)>,
     /// When it was queued: the wait for the writer is a stage of its latency.
     pub queued_at: Instant,
 }
@@ -70,12 +72,16 @@ impl WriterHandle {
                 "the region's writer is shutting down; retry",
             ));
         }
-        answer.await.unwrap_or_else(|_| {
-            CommandReply::error(WireError::new(
+        match answer.await {
+            Ok((reply, sent_at)) => {
+                stage("woken", sent_at.elapsed());
+                reply
+            }
+            Err(_) => CommandReply::error(WireError::new(
                 WireErrorCode::Unavailable,
                 "the region's writer stopped before answering; retry with the same command_id",
-            ))
-        })
+            )),
+        }
     }
 }
 
@@ -180,8 +186,9 @@ pub fn spawn_replicated_writer(
     (WriterHandle { sender }, thread)
 }
 
-/// Records how long a stage of the writer took: `queue_wait` and `decide` per command; `seal`,
-/// `apply`, `flush`, `fsync` and `reply` per batch (every command of it waits for them).
+/// Records how long a stage of the writer took: `queue_wait`, `decide` and `woken` (the reply
+/// sent to the caller's task running again) per command; `seal`, `apply`, `flush`, `fsync`,
+/// `index`, `reply` and the whole `batch` per batch (every command of it waits for them).
 fn stage(name: &'static str, took: std::time::Duration) {
     metrics::histogram!("ims_writer_stage_seconds", "stage" => name).record(took.as_secs_f64());
 }
@@ -262,9 +269,10 @@ impl RegionWriter {
         for (Decided { request, .. }, reply) in decided.into_iter().zip(replies) {
             let outcome = reply.error.as_ref().map_or("ok", |e| e.code.as_str());
             metrics::counter!("ims_commands_total", "outcome" => outcome).increment(1);
-            let _ = request.reply.send(reply);
+            let _ = request.reply.send((reply, Instant::now()));
         }
         stage("reply", replying.elapsed());
+        stage("batch", batch_started.elapsed());
         if self.state.images.len() + self.state.tenants.len() > CACHE_ENTITIES_MAX {
             self.state = State::default();
         }
@@ -285,13 +293,14 @@ impl RegionWriter {
         }
         for Decided { request, .. } in decided {
             metrics::counter!("ims_commands_total", "outcome" => "unavailable").increment(1);
-            let _ = request.reply.send(error_reply(
+            let reply = error_reply(
                 WireErrorCode::Unavailable,
                 format!(
                     "the event log could not be written ({error}); the outcome is unknown: retry \
                      with the same command_id"
                 ),
-            ));
+            );
+            let _ = request.reply.send((reply, Instant::now()));
         }
         WriterFailed {
             region: self.region.clone(),
