@@ -933,7 +933,8 @@ pub(in crate::pagecache) fn make_stable_inner(
             // nothing to write, don't bother sealing
             // current IO buffer.
         } else {
-            maybe_seal_and_write_iobuf(iobufs, &iobuf, header, false)?;
+            // ims: this thread waits for the write anyway, so it writes the buffer itself.
+            seal_and_write_iobuf(iobufs, &iobuf, header, false, true)?;
             stable = iobufs.stable();
             // NB we have to continue here to possibly clear
             // the next io buffer, which may have dirty
@@ -1022,6 +1023,20 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
     iobuf: &Arc<IoBuf>,
     header: Header,
     from_reserve: bool,
+) -> Result<()> {
+    seal_and_write_iobuf(iobufs, iobuf, header, from_reserve, false)
+}
+
+/// ims: `maybe_seal_and_write_iobuf`, writing the sealed buffer in the calling thread when
+/// `write_here` (a flush, which blocks until it is written) rather than handing it to the
+/// threadpool and waiting to be woken: a flush of the event log paid a wake-up of a pool thread
+/// (`notify_all` of every idle one) and one back, on two busy cores.
+fn seal_and_write_iobuf(
+    iobufs: &Arc<IoBufs>,
+    iobuf: &Arc<IoBuf>,
+    header: Header,
+    from_reserve: bool,
+    write_here: bool,
 ) -> Result<()> {
     if header::is_sealed(header) {
         // this buffer is already sealed. nothing to do here.
@@ -1172,7 +1187,17 @@ pub(in crate::pagecache) fn maybe_seal_and_write_iobuf(
     drop(measure_assign_offset);
 
     // if writers is 0, it's our responsibility to write the buffer.
-    if header::n_writers(sealed) == 0 {
+    if header::n_writers(sealed) == 0 && write_here {
+        iobufs.config.global_error()?;
+        if let Err(e) = iobufs.write_to_log(iobuf) {
+            error!("hit error while writing iobuf with lsn {}: {:?}", lsn, e);
+            iobufs.config.set_global_error(e);
+            let intervals = iobufs.intervals.lock();
+            drop(intervals);
+            let _notified = iobufs.interval_updated.notify_all();
+        }
+        Ok(())
+    } else if header::n_writers(sealed) == 0 {
         iobufs.config.global_error()?;
         trace!(
             "asynchronously writing iobuf with lsn {} to log from maybe_seal",
