@@ -12,7 +12,7 @@ use futures::StreamExt;
 use ims_domain::{Actor, RegionId, TenantId};
 use ims_log::{Envelope, EventLog};
 use ims_wire::subjects::POSITION_HEADER;
-use ims_wire::{parse_command, CommandReply, Subjects, WireError, WireErrorCode};
+use ims_wire::{parse_command, CommandReply, ParsedCommand, Subjects, WireError, WireErrorCode};
 use tokio::sync::mpsc;
 
 use ims_bus::{
@@ -20,12 +20,7 @@ use ims_bus::{
     COMMAND_PAYLOAD_BYTES_MAX, SERVICE_VERSION,
 };
 
-use crate::writer::WriterHandle;
-
-/// Commands being answered at once by one region's endpoints. Past it a command is answered
-/// `unavailable` ("overloaded; retry") at once, without a task or a queue slot, so that a flood
-/// costs a reply each and memory stays flat. The writer's queue holds as many.
-pub const COMMANDS_IN_FLIGHT_MAX: usize = crate::writer::QUEUE_COMMANDS_MAX;
+use crate::writer::{NatsReply, NotQueued, Responder, WriterHandle};
 
 /// Batches of durable events waiting to be published.
 pub const PUBLISH_QUEUE_MAX: usize = 1024;
@@ -50,38 +45,85 @@ fn actor_and_command(subject: &str, operator: bool) -> Result<(Actor, String), W
     Ok((Actor::Tenant(tenant), name.to_owned()))
 }
 
-/// Answers one command message: checks size, subject and JSON here, the rules in the writer.
-pub async fn handle_command(
-    writer: &WriterHandle,
+/// Reads one command message: checks size, subject and JSON here (the rules are the writer's).
+fn read_command(
     subject: &str,
     payload: &[u8],
     operator: bool,
-) -> CommandReply {
+) -> Result<(Actor, ParsedCommand), WireError> {
     if payload.len() > COMMAND_PAYLOAD_BYTES_MAX {
-        return refuse(
+        return Err(WireError::new(
             WireErrorCode::PayloadTooLarge,
             format!(
                 "the payload is {} bytes; commands are at most {COMMAND_PAYLOAD_BYTES_MAX} bytes",
                 payload.len()
             ),
-        );
+        ));
     }
-    let (actor, name) = match actor_and_command(subject, operator) {
-        Ok(found) => found,
-        Err(error) => return CommandReply::error(error),
-    };
+    let (actor, name) = actor_and_command(subject, operator)?;
     let started = Instant::now();
     let parsed = parse_command(&name, payload);
     endpoint_stage("parse", started.elapsed());
-    match parsed {
-        Ok(parsed) => writer.execute(actor, parsed).await,
-        Err(error) => CommandReply::error(error),
+    Ok((actor, parsed?))
+}
+
+/// Queues a command request for the writer, or answers it at once when it is not a command or
+/// the writer cannot take it: its queue full (a flood costs a reply each, memory stays flat) or
+/// the writer stopping.
+async fn take_command(
+    writer: &WriterHandle,
+    responder: &Responder,
+    request: async_nats::service::Request,
+    operator: bool,
+) {
+    let received = Instant::now();
+    let message = &request.message;
+    let (request, bytes) = match read_command(&message.subject, &message.payload, operator) {
+        Ok((actor, parsed)) => {
+            match writer.submit(actor, parsed, request.into(), responder, received) {
+                Ok(()) => return,
+                Err((request, NotQueued::Full)) => (request, overloaded("commands")),
+                Err((request, NotQueued::Stopped)) => (
+                    request,
+                    reply_bytes(&refuse(
+                        WireErrorCode::Unavailable,
+                        "the region's writer is shutting down; retry",
+                    )),
+                ),
+            }
+        }
+        Err(refusal) => (request.into(), reply_bytes(&CommandReply::error(refusal))),
+    };
+    if let Err(error) = request.respond(Ok(bytes)).await {
+        tracing::debug!(%error, "answering a command failed");
     }
 }
 
-/// Records how long a stage of a command's way through the endpoint took: `spawn` (received to
-/// its task running), `parse`, `respond` (the reply sent back) and `in_service` (received to
-/// responded: everything but the NATS hops to and from the client).
+/// Responds to the command requests the writer answered, a batch at a time.
+async fn respond_to_commands(mut batches: mpsc::UnboundedReceiver<Vec<NatsReply>>) {
+    while let Some(batch) = batches.recv().await {
+        for NatsReply {
+            request,
+            reply,
+            received,
+            sent_at,
+        } in batch
+        {
+            metrics::histogram!("ims_writer_stage_seconds", "stage" => "woken")
+                .record(sent_at.elapsed().as_secs_f64());
+            let responding = Instant::now();
+            if let Err(error) = request.respond(Ok(reply_bytes(&reply))).await {
+                tracing::debug!(%error, "answering a command failed");
+            }
+            endpoint_stage("respond", responding.elapsed());
+            endpoint_stage("in_service", received.elapsed());
+        }
+    }
+}
+
+/// Records how long a stage of a command's way through the endpoint took: `parse`, `respond`
+/// (the reply sent back) and `in_service` (received to responded: everything but the NATS hops to
+/// and from the client). The wait for the responder task is the writer's `woken` stage.
 fn endpoint_stage(name: &'static str, took: std::time::Duration) {
     metrics::histogram!("ims_endpoint_stage_seconds", "stage" => name).record(took.as_secs_f64());
 }
@@ -144,7 +186,10 @@ pub async fn serve_commands(
         add("operator-commands", subjects.operator_commands(&region)).await?;
     let mut log_read = add("log-read", subjects.log_read(&region)).await?;
     tracing::info!(%region, "command service ready");
-    let in_flight = std::sync::Arc::new(tokio::sync::Semaphore::new(COMMANDS_IN_FLIGHT_MAX));
+    // The writer answers through this task; it ends once the writer has answered every command
+    // queued here, after the loop below stops taking them.
+    let (responder, batches) = mpsc::unbounded_channel();
+    tokio::spawn(respond_to_commands(batches));
     tokio::pin!(shutdown);
     loop {
         let (request, operator) = tokio::select! {
@@ -160,31 +205,7 @@ pub async fn serve_commands(
             }
             else => break,
         };
-        let Ok(permit) = in_flight.clone().try_acquire_owned() else {
-            if let Err(error) = request.respond(Ok(overloaded("commands"))).await {
-                tracing::debug!(%error, "answering an overloaded command failed");
-            }
-            continue;
-        };
-        let writer = writer.clone();
-        let received = Instant::now();
-        tokio::spawn(async move {
-            let _permit = permit;
-            endpoint_stage("spawn", received.elapsed());
-            let reply = handle_command(
-                &writer,
-                &request.message.subject,
-                &request.message.payload,
-                operator,
-            )
-            .await;
-            let responding = Instant::now();
-            if let Err(error) = request.respond(Ok(reply_bytes(&reply))).await {
-                tracing::debug!(%error, "answering a command failed");
-            }
-            endpoint_stage("respond", responding.elapsed());
-            endpoint_stage("in_service", received.elapsed());
-        });
+        take_command(&writer, &responder, request, operator).await;
     }
     service
         .stop()

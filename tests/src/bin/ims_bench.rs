@@ -338,7 +338,6 @@ fn print_stages(recorder: &StageRecorder, phase: Duration, client: &Latencies) {
     let endpoint = "ims_endpoint_stage_seconds";
     let writer = "ims_writer_stage_seconds";
     let rows = [
-        (endpoint, "spawn", "endpoint: received to task"),
         (endpoint, "parse", "endpoint: parse"),
         (writer, "queue_wait", "writer: queue wait"),
         (writer, "decide", "writer: decide (per command)"),
@@ -349,7 +348,7 @@ fn print_stages(recorder: &StageRecorder, phase: Duration, client: &Latencies) {
         (writer, "index", "log: command index (after durable)"),
         (writer, "reply", "writer: replies handed over"),
         (writer, "batch", "writer: whole batch, decide to replies"),
-        (writer, "woken", "endpoint: woken by its reply"),
+        (writer, "woken", "endpoint: responder woken by its batch"),
         (endpoint, "respond", "endpoint: reply sent"),
         (
             endpoint,

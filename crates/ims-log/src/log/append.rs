@@ -339,7 +339,8 @@ impl EventLog {
 }
 
 /// Fault injection (feature `failpoints`, tests only): `IMS_FAILPOINTS=fsync-fails-after=N`
-/// makes every fsync after the first N fail, as a dying disk would.
+/// makes every fsync after the first N fail, as a dying disk would; `fsync-delay-ms=N` makes
+/// each take N ms longer, as a slow one would.
 pub(super) mod failpoint {
     /// Fails once `name` (in `IMS_FAILPOINTS`) calls have passed; `done` counts them.
     #[cfg(feature = "failpoints")]
@@ -355,6 +356,9 @@ pub(super) mod failpoint {
     #[cfg(feature = "failpoints")]
     pub fn fsync() -> std::io::Result<()> {
         static DONE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        if let Some(ms) = crate::failpoints::value("fsync-delay-ms") {
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
         after("fsync-fails-after", "fsync", &DONE)
     }
 

@@ -12,78 +12,35 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use ims_domain::{
-    decide, evolve, Actor, Command, Context, Event, ImageId, OperatorCommand, RegionId,
-    SharingPolicy, State, StreamId, TenantCommand, TenantId,
+    decide, evolve, Command, Context, Event, ImageId, OperatorCommand, RegionId, SharingPolicy,
+    State, StreamId, TenantCommand, TenantId,
 };
 use ims_log::{
     AppendTimings, Appended, Envelope, EventLog, LogError, NewCommand, NewEvent, Replicate,
 };
 use ims_wire::{CommandReply, ParsedCommand, WireError, WireErrorCode};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 mod entities;
+mod handle;
+mod reply;
+
+pub use handle::{CommandRequest, NotQueued, WriterHandle};
+
+use reply::Outbox;
+pub use reply::{NatsReply, ReplyTo, Responder};
 
 /// Commands decided and written together. Bounded so that one batch's latency stays low and its
 /// memory small; 256 is where group commit stops paying off on this hardware (see the log bench).
 pub const BATCH_COMMANDS_MAX: usize = 256;
 
-/// Commands waiting for the writer. Bounded so that an overload shows up as latency at the
-/// callers rather than as unbounded memory here.
+/// Commands waiting for the writer. Bounded so that memory stays flat under a flood: a NATS
+/// command that finds the queue full is answered "overloaded; retry" at once, and an in-process
+/// caller ([`WriterHandle::execute`]) waits for room.
 pub const QUEUE_COMMANDS_MAX: usize = 4096;
 
 /// Entities the writer keeps loaded; past this it forgets them all and reloads on demand.
 pub const CACHE_ENTITIES_MAX: usize = 200_000;
-
-/// A command on its way to the writer, with where to send the reply.
-#[derive(Debug)]
-pub struct CommandRequest {
-    pub actor: Actor,
-    pub parsed: ParsedCommand,
-    /// The reply, and when the writer sent it: the wait for the caller's task to run again is a
-    /// stage of its latency too.
-    pub reply: oneshot::Sender<(CommandReply, Instant)>,
-    /// When it was queued: the wait for the writer is a stage of its latency.
-    pub queued_at: Instant,
-}
-
-/// The handle that command endpoints use to reach a region's writer.
-#[derive(Clone, Debug)]
-pub struct WriterHandle {
-    sender: mpsc::Sender<CommandRequest>,
-}
-
-impl WriterHandle {
-    /// Queues a command and waits for its durable answer.
-    pub async fn execute(&self, actor: Actor, parsed: ParsedCommand) -> CommandReply {
-        let (reply, answer) = oneshot::channel();
-        if self
-            .sender
-            .send(CommandRequest {
-                actor,
-                parsed,
-                reply,
-                queued_at: Instant::now(),
-            })
-            .await
-            .is_err()
-        {
-            return CommandReply::error(WireError::new(
-                WireErrorCode::Unavailable,
-                "the region's writer is shutting down; retry",
-            ));
-        }
-        match answer.await {
-            Ok((reply, sent_at)) => {
-                stage("woken", sent_at.elapsed());
-                reply
-            }
-            Err(_) => CommandReply::error(WireError::new(
-                WireErrorCode::Unavailable,
-                "the region's writer stopped before answering; retry with the same command_id",
-            )),
-        }
-    }
-}
 
 /// A command of the batch, decided but not yet durable.
 struct Decided {
@@ -266,11 +223,13 @@ impl RegionWriter {
             // Projectors notice the gap and read it from the log; nothing is lost.
             tracing::warn!(region = %self.region, "event publisher is behind; live events skipped");
         }
+        let mut outbox = Outbox::default();
         for (Decided { request, .. }, reply) in decided.into_iter().zip(replies) {
             let outcome = reply.error.as_ref().map_or("ok", |e| e.code.as_str());
             metrics::counter!("ims_commands_total", "outcome" => outcome).increment(1);
-            let _ = request.reply.send((reply, Instant::now()));
+            outbox.send(request.reply, reply);
         }
+        outbox.hand_over();
         stage("reply", replying.elapsed());
         stage("batch", batch_started.elapsed());
         if self.state.images.len() + self.state.tenants.len() > CACHE_ENTITIES_MAX {
@@ -291,6 +250,7 @@ impl RegionWriter {
                 tracing::error!(region = %self.region, %error, "appending a batch failed; the writer stops and the process with it")
             }
         }
+        let mut outbox = Outbox::default();
         for Decided { request, .. } in decided {
             metrics::counter!("ims_commands_total", "outcome" => "unavailable").increment(1);
             let reply = error_reply(
@@ -300,8 +260,9 @@ impl RegionWriter {
                      with the same command_id"
                 ),
             );
-            let _ = request.reply.send((reply, Instant::now()));
+            outbox.send(request.reply, reply);
         }
+        outbox.hand_over();
         WriterFailed {
             region: self.region.clone(),
             cause: error,
