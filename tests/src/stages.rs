@@ -5,7 +5,7 @@
 //! summaries whose quantiles cover a rolling window, not a phase.) Counters and gauges are not
 //! kept.
 
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use hdrhistogram::Histogram;
@@ -21,7 +21,8 @@ type Shared = Arc<Mutex<Histogram<u64>>>;
 /// The recorder; clones share the histograms.
 #[derive(Clone, Debug, Default)]
 pub struct StageRecorder {
-    histograms: Arc<Mutex<BTreeMap<String, Shared>>>,
+    /// By the service's own key: the lookup each record makes allocates nothing.
+    histograms: Arc<Mutex<HashMap<Key, Shared>>>,
 }
 
 /// One histogram's figures over the phase, in its own unit (seconds, or a count).
@@ -35,13 +36,13 @@ pub struct StageFigures {
     pub max: f64,
 }
 
-/// A histogram's key: its name, and its `stage` label in braces (empty without one).
-fn key_of(key: &Key) -> String {
-    let stage = key
+/// Whether `key` is histogram `name` with label `stage` ("" for none).
+fn is(key: &Key, name: &str, stage: &str) -> bool {
+    let label = key
         .labels()
         .find(|label| label.key() == "stage")
         .map_or("", |label| label.value());
-    format!("{}{{{stage}}}", key.name())
+    key.name() == name && label == stage
 }
 
 struct Recording(Shared);
@@ -76,7 +77,9 @@ impl StageRecorder {
     pub fn figures(&self, name: &str, stage: &str) -> Option<StageFigures> {
         let histograms = self.histograms.lock().expect("stage map lock");
         let histogram = histograms
-            .get(&format!("{name}{{{stage}}}"))?
+            .iter()
+            .find(|(key, _)| is(key, name, stage))?
+            .1
             .lock()
             .expect("stage histogram lock");
         let at = |q: f64| histogram.value_at_quantile(q) as f64 / SCALE;
@@ -105,17 +108,18 @@ impl Recorder for StageRecorder {
     }
 
     fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> metrics::Histogram {
-        let shared = self
-            .histograms
-            .lock()
-            .expect("stage map lock")
-            .entry(key_of(key))
-            .or_insert_with(|| {
-                Arc::new(Mutex::new(
-                    Histogram::new_with_bounds(1, HIGHEST, 3).expect("valid bounds"),
-                ))
-            })
-            .clone();
+        let mut histograms = self.histograms.lock().expect("stage map lock");
+        let shared = match histograms.get(key) {
+            Some(shared) => shared.clone(),
+            None => histograms
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    Arc::new(Mutex::new(
+                        Histogram::new_with_bounds(1, HIGHEST, 3).expect("valid bounds"),
+                    ))
+                })
+                .clone(),
+        };
         metrics::Histogram::from_arc(Arc::new(Recording(shared)))
     }
 }
