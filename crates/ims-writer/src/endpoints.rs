@@ -134,6 +134,8 @@ pub async fn publish_events(
     subject: String,
     mut batches: mpsc::Receiver<Vec<Envelope>>,
 ) {
+    // Made once: a `Subject` clones without allocating.
+    let subject = async_nats::Subject::from(subject);
     while let Some(batch) = batches.recv().await {
         for envelope in batch {
             let mut headers = async_nats::HeaderMap::new();

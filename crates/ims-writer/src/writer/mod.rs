@@ -219,10 +219,6 @@ impl RegionWriter {
         };
         let replying = Instant::now();
         let (replies, envelopes) = self.final_replies(&decided, &results);
-        if !envelopes.is_empty() && self.published.try_send(envelopes).is_err() {
-            // Projectors notice the gap and read it from the log; nothing is lost.
-            tracing::warn!(region = %self.region, "event publisher is behind; live events skipped");
-        }
         let mut outbox = Outbox::default();
         for (Decided { request, .. }, reply) in decided.into_iter().zip(replies) {
             let outcome = reply.error.as_ref().map_or("ok", |e| e.code.as_str());
@@ -230,6 +226,12 @@ impl RegionWriter {
             outbox.send(request.reply, reply);
         }
         outbox.hand_over();
+        // Replies first, then events (DESIGN.md section 3): the replies are what the callers
+        // wait for, and on a shared connection they would queue behind the batch's events.
+        if !envelopes.is_empty() && self.published.try_send(envelopes).is_err() {
+            // Projectors notice the gap and read it from the log; nothing is lost.
+            tracing::warn!(region = %self.region, "event publisher is behind; live events skipped");
+        }
         stage("reply", replying.elapsed());
         stage("batch", batch_started.elapsed());
         if self.state.images.len() + self.state.tenants.len() > CACHE_ENTITIES_MAX {
