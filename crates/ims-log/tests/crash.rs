@@ -70,10 +70,17 @@ fn a_snapshot_torn_by_a_kill_during_open_does_not_stop_the_next_open() {
         let log = EventLog::open(&path, "eu-west-0").unwrap();
         append_group(&log, 16)
     };
-    // Opened again, so that sled writes a snapshot that covers the appends.
-    drop(EventLog::open(&path, "eu-west-0").unwrap());
+    // Opened again, the command index too, so that sled writes a snapshot of each database.
+    let log = EventLog::open(&path, "eu-west-0").unwrap();
+    log.command("tenant t1", &uuid::Uuid::nil()).unwrap();
+    drop(log);
     let mut torn = 0;
-    for entry in walk(&path) {
+    // The log's sled database, and the command index's beside it.
+    let files = [path.clone(), path.join("commands")]
+        .into_iter()
+        .flat_map(|dir| std::fs::read_dir(dir).unwrap())
+        .map(|entry| entry.unwrap().path());
+    for entry in files {
         let name = entry.file_name().unwrap().to_string_lossy().into_owned();
         let Some(lsn) = name.strip_prefix("snap.") else {
             continue;
@@ -84,7 +91,10 @@ fn a_snapshot_torn_by_a_kill_during_open_does_not_stop_the_next_open() {
         std::fs::write(cut, &bytes[..bytes.len() / 2]).unwrap();
         torn += 1;
     }
-    assert!(torn > 0, "no sled snapshot found under {}", path.display());
+    assert_eq!(
+        torn, 2,
+        "a sled snapshot in the log and in the command index"
+    );
 
     let log = EventLog::open(&path, "eu-west-0").expect("a torn snapshot must not stop an open");
     assert_eq!(log.head_position(), head);
@@ -94,20 +104,6 @@ fn a_snapshot_torn_by_a_kill_during_open_does_not_stop_the_next_open() {
         head + 1,
         "the log takes appends again"
     );
-}
-
-/// Every file under `dir`.
-fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        if path.is_dir() {
-            files.extend(walk(&path));
-        } else {
-            files.push(path);
-        }
-    }
-    files
 }
 
 #[test]
