@@ -335,6 +335,73 @@ async fn a_failed_fsync_stops_imsd_non_zero_and_nothing_answered_ok_is_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_queued_behind_a_failed_fsync_are_each_answered_unavailable() {
+    // Every fsync 300 ms slow, and every one after the set-up's four (the credentials the client
+    // issues in the identity log, the tenant's registration) fails: a burst's first batch fails
+    // while the rest of the burst waits in the writer's queue. The writer stops with them
+    // queued; each must still be answered "unavailable" (retry with the same command_id), none
+    // left to time out.
+    let data = tempfile::tempdir().unwrap();
+    let nats = ims_tests::secured_nats(data.path());
+    let mut imsd = start_imsd_reporting(
+        &nats.url(),
+        data.path(),
+        free_http_addr(),
+        "fsync-delay-ms=300,fsync-fails-after=4",
+    );
+    let client = Client::connect(&nats.url(), REGION, data.path()).await;
+    client.wait_ready().await;
+    let reply = client
+        .op("register-tenant", json!({"tenant": "burst"}))
+        .await;
+    assert_eq!(reply["ok"], true, "{reply}");
+    let connection = client.tenant_connection("burst").await;
+    let inbox = format!("{}.burst", connection.new_inbox());
+    let mut replies = connection.subscribe(format!("{inbox}.*")).await.unwrap();
+    connection.flush().await.unwrap();
+    const BURST: usize = 100;
+    let subject = format!("ims.v1.{REGION}.cmd.burst.create-image");
+    for n in 0..BURST {
+        let payload =
+            ims_tests::serde_json::to_vec(&create_body(uuid::Uuid::now_v7(), true)).unwrap();
+        connection
+            .publish_with_reply(subject.clone(), format!("{inbox}.{n}"), payload.into())
+            .await
+            .unwrap();
+    }
+    connection.flush().await.unwrap();
+    let mut messages = Vec::new();
+    while messages.len() < BURST {
+        let Ok(Some(message)) = tokio::time::timeout(
+            Duration::from_secs(10),
+            futures::StreamExt::next(&mut replies),
+        )
+        .await
+        else {
+            break;
+        };
+        let reply: Value = ims_tests::serde_json::from_slice(&message.payload).unwrap();
+        assert_eq!(code(&reply), "unavailable", "{reply}");
+        messages.push(reply["error"]["message"].as_str().unwrap().to_owned());
+    }
+    assert_eq!(
+        messages.len(),
+        BURST,
+        "every command of the burst is answered"
+    );
+    let queued = messages
+        .iter()
+        .filter(|m| m.contains("stopped before answering; retry with the same command_id"))
+        .count();
+    assert!(
+        queued > 0 && queued < BURST,
+        "some were in the failed batch, the rest queued behind it: {messages:?}"
+    );
+    let (status, _) = exit_of(&mut imsd, "imsd did not stop").await;
+    assert!(!status.success(), "imsd exited {status} after the failure");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_command_index_write_stops_imsd_and_every_retry_after_a_restart_is_applied_once() {
     // The command index is written once the group is durable in the log, so a failure there
     // leaves commands in the log that the index does not hold. After the restart the index is

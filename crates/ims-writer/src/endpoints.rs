@@ -189,9 +189,10 @@ pub async fn serve_commands(
     let mut log_read = add("log-read", subjects.log_read(&region)).await?;
     tracing::info!(%region, "command service ready");
     // The writer answers through this task; it ends once the writer has answered every command
-    // queued here, after the loop below stops taking them.
+    // queued here (or dropped them, answered "unavailable", when it failed), after the loop
+    // below stops taking them.
     let (responder, batches) = mpsc::unbounded_channel();
-    tokio::spawn(respond_to_commands(batches));
+    let responding = tokio::spawn(respond_to_commands(batches));
     tokio::pin!(shutdown);
     loop {
         let (request, operator) = tokio::select! {
@@ -208,6 +209,11 @@ pub async fn serve_commands(
             else => break,
         };
         take_command(&writer, &responder, request, operator).await;
+    }
+    // Every command taken is answered before the process drains its NATS connection.
+    drop(responder);
+    if let Err(error) = responding.await {
+        tracing::warn!(%error, "the command responder stopped");
     }
     service
         .stop()

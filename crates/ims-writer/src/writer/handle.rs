@@ -7,7 +7,7 @@ use ims_domain::Actor;
 use ims_wire::{CommandReply, ParsedCommand, WireError, WireErrorCode};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{stage, ReplyTo, Responder};
+use super::{stage, PendingRequest, ReplyTo, Responder};
 
 /// A command on its way to the writer, with where to send the reply.
 #[derive(Debug)]
@@ -79,11 +79,7 @@ impl WriterHandle {
         let command = CommandRequest {
             actor,
             parsed,
-            reply: ReplyTo::Nats {
-                request,
-                responder: responder.clone(),
-                received,
-            },
+            reply: ReplyTo::Nats(PendingRequest::new(request, responder, received)),
             queued_at: Instant::now(),
         };
         let (command, why) = match self.sender.try_send(command) {
@@ -92,8 +88,8 @@ impl WriterHandle {
             Err(mpsc::error::TrySendError::Closed(command)) => (command, NotQueued::Stopped),
         };
         match command.reply {
-            ReplyTo::Nats { request, .. } => Err((request, why)),
-            ReplyTo::Caller(_) => unreachable!("queued as a NATS request just above"),
+            ReplyTo::Nats(pending) => Err((pending.give_back(), why)),
+            ReplyTo::Caller(_) => unreachable!("made a NATS request just above"),
         }
     }
 }

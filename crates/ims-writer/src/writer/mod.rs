@@ -28,7 +28,7 @@ mod reply;
 pub use handle::{CommandRequest, NotQueued, WriterHandle};
 
 use reply::Outbox;
-pub use reply::{NatsReply, ReplyTo, Responder};
+pub use reply::{NatsReply, PendingRequest, ReplyTo, Responder};
 
 /// Commands decided and written together. Bounded so that one batch's latency stays low and its
 /// memory small; 256 is where group commit stops paying off on this hardware (see the log bench).

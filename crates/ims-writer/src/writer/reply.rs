@@ -6,7 +6,7 @@
 use std::time::Instant;
 
 use async_nats::service::Request;
-use ims_wire::CommandReply;
+use ims_wire::{CommandReply, WireError, WireErrorCode};
 use tokio::sync::{mpsc, oneshot};
 
 /// The endpoint side of the batches of replies: a responder task reads them and responds.
@@ -28,12 +28,68 @@ pub struct NatsReply {
 pub enum ReplyTo {
     /// A caller awaiting it (the scheduler, tests), with when it was sent.
     Caller(oneshot::Sender<(CommandReply, Instant)>),
-    /// A NATS request, answered by `responder` with the rest of its batch.
-    Nats {
-        request: Box<Request>,
-        responder: Responder,
-        received: Instant,
-    },
+    /// A NATS request, answered by its responder with the rest of its batch.
+    Nats(PendingRequest),
+}
+
+/// A NATS command request waiting for its reply. One dropped unanswered (its writer stopped,
+/// failed, with it still queued) is answered "unavailable; retry with the same command_id" by
+/// its responder, as a caller awaiting a reply is told when its sender is dropped.
+#[derive(Debug)]
+pub struct PendingRequest {
+    /// Taken once answered or given back.
+    request: Option<Box<Request>>,
+    responder: Responder,
+    received: Instant,
+}
+
+impl PendingRequest {
+    pub fn new(request: Box<Request>, responder: &Responder, received: Instant) -> Self {
+        Self {
+            request: Some(request),
+            responder: responder.clone(),
+            received,
+        }
+    }
+
+    /// The request back, unanswered: its caller answers it.
+    pub(super) fn give_back(mut self) -> Box<Request> {
+        self.request
+            .take()
+            .expect("a pending request holds its request")
+    }
+
+    /// The reply to hand to the responder, and the responder.
+    fn answer(mut self, reply: CommandReply, now: Instant) -> (Responder, NatsReply) {
+        let request = self
+            .request
+            .take()
+            .expect("a pending request holds its request");
+        let reply = NatsReply {
+            request,
+            reply,
+            received: self.received,
+            sent_at: now,
+        };
+        (self.responder.clone(), reply)
+    }
+}
+
+impl Drop for PendingRequest {
+    fn drop(&mut self) {
+        if let Some(request) = self.request.take() {
+            let reply = CommandReply::error(WireError::new(
+                WireErrorCode::Unavailable,
+                "the region's writer stopped before answering; retry with the same command_id",
+            ));
+            let _ = self.responder.send(vec![NatsReply {
+                request,
+                reply,
+                received: self.received,
+                sent_at: Instant::now(),
+            }]);
+        }
+    }
 }
 
 /// The replies of one batch, gathered so that each responder gets them in one message.
@@ -51,17 +107,8 @@ impl Outbox {
                 // A caller that stopped waiting needs no answer.
                 let _ = caller.send((reply, now));
             }
-            ReplyTo::Nats {
-                request,
-                responder,
-                received,
-            } => {
-                let reply = NatsReply {
-                    request,
-                    reply,
-                    received,
-                    sent_at: now,
-                };
+            ReplyTo::Nats(pending) => {
+                let (responder, reply) = pending.answer(reply, now);
                 match self
                     .batches
                     .iter_mut()
