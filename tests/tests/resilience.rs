@@ -336,7 +336,7 @@ async fn a_failed_fsync_stops_imsd_non_zero_and_nothing_answered_ok_is_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_queued_behind_a_failed_fsync_are_each_answered_unavailable() {
-    // Every fsync 300 ms slow, and every one after the set-up's four (the credentials the client
+    // Every fsync 500 ms slow, and every one after the set-up's four (the credentials the client
     // issues in the identity log, the tenant's registration) fails: a burst's first batch fails
     // while the rest of the burst waits in the writer's queue. The writer stops with them
     // queued; each must still be answered "unavailable" (retry with the same command_id), none
@@ -347,7 +347,7 @@ async fn commands_queued_behind_a_failed_fsync_are_each_answered_unavailable() {
         &nats.url(),
         data.path(),
         free_http_addr(),
-        "fsync-delay-ms=300,fsync-fails-after=4",
+        "fsync-delay-ms=500,fsync-fails-after=4",
     );
     let client = Client::connect(&nats.url(), REGION, data.path()).await;
     client.wait_ready().await;
@@ -368,6 +368,12 @@ async fn commands_queued_behind_a_failed_fsync_are_each_answered_unavailable() {
             .publish_with_reply(subject.clone(), format!("{inbox}.{n}"), payload.into())
             .await
             .unwrap();
+        if n == 0 {
+            // The first is taken into a batch of its own, whose fsync is slow, then fails; the
+            // rest queue behind it.
+            connection.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(150)).await;
+        }
     }
     connection.flush().await.unwrap();
     let mut messages = Vec::new();
