@@ -334,6 +334,56 @@ async fn a_failed_fsync_stops_imsd_non_zero_and_nothing_answered_ok_is_lost() {
     );
 }
 
+/// A tenant's create-image commands published without waiting, each answered on an inbox of
+/// its own.
+struct Unawaited {
+    connection: async_nats::Client,
+    subject: String,
+    inbox: String,
+    replies: async_nats::Subscriber,
+}
+
+impl Unawaited {
+    async fn open(client: &Client, tenant: &str) -> Self {
+        let connection = client.tenant_connection(tenant).await;
+        let inbox = format!("{}.{tenant}", connection.new_inbox());
+        let replies = connection.subscribe(format!("{inbox}.*")).await.unwrap();
+        connection.flush().await.unwrap();
+        Self {
+            subject: format!("ims.v1.{REGION}.cmd.{tenant}.create-image"),
+            connection,
+            inbox,
+            replies,
+        }
+    }
+
+    /// Publishes command `n` (a valid create-image with a fresh command id).
+    async fn send(&self, n: usize) {
+        let payload =
+            ims_tests::serde_json::to_vec(&create_body(uuid::Uuid::now_v7(), true)).unwrap();
+        self.connection
+            .publish_with_reply(
+                self.subject.clone(),
+                format!("{}.{n}", self.inbox),
+                payload.into(),
+            )
+            .await
+            .unwrap();
+    }
+
+    async fn flush(&self) {
+        self.connection.flush().await.unwrap();
+    }
+
+    /// The next reply, or `None` when none comes within `wait`.
+    async fn next_reply(&mut self, wait: Duration) -> Option<Value> {
+        let message = tokio::time::timeout(wait, futures::StreamExt::next(&mut self.replies))
+            .await
+            .ok()??;
+        Some(ims_tests::serde_json::from_slice(&message.payload).unwrap())
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_queued_behind_a_failed_fsync_are_each_answered_unavailable() {
     // Every fsync 500 ms slow, and every one after the set-up's four (the credentials the client
@@ -355,38 +405,23 @@ async fn commands_queued_behind_a_failed_fsync_are_each_answered_unavailable() {
         .op("register-tenant", json!({"tenant": "burst"}))
         .await;
     assert_eq!(reply["ok"], true, "{reply}");
-    let connection = client.tenant_connection("burst").await;
-    let inbox = format!("{}.burst", connection.new_inbox());
-    let mut replies = connection.subscribe(format!("{inbox}.*")).await.unwrap();
-    connection.flush().await.unwrap();
+    let mut burst = Unawaited::open(&client, "burst").await;
     const BURST: usize = 100;
-    let subject = format!("ims.v1.{REGION}.cmd.burst.create-image");
     for n in 0..BURST {
-        let payload =
-            ims_tests::serde_json::to_vec(&create_body(uuid::Uuid::now_v7(), true)).unwrap();
-        connection
-            .publish_with_reply(subject.clone(), format!("{inbox}.{n}"), payload.into())
-            .await
-            .unwrap();
+        burst.send(n).await;
         if n == 0 {
             // The first is taken into a batch of its own, whose fsync is slow, then fails; the
             // rest queue behind it.
-            connection.flush().await.unwrap();
+            burst.flush().await;
             tokio::time::sleep(Duration::from_millis(150)).await;
         }
     }
-    connection.flush().await.unwrap();
+    burst.flush().await;
     let mut messages = Vec::new();
     while messages.len() < BURST {
-        let Ok(Some(message)) = tokio::time::timeout(
-            Duration::from_secs(10),
-            futures::StreamExt::next(&mut replies),
-        )
-        .await
-        else {
+        let Some(reply) = burst.next_reply(Duration::from_secs(10)).await else {
             break;
         };
-        let reply: Value = ims_tests::serde_json::from_slice(&message.payload).unwrap();
         assert_eq!(code(&reply), "unavailable", "{reply}");
         messages.push(reply["error"]["message"].as_str().unwrap().to_owned());
     }
@@ -477,33 +512,18 @@ async fn a_flood_of_20000_unanswered_commands_keeps_memory_bounded_and_service_r
         )
         .await;
     assert_eq!(reply["ok"], true, "{reply}");
-    let connection = client.tenant_connection("flood").await;
-    let inbox = format!("{}.flood", connection.new_inbox());
-    let mut replies = connection.subscribe(format!("{inbox}.*")).await.unwrap();
-    connection.flush().await.unwrap();
+    let mut flood = Unawaited::open(&client, "flood").await;
     let before = rss_mib(imsd.id());
-    let subject = format!("ims.v1.{REGION}.cmd.flood.create-image");
-    for n in 0..20_000u32 {
-        let payload =
-            ims_tests::serde_json::to_vec(&create_body(uuid::Uuid::now_v7(), true)).unwrap();
-        connection
-            .publish_with_reply(subject.clone(), format!("{inbox}.{n}"), payload.into())
-            .await
-            .unwrap();
+    for n in 0..20_000 {
+        flood.send(n).await;
     }
-    connection.flush().await.unwrap();
+    flood.flush().await;
     let (mut ok, mut overloaded, mut peak) = (0, 0, before);
     let started = Instant::now();
     while ok + overloaded < 20_000 && started.elapsed() < Duration::from_secs(60) {
-        let Ok(Some(message)) = tokio::time::timeout(
-            Duration::from_secs(5),
-            futures::StreamExt::next(&mut replies),
-        )
-        .await
-        else {
+        let Some(reply) = flood.next_reply(Duration::from_secs(5)).await else {
             break;
         };
-        let reply: Value = ims_tests::serde_json::from_slice(&message.payload).unwrap();
         match code(&reply) {
             "" => ok += 1,
             "unavailable" => overloaded += 1,
