@@ -4,9 +4,11 @@
 //! connection, and the echo answers on the service's own (nkey) connection, as imsd does.
 //!
 //! Run: `cargo run --release -p ims-tests --bin ims-bench [-- SECONDS [CONNECTIONS]
-//! [--replication]]`; the runtime has `IMS_BENCH_WORKERS` worker threads (default 2, what imsd
+//! [--replication] [--whole-service]]`; the runtime has `IMS_BENCH_WORKERS` worker threads (default 2, what imsd
 //! gets on two cores). `--replication` adds a phase on a cluster of three nats-servers with the
 //! region's log replicated to a JetStream stream of three copies, next to the single node.
+//! `--whole-service` adds a phase on imsd with every role (projectors and HTTP too) and clients
+//! that give each command a `command_id`, as retry-safe clients do, with its stage breakdown.
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -159,6 +161,7 @@ async fn bench() -> anyhow::Result<()> {
         connections,
         duration,
         Some(&stages),
+        false,
     )
     .await;
     let _ = stop.send(());
@@ -186,6 +189,18 @@ async fn bench() -> anyhow::Result<()> {
         ims_figures.latencies.quantile_ms(0.99)
     );
     print_stages(&stages, duration, &ims_figures.latencies);
+    if std::env::args().any(|arg| arg == "--whole-service") {
+        let whole = whole_service_phase(duration, connections, &stages).await?;
+        println!(
+            "{:<28} {:>10.0} req/s   p50 {:>8.3} ms   p99 {:>8.3} ms   ({:.2} of the echo)",
+            "ims whole service, ids",
+            whole.requests_per_second,
+            whole.latencies.quantile_ms(0.50),
+            whole.latencies.quantile_ms(0.99),
+            whole.requests_per_second / echo_figures.requests_per_second,
+        );
+        print_stages(&stages, duration, &whole.latencies);
+    }
     if std::env::args().any(|arg| arg == "--replication") {
         let replicated = replicated_phase(duration, connections).await?;
         println!(
@@ -236,6 +251,7 @@ async fn ims_load(
     connections: usize,
     duration: Duration,
     stages: Option<&StageRecorder>,
+    command_ids: bool,
 ) -> Figures {
     let tenant_of = move |client: usize| format!("bench-{}", client % connections);
     let region = ims_tests::REGION;
@@ -259,7 +275,7 @@ async fn ims_load(
         let tenant = tenant_of(client);
         let image = images[client].clone();
         async move {
-            let (command, body) = match iteration % 4 {
+            let (command, mut body) = match iteration % 4 {
                 0 | 2 => (
                     "create-image",
                     json!({"name": "bench", "disk": "data", "min_disk_gb": 10,
@@ -274,6 +290,9 @@ async fn ims_load(
                     json!({"image_id": image, "tenants": ["bench-partner"]}),
                 ),
             };
+            if command_ids {
+                body["command_id"] = json!(uuid::Uuid::now_v7());
+            }
             let subject = format!("ims.v1.{region}.cmd.{tenant}.{command}");
             let reply = ims
                 .request_on(&connection, subject, serde_json::to_vec(&body).unwrap())
@@ -312,7 +331,48 @@ async fn replicated_phase(duration: Duration, connections: usize) -> anyhow::Res
         let tenant = format!("bench-{connection}");
         tenant_connections.push(ims.tenant_connection(&tenant).await);
     }
-    let figures = ims_load(&ims, tenant_connections, connections, duration, None).await;
+    let figures = ims_load(&ims, tenant_connections, connections, duration, None, false).await;
+    let _ = stop.send(());
+    service.await??;
+    Ok(figures)
+}
+
+/// The same load with a `command_id` on every command, on imsd with every role: the projectors
+/// fold each batch's events into the read models beside the writer, as in production.
+async fn whole_service_phase(
+    duration: Duration,
+    connections: usize,
+    stages: &StageRecorder,
+) -> anyhow::Result<Figures> {
+    let data = tempfile::tempdir()?;
+    let nats = ims_tests::secured_nats(data.path());
+    let mut config = service_config(nats.url(), data.path())?;
+    config.roles = Roles {
+        command: true,
+        project: true,
+        http: true,
+        identity: true,
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let service = tokio::spawn(run(config, async move {
+        let _ = stopped.await;
+    }));
+    let ims = Client::connect(&nats.url(), ims_tests::REGION, data.path()).await;
+    ims.wait_ready().await;
+    let mut tenant_connections = Vec::new();
+    for connection in 0..connections {
+        let tenant = format!("bench-{connection}");
+        tenant_connections.push(ims.tenant_connection(&tenant).await);
+    }
+    let figures = ims_load(
+        &ims,
+        tenant_connections,
+        connections,
+        duration,
+        Some(stages),
+        true,
+    )
+    .await;
     let _ = stop.send(());
     service.await??;
     Ok(figures)

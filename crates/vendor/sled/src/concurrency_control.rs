@@ -20,13 +20,14 @@ pub(crate) struct ConcurrencyControl {
     rw: RwLock<()>,
 }
 
-static CONCURRENCY_CONTROL: Lazy<
-    ConcurrencyControl,
-    fn() -> ConcurrencyControl,
-> = Lazy::new(init_cc);
+// ims: one per database (`RunningConfig::cc`), not one static for the process (PATCHES.md,
+// patch 7). A batch excludes the other operations of its own database, whose log its lsns are
+// reserved in; as released, it also waited for every reader and writer of every other database.
 
-fn init_cc() -> ConcurrencyControl {
-    ConcurrencyControl::default()
+impl std::fmt::Debug for ConcurrencyControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ConcurrencyControl")
+    }
 }
 
 #[derive(Debug)]
@@ -51,12 +52,12 @@ impl<'a> Drop for Protector<'a> {
     }
 }
 
-pub(crate) fn read<'a>() -> Protector<'a> {
-    CONCURRENCY_CONTROL.read()
+pub(crate) fn read(config: &RunningConfig) -> Protector<'_> {
+    config.cc.read()
 }
 
-pub(crate) fn write<'a>() -> Protector<'a> {
-    CONCURRENCY_CONTROL.write()
+pub(crate) fn write(config: &RunningConfig) -> Protector<'_> {
+    config.cc.write()
 }
 
 impl ConcurrencyControl {
@@ -70,7 +71,7 @@ impl ConcurrencyControl {
         }
     }
 
-    fn read(&self) -> Protector<'_> {
+    pub(crate) fn read(&self) -> Protector<'_> {
         #[cfg(feature = "testing")]
         COUNT.with(|c| {
             let mut c = c.borrow_mut();

@@ -382,8 +382,13 @@ pub struct TransactionalTrees {
 }
 
 impl TransactionalTrees {
-    fn stage(&self) -> UnabortableTransactionResult<Protector<'_>> {
-        Ok(concurrency_control::write())
+    // ims: the write lock of the trees' database (patch 7). `make_overlay` refuses trees of
+    // several databases in one transaction, so there is one.
+    fn stage(&self) -> UnabortableTransactionResult<Option<Protector<'_>>> {
+        Ok(self
+            .inner
+            .first()
+            .map(|tt| concurrency_control::write(&tt.tree.context)))
     }
 
     fn unstage(&self) {
