@@ -80,7 +80,12 @@ fn a_deleted_index_of_more_commands_than_one_catch_up_batch_is_rebuilt_whole() {
 fn an_index_that_lost_its_last_batches_in_a_crash_catches_up_on_first_use() {
     let dir = tempfile::tempdir().unwrap();
     let before = append_new(&open(&dir), 150);
-    let after = append_new(&open(&dir), 250);
+    let after = {
+        let log = open(&dir);
+        let after = append_new(&log, 250);
+        log.index_pending_commands().unwrap();
+        after
+    };
     {
         // The index as a crash could leave it (it is not flushed with the log): the batches of
         // the last appends lost, watermark and keys alike.
@@ -98,6 +103,36 @@ fn an_index_that_lost_its_last_batches_in_a_crash_catches_up_on_first_use() {
     assert_retries_are_duplicates(&log, &before);
     // And new commands still go in.
     append_new(&log, 10);
+}
+
+#[test]
+fn a_group_answered_before_its_commands_are_indexed_is_still_found_by_a_retry() {
+    // The writer answers a group, then writes its command index; a retry in between, or after a
+    // crash in between, must still be a duplicate.
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir);
+    let ids = append_new(&log, 40);
+    let index = |log: &EventLog, id: &Uuid| log.command("tenant t1", id).unwrap();
+    assert!(index(&log, &ids[0]).is_some(), "not found before indexing");
+    assert!(index(&log, &ids[0]).is_some_and(|s| s.reply == command(ids[0], 1).reply));
+    assert!(
+        log.command("tenant t2", &ids[0]).unwrap().is_none(),
+        "found for another actor"
+    );
+    drop(log); // a crash before the index write: the records are in the log only
+    let log = open(&dir);
+    assert_retries_are_duplicates(&log, &ids);
+    let more = append_new(&log, 40);
+    log.index_pending_commands().unwrap();
+    log.index_pending_commands().unwrap(); // nothing left: a no-op
+    assert_retries_are_duplicates(&log, &more);
+    drop(log);
+    let index_db =
+        ims_log::open_sled(sled::Config::new().path(dir.path().join("log/commands"))).unwrap();
+    for id in ids.iter().chain(&more) {
+        let key = [&b"a"[..], id.as_bytes(), b"tenant t1"].concat();
+        assert!(index_db.get(key).unwrap().is_some(), "{id} not indexed");
+    }
 }
 
 #[test]

@@ -405,9 +405,9 @@ fn print_stages(recorder: &StageRecorder, phase: Duration, client: &Latencies) {
         (writer, "apply", "log: sled apply_batch"),
         (writer, "flush", "log: sled flush"),
         (writer, "fsync", "log: fdatasync"),
-        (writer, "index", "log: command index (after durable)"),
         (writer, "reply", "writer: replies handed over"),
         (writer, "batch", "writer: whole batch, decide to replies"),
+        (writer, "index", "log: command index (after replies)"),
         (writer, "woken", "endpoint: responder woken by its batch"),
         (endpoint, "respond", "endpoint: reply sent"),
         (

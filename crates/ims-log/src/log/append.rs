@@ -16,7 +16,8 @@ pub struct AppendTimings {
     pub flush: Duration,
     /// `fdatasync` of sled's data file: the device has it.
     pub fsync: Duration,
-    /// The durable group's command records into the command index (`log/commands`).
+    /// The group before's command records into the command index (`log/commands`), when its
+    /// caller did not write them ([`EventLog::index_pending_commands`]).
     pub index: Duration,
 }
 
@@ -113,6 +114,9 @@ impl EventLog {
         }
         let started = Instant::now();
         let mut head = self.shared.writer.lock().expect("log writer lock");
+        self.index_pending_locked()?;
+        let index = started.elapsed();
+        let started = Instant::now();
         let mut group = Group::after(*head);
         for command in commands {
             let result = self.add_command(&mut group, command)?;
@@ -121,6 +125,7 @@ impl EventLog {
         check_group(*head, group.next, commands.len(), &group.results);
         let mut timings = AppendTimings {
             seal: started.elapsed(),
+            index,
             ..AppendTimings::default()
         };
         let next = group.next;
@@ -233,7 +238,8 @@ impl EventLog {
 
     /// Writes the group as one batch (its stream chunks, command records, snapshots, event
     /// record, new head and, when replicated, the stream sequence it has), then flushes and
-    /// fdatasyncs once.
+    /// fdatasyncs once; its command records go to the command index later
+    /// ([`EventLog::index_pending_commands`]).
     pub(super) fn write_group(
         &self,
         group: &mut Group<'_>,
@@ -272,9 +278,7 @@ impl EventLog {
         failpoint::fsync()?;
         self.shared.data_file.sync_data()?;
         timings.fsync = started.elapsed();
-        let started = Instant::now();
-        self.index_commands(&group.commands, group.next.position)?;
-        timings.index = started.elapsed();
+        self.defer_index(&mut group.commands, group.next.position);
         Ok(())
     }
 

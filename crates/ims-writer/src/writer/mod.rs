@@ -145,7 +145,8 @@ pub fn spawn_replicated_writer(
 
 /// Records how long a stage of the writer took: `queue_wait`, `decide` and `woken` (the reply
 /// sent to the caller's task running again) per command; `seal`, `apply`, `flush`, `fsync`,
-/// `index`, `reply` and the whole `batch` per batch (every command of it waits for them).
+/// `reply` and the whole `batch` per batch (every command of it waits for them), and `index`,
+/// the command index written after the batch's replies.
 fn stage(name: &'static str, took: std::time::Duration) {
     metrics::histogram!("ims_writer_stage_seconds", "stage" => name).record(took.as_secs_f64());
 }
@@ -212,7 +213,6 @@ impl RegionWriter {
                 stage("apply", timings.apply);
                 stage("flush", timings.flush);
                 stage("fsync", timings.fsync);
-                stage("index", timings.index);
                 results
             }
             Err(error) => return Err(self.fail(decided, error)),
@@ -234,6 +234,17 @@ impl RegionWriter {
         }
         stage("reply", replying.elapsed());
         stage("batch", batch_started.elapsed());
+        // The command index after the replies: the log already holds the records it is derived
+        // from, and a retry finds them in memory until the index has them.
+        let indexing = Instant::now();
+        if let Err(error) = self.log.index_pending_commands() {
+            tracing::error!(region = %self.region, %error, "writing the command index failed; the writer stops and the process with it");
+            return Err(WriterFailed {
+                region: self.region.clone(),
+                cause: error,
+            });
+        }
+        stage("index", indexing.elapsed());
         if self.state.images.len() + self.state.tenants.len() > CACHE_ENTITIES_MAX {
             self.state = State::default();
         }
