@@ -330,10 +330,16 @@ impl CopySaga {
             .map_err(|e| Retry(format!("writing the copy saga's state: {e}")))
     }
 
+    /// Moves the checkpoint to `position`, when it moved. Written before each copy and once per
+    /// batch read, not per event (a sled write per event of the log, on the async runtime):
+    /// after a crash the saga reads again the events since, and asks again at most the copies
+    /// among them, whose command ids make a second ask a no-op.
     fn save_checkpoint(&mut self, position: u64) -> Result<(), SagaError> {
-        self.checkpoint = position;
-        self.db
-            .insert(CHECKPOINT_KEY, &position.to_be_bytes()[..])?;
+        if position > self.checkpoint {
+            self.checkpoint = position;
+            self.db
+                .insert(CHECKPOINT_KEY, &position.to_be_bytes()[..])?;
+        }
         Ok(())
     }
 
@@ -362,10 +368,12 @@ impl CopySaga {
                 head: batch.head,
             });
         }
+        let mut done = self.checkpoint;
         for envelope in &batch.envelopes {
             if envelope.body.event_type == "copy_requested"
                 && !self.recorded(envelope.body.event_id)?
             {
+                self.save_checkpoint(done)?;
                 if let Event::CopyRequested {
                     image_id,
                     copy_image_id,
@@ -388,9 +396,9 @@ impl CopySaga {
                     }
                 }
             }
-            self.save_checkpoint(envelope.position())?;
+            done = envelope.position();
         }
-        Ok(())
+        self.save_checkpoint(done)
     }
 
     async fn copy(&mut self, request: &CopyRequest) -> Result<(), Retry> {
