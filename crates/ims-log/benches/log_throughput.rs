@@ -50,6 +50,8 @@ fn log_appends(group: u64, total: u64) -> (f64, EventLog, tempfile::TempDir) {
     for commands in &groups {
         log.append(commands).unwrap();
     }
+    // The command index too, which is written beside the appends.
+    log.index_pending_commands().unwrap();
     (total as f64 / started.elapsed().as_secs_f64(), log, dir)
 }
 
