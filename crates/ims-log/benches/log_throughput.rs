@@ -50,7 +50,7 @@ fn log_appends(group: u64, total: u64) -> (f64, EventLog, tempfile::TempDir) {
     for commands in &groups {
         log.append(commands).unwrap();
     }
-    // The command index too, which is written beside the appends.
+    // The last group's command index too (each append writes the group before's).
     log.index_pending_commands().unwrap();
     (total as f64 / started.elapsed().as_secs_f64(), log, dir)
 }
