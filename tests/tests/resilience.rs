@@ -223,6 +223,7 @@ async fn command_ids_in_log(client: &Client) -> Vec<uuid::Uuid> {
     }
 }
 
+/// What a run of imsd with an armed failpoint left: its data and NATS server, a client, the
 /// ids of the commands answered ok and of those answered `unavailable` or not at all (outcome
 /// unknown).
 struct StoppedByFailpoint {
@@ -453,6 +454,23 @@ async fn a_failed_command_index_write_stops_imsd_and_every_retry_after_a_restart
     // index is rebuilt from the log's command records: a retry of each command, answered ok or
     // not answered at all, gets ok, and none is appended twice.
     let stopped = load_until_a_failpoint_stops_imsd("index-fails-after=30").await;
+    // The group whose index write failed is durable (answered ok, or stopped before its answer
+    // went out) and the index on disk lacks it: the retries below must find it in the log.
+    let index_path = ims_cli::runtime::log_path(
+        stopped.data.path(),
+        &ims_domain::RegionId::parse(REGION).unwrap(),
+    )
+    .join("commands");
+    let index = ims_log::open_sled(sled::Config::new().path(index_path)).unwrap();
+    let not_indexed = stopped.ok.iter().chain(&stopped.unknown).filter(|id| {
+        let key = [&b"a"[..], id.as_bytes(), b"tenant load"].concat();
+        index.get(key).unwrap().is_none()
+    });
+    assert!(
+        not_indexed.count() > 0,
+        "every command sent was indexed: the failure did not leave a durable group unindexed"
+    );
+    drop(index);
     let client = &stopped.client;
     let _imsd = start_imsd(&stopped.nats.url(), stopped.data.path());
     client.wait_ready().await;
