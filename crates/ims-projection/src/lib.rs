@@ -112,11 +112,12 @@ pub struct Changed {
 
 impl<F: Fold> ReadModel<F> {
     /// Opens (or creates) the model under `dir/<name>`, as the service does, with a cache of
-    /// 64 MiB. sled counts a page at its size on disk and holds several times that in memory,
-    /// so the cache weighs most when something reads every row: on a 10M-event region, imsd
-    /// peaked at 2.3 GB during an online `audit verify` with 256 MiB and at 1.4 GB with 64 MiB,
-    /// while queries (`http-bench`: p99 1.11-1.14 ms either way) and the projector's rebuild
-    /// into sled (80,600-91,600 events/s) did not tell the two apart.
+    /// 64 MiB. The cache weighs most when something reads every row: on a 10M-event region,
+    /// imsd peaked at 2.3 GB during an online `audit verify` with 256 MiB and at 1.4 GB with
+    /// 64 MiB while sled counted a page at its size on disk, a fraction of what it holds in
+    /// memory for small rows (810 MiB since it counts what the node holds, sled patch 10);
+    /// queries (`http-bench`: p99 1.11-1.14 ms either way) and the projector's rebuild into
+    /// sled (80,600-91,600 events/s) did not tell 64 and 256 MiB apart.
     pub fn open(dir: &Path, fold: F) -> Result<Self, ProjectionError> {
         Self::open_with_cache(dir, fold, 64 << 20)
     }

@@ -717,16 +717,10 @@ impl Serialize for PageState {
                 i64::deserialize(buf)?,
                 DiskPtr::deserialize(buf)?,
             ),
-            len => {
-                let base = Serialize::deserialize(buf)?;
-                // ims: exactly as many as there are (none for most pages); collected, the
-                // vector had room for four after its first.
-                let mut frags = Vec::with_capacity(usize::from(len - 1));
-                for _ in 1..len {
-                    frags.push(Serialize::deserialize(buf)?);
-                }
-                PageState::Present { base, frags }
-            }
+            len => PageState::Present {
+                base: Serialize::deserialize(buf)?,
+                frags: deserialize_bounded_sequence(buf, usize::from(len - 1))?,
+            },
         })
     }
 }
@@ -809,15 +803,20 @@ where
     iter.collect()
 }
 
-fn deserialize_bounded_sequence<T: Serialize, R>(
+/// ims: collected into a vector of exactly `bound` items (fewer if the buffer ends first, as
+/// released). Collected through an iterator that could not tell its length, the vector doubled
+/// from four: the keys and values of a leaf read from disk held up to twice their slots, copied
+/// at each growth (PATCHES.md). An item takes at least a byte, so a corrupt `bound` reserves no
+/// more than the buffer's length.
+fn deserialize_bounded_sequence<T: Serialize>(
     buf: &mut &[u8],
     bound: usize,
-) -> Result<R>
-where
-    R: FromIterator<T>,
-{
-    let iter = ConsumeSequence { buf, _t: PhantomData, done: false };
-    iter.take(bound).collect()
+) -> Result<Vec<T>> {
+    let mut items = Vec::with_capacity(bound.min(buf.len()));
+    for item in (ConsumeSequence { buf, _t: PhantomData, done: false }).take(bound) {
+        items.push(item?);
+    }
+    Ok(items)
 }
 
 impl<'a, 'b, T> Iterator for ConsumeSequence<'a, 'b, T>
