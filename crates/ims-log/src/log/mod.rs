@@ -161,7 +161,7 @@ mod verify;
 
 pub use append::AppendTimings;
 use keys::*;
-pub use keys::{decode_record, encode_record};
+pub use keys::{command_key, decode_record, encode_record};
 pub use replica::{CommandRecord, GroupRecord, Replicate, ReplicateFn};
 pub use verify::ChainCheck;
 
