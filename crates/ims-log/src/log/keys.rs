@@ -122,7 +122,7 @@ pub(super) fn snapshot_key(key: &[u8]) -> Vec<u8> {
 /// so the formats cannot be confused) then the envelopes as a sequence (u64 count, then each
 /// envelope). A key per run instead of one per event takes the events' part of an append of 256
 /// from 256 sled inserts to a few tens (sled's cost is mostly per key), and lets a scan decode a
-/// run at once. Appends write runs of up to 1 KiB (`RECORD_BYTES`; logs written before held a
+/// run at once. Appends write runs of up to 4 KiB (`RECORD_BYTES`; logs written before held a
 /// whole append per record; both are read alike). Public for tools and tests that inspect the
 /// stored bytes.
 pub fn encode_record<'a>(envelopes: impl IntoIterator<Item = &'a Envelope>) -> Vec<u8> {
@@ -130,19 +130,26 @@ pub fn encode_record<'a>(envelopes: impl IntoIterator<Item = &'a Envelope>) -> V
     codec::encode(&(0u64, envelopes))
 }
 
-/// The size at which [`encode_records`] closes a record: it bounds the memory a scan of the log
-/// holds. sled 0.34 keeps up to 17 keys in a leaf page, and its cache evicts late: an access is
-/// queued in one of its shards and a shard evicts only once 64 accesses have queued there, so up
-/// to 16,384 pages read stayed in memory whatever the cache's capacity with sled's 256 shards
-/// (1,024 with the 16 of the patched sled, `crates/vendor/sled/PATCHES.md`). Records of whole appends
-/// (about 100 KB for 256 events) made leaf pages of about 1.5 MB, and worse, pages over 128 KiB
-/// are blobs, which the cache weighs at the size of their pointer and never evicts: a full scan
-/// (`audit verify`, an auditor's `log.read`) kept about 340 MB per million events
-/// (spacejam/sled#1036). Records of at most 1 KiB make leaf pages of about 12 KiB, so a scan
-/// holds at most about 200 MB, on any log. An append of 256 events is then about 90 keys instead
-/// of one: measured, 9% fewer durable events/s and a third slower scans (`cargo bench -p
-/// ims-log`), where 4 KiB records would hold up to 800 MB.
-pub(super) const RECORD_BYTES: usize = 1024;
+/// The size at which [`encode_records`] closes a record. sled's cost is per key and per page: an
+/// append of 256 events is about 25 records of 4 KiB rather than 90 of 1 KiB, and a log holds
+/// half the pages, which sled reads and installs every time it opens the log. Measured on a
+/// 1M-event region, 4 KiB against 1 KiB (README): half the pages, opening the log 10-20 ms
+/// against 18-29, durable appends 10-14% more events/s, scans 1.8 times as fast.
+///
+/// What bounds it is the memory a scan holds. sled 0.34 keeps up to 17 keys in a leaf page, and
+/// pages over 128 KiB (a quarter of sled's 512 KiB segment) are blobs, which its release weighs
+/// at the size of their pointer and never evicts: records of whole appends (about 100 KB for 256
+/// events) made leaf pages of about 1.5 MB, and a full scan (`audit verify`, an auditor's
+/// `log.read`) kept about 340 MB per million events (spacejam/sled#1036). Records of 4 KiB make
+/// leaf pages of at most 17 x 4 KiB, under the blob size, and the patched sled charges a page
+/// what it holds and evicts within 1,024 pages of its capacity (`crates/vendor/sled/PATCHES.md`,
+/// patches 3 and 10), so a scan holds its cache and at most about 70 MB more, on any log. The
+/// release's cache would have held up to 800 MB of them, which is why records were 1 KiB before.
+pub(super) const RECORD_BYTES: usize = 4096;
+
+/// sled stores a page over a quarter of its segment (512 KiB by default) as a blob; a leaf of
+/// 17 full records, each with its key and length, must stay under it.
+const _: () = assert!(17 * (RECORD_BYTES + 64) < (512 << 10) / 4);
 
 /// Encodes envelopes, in order, as records in the format of [`encode_record`] of at most
 /// [`RECORD_BYTES`] each (or one envelope, when it alone is larger), each with the position of
@@ -256,7 +263,7 @@ mod records {
     }
 
     #[test]
-    fn an_append_of_256_events_is_split_into_records_of_at_most_1_kib_that_decode_to_it() {
+    fn an_append_of_256_events_is_split_into_records_of_at_most_4_kib_that_decode_to_it() {
         let run = envelopes(256, 400);
         let records = encode_records(&run);
         assert!(records.len() > 20, "{} records", records.len());

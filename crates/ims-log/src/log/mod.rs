@@ -4,7 +4,7 @@
 //! index derived from the records is a database of its own, `commands/` (see `commands.rs`).
 //!
 //! Keys (one tree, the first byte says what a key is):
-//! - `e` + position (u64 big-endian): an event record holding a run of up to 1 KiB of one
+//! - `e` + position (u64 big-endian): an event record holding a run of up to 4 KiB of one
 //!   append's events, stored under the position of its last event (see [`encode_record`]);
 //! - `S` + stream + `0x00` + chunk (u32 big-endian): the stream index, the positions of versions
 //!   `chunk * 64 + 1` to `chunk * 64 + 64` of the stream, as u64 big-endian each (a key per 64
