@@ -133,8 +133,10 @@ pub fn encode_record<'a>(envelopes: impl IntoIterator<Item = &'a Envelope>) -> V
 /// The size at which [`encode_records`] closes a record. sled's cost is per key and per page: an
 /// append of 256 events is about 25 records of 4 KiB rather than 90 of 1 KiB, and a log holds
 /// half the pages, which sled reads and installs every time it opens the log. Measured on a
-/// 1M-event region, 4 KiB against 1 KiB (README): half the pages, opening the log 10-20 ms
-/// against 18-29, durable appends 10-14% more events/s, scans 1.8 times as fast.
+/// 10M-event region, 4 KiB against 1 KiB (README): 251,018 pages against 534,435, opening the
+/// log 77-84 ms and 86 MiB against 145-153 ms and 160 MiB; in `cargo bench -p ims-log`, durable
+/// appends 10-14% more events/s and scans 1.8 times as fast. Logs written before keep their
+/// records; both sizes read alike.
 ///
 /// What bounds it is the memory a scan holds. sled 0.34 keeps up to 17 keys in a leaf page, and
 /// pages over 128 KiB (a quarter of sled's 512 KiB segment) are blobs, which its release weighs
