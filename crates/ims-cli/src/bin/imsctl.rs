@@ -1,9 +1,12 @@
-// imsctl keeps the system allocator (imsd runs mimalloc): an offline audit's memory is mostly
-// sled opening the log, where mimalloc peaks higher. On a region of 10M events who-could-use,
-// history and as-of peak at 483-550 MiB with it and at 438 MiB without: that decides whether an
-// audit fits in 512 MiB (README, "Performance"). Measured again once mimalloc stopped asking for
-// transparent huge pages, on 1M events: `audit verify` 10.4 s and 218-227 MiB with mimalloc,
-// 14.2-14.4 s and 190 MiB without; still the memory that decides.
+// imsctl runs mimalloc, as imsd does. It kept the system allocator while an offline audit's
+// memory was mostly sled opening the log, where mimalloc peaked higher (on 10M events,
+// who-could-use 483-550 MiB with it and 438 without). Since the log holds half the pages and
+// sled's cache bounds what a scan holds, mimalloc is the smaller and the faster: on the 10M-event
+// region, the whole offline `audit verify` 66.6 s and 417 MiB against 126.4 s and 535 MiB with
+// the system allocator, and opening the log for who-could-use 48-67 ms against 73-79 ms
+// (README, "Performance").
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> std::process::ExitCode {
     ims_cli::imsctl::main()
