@@ -2,6 +2,13 @@ use std::{num::NonZeroU64, ops::Bound};
 
 use super::*;
 
+/// ims: the most keys a leaf of small rows holds (see `Data::is_small_leaf`).
+const SMALL_LEAF_MAX_KEYS: usize = 64;
+
+/// ims: the most bytes of keys and values a leaf past 16 keys holds (see `Data::is_small_leaf`):
+/// a leaf of 16 keys could already hold more, so no leaf grows larger on disk than before.
+const SMALL_LEAF_MAX_BYTES: usize = 4096;
+
 #[derive(Default, Debug, Clone, PartialEq)]
 pub struct Node {
     pub(crate) prefix_len: u8,
@@ -605,7 +612,8 @@ impl Node {
             16
         };
 
-        let size_checks = self.data.len() > threshold;
+        let size_checks =
+            self.data.len() > threshold && !self.data.is_small_leaf();
         let safety_checks = self.merging_child.is_none() && !self.merging;
 
         size_checks && safety_checks
@@ -675,6 +683,25 @@ impl Data {
         match *self {
             Data::Index(ref index) => index.keys.len(),
             Data::Leaf(ref leaf) => leaf.keys.len(),
+        }
+    }
+
+    /// ims: a leaf of at most `SMALL_LEAF_MAX_KEYS` keys whose keys and values take at most
+    /// `SMALL_LEAF_MAX_BYTES`, which does not split at sled's 16 keys (PATCHES.md, patch 12).
+    /// sled splits a leaf by its count of keys alone, so a leaf of small rows (the stream index,
+    /// a read model's membership rows) held 9 to 16 of them, a few hundred bytes, and opening a
+    /// database paid for every such page. Only called once a leaf has more than 16 keys.
+    fn is_small_leaf(&self) -> bool {
+        match *self {
+            Data::Leaf(ref leaf)
+                if !cfg!(any(test, feature = "lock_free_delays")) =>
+            {
+                leaf.keys.len() <= SMALL_LEAF_MAX_KEYS
+                    && leaf.keys.iter().map(|k| k.len()).sum::<usize>()
+                        + leaf.values.iter().map(|v| v.len()).sum::<usize>()
+                        <= SMALL_LEAF_MAX_BYTES
+            }
+            _ => false,
         }
     }
 
