@@ -115,7 +115,8 @@ impl<F: Fold> ReadModel<F> {
     /// 64 MiB. The cache weighs most when something reads every row: on a 10M-event region,
     /// imsd peaked at 2.3 GB during an online `audit verify` with 256 MiB and at 1.4 GB with
     /// 64 MiB while sled counted a page at its size on disk, a fraction of what it holds in
-    /// memory for small rows (558 MiB since it counts what the node holds, sled patch 10);
+    /// memory for small rows (558 MiB since it counts what the node holds, sled patch 10; 431
+    /// MiB on a region written with sled patch 12's fuller leaves);
     /// queries (`http-bench`: p99 1.11-1.14 ms either way) and the projector's rebuild into
     /// sled (80,600-91,600 events/s) did not tell 64 and 256 MiB apart.
     pub fn open(dir: &Path, fold: F) -> Result<Self, ProjectionError> {

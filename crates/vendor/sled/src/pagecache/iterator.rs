@@ -280,7 +280,7 @@ fn valid_entry_offset(lid: LogOffset, segment_len: usize) -> bool {
 }
 
 /// ims: the segment headers being read by a thread of their own, for
-/// [`raw_segment_iter_from_headers`]. Split from `scan_segment_headers_and_tail` so that opening a
+/// [`raw_segment_iter_from`]. Split from `scan_segment_headers_and_tail` so that opening a
 /// database reads them while it reads its snapshot (PATCHES.md, patch 11); every valid header is
 /// kept here and those below the snapshot's LSN are left out when they are gathered, as
 /// `scan_segment_headers_and_tail` did when it read them.
@@ -472,19 +472,8 @@ fn check_contiguity_in_unstable_tail(
 /// and a set of segments that can be
 /// zeroed after the new snapshot is written,
 /// but no sooner, otherwise it is not crash-safe.
-pub fn raw_segment_iter_from(
-    lsn: Lsn,
-    config: &RunningConfig,
-) -> Result<LogIter> {
-    raw_segment_iter_from_headers(
-        lsn,
-        start_reading_segment_headers(config)?,
-        config,
-    )
-}
-
-/// ims: [`raw_segment_iter_from`] with the segment headers already being read.
-pub(crate) fn raw_segment_iter_from_headers(
+/// ims: from the segment headers already being read (`reads`, patch 11).
+pub(crate) fn raw_segment_iter_from(
     lsn: Lsn,
     reads: SegmentHeaderReads,
     config: &RunningConfig,

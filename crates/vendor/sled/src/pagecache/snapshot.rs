@@ -5,7 +5,7 @@ use crate::*;
 
 use super::{
     arr_to_u32, gc_blobs,
-    iterator::{raw_segment_iter_from_headers, start_reading_segment_headers},
+    iterator::{raw_segment_iter_from, start_reading_segment_headers},
     pwrite_all, u32_to_arr, u64_to_arr, BasedBuf, DiskPtr, LogIter, LogKind, LogOffset, Lsn,
     MessageKind,
 };
@@ -449,7 +449,7 @@ pub fn read_snapshot_or_default(config: &RunningConfig) -> Result<Snapshot> {
     let header_reads = start_reading_segment_headers(config)?;
     let last_snap = read_snapshot(config)?.unwrap_or_else(Snapshot::default);
 
-    let log_iter = raw_segment_iter_from_headers(
+    let log_iter = raw_segment_iter_from(
         last_snap.stable_lsn.unwrap_or(0),
         header_reads,
         config,
