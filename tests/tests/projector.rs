@@ -220,6 +220,7 @@ async fn a_lost_live_event_is_filled_from_log_read() {
         region.clone(),
         writer,
         log,
+        None,
         std::future::pending(),
     ));
     let relay = client.nats.clone();

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use ims_bus::{LeaseDeadline, LogReadError, LogSource};
 use ims_log::{EventLog, GroupRecord, LogError, NewCommand, NewEvent};
 use ims_replication::ReplicatedLog;
 use ims_tests::replication::{Deployment, Node};
@@ -286,7 +287,8 @@ async fn a_standby_takes_over_within_10_s_of_a_kill_9_under_load_and_loses_nothi
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_leader_paused_past_its_lease_commits_nothing_once_another_leads_and_follows_it() {
+async fn a_leader_paused_past_its_lease_commits_and_answers_nothing_once_another_leads_and_follows_it(
+) {
     let deployment = Deployment::start(IMSD, 1).await;
     let (mut a, client) = deployment.start_leader(1, &[]).await;
     let mut b = deployment.start_standby(1, &[]);
@@ -299,10 +301,37 @@ async fn a_leader_paused_past_its_lease_commits_nothing_once_another_leads_and_f
     a.signal("STOP");
     deployment.wait_leader("b").await;
     load.wait_acknowledged(Instant::now(), 100).await;
+    // Reads of the log queue up on a's socket too (its endpoint is still subscribed). Once
+    // awake, a must not answer them from its stale log (it refuses them, or steps down first
+    // and drops them): a reader whose checkpoint is past that head would take the answer for
+    // another log and stop, as b's import worker once did.
+    let b_head = load.answered().iter().map(|(position, _)| *position).max();
+    let region = ims_domain::RegionId::parse(REGION).unwrap();
+    let auditor = client.auditor_connection().await;
+    let reads: Vec<_> = (0..24)
+        .map(|_| {
+            let reader = LogSource::online(auditor.clone(), &Default::default(), &region)
+                .with_timeout(Duration::from_secs(10));
+            tokio::spawn(async move { reader.batch(1, 1).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
     // a wakes up still believing it leads: what it had in hand is fenced by the stream, its
     // lease renewal fails, and it follows b.
     a.signal("CONT");
     let woke = Instant::now();
+    for read in reads {
+        match read.await.unwrap() {
+            Ok(batch) => assert!(
+                Some(batch.head) >= b_head,
+                "log.read answered head {} after b had acknowledged position {b_head:?}",
+                batch.head
+            ),
+            Err(LogReadError::Refused { code, .. }) => assert_eq!(code, "unavailable"),
+            Err(LogReadError::Timeout { .. }) => {}
+            Err(error) => panic!("log.read failed: {error}"),
+        }
+    }
     load.wait_acknowledged(woke, 100).await;
     while a.gauge("ims_replication_leader").await != 0.0 {
         assert!(woke.elapsed() < Duration::from_secs(40), "a still leads");
@@ -323,6 +352,89 @@ async fn a_leader_paused_past_its_lease_commits_nothing_once_another_leads_and_f
     a.stop();
     b.stop();
     assert_same_logs(&a, &b);
+}
+
+/// A leader's endpoints answer only while its lease lasts by its own clock: once it lapses,
+/// commands, `log.read` and who-could-use are refused `unavailable`, so that the client asks
+/// again and reaches the node that leads now, instead of being answered from a log that node
+/// may have moved past.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_lease_lapsed_refuses_commands_log_reads_and_audits() {
+    let data = tempfile::tempdir().unwrap();
+    let nats = ims_tests::secured_nats(data.path());
+    let client = Client::connect_as_service(&nats.url(), REGION, data.path()).await;
+    let region = ims_domain::RegionId::parse(REGION).unwrap();
+    let subjects = ims_wire::Subjects::default();
+    let log = EventLog::open(data.path().join("log"), REGION).unwrap();
+    let (published_tx, _published_rx) = tokio::sync::mpsc::channel(64);
+    let (writer, _thread) = ims_writer::spawn_writer(
+        region.clone(),
+        log.clone(),
+        Default::default(),
+        published_tx,
+    );
+    let lease = LeaseDeadline::lapsed();
+    lease.hold_until(Instant::now() + Duration::from_secs(600));
+    tokio::spawn(ims_writer::serve_commands(
+        client.nats.clone(),
+        subjects.clone(),
+        region.clone(),
+        writer,
+        log.clone(),
+        Some(lease.clone()),
+        std::future::pending(),
+    ));
+    tokio::spawn(ims_audit::serve_audits(
+        client.nats.clone(),
+        subjects.clone(),
+        region.clone(),
+        log,
+        Some(lease.clone()),
+        std::future::pending(),
+    ));
+    client.wait_ready().await;
+    client.register(&["owner"]).await;
+    let create = || {
+        client.command(
+            "owner",
+            "create-image",
+            json!({"name": "web", "disk": "data", "min_disk_gb": 10,
+                   "source": {"file": {"url": "obs://bucket/web.raw", "format": "raw"}}}),
+        )
+    };
+    let created = create().await;
+    assert_eq!(created["ok"], true, "{created}");
+    let who_could_use = || async {
+        let request = json!({"image_id": created["image_id"], "position": 1});
+        let answer = client
+            .nats
+            .request(
+                subjects.audit(&region, "who-could-use"),
+                ims_tests::serde_json::to_vec(&request).unwrap().into(),
+            )
+            .await
+            .unwrap();
+        ims_tests::serde_json::from_slice::<Value>(&answer.payload).unwrap()
+    };
+    let reader = LogSource::online(client.auditor_connection().await, &subjects, &region);
+    assert!(reader.batch(1, 1).await.is_ok());
+    assert_eq!(code(&who_could_use().await), "");
+
+    lease.end();
+    let refused = create().await;
+    assert_eq!(code(&refused), "unavailable", "{refused}");
+    assert!(
+        refused["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("lease"),
+        "{refused}"
+    );
+    match reader.batch(1, 1).await {
+        Err(LogReadError::Refused { code, .. }) => assert_eq!(code, "unavailable"),
+        other => panic!("log.read with a lapsed lease: {other:?}"),
+    }
+    assert_eq!(code(&who_could_use().await), "unavailable");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

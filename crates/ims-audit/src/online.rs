@@ -10,7 +10,7 @@ use std::future::Future;
 use async_nats::service::{endpoint::Endpoint, Service, ServiceExt};
 use bytes::Bytes;
 use futures::StreamExt;
-use ims_bus::{RoleError, SERVICE_VERSION};
+use ims_bus::{LeaseDeadline, RoleError, SERVICE_VERSION};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -27,12 +27,14 @@ use crate::{AuditError, LogSource};
 /// How long an auditor waits for the answer.
 const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-/// Serves the audit endpoints of `region` from `log` until `stop` completes.
+/// Serves the audit endpoints of `region` from `log` until `stop` completes; with `lease`,
+/// only while it lasts.
 pub async fn serve_audits(
     client: async_nats::Client,
     subjects: Subjects,
     region: RegionId,
     log: EventLog,
+    lease: Option<LeaseDeadline>,
     stop: impl Future<Output = ()>,
 ) -> Result<(), RoleError> {
     let (service, mut who_could_use) = audit_endpoint(
@@ -50,7 +52,8 @@ pub async fn serve_audits(
             Some(request) = who_could_use.next() => request,
             else => break,
         };
-        let answer = answer_who_could_use(&log, &request.message.payload);
+        let refusal = lease.as_ref().and_then(|lease| lease.refusal(&region));
+        let answer = answer_who_could_use(&log, &request.message.payload, refusal);
         if let Err(error) = request.respond(Ok(Bytes::from(answer))).await {
             tracing::debug!(%error, "answering who-could-use failed");
         }
@@ -178,8 +181,13 @@ fn unavailable(error: AuditError) -> WireError {
 }
 
 /// The answer to one `who-could-use` request, or the error as a failed query's body.
-fn answer_who_could_use(log: &EventLog, payload: &[u8]) -> Vec<u8> {
-    let answer = who_could_use_request(payload).and_then(|(image, until)| {
+/// The answer to a who-could-use request, or to `refused` ones.
+fn answer_who_could_use(log: &EventLog, payload: &[u8], refused: Option<WireError>) -> Vec<u8> {
+    let request = match refused {
+        Some(refusal) => Err(refusal),
+        None => who_could_use_request(payload),
+    };
+    let answer = request.and_then(|(image, until)| {
         who_could_use_offline(log, image, until).map_err(|error| {
             WireError::new(
                 WireErrorCode::Unavailable,

@@ -203,6 +203,14 @@ async fn follow(
     }
 }
 
+/// What the command side of a region needs from its lease while this node leads it.
+pub(crate) struct Leading {
+    /// Each sealed group goes to the stream before the log.
+    pub replicate: Replicate,
+    /// The endpoints answer nothing once it passes.
+    pub lease: ims_bus::LeaseDeadline,
+}
+
 /// Runs the command side of `region` as its leader until the process stops or it steps down.
 #[allow(clippy::too_many_arguments)]
 async fn lead(
@@ -224,20 +232,30 @@ async fn lead(
         stop_rx: side_stop_rx,
     };
     let replicate = replicator(replicated.clone(), expected_last);
-    start_region_commands(config, region, log, stores, &mut side, Some(replicate))?;
+    let replicated_side = Leading {
+        replicate,
+        lease: lease.deadline(),
+    };
+    start_region_commands(
+        config,
+        region,
+        log,
+        stores,
+        &mut side,
+        Some(replicated_side),
+    )?;
     let mut renewals = tokio::time::interval(LEASE_RENEW_EVERY);
-    let mut renewed = Instant::now();
     let ended = loop {
         tokio::select! {
             _ = stopped(stop.clone()) => break Ended::Stopped,
             _ = renewals.tick() => {
-                // Not renewed for a whole TTL (a stalled connection, a paused process): another
+                // Not renewed within a TTL (a stalled connection, a paused process): another
                 // node may lead by now, whatever the bucket answers next.
-                if renewed.elapsed() >= LEASE_TTL {
-                    break Ended::SteppedDown(format!("the lease was not renewed for {LEASE_TTL:?}"));
+                if !lease.deadline().held() {
+                    break Ended::SteppedDown(format!("the lease was not renewed within {LEASE_TTL:?}"));
                 }
                 match lease.renew().await {
-                    Ok(true) => renewed = Instant::now(),
+                    Ok(true) => {}
                     Ok(false) => break Ended::SteppedDown("the lease was lost".into()),
                     Err(error) => tracing::warn!(%error, "renewing the lease failed; trying again"),
                 }

@@ -25,6 +25,7 @@ use ims_scheduler::{run_scheduler, Scheduler};
 use ims_store::{ImageStore, StoreLocation};
 use ims_writer::{publish_events, serve_commands, spawn_replicated_writer, PUBLISH_QUEUE_MAX};
 
+use crate::replicated::Leading;
 pub use crate::replicated::Replication;
 
 /// Which parts of the service this process runs.
@@ -245,16 +246,21 @@ fn open_region_log(config: &Config, region: &RegionId) -> anyhow::Result<EventLo
     Ok(log)
 }
 
-/// Starts `region`'s writer (replicated through `replicate` when given), command endpoints,
-/// event publisher, import worker, copy saga and scheduler, as tasks of `started`.
+/// Starts `region`'s writer, command endpoints, event publisher, import worker, copy saga and
+/// scheduler, as tasks of `started`; with `leading`, the writer replicates and the endpoints
+/// answer only while the lease lasts.
 pub(crate) fn start_region_commands(
     config: &Config,
     region: &RegionId,
     log: &EventLog,
     stores: &Stores,
     started: &mut Started,
-    replicate: Option<ims_log::Replicate>,
+    leading: Option<Leading>,
 ) -> anyhow::Result<()> {
+    let (replicate, lease) = match leading {
+        Some(Leading { replicate, lease }) => (Some(replicate), Some(lease)),
+        None => (None, None),
+    };
     let (published_tx, published_rx) = mpsc::channel(PUBLISH_QUEUE_MAX);
     let (writer, thread) = spawn_replicated_writer(
         region.clone(),
@@ -305,6 +311,7 @@ pub(crate) fn start_region_commands(
         config.subjects.clone(),
         region.clone(),
         log.clone(),
+        lease.clone(),
         stop,
     ));
     let scheduler = Scheduler::open(
@@ -324,7 +331,8 @@ pub(crate) fn start_region_commands(
     let stop = started.stopped();
     let (subjects, region, served_log) = (config.subjects.clone(), region.clone(), log.clone());
     started.spawn(async move {
-        let served = serve_commands(client, subjects, region, writer, served_log, stop).await;
+        let served =
+            serve_commands(client, subjects, region, writer, served_log, lease, stop).await;
         // The endpoints are closed; the writer ends once the last queued command is
         // answered, and the publisher once the writer's last events are sent.
         let _ = publisher.await;

@@ -3,10 +3,11 @@
 //! after [`LEASE_TTL`], so a leader that dies or is cut off loses the lease without anyone
 //! deleting it, and a standby creates the key again.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{self, kv};
 use bytes::Bytes;
+use ims_bus::LeaseDeadline;
 
 use crate::ReplicationError;
 
@@ -24,6 +25,11 @@ pub const LEASE_RENEW_EVERY: Duration = Duration::from_secs(1);
 /// How long one call on the lease bucket may take: a renewal that does not come back within it
 /// counts as failed, so that a leader whose connection stalls notices in time.
 const LEASE_CALL_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How much sooner than the bucket this node counts its lease as lapsed: room for the two clocks
+/// to run at slightly different rates. The count starts when a renewal is sent, which is no
+/// later than the bucket's write of it, so the reply's delay needs no room.
+const LEASE_CLOCK_MARGIN: Duration = Duration::from_millis(250);
 
 /// Runs `call` on the lease bucket within [`LEASE_CALL_TIMEOUT`].
 async fn bounded<T, E: Into<async_nats::Error>>(
@@ -45,6 +51,8 @@ pub struct Lease {
     node: String,
     /// The revision of our entry while we hold the lease.
     held: Option<u64>,
+    /// Until when the lease is held by this node's clock.
+    deadline: LeaseDeadline,
 }
 
 impl Lease {
@@ -76,6 +84,7 @@ impl Lease {
             region: region.to_owned(),
             node: node.to_owned(),
             held: None,
+            deadline: LeaseDeadline::lapsed(),
         })
     }
 
@@ -87,15 +96,34 @@ impl Lease {
         self.held.is_some()
     }
 
+    /// Until when the lease is held by this node's clock, for the endpoints that must not
+    /// answer once it lapsed.
+    pub fn deadline(&self) -> LeaseDeadline {
+        self.deadline.clone()
+    }
+
+    /// Held from `asked`, when the write that took or renewed it was sent.
+    fn hold(&mut self, revision: u64, asked: Instant) {
+        self.held = Some(revision);
+        self.deadline
+            .hold_until(asked + LEASE_TTL - LEASE_CLOCK_MARGIN);
+    }
+
+    fn lose(&mut self) {
+        self.held = None;
+        self.deadline.end();
+    }
+
     /// Takes the lease if nobody holds it. `Ok(false)`: another node does.
     pub async fn try_acquire(&mut self) -> Result<bool, ReplicationError> {
         let doing = || format!("taking the lease of region {}", self.region);
+        let asked = Instant::now();
         let created = self
             .store
             .create(&self.region, Bytes::from(self.node.clone()));
         match bounded(doing, created).await? {
             Ok(revision) => {
-                self.held = Some(revision);
+                self.hold(revision, asked);
                 Ok(true)
             }
             Err(error) if error.kind() == kv::CreateErrorKind::AlreadyExists => Ok(false),
@@ -109,16 +137,17 @@ impl Lease {
             return Ok(false);
         };
         let doing = || format!("renewing the lease of region {}", self.region);
+        let asked = Instant::now();
         let updated = self
             .store
             .update(&self.region, Bytes::from(self.node.clone()), revision);
         match bounded(doing, updated).await? {
             Ok(revision) => {
-                self.held = Some(revision);
+                self.hold(revision, asked);
                 Ok(true)
             }
             Err(error) if error.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                self.held = None;
+                self.lose();
                 Ok(false)
             }
             Err(error) => Err(ReplicationError::nats(doing(), error)),
@@ -127,7 +156,8 @@ impl Lease {
 
     /// Gives a held lease up at once, so that a standby need not wait for it to lapse.
     pub async fn release(&mut self) {
-        if let Some(revision) = self.held.take() {
+        if let Some(revision) = self.held {
+            self.lose();
             let doing = || format!("releasing the lease of region {}", self.region);
             let deleted = self
                 .store

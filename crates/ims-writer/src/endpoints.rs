@@ -16,8 +16,8 @@ use ims_wire::{parse_command, CommandReply, ParsedCommand, Subjects, WireError, 
 use tokio::sync::mpsc;
 
 use ims_bus::{
-    overloaded, read_log, refuse, reply_bytes, reply_bytes_max, respond_log_read, RoleError,
-    COMMAND_PAYLOAD_BYTES_MAX, SERVICE_VERSION,
+    overloaded, read_log, refuse, reply_bytes, reply_bytes_max, respond_log_read, LeaseDeadline,
+    RoleError, COMMAND_PAYLOAD_BYTES_MAX, SERVICE_VERSION,
 };
 
 use crate::writer::{NatsReply, NotQueued, Responder, WriterHandle};
@@ -152,13 +152,15 @@ pub async fn publish_events(
 }
 
 /// Serves the command endpoints of `region` until `shutdown` completes, then stops taking
-/// commands; commands already queued are still answered by the writer.
+/// commands; commands already queued are still answered by the writer. With `lease` (a
+/// replicated leader), nothing is answered from this node once it lapses.
 pub async fn serve_commands(
     client: async_nats::Client,
     subjects: Subjects,
     region: RegionId,
     writer: WriterHandle,
     log: EventLog,
+    lease: Option<LeaseDeadline>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), RoleError> {
     let service = client
@@ -200,7 +202,10 @@ pub async fn serve_commands(
             Some(request) = tenant_commands.next() => (request, false),
             Some(request) = operator_commands.next() => (request, true),
             Some(request) = log_read.next() => {
-                let answer = read_log(&log, &request.message.payload, reply_bytes_max(&client));
+                let answer = match lease.as_ref().and_then(|lease| lease.refusal(&region)) {
+                    Some(refusal) => Err(refusal),
+                    None => read_log(&log, &request.message.payload, reply_bytes_max(&client)),
+                };
                 if let Err(error) = respond_log_read(request, answer).await {
                     tracing::debug!(%error, "answering log.read failed");
                 }
@@ -208,6 +213,13 @@ pub async fn serve_commands(
             }
             else => break,
         };
+        if let Some(refusal) = lease.as_ref().and_then(|lease| lease.refusal(&region)) {
+            let refused = reply_bytes(&CommandReply::error(refusal));
+            if let Err(error) = request.respond(Ok(refused)).await {
+                tracing::debug!(%error, "answering a command failed");
+            }
+            continue;
+        }
         take_command(&writer, &responder, request, operator).await;
     }
     // Every command taken is answered before the process drains its NATS connection.
