@@ -391,18 +391,19 @@ impl Unawaited {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commands_queued_behind_a_failed_fsync_are_each_answered_unavailable() {
-    // Every fsync 500 ms slow, and every one after the set-up's four (the credentials the client
+    // Every fsync 1.5 s slow, and every one after the set-up's four (the credentials the client
     // issues in the identity log, the tenant's registration) fails: a burst's first batch fails
     // while the rest of the burst waits in the writer's queue. The writer stops with them
     // queued; each must still be answered "unavailable" (retry with the same command_id), none
-    // left to time out.
+    // left to time out. (With 500 ms, a loaded CI machine once sent the last 36 of the burst
+    // after the endpoint had closed.)
     let data = tempfile::tempdir().unwrap();
     let nats = ims_tests::secured_nats(data.path());
     let mut imsd = start_imsd_reporting(
         &nats.url(),
         data.path(),
         free_http_addr(),
-        "fsync-delay-ms=500,fsync-fails-after=4",
+        "fsync-delay-ms=1500,fsync-fails-after=4",
     );
     let client = Client::connect(&nats.url(), REGION, data.path()).await;
     client.wait_ready().await;
