@@ -9,6 +9,15 @@ const SMALL_LEAF_MAX_KEYS: usize = 64;
 /// a leaf of 16 keys could already hold more, so no leaf grows larger on disk than before.
 const SMALL_LEAF_MAX_BYTES: usize = 4096;
 
+/// ims: a leaf with fewer keys than this is merged into its left sibling (`should_merge`).
+fn leaf_merge_threshold() -> usize {
+    if cfg!(any(test, feature = "lock_free_delays")) {
+        1
+    } else {
+        4
+    }
+}
+
 #[derive(Default, Debug, Clone, PartialEq)]
 pub struct Node {
     pub(crate) prefix_len: u8,
@@ -181,7 +190,23 @@ impl Node {
         where
             T: Clone + Ord,
         {
-            let split_point = keys.len() / 2 + 1;
+            let middle = keys.len() / 2 + 1;
+            // ims: a leaf whose keys do not all share a first byte splits between two keys of
+            // different first bytes, the pair nearest its middle. Keys that share a first byte
+            // are usually rows of one kind, and a kind that grows at its end (a log's index
+            // appended in key order) then gets leaves of its own, instead of sharing its last
+            // leaf with the first rows of the next kind, which may be large: that leaf split
+            // every few keys and wrote those rows again each time. Each side keeps enough keys
+            // not to be merged back at once.
+            let least = leaf_merge_threshold();
+            let split_point = if suffix_truncation && old_prefix.is_empty() {
+                (least..=keys.len().saturating_sub(least))
+                    .filter(|&i| keys[i].first() != keys[i - 1].first())
+                    .min_by_key(|&i| i.abs_diff(middle))
+                    .unwrap_or(middle)
+            } else {
+                middle
+            };
             let right_keys = keys.split_off(split_point);
             let right_values = values.split_off(split_point);
             let right_min = &right_keys[0];
@@ -625,7 +650,7 @@ impl Node {
         } else if self.data.is_index() {
             64
         } else {
-            4
+            leaf_merge_threshold()
         };
 
         let size_checks = self.data.len() < threshold;

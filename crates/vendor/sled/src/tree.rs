@@ -386,18 +386,89 @@ impl Tree {
     ) -> Result<()> {
         let peg = self.context.pin_log(guard)?;
         trace!("applying batch {:?}", batch);
-        for (k, v_opt) in batch.writes {
-            loop {
-                if self.insert_inner(&k, v_opt.clone(), guard)?.is_ok() {
-                    break;
-                }
-            }
+        // ims: the batch's writes in key order (a batch is a hash map), so that neighbours that
+        // land in the same leaf are applied to one copy of it, written once (see
+        // `apply_leaf_run`), instead of one traversal, one copy of the leaf and one log entry
+        // per key.
+        let mut writes: Vec<(IVec, Option<IVec>)> =
+            batch.writes.into_iter().collect();
+        writes.sort_unstable_by(|(a, _), (b, _)| a.cmp(b));
+        let mut next = 0;
+        while next < writes.len() {
+            next += self.apply_leaf_run(&writes[next..], guard)?;
         }
 
         // when the peg drops, it ensures all updates
         // written to the log since its creation are
         // recovered atomically
         peg.seal_batch()
+    }
+
+    /// ims: applies the first of `writes` (in key order) and those after it that land in the
+    /// same leaf, up to the size at which the leaf splits, as one replacement of the leaf; returns
+    /// how many it applied. A single write, or a leaf that is merging, goes through
+    /// `insert_inner` as in the release. The leaf ends as the writes one by one would leave it,
+    /// and it is split where they would have split it, on the next traversal.
+    fn apply_leaf_run(
+        &self,
+        writes: &[(IVec, Option<IVec>)],
+        guard: &mut Guard,
+    ) -> Result<usize> {
+        let (first_key, first_value) = &writes[0];
+        loop {
+            let View { node_view, pid, .. } =
+                self.view_for_key(first_key.as_ref(), guard)?;
+            let in_leaf = writes
+                .iter()
+                .take_while(|(key, _)| {
+                    node_view.hi.is_empty() || key.as_ref() < node_view.hi.as_ref()
+                })
+                .count();
+            if in_leaf < 2
+                || node_view.data.leaf_ref().is_none()
+                || !node_view.can_merge_child()
+            {
+                if self.insert_inner(first_key, first_value.clone(), guard)?.is_ok()
+                {
+                    return Ok(1);
+                }
+                continue;
+            }
+            let mut leaf: Node = (*node_view).clone();
+            let mut reservations = Vec::new();
+            let mut applied = 0;
+            for (key, value) in &writes[..in_leaf] {
+                if applied > 0 && leaf.should_split() {
+                    break;
+                }
+                let encoded = IVec::from(&key[leaf.prefix_len as usize..]);
+                match value {
+                    Some(value) => leaf.set_leaf(encoded, value.clone()),
+                    None => leaf.del_leaf(&encoded),
+                }
+                reservations.push((key, value, self.subscribers.reserve(key)));
+                applied += 1;
+            }
+            if self.context.pagecache.replace(pid, node_view.0, leaf, guard)?.is_err()
+            {
+                M.tree_looped();
+                continue;
+            }
+            for (key, value, reservation) in reservations {
+                if let Some(reservation) = reservation {
+                    let event = match value {
+                        Some(value) => subscriber::Event::Insert {
+                            key: key.clone(),
+                            value: value.clone(),
+                        },
+                        None => subscriber::Event::Remove { key: key.clone() },
+                    };
+                    reservation.complete(&event);
+                }
+            }
+            guard.writeset.push(pid);
+            return Ok(applied);
+        }
     }
 
     /// Retrieve a value from the `Tree` if it exists.
