@@ -159,3 +159,78 @@ fn command_records_that_a_log_kept_in_itself_are_still_honoured() {
     assert_eq!(log.command("tenant t1", &id).unwrap(), Some(stored));
     assert_eq!(log.command("tenant t2", &id).unwrap(), None);
 }
+
+/// The index's rows: `(key, value)` of every command key (`a`), read with the log closed.
+fn index_rows(dir: &tempfile::TempDir) -> Vec<(sled::IVec, sled::IVec)> {
+    let db = ims_log::open_sled(sled::Config::new().path(dir.path().join("log/commands"))).unwrap();
+    db.scan_prefix(b"a").map(Result::unwrap).collect()
+}
+
+fn rewrite_index(dir: &tempfile::TempDir, rows: &[(sled::IVec, Vec<u8>)]) {
+    let db = ims_log::open_sled(sled::Config::new().path(dir.path().join("log/commands"))).unwrap();
+    for (key, value) in rows {
+        db.insert(key, value.as_slice()).unwrap();
+    }
+    db.flush().unwrap();
+}
+
+#[test]
+fn the_index_points_at_the_logs_records_and_entries_that_hold_the_record_still_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir);
+    let ids = append_new(&log, 150);
+    log.index_pending_commands().unwrap();
+    let positions: Vec<u64> = ids
+        .iter()
+        .map(|id| {
+            let stored = log.command("tenant t1", id).unwrap().unwrap();
+            assert_eq!(stored.reply, command(*id, 1).reply);
+            stored.last_position
+        })
+        .collect();
+    drop(log);
+    // A row is the command's last position, not its record with the reply.
+    let rows = index_rows(&dir);
+    assert_eq!(rows.len(), ids.len());
+    let mut pointed: Vec<u64> = rows
+        .iter()
+        .map(|(_, value)| u64::from_be_bytes(value.as_ref().try_into().expect("8 bytes")))
+        .collect();
+    pointed.sort_unstable();
+    assert_eq!(pointed, positions);
+
+    // An index written before held the whole record in each row: still read as it is.
+    let old_rows: Vec<(sled::IVec, Vec<u8>)> = rows
+        .iter()
+        .map(|(key, value)| {
+            let last_position = u64::from_be_bytes(value.as_ref().try_into().unwrap());
+            let old = StoredCommand {
+                first_position: last_position,
+                last_position,
+                reply: b"{\"ok\":true,\"from\":\"the old index\"}".to_vec(),
+                digest: Some([7; 32]),
+            };
+            (key.clone(), ims_log::encode(&old))
+        })
+        .collect();
+    rewrite_index(&dir, &old_rows);
+    let log = open(&dir);
+    for id in &ids {
+        let stored = log.command("tenant t1", id).unwrap().unwrap();
+        assert_eq!(stored.reply, b"{\"ok\":true,\"from\":\"the old index\"}");
+    }
+    drop(log);
+
+    // A row that points where the log holds no such record says so rather than answering (the
+    // rows are in id order, and the last id's command is not in the first run).
+    let (key, _) = rows.last().unwrap();
+    rewrite_index(&dir, &[(key.clone(), 1u64.to_be_bytes().to_vec())]);
+    let log = open(&dir);
+    let found: Vec<_> = ids.iter().map(|id| log.command("tenant t1", id)).collect();
+    let errors: Vec<String> = found
+        .iter()
+        .filter_map(|result| result.as_ref().err().map(ToString::to_string))
+        .collect();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].contains("points at position 1"), "{}", errors[0]);
+}

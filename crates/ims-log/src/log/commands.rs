@@ -1,4 +1,6 @@
-//! The command-id index: for each (command id, actor), what the first append with them got.
+//! The command-id index: for each (command id, actor), where the log records what the first
+//! append with them got (the command's last position; its record, with the reply, is in the
+//! log's run of command records at or past it).
 //!
 //! It is derived data, kept in a sled database of its own (`commands/` inside the log's folder)
 //! behind a watermark, and the log holds what it is derived from: each append writes its command
@@ -165,7 +167,7 @@ impl EventLog {
         }
         let key = command_key(actor, command_id);
         if let Some(bytes) = self.command_index()?.get(&key)? {
-            return codec::decode(&bytes, || format!("command record {command_id}")).map(Some);
+            return self.indexed_command(&bytes, actor, command_id).map(Some);
         }
         if !self.shared.legacy_commands {
             return Ok(None);
@@ -195,6 +197,51 @@ impl EventLog {
     }
 }
 
+impl EventLog {
+    /// The command an index entry stands for: since the pointer format, the record itself is
+    /// read from the log's run that holds it (the first `p` key at or past the command's last
+    /// position); before, the entry held the record.
+    fn indexed_command(
+        &self,
+        entry: &[u8],
+        actor: &str,
+        command_id: &Uuid,
+    ) -> Result<StoredCommand, LogError> {
+        let what = || format!("command record {command_id}");
+        let Some(last_position) = pointed_position(entry) else {
+            return codec::decode(entry, what);
+        };
+        let run = self
+            .shared
+            .db
+            .range(command_records_key(last_position)..=command_records_key(u64::MAX))
+            .next()
+            .transpose()?;
+        let records: Vec<CommandRecord> = match &run {
+            Some((_, value)) => codec::decode(value, what)?,
+            None => Vec::new(),
+        };
+        records
+            .into_iter()
+            .find(|record| record.command_id == *command_id.as_bytes() && record.actor == actor)
+            .map(|record| record.stored)
+            .ok_or_else(|| LogError::Corrupt {
+                what: what(),
+                reason: format!(
+                    "the command index points at position {last_position}, and the log's \
+                     command records there do not hold it"
+                ),
+            })
+    }
+}
+
+/// An index entry in the pointer format: the command's last position, 8 bytes big-endian. An
+/// entry of the format before is a whole [`StoredCommand`], at least 25 bytes (two positions,
+/// the reply's length and the digest's tag), so the two cannot be confused.
+fn pointed_position(entry: &[u8]) -> Option<u64> {
+    (entry.len() == 8).then(|| be_u64(entry))
+}
+
 /// The watermark: the last position whose command records the index holds.
 fn last_indexed(index: &sled::Db) -> Result<u64, LogError> {
     Ok(index
@@ -203,12 +250,16 @@ fn last_indexed(index: &sled::Db) -> Result<u64, LogError> {
         .map_or(0, |bytes| be_u64(&bytes)))
 }
 
+/// Puts `records` in the index's `batch`, each as a pointer to its run in the log (see
+/// [`pointed_position`]): a row of about 40 bytes instead of one with the reply, so a leaf holds
+/// twice the rows and an append splits half as many (the replies are read again only for a
+/// retried command).
 fn add_to_index(batch: &mut sled::Batch, records: &[CommandRecord], last_position: u64) {
     for record in records {
         let id = Uuid::from_bytes(record.command_id);
         batch.insert(
             command_key(&record.actor, &id),
-            codec::encode(&record.stored),
+            &record.stored.last_position.to_be_bytes(),
         );
     }
     batch.insert(WATERMARK, &last_position.to_be_bytes());
