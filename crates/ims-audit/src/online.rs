@@ -180,8 +180,8 @@ fn unavailable(error: AuditError) -> WireError {
     )
 }
 
-/// The answer to one `who-could-use` request, or the error as a failed query's body.
-/// The answer to a who-could-use request, or to `refused` ones.
+/// The answer to one `who-could-use` request, or the error as a failed query's body (`refused`
+/// when the node may no longer answer).
 fn answer_who_could_use(log: &EventLog, payload: &[u8], refused: Option<WireError>) -> Vec<u8> {
     let request = match refused {
         Some(refusal) => Err(refusal),
