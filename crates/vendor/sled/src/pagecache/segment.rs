@@ -919,8 +919,17 @@ impl SegmentAccountant {
 
         self.max_stabilized_lsn = lsn;
 
+        // ims: the check for segments to clean runs once, after the last deactivation, rather
+        // than after each: it counts the states of every segment, and the first stabilisation
+        // after an open deactivates every segment of the file (`max_stabilized_lsn` starts at
+        // -1), so per deactivation it was quadratic: 200-260 ms of the first flush on a log of
+        // 16,000 segments. One segment per stabilisation in steady use, as before.
+        let last = can_deactivate.last().copied();
         for lsn in can_deactivate {
             self.deactivate_segment(lsn)?;
+        }
+        if let Some(lsn) = last {
+            self.maybe_start_cleaning(lsn);
         }
 
         Ok(())
@@ -957,6 +966,12 @@ impl SegmentAccountant {
 
         self.possibly_clean_or_free_segment(idx, lsn)?;
 
+        Ok(())
+    }
+
+    /// ims: the end of the release's `deactivate_segment`, run once per stabilisation (see
+    /// `stabilize`).
+    fn maybe_start_cleaning(&mut self, lsn: Lsn) {
         // if we have a lot of free segments in our whole file,
         // let's start relocating the current tip to boil it down
         let free_segs = self.segments.iter().filter(|s| s.is_free()).count();
@@ -974,8 +989,6 @@ impl SegmentAccountant {
             let to_clean = self.segments[last_index].inactive_to_draining(lsn);
             self.segment_cleaner.add_pids(segment_start, to_clean);
         }
-
-        Ok(())
     }
 
     fn bump_tip(&mut self) -> Result<LogOffset> {
