@@ -634,3 +634,41 @@ async fn read_models_ahead_of_their_log_stop_the_start_naming_both_positions() {
         "{stderr}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_event_the_read_models_cannot_apply_stops_imsd_naming_it() {
+    // An event of a type this release does not know (written by a newer one, or by hand): the
+    // projector cannot pass it, however often it retries. imsd stops and says which event, rather
+    // than answer /readyz "catching up" for ever with nothing logged.
+    let data = tempfile::tempdir().unwrap();
+    {
+        let log = ims_log::EventLog::open(data.path().join(REGION).join("log"), REGION).unwrap();
+        let id = uuid::Uuid::now_v7();
+        log.append(&[ims_log::NewCommand {
+            digest: None,
+            command_id: Some(id),
+            actor: "operator".to_owned(),
+            recorded_at_ms: 1_700_000_000_000,
+            events: vec![ims_log::NewEvent {
+                stream: format!("image/{id}"),
+                stream_version: 1,
+                event_type: "image_teleported".to_owned(),
+                schema_version: 1,
+                payload: b"from a newer release".to_vec(),
+            }],
+            reply: b"{\"ok\":true}".to_vec(),
+            snapshots: vec![],
+        }])
+        .unwrap();
+    }
+    let nats = ims_tests::secured_nats(data.path());
+    let mut imsd = start_imsd_reporting(&nats.url(), data.path(), free_http_addr(), "");
+    let (status, stderr) = exit_of(&mut imsd, "imsd did not stop on the event").await;
+    assert!(!status.success(), "imsd exited {status}");
+    assert!(
+        stderr.contains("cannot apply the log")
+            && stderr.contains("position 1")
+            && stderr.contains("image_teleported"),
+        "{stderr}"
+    );
+}

@@ -225,6 +225,17 @@ async fn lead(
     stop: watch::Receiver<bool>,
     leading: &metrics::Gauge,
 ) -> anyhow::Result<Ended> {
+    // Renewed once the log has caught up, which may have taken a good part of the lease's TTL:
+    // the endpoints answer only while the renewed lease lasts.
+    match lease.renew().await {
+        Ok(true) => {}
+        Ok(false) => {
+            return Ok(Ended::SteppedDown(
+                "the lease was lost while catching up".into(),
+            ))
+        }
+        Err(error) => tracing::warn!(%error, "renewing the lease failed; trying again"),
+    }
     let (side_stop_tx, side_stop_rx) = watch::channel(false);
     let mut side = Started {
         client: client.clone(),
@@ -244,7 +255,10 @@ async fn lead(
         &mut side,
         Some(replicated_side),
     )?;
-    let mut renewals = tokio::time::interval(LEASE_RENEW_EVERY);
+    let mut renewals = tokio::time::interval_at(
+        tokio::time::Instant::now() + LEASE_RENEW_EVERY,
+        LEASE_RENEW_EVERY,
+    );
     let ended = loop {
         tokio::select! {
             _ = stopped(stop.clone()) => break Ended::Stopped,

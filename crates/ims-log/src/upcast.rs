@@ -12,7 +12,10 @@ pub fn decode_event(envelope: &Envelope) -> Result<Event, LogError> {
     let position = body.position;
     let event: Event = match body.schema_version {
         EVENT_SCHEMA_VERSION => codec::decode(&body.payload, || {
-            format!("event payload at position {position}")
+            format!(
+                "event payload at position {position} (type {:?})",
+                body.event_type
+            )
         })?,
         other => {
             return Err(LogError::UnknownSchema {

@@ -473,6 +473,14 @@ pub async fn run_projector(
                 Err(CatchUpError::BeyondHead(error)) => {
                     return Err(RoleError::Broken(error.to_string()))
                 }
+                // An event the read models cannot apply (of a type this release does not know,
+                // or their storage failing) fails the same way on every retry: stop and say
+                // which, rather than stay "catching up" with nothing in the log at info level.
+                Err(CatchUpError::Model(error)) => {
+                    return Err(RoleError::Broken(format!(
+                        "the read models of region {region} cannot apply the log: {error}"
+                    )))
+                }
                 Err(error) => tracing::debug!(%region, %error, "catch-up failed; retrying"),
             }
         }
