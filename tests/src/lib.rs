@@ -282,20 +282,37 @@ impl Client {
         let subject = self.subjects.log_read(&self.region);
         let payload = serde_json::to_vec(&ims_bus::LogReadRequest { from, max }).unwrap();
         let connection = self.connection_for(&subject).await;
-        // A read, so asked again: a request sent while a NATS server of a cluster has just died
-        // can be lost on the way (seen once in CI on two loaded cores); three tries of 20 s each.
-        for _ in 0..3 {
+        // A read, so asked again for up to a minute: a request sent while a NATS server of a
+        // cluster has just died can be lost on the way (seen once in CI on two loaded cores),
+        // and while the lease changes hands no node serves log.read ("no responders", at once;
+        // seen once in CI) or the old leader refuses it, until the next leader has caught up.
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
             let asked = connection.request(subject.clone(), Bytes::from(payload.clone()));
             match tokio::time::timeout(Duration::from_secs(20), asked).await {
+                // A leader whose lease lapsed answers `unavailable` until it steps down.
+                Ok(Ok(message))
+                    if message
+                        .headers
+                        .as_ref()
+                        .is_some_and(|h| h.get("Ims-Error").is_some()) =>
+                {
+                    let refusal = String::from_utf8_lossy(&message.payload).into_owned();
+                    eprintln!("log.read from {from}: {refusal}, asking again in a second");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
                 Ok(Ok(message)) => {
                     return ims_log::decode(&message.payload, || "log.read reply".into())
                         .expect("a log batch");
                 }
-                Ok(Err(error)) => eprintln!("log.read from {from}: {error}, asking again"),
+                Ok(Err(error)) => {
+                    eprintln!("log.read from {from}: {error}, asking again in a second");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
                 Err(_) => eprintln!("log.read from {from}: no answer in 20 s, asking again"),
             }
         }
-        panic!("log.read from {from}: no answer in three tries")
+        panic!("log.read from {from}: no answer in 60 s")
     }
 
     /// The durable head of the region's log.
