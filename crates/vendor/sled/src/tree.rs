@@ -182,7 +182,24 @@ impl Tree {
 
         let View { node_view, pid, .. } =
             self.view_for_key(key.as_ref(), guard)?;
+        let inserted = self.insert_into(node_view, pid, key, value, guard)?;
+        if inserted.is_ok() {
+            guard.writeset.push(pid);
+        }
+        Ok(inserted)
+    }
 
+    /// ims: the rest of `insert_inner`, on the leaf `view_for_key` found for `key`, so that
+    /// `apply_leaf_run` does not look it up a second time; the caller notes `pid` in the guard's
+    /// write set when it succeeds.
+    fn insert_into<'g>(
+        &self,
+        node_view: NodeView<'g>,
+        pid: PageId,
+        key: &[u8],
+        mut value: Option<IVec>,
+        guard: &'g Guard,
+    ) -> Result<Conflictable<Option<IVec>>> {
         let mut subscriber_reservation = self.subscribers.reserve(&key);
 
         let (encoded_key, last_value) = node_view.node_kv_pair(key.as_ref());
@@ -219,8 +236,6 @@ impl Tree {
 
                 res.complete(&event);
             }
-
-            guard.writeset.push(pid);
 
             Ok(Ok(last_value))
         } else {
@@ -407,7 +422,7 @@ impl Tree {
     /// ims: applies the first of `writes` (in key order) and those after it that land in the
     /// same leaf, up to the size at which the leaf splits, as one replacement of the leaf; returns
     /// how many it applied. A single write, or a leaf that is merging, goes through
-    /// `insert_inner` as in the release. The leaf ends as the writes one by one would leave it,
+    /// `insert_into` on the leaf found, as `insert_inner` does in the release. The leaf ends as the writes one by one would leave it,
     /// and it is split where they would have split it, on the next traversal.
     fn apply_leaf_run(
         &self,
@@ -428,8 +443,15 @@ impl Tree {
                 || node_view.data.leaf_ref().is_none()
                 || !node_view.can_merge_child()
             {
-                if self.insert_inner(first_key, first_value.clone(), guard)?.is_ok()
-                {
+                let inserted = self.insert_into(
+                    node_view,
+                    pid,
+                    first_key,
+                    first_value.clone(),
+                    guard,
+                )?;
+                if inserted.is_ok() {
+                    guard.writeset.push(pid);
                     return Ok(1);
                 }
                 continue;
