@@ -422,8 +422,9 @@ impl Tree {
     /// ims: applies the first of `writes` (in key order) and those after it that land in the
     /// same leaf, up to the size at which the leaf splits, as one replacement of the leaf; returns
     /// how many it applied. A single write, or a leaf that is merging, goes through
-    /// `insert_into` on the leaf found, as `insert_inner` does in the release. The leaf ends as the writes one by one would leave it,
-    /// and it is split where they would have split it, on the next traversal.
+    /// `insert_into` on the leaf found, as `insert_inner` does in the release. The leaf ends as
+    /// the writes one by one would leave it, and it is split where they would have split it, on
+    /// the next traversal.
     fn apply_leaf_run(
         &self,
         writes: &[(IVec, Option<IVec>)],
