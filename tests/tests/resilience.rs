@@ -449,6 +449,85 @@ async fn commands_queued_behind_a_failed_fsync_are_each_answered_unavailable() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imsd_stopping_answers_every_command_and_log_read_that_reached_it() {
+    // A SIGTERM while log.reads and commands wait in imsd's NATS subscriptions: each is still
+    // answered (commands taken and written), none left to its requester's timeout. A leader
+    // that dropped them left a standby's projector waiting 10 s on its log.read (CI).
+    let data = tempfile::tempdir().unwrap();
+    let nats = ims_tests::secured_nats(data.path());
+    let mut imsd = start_imsd_reporting(&nats.url(), data.path(), free_http_addr(), "");
+    let client = Client::connect(&nats.url(), REGION, data.path()).await;
+    client.wait_ready().await;
+    client.register_with_quota(&["burst"], 10_000).await;
+    // A log of 2,000 events: each full log.read then takes a while, and the reads queue.
+    let mut burst = Unawaited::open(&client, "burst").await;
+    for round in 0..4 {
+        for n in 0..500 {
+            burst.send(round * 500 + n).await;
+        }
+        burst.flush().await;
+        for _ in 0..500 {
+            let reply = burst.next_reply(Duration::from_secs(20)).await.unwrap();
+            assert_eq!(reply["ok"], true, "{reply}");
+        }
+    }
+
+    let auditor = client.auditor_connection().await;
+    let inbox = auditor.new_inbox();
+    let mut read_replies = auditor.subscribe(format!("{inbox}.*")).await.unwrap();
+    auditor.flush().await.unwrap();
+    let read =
+        ims_tests::serde_json::to_vec(&ims_bus::LogReadRequest { from: 1, max: 1000 }).unwrap();
+    const READS: usize = 200;
+    const COMMANDS: usize = 100;
+    for n in 0..READS {
+        let subject = client.subjects.log_read(&client.region);
+        auditor
+            .publish_with_reply(subject, format!("{inbox}.{n}"), read.clone().into())
+            .await
+            .unwrap();
+        if n % 2 == 0 {
+            burst.send(2000 + n).await;
+        }
+    }
+    auditor.flush().await.unwrap();
+    burst.flush().await;
+    // Delivered to imsd's connection, most still waiting to be taken.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let signal = std::process::Command::new("kill")
+        .args(["-TERM", &imsd.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signal.success());
+
+    let mut reads = 0;
+    while reads < READS {
+        let next = tokio::time::timeout(
+            Duration::from_secs(5),
+            futures::StreamExt::next(&mut read_replies),
+        );
+        let Ok(Some(reply)) = next.await else { break };
+        let batch: ims_log::LogBatch =
+            ims_log::decode(&reply.payload, || "a log.read reply".into())
+                .unwrap_or_else(|e| panic!("log.read answered {reply:?}: {e}"));
+        assert!(!batch.envelopes.is_empty());
+        reads += 1;
+    }
+    let mut commands = 0;
+    while let Some(reply) = burst.next_reply(Duration::from_secs(5)).await {
+        assert_eq!(reply["ok"], true, "{reply}");
+        commands += 1;
+    }
+    assert_eq!(
+        (reads, commands),
+        (READS, COMMANDS),
+        "every log.read and command that reached imsd before its SIGTERM is answered"
+    );
+    let (status, stderr) = exit_of(&mut imsd, "imsd did not stop after SIGTERM").await;
+    assert!(status.success(), "imsd exited {status}: {stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_command_index_write_stops_imsd_and_every_retry_after_a_restart_is_applied_once() {
     // The command index is written after the group is durable and answered, so a failure there
     // leaves commands answered ok in the log that the index does not hold. After the restart the

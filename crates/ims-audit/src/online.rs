@@ -10,7 +10,7 @@ use std::future::Future;
 use async_nats::service::{endpoint::Endpoint, Service, ServiceExt};
 use bytes::Bytes;
 use futures::StreamExt;
-use ims_bus::{LeaseDeadline, RoleError, SERVICE_VERSION};
+use ims_bus::{stop_taking, LeaseDeadline, RoleError, SERVICE_VERSION};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -46,9 +46,14 @@ pub async fn serve_audits(
     )
     .await?;
     tokio::pin!(stop);
+    let mut stopping = false;
     loop {
         let request = tokio::select! {
-            _ = &mut stop => break,
+            _ = &mut stop, if !stopping => {
+                stop_taking([&mut who_could_use]).await;
+                stopping = true;
+                continue;
+            }
             Some(request) = who_could_use.next() => request,
             else => break,
         };
@@ -113,9 +118,14 @@ pub async fn serve_as_of(
     let (region, snapshots) = (Arc::new(region), Arc::new(snapshots));
     let at_once = Arc::new(tokio::sync::Semaphore::new(AS_OF_AT_ONCE));
     tokio::pin!(stop);
+    let mut stopping = false;
     loop {
         let request = tokio::select! {
-            _ = &mut stop => break,
+            _ = &mut stop, if !stopping => {
+                stop_taking([&mut as_of]).await;
+                stopping = true;
+                continue;
+            }
             Some(request) = as_of.next() => request,
             else => break,
         };

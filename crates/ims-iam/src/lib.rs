@@ -17,7 +17,9 @@ use ims_identity::{Credential, Directory, IdentityError, KeyId, Principal, Role}
 use ims_wire::iam::{Authenticate, CredentialView, IamReply, IssueCredential, RevokeCredential};
 use ims_wire::{Subjects, WireError, WireErrorCode};
 
-use ims_bus::{read_log, reply_bytes_max, respond_log_read, RoleError, SERVICE_VERSION};
+use ims_bus::{
+    read_log, reply_bytes_max, respond_log_read, stop_taking, RoleError, SERVICE_VERSION,
+};
 
 /// Connections remembered per credential, to close them when it is revoked. A client that opens
 /// more than this many keeps only its newest ones closable at once; the rest end at reconnect.
@@ -347,9 +349,24 @@ impl IdentityEndpoints {
     pub async fn serve(mut self, shutdown: impl Future<Output = ()>) -> Result<(), RoleError> {
         let identity = self.identity.clone();
         tokio::pin!(shutdown);
+        let mut stopping = false;
         loop {
             let (request, answer) = tokio::select! {
-                _ = &mut shutdown => break,
+                _ = &mut shutdown, if !stopping => {
+                    stop_taking([
+                        &mut self.issue,
+                        &mut self.revoke,
+                        &mut self.list,
+                        &mut self.authenticate,
+                        &mut self.log_read,
+                    ])
+                    .await;
+                    if let Err(error) = self.callouts.drain().await {
+                        tracing::debug!(%error, "draining the auth callout subscription failed");
+                    }
+                    stopping = true;
+                    continue;
+                }
                 Some(message) = self.callouts.next() => {
                     if let (Some(reply), Some(answer)) = (message.reply, identity.answer_callout(&message.payload)) {
                         if let Err(error) = self.client.publish(reply, Bytes::from(answer)).await {

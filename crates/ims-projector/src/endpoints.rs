@@ -14,7 +14,9 @@ use ims_wire::{Query, QueryParams};
 use ims_wire::{Subjects, WireError, WireErrorCode};
 
 use crate::projector::RegionModels;
-use ims_bus::{overloaded, reply_bytes_max, RoleError, COMMAND_PAYLOAD_BYTES_MAX, SERVICE_VERSION};
+use ims_bus::{
+    overloaded, reply_bytes_max, stop_taking, RoleError, COMMAND_PAYLOAD_BYTES_MAX, SERVICE_VERSION,
+};
 
 /// Answers one query message with JSON.
 pub async fn handle_query(models: &RegionModels, subject: &str, payload: &[u8]) -> Vec<u8> {
@@ -125,7 +127,8 @@ fn audit_rows(models: &RegionModels, payload: &[u8], bytes_max: usize) -> Vec<u8
     .expect("answers serialise")
 }
 
-/// Serves the queries of one region until `stop` completes.
+/// Serves the queries of one region until `stop` completes, and then those that reached it
+/// before.
 pub async fn serve_queries(
     client: async_nats::Client,
     subjects: Subjects,
@@ -161,16 +164,21 @@ pub async fn serve_queries(
         .map_err(|e| RoleError::nats("adding the audit-rows endpoint", e))?;
     let in_flight = Arc::new(tokio::sync::Semaphore::new(QUERIES_IN_FLIGHT_MAX));
     tokio::pin!(stop);
+    let mut stopping = false;
     loop {
         let request = tokio::select! {
-            _ = &mut stop => break,
-            request = rows.next() => {
-                let Some(request) = request else { break };
+            _ = &mut stop, if !stopping => {
+                stop_taking([&mut queries, &mut rows]).await;
+                stopping = true;
+                continue;
+            }
+            Some(request) = rows.next() => {
                 let answer = audit_rows(&models, &request.message.payload, reply_bytes_max(&client));
                 let _ = request.respond(Ok(Bytes::from(answer))).await;
                 continue;
             }
-            request = queries.next() => match request { Some(request) => request, None => break },
+            Some(request) = queries.next() => request,
+            else => break,
         };
         let Ok(permit) = in_flight.clone().try_acquire_owned() else {
             let _ = request.respond(Ok(overloaded("queries"))).await;

@@ -16,8 +16,8 @@ use ims_wire::{parse_command, CommandReply, ParsedCommand, Subjects, WireError, 
 use tokio::sync::mpsc;
 
 use ims_bus::{
-    overloaded, read_log, refuse, reply_bytes, reply_bytes_max, respond_log_read, LeaseDeadline,
-    RoleError, COMMAND_PAYLOAD_BYTES_MAX, SERVICE_VERSION,
+    overloaded, read_log, refuse, reply_bytes, reply_bytes_max, respond_log_read, stop_taking,
+    LeaseDeadline, RoleError, COMMAND_PAYLOAD_BYTES_MAX, SERVICE_VERSION,
 };
 
 use crate::writer::{NatsReply, NotQueued, Responder, WriterHandle};
@@ -152,7 +152,7 @@ pub async fn publish_events(
 }
 
 /// Serves the command endpoints of `region` until `shutdown` completes, then stops taking
-/// commands; commands already queued are still answered by the writer. With `lease` (a
+/// commands; those that reached this node before are still answered by the writer. With `lease` (a
 /// replicated leader), nothing is answered from this node once it lapses.
 pub async fn serve_commands(
     client: async_nats::Client,
@@ -196,9 +196,15 @@ pub async fn serve_commands(
     let (responder, batches) = mpsc::unbounded_channel();
     let responding = tokio::spawn(respond_to_commands(batches));
     tokio::pin!(shutdown);
+    let mut stopping = false;
     loop {
         let (request, operator) = tokio::select! {
-            _ = &mut shutdown => break,
+            _ = &mut shutdown, if !stopping => {
+                // What reached this node before is still taken, and answered by the writer.
+                stop_taking([&mut tenant_commands, &mut operator_commands, &mut log_read]).await;
+                stopping = true;
+                continue;
+            }
             Some(request) = tenant_commands.next() => (request, false),
             Some(request) = operator_commands.next() => (request, true),
             Some(request) = log_read.next() => {
