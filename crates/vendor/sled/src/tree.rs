@@ -1546,11 +1546,17 @@ impl Tree {
         view: &View<'g>,
         parent_view: &Option<View<'g>>,
         root_pid: PageId,
+        key: &[u8],
         guard: &'g Guard,
     ) -> Result<()> {
         trace!("splitting node {}", view.pid);
+        // ims: the key the traversal is for, when the node holds it: where it goes says whether
+        // the node is being appended to (see `Node::split`).
+        let within = key >= view.lo.as_ref()
+            && (view.hi.is_empty() || key < view.hi.as_ref());
+        let suffix = key.get(usize::from(view.prefix_len)..).filter(|_| within);
         // split node
-        let (mut lhs, rhs) = view.deref().clone().split();
+        let (mut lhs, rhs) = view.deref().clone().split(suffix);
         let rhs_lo = rhs.lo.clone();
 
         // install right side
@@ -1765,7 +1771,7 @@ impl Tree {
             }
 
             if view.should_split() {
-                self.split_node(&view, &parent_view, root_pid, guard)?;
+                self.split_node(&view, &parent_view, root_pid, key.as_ref(), guard)?;
                 retry!();
             }
 
