@@ -528,6 +528,34 @@ async fn imsd_stopping_answers_every_command_and_log_read_that_reached_it() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn imsd_stops_on_sigterm_while_nats_is_down() {
+    // At shutdown each role unsubscribes its endpoints and answers what they hold; none may
+    // wait for the server to confirm, which a NATS that is down never does, nor for a request
+    // nobody will answer to time out (the projector's, the copy saga's and the import worker's
+    // log.reads: 10 s each).
+    let data = tempfile::tempdir().unwrap();
+    let mut nats = ims_tests::secured_nats(data.path());
+    let mut imsd = start_imsd_reporting(&nats.url(), data.path(), free_http_addr(), "");
+    let client = Client::connect(&nats.url(), REGION, data.path()).await;
+    client.wait_ready().await;
+    nats.stop();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let signalled = Instant::now();
+    let signal = std::process::Command::new("kill")
+        .args(["-TERM", &imsd.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(signal.success());
+    let (status, stderr) = exit_of(&mut imsd, "imsd did not stop on SIGTERM with NATS down").await;
+    assert!(status.success(), "imsd exited {status}: {stderr}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "imsd took {:?} to stop",
+        signalled.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_command_index_write_stops_imsd_and_every_retry_after_a_restart_is_applied_once() {
     // The command index is written after the group is durable and answered, so a failure there
     // leaves commands answered ok in the log that the index does not hold. After the restart the

@@ -361,8 +361,10 @@ impl IdentityEndpoints {
                         &mut self.log_read,
                     ])
                     .await;
-                    if let Err(error) = self.callouts.drain().await {
-                        tracing::debug!(%error, "draining the auth callout subscription failed");
+                    // Not `drain`, which ends the stream only once the server answers: with
+                    // NATS down, the role would wait for it to come back.
+                    if let Err(error) = self.callouts.unsubscribe().await {
+                        tracing::debug!(%error, "unsubscribing the auth callouts failed");
                     }
                     stopping = true;
                     continue;

@@ -468,7 +468,14 @@ pub async fn run_projector(
     let mut need_catch_up = true;
     loop {
         if need_catch_up {
-            match catch_up(&client, &subjects, &models).await {
+            // A stop is not held up by a log.read that nobody answers (NATS down, the leader
+            // gone): it waits for its timeout, seconds. Nothing is half-applied: the models
+            // take each batch whole, between awaits.
+            let caught_up = tokio::select! {
+                _ = &mut stop => return Ok(()),
+                caught_up = catch_up(&client, &subjects, &models) => caught_up,
+            };
+            match caught_up {
                 Ok(()) => need_catch_up = false,
                 Err(CatchUpError::BeyondHead(error)) => {
                     return Err(RoleError::Broken(error.to_string()))

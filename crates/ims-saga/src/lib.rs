@@ -536,7 +536,12 @@ pub async fn run_copy_saga(
 ) -> Result<(), SagaError> {
     tokio::pin!(stop);
     loop {
-        saga.step().await?;
+        // A stop does not wait for a step's requests to time out (NATS down, no writer): a
+        // step cut short is one a crash would cut short, redone from the checkpoint at start.
+        tokio::select! {
+            _ = &mut stop => return Ok(()),
+            stepped = saga.step() => stepped?,
+        };
         tokio::select! {
             _ = &mut stop => return Ok(()),
             _ = tokio::time::sleep(POLL_INTERVAL) => {}
