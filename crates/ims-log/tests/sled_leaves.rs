@@ -12,10 +12,7 @@ use common::{rows, snapshot_bytes};
 
 #[test]
 fn a_database_of_small_rows_in_random_order_holds_them_in_few_pages() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut expected = BTreeMap::new();
-    {
-        let db = ims_log::open_sled(sled::Config::new().path(dir.path())).unwrap();
+    let bytes = snapshot_bytes_after(|db, expected| {
         // Rows like the stream index's: a 45-byte key in random order, a short value.
         for n in 0..60_000u64 {
             let id = n.wrapping_mul(0x9E37_79B9_7F4A_7C15).to_be_bytes();
@@ -24,12 +21,7 @@ fn a_database_of_small_rows_in_random_order_holds_them_in_few_pages() {
             db.insert(&key, value.clone()).unwrap();
             expected.insert(key, value);
         }
-        db.flush().unwrap();
-    }
-    // Reopening writes a snapshot of every page.
-    let db = ims_log::open_sled(sled::Config::new().path(dir.path())).unwrap();
-    assert_eq!(rows(&db), expected);
-    let bytes = snapshot_bytes(dir.path());
+    });
     assert!(bytes < SNAPSHOT_BYTES_BOUND, "a snapshot of {bytes} bytes");
 }
 
@@ -39,10 +31,7 @@ const SNAPSHOT_BYTES_BOUND: u64 = 150_000;
 
 #[test]
 fn small_rows_appended_before_large_ones_get_leaves_of_their_own() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut expected = BTreeMap::new();
-    {
-        let db = ims_log::open_sled(sled::Config::new().path(dir.path())).unwrap();
+    let bytes = snapshot_bytes_after(|db, expected| {
         // The log's layout: large event records under `e`, and before them the stream index,
         // whose rows (`S` keys, short values) new streams append in key order. Split in its
         // middle, the leaf that holds the last `S` rows and the five records (fewer than half
@@ -62,12 +51,7 @@ fn small_rows_appended_before_large_ones_get_leaves_of_their_own() {
             }
             db.apply_batch(batch).unwrap();
         }
-        db.flush().unwrap();
-    }
-    // Reopening writes a snapshot of every page.
-    let db = ims_log::open_sled(sled::Config::new().path(dir.path())).unwrap();
-    assert_eq!(rows(&db), expected);
-    let bytes = snapshot_bytes(dir.path());
+    });
     assert!(
         bytes < APPENDED_SNAPSHOT_BYTES_BOUND,
         "a snapshot of {bytes} bytes"
@@ -80,10 +64,7 @@ const APPENDED_SNAPSHOT_BYTES_BOUND: u64 = 6_000;
 
 #[test]
 fn rows_appended_in_key_order_fill_their_leaves() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut expected = BTreeMap::new();
-    {
-        let db = ims_log::open_sled(sled::Config::new().path(dir.path())).unwrap();
+    let bytes = snapshot_bytes_after(|db, expected| {
         // The command index's layout: rows appended in key order in batches, too large for
         // small leaves (patch 12), each batch with the watermark, a key of another kind after
         // them all. Split in the middle, each leaf the appends left behind stayed half full.
@@ -98,11 +79,7 @@ fn rows_appended_in_key_order_fill_their_leaves() {
             expected.insert(b"w".to_vec(), group.to_be_bytes().to_vec());
             db.apply_batch(batch).unwrap();
         }
-        db.flush().unwrap();
-    }
-    let db = ims_log::open_sled(sled::Config::new().path(dir.path())).unwrap();
-    assert_eq!(rows(&db), expected);
-    let bytes = snapshot_bytes(dir.path());
+    });
     assert!(
         bytes < IN_ORDER_SNAPSHOT_BYTES_BOUND,
         "a snapshot of {bytes} bytes"
@@ -112,3 +89,19 @@ fn rows_appended_in_key_order_fill_their_leaves() {
 /// Between the snapshot with leaves split in their middle and with patch 16. Calibrated: 38,099
 /// bytes split in the middle (nine rows to a leaf), 26,528 with the patch (thirteen).
 const IN_ORDER_SNAPSHOT_BYTES_BOUND: u64 = 32_000;
+
+/// Writes a database with `write`, which notes in the map what it wrote; reopens it, which
+/// writes a snapshot of every page; checks that it holds exactly what was written; and returns
+/// the bytes of that snapshot (about 20 a page).
+fn snapshot_bytes_after(write: impl FnOnce(&sled::Db, &mut BTreeMap<Vec<u8>, Vec<u8>>)) -> u64 {
+    let dir = tempfile::tempdir().unwrap();
+    let mut expected = BTreeMap::new();
+    {
+        let db = ims_log::open_sled(sled::Config::new().path(dir.path())).unwrap();
+        write(&db, &mut expected);
+        db.flush().unwrap();
+    }
+    let db = ims_log::open_sled(sled::Config::new().path(dir.path())).unwrap();
+    assert_eq!(rows(&db), expected);
+    snapshot_bytes(dir.path())
+}
