@@ -92,10 +92,6 @@ impl Lease {
         &self.node
     }
 
-    pub fn is_held(&self) -> bool {
-        self.held.is_some()
-    }
-
     /// Until when the lease is held by this node's clock, for the endpoints that must not
     /// answer once it lapsed.
     pub fn deadline(&self) -> LeaseDeadline {
