@@ -310,6 +310,80 @@ async fn a_lost_live_event_is_filled_from_log_read() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_log_read_that_a_dead_leader_took_with_it_is_asked_again_within_seconds() {
+    // A leader killed with a projector's log.read in hand never answers it; the projector asks
+    // again after its timeout, and until then it applies nothing. Here a stand-in for the log's
+    // endpoint takes the first request and drops it, then answers the rest.
+    let data = tempfile::tempdir().unwrap();
+    let nats = ims_tests::secured_nats(data.path());
+    let client = Client::connect_as_service(&nats.url(), REGION, data.path()).await;
+    let region = RegionId::parse(REGION).unwrap();
+    let subjects = Subjects::default();
+    let log = EventLog::open(data.path().join("log"), REGION).unwrap();
+    for tenant in ["t1", "t2", "t3"] {
+        let event = ims_domain::Event::TenantRegistered {
+            tenant: ims_domain::TenantId::parse(tenant).unwrap(),
+            quota: 10,
+        };
+        log.append(&[ims_log::NewCommand {
+            digest: None,
+            command_id: None,
+            actor: "operator".into(),
+            recorded_at_ms: 1_700_000_000_000,
+            events: vec![ims_log::new_event(&event, 1)],
+            reply: b"{}".to_vec(),
+            snapshots: vec![],
+        }])
+        .unwrap();
+    }
+    let mut requests = client
+        .nats
+        .subscribe(subjects.log_read(&region))
+        .await
+        .unwrap();
+    client.nats.flush().await.unwrap();
+    let responder = client.nats.clone();
+    tokio::spawn(async move {
+        let _dropped = futures::StreamExt::next(&mut requests).await;
+        while let Some(request) = futures::StreamExt::next(&mut requests).await {
+            let answer = ims_bus::read_log(&log, &request.payload, 1 << 20).unwrap();
+            responder
+                .publish(request.reply.unwrap(), answer)
+                .await
+                .unwrap();
+        }
+    });
+    let models = Arc::new(
+        RegionModels::open(
+            &data.path().join("projections"),
+            region,
+            &SharingPolicy::default(),
+        )
+        .unwrap(),
+    );
+    let started = Instant::now();
+    tokio::spawn(run_projector(
+        client.nats.clone(),
+        subjects,
+        models.clone(),
+        std::future::pending(),
+    ));
+    // Seconds, not the 10 s it was: queries with min_position answer `stale` meanwhile.
+    while models.position() < 3 {
+        assert!(
+            started.elapsed() < Duration::from_secs(6),
+            "the projector had not asked again 6 s after its log.read was lost"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let took = started.elapsed();
+    assert!(
+        took >= ims_projector::LOG_READ_TIMEOUT,
+        "the first log.read was answered after all ({took:?})"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_forged_event_that_breaks_the_hash_chain_is_refused_and_the_model_equals_a_rebuild() {
     // Proves the projector's chain check: an event at the next position whose prev_hash is not
     // the last applied hash is refused (and counted), and the real event applies in its place.

@@ -531,8 +531,8 @@ async fn imsd_stopping_answers_every_command_and_log_read_that_reached_it() {
 async fn imsd_stops_on_sigterm_while_nats_is_down() {
     // At shutdown each role unsubscribes its endpoints and answers what they hold; none may
     // wait for the server to confirm, which a NATS that is down never does, nor for a request
-    // nobody will answer to time out (the projector's, the copy saga's and the import worker's
-    // log.reads: 10 s each).
+    // nobody will answer to time out (the log.reads of the projector, the copy saga and the
+    // import worker: seconds each).
     let data = tempfile::tempdir().unwrap();
     let mut nats = ims_tests::secured_nats(data.path());
     let mut imsd = start_imsd_reporting(&nats.url(), data.path(), free_http_addr(), "");

@@ -60,8 +60,8 @@ pub fn derived_command_id(purpose: &str, seed: &[u8]) -> uuid::Uuid {
 /// Stops `endpoints` taking requests without dropping what NATS already delivered: each is
 /// unsubscribed, and its stream still yields the requests that reached this process before it
 /// ends. A serving loop answers those until every stream has ended; dropping them instead would
-/// leave each requester waiting for its timeout (a standby's projector 10 s on a `log.read` that
-/// reached a leader as it stopped). Only a request still on the wire when the server takes the
+/// leave each requester waiting for its timeout (a standby's projector, on a `log.read` that
+/// reached a leader as it stopped, with its read models held back meanwhile). Only a request still on the wire when the server takes the
 /// unsubscription is lost.
 pub async fn stop_taking<'a>(
     endpoints: impl IntoIterator<Item = &'a mut async_nats::service::endpoint::Endpoint>,

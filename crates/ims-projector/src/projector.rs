@@ -26,8 +26,10 @@ use ims_bus::{LogReadError, LogSource, RoleError};
 /// Events asked for per `log.read` during catch-up: the log's own maximum per reply.
 pub const CATCH_UP_BATCH_EVENTS: usize = 1000;
 
-/// How long one catch-up read may take before it is tried again.
-const LOG_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one catch-up read may take before it is asked again. A read is a few ms even of
+/// 1,000 events; the bound is what a read that will never be answered costs (it reached a leader
+/// that was killed), and meanwhile queries with `min_position` answer `stale`.
+pub const LOG_READ_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// Live events applied together: bounds the atomic batch and the lock hold time.
 pub const LIVE_BATCH_EVENTS_MAX: usize = 512;
