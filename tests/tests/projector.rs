@@ -197,16 +197,28 @@ async fn a_projector_started_after_10000_events_catches_up_and_resumes_after_kil
     }
 }
 
+/// What a test that runs a region's parts by hand needs: a data dir, a secured NATS (kept for
+/// as long as the test runs), the service's own connection to it, and the region's log.
+async fn parts_by_hand() -> (
+    tempfile::TempDir,
+    ims_nats_server::NatsServer,
+    Client,
+    EventLog,
+) {
+    let data = tempfile::tempdir().unwrap();
+    let nats = ims_tests::secured_nats(data.path());
+    let client = Client::connect_as_service(&nats.url(), REGION, data.path()).await;
+    let log = EventLog::open(data.path().join("log"), REGION).unwrap();
+    (data, nats, client, log)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_live_event_is_filled_from_log_read() {
     // Proves gap filling: the publisher "loses" position 3, the projector still applies it once.
     const LOST: u64 = 3;
-    let data = tempfile::tempdir().unwrap();
-    let nats = ims_tests::secured_nats(data.path());
-    let client = Client::connect_as_service(&nats.url(), REGION, data.path()).await;
+    let (data, _nats, client, log) = parts_by_hand().await;
     let region = RegionId::parse(REGION).unwrap();
     let subjects = Subjects::default();
-    let log = EventLog::open(data.path().join("log"), REGION).unwrap();
     let (published_tx, mut published_rx) = tokio::sync::mpsc::channel::<Vec<Envelope>>(64);
     let (writer, _thread) = spawn_writer(
         region.clone(),
@@ -314,12 +326,9 @@ async fn a_log_read_that_a_dead_leader_took_with_it_is_asked_again_within_second
     // A leader killed with a projector's log.read in hand never answers it; the projector asks
     // again after its timeout, and until then it applies nothing. Here a stand-in for the log's
     // endpoint takes the first request and drops it, then answers the rest.
-    let data = tempfile::tempdir().unwrap();
-    let nats = ims_tests::secured_nats(data.path());
-    let client = Client::connect_as_service(&nats.url(), REGION, data.path()).await;
+    let (data, _nats, client, log) = parts_by_hand().await;
     let region = RegionId::parse(REGION).unwrap();
     let subjects = Subjects::default();
-    let log = EventLog::open(data.path().join("log"), REGION).unwrap();
     for tenant in ["t1", "t2", "t3"] {
         let event = ims_domain::Event::TenantRegistered {
             tenant: ims_domain::TenantId::parse(tenant).unwrap(),
