@@ -752,6 +752,17 @@ impl std::ops::DerefMut for KilledOnDrop {
     }
 }
 
+impl KilledOnDrop {
+    /// Sends SIGTERM, the signal that asks imsd to stop cleanly.
+    pub fn terminate(&self) {
+        let sent = std::process::Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .expect("running kill");
+        assert!(sent.success(), "kill -TERM {}", self.0.id());
+    }
+}
+
 impl Drop for KilledOnDrop {
     fn drop(&mut self) {
         let _ = self.0.kill();

@@ -280,9 +280,7 @@ fn imsctl_finds_the_nats_server_imsd_run_started_whatever_its_port() {
     assert!(registered.contains("ok"), "{registered}");
     let url = std::fs::read_to_string(&url_file).unwrap();
     assert!(!url.contains(":4222"), "4222 was held, yet: {url}");
-    let _ = Command::new("kill")
-        .args(["-TERM", &imsd.id().to_string()])
-        .status();
+    imsd.terminate();
     let mut imsd = imsd;
     assert!(imsd.wait().unwrap().success());
     assert!(!url_file.exists(), "the URL outlived its server");

@@ -160,9 +160,7 @@ async fn a_projector_started_after_10000_events_catches_up_and_resumes_after_kil
         projector.try_wait(),
         std::fs::read_to_string(projector_dir.path().join("imsd.stderr")).unwrap_or_default()
     );
-    let _ = Command::new("kill")
-        .args(["-TERM", &projector.id().to_string()])
-        .status();
+    projector.terminate();
     let status = projector.wait().unwrap();
     assert!(
         status.success(),

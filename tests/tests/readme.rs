@@ -95,9 +95,7 @@ fn start_imsd(home: &Path, args: &[&str]) -> (ims_tests::KilledOnDrop, String) {
 }
 
 fn stop(imsd: &mut ims_tests::KilledOnDrop) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &imsd.id().to_string()])
-        .status();
+    imsd.terminate();
     assert!(imsd.wait().unwrap().success(), "imsd did not stop cleanly");
 }
 

@@ -494,11 +494,7 @@ async fn imsd_stopping_answers_every_command_and_log_read_that_reached_it() {
     burst.flush().await;
     // Delivered to imsd's connection, most still waiting to be taken.
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let signal = std::process::Command::new("kill")
-        .args(["-TERM", &imsd.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(signal.success());
+    imsd.terminate();
 
     let mut reads = 0;
     while reads < READS {
@@ -541,11 +537,7 @@ async fn imsd_stops_on_sigterm_while_nats_is_down() {
     nats.stop();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let signalled = Instant::now();
-    let signal = std::process::Command::new("kill")
-        .args(["-TERM", &imsd.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(signal.success());
+    imsd.terminate();
     let (status, stderr) = exit_of(&mut imsd, "imsd did not stop on SIGTERM with NATS down").await;
     assert!(status.success(), "imsd exited {status}: {stderr}");
     assert!(

@@ -227,14 +227,8 @@ async fn lead(
 ) -> anyhow::Result<Ended> {
     // Renewed once the log has caught up, which may have taken a good part of the lease's TTL:
     // the endpoints answer only while the renewed lease lasts.
-    match lease.renew().await {
-        Ok(true) => {}
-        Ok(false) => {
-            return Ok(Ended::SteppedDown(
-                "the lease was lost while catching up".into(),
-            ))
-        }
-        Err(error) => tracing::warn!(%error, "renewing the lease failed; trying again"),
+    if let Some(lost) = renew(lease, "while catching up").await {
+        return Ok(lost);
     }
     let (side_stop_tx, side_stop_rx) = watch::channel(false);
     let mut side = Started {
@@ -268,10 +262,8 @@ async fn lead(
                 if !lease.deadline().held() {
                     break Ended::SteppedDown(format!("the lease was not renewed within {LEASE_TTL:?}"));
                 }
-                match lease.renew().await {
-                    Ok(true) => {}
-                    Ok(false) => break Ended::SteppedDown("the lease was lost".into()),
-                    Err(error) => tracing::warn!(%error, "renewing the lease failed; trying again"),
+                if let Some(lost) = renew(lease, "while leading").await {
+                    break lost;
                 }
             }
             Some(joined) = side.tasks.join_next() => match joined {
@@ -295,6 +287,19 @@ async fn lead(
     leading.set(0.0);
     stop_side(side, side_stop_tx).await;
     Ok(ended)
+}
+
+/// Renews `lease`; `Some` when another node holds it now. A failed renewal is tried again at
+/// the next tick: the lease's deadline, not one failure, decides when this node stops.
+async fn renew(lease: &mut Lease, when: &str) -> Option<Ended> {
+    match lease.renew().await {
+        Ok(true) => None,
+        Ok(false) => Some(Ended::SteppedDown(format!("the lease was lost {when}"))),
+        Err(error) => {
+            tracing::warn!(%error, "renewing the lease failed; trying again");
+            None
+        }
+    }
 }
 
 /// The writer's replication: each group published with the stream's expected last sequence,

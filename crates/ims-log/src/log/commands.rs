@@ -195,9 +195,7 @@ impl EventLog {
             digest: None,
         }))
     }
-}
 
-impl EventLog {
     /// The command an index entry stands for: since the pointer format, the record itself is
     /// read from the log's run that holds it (the first `p` key at or past the command's last
     /// position); before, the entry held the record.
