@@ -563,8 +563,7 @@ async fn a_failed_command_index_write_stops_imsd_and_every_retry_after_a_restart
     .join("commands");
     let index = ims_log::open_sled(sled::Config::new().path(index_path)).unwrap();
     let not_indexed = stopped.ok.iter().chain(&stopped.unknown).filter(|id| {
-        index
-            .get(ims_log::command_key("tenant load", id))
+        ims_log::indexed_position(&index, "tenant load", id)
             .unwrap()
             .is_none()
     });

@@ -25,7 +25,7 @@ pub use codec::{decode, encode, encoded_len};
 pub use envelope::{chain_hash, Envelope, EnvelopeBody};
 pub use error::LogError;
 pub use log::{
-    command_key, decode_record, encode_record, open_sled, AppendTimings, Appended, Broken,
+    decode_record, encode_record, indexed_position, open_sled, AppendTimings, Appended, Broken,
     ChainCheck, CommandRecord, EventLog, GroupRecord, Head, LogBatch, NewCommand, NewEvent,
     Replicate, ReplicateFn, StoredCommand, OPEN_LOCK_WAIT_MAX, TAIL_CHECK_EVENTS,
 };

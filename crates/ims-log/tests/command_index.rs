@@ -28,7 +28,11 @@ fn open(dir: &tempfile::TempDir) -> EventLog {
 
 /// Appends `count` new commands in groups of 100; returns their ids.
 fn append_new(log: &EventLog, count: usize) -> Vec<Uuid> {
-    let ids: Vec<Uuid> = (0..count).map(|_| Uuid::now_v7()).collect();
+    append_ids(log, (0..count).map(|_| Uuid::now_v7()).collect())
+}
+
+/// Appends a new command for each of `ids` in groups of 100; returns them.
+fn append_ids(log: &EventLog, ids: Vec<Uuid>) -> Vec<Uuid> {
     let commands: Vec<NewCommand> = ids.iter().map(|id| command(*id, 1)).collect();
     for group in commands.chunks(100) {
         let results = log.append(group).unwrap();
@@ -79,25 +83,35 @@ fn a_deleted_index_of_more_commands_than_one_catch_up_batch_is_rebuilt_whole() {
 #[test]
 fn an_index_that_lost_its_last_batches_in_a_crash_catches_up_on_first_use() {
     let dir = tempfile::tempdir().unwrap();
-    let before = append_new(&open(&dir), 150);
+    let before = {
+        let log = open(&dir);
+        let before = append_new(&log, 150);
+        log.index_pending_commands().unwrap();
+        before
+    };
+    copy_dir(
+        &dir.path().join("log/commands"),
+        &dir.path().join("index as of 150"),
+    );
     let after = {
         let log = open(&dir);
         let after = append_new(&log, 250);
         log.index_pending_commands().unwrap();
         after
     };
-    {
-        // The index as a crash could leave it (it is not flushed with the log): the batches of
-        // the last appends lost, watermark and keys alike.
-        let index =
-            ims_log::open_sled(sled::Config::new().path(dir.path().join("log/commands"))).unwrap();
-        for id in &after {
-            let key = [&b"a"[..], id.as_bytes(), b"tenant t1"].concat();
-            assert!(index.remove(key).unwrap().is_some());
-        }
-        index.insert(b"w", &150u64.to_be_bytes()).unwrap();
-        index.flush().unwrap();
-    }
+    // The index as a crash could leave it (it is not flushed with the log): the batches of the
+    // last appends lost, watermark and runs alike.
+    let index_dir = dir.path().join("log/commands");
+    std::fs::remove_dir_all(&index_dir).unwrap();
+    copy_dir(&dir.path().join("index as of 150"), &index_dir);
+    let index = ims_log::open_sled(sled::Config::new().path(&index_dir)).unwrap();
+    assert!(indexed_position(&index, "tenant t1", &before[149])
+        .unwrap()
+        .is_some());
+    assert!(indexed_position(&index, "tenant t1", &after[0])
+        .unwrap()
+        .is_none());
+    drop(index);
     let log = open(&dir);
     assert_retries_are_duplicates(&log, &after);
     assert_retries_are_duplicates(&log, &before);
@@ -130,8 +144,20 @@ fn a_group_answered_before_its_commands_are_indexed_is_still_found_by_a_retry() 
     let index_db =
         ims_log::open_sled(sled::Config::new().path(dir.path().join("log/commands"))).unwrap();
     for id in ids.iter().chain(&more) {
-        let key = [&b"a"[..], id.as_bytes(), b"tenant t1"].concat();
-        assert!(index_db.get(key).unwrap().is_some(), "{id} not indexed");
+        let indexed = indexed_position(&index_db, "tenant t1", id).unwrap();
+        assert!(indexed.is_some(), "{id} not indexed");
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
     }
 }
 
@@ -160,60 +186,101 @@ fn command_records_that_a_log_kept_in_itself_are_still_honoured() {
     assert_eq!(log.command("tenant t2", &id).unwrap(), None);
 }
 
-/// The index's rows: `(key, value)` of every command key (`a`), read with the log closed.
-fn index_rows(dir: &tempfile::TempDir) -> Vec<(sled::IVec, sled::IVec)> {
+/// The index's rows with `prefix` (`b`: its runs; `a`: the row per command of releases before),
+/// read with the log closed.
+fn index_rows(dir: &tempfile::TempDir, prefix: &[u8]) -> Vec<(sled::IVec, sled::IVec)> {
     let db = ims_log::open_sled(sled::Config::new().path(dir.path().join("log/commands"))).unwrap();
-    db.scan_prefix(b"a").map(Result::unwrap).collect()
+    db.scan_prefix(prefix).map(Result::unwrap).collect()
 }
 
-fn rewrite_index(dir: &tempfile::TempDir, rows: &[(sled::IVec, Vec<u8>)]) {
+/// Replaces the index's runs with `rows`, as releases before runs wrote them.
+fn rewrite_index(dir: &tempfile::TempDir, rows: &[(Vec<u8>, Vec<u8>)]) {
     let db = ims_log::open_sled(sled::Config::new().path(dir.path().join("log/commands"))).unwrap();
+    for run in db.scan_prefix(b"b") {
+        db.remove(run.unwrap().0).unwrap();
+    }
     for (key, value) in rows {
         db.insert(key, value.as_slice()).unwrap();
     }
     db.flush().unwrap();
 }
 
+/// Ids in no order, as clients that make UUIDs v4 send them.
+fn unordered_ids(count: u128) -> Vec<Uuid> {
+    (1..=count)
+        .map(|n| Uuid::from_u128(n.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835)))
+        .collect()
+}
+
 #[test]
-fn the_index_points_at_the_logs_records_and_entries_that_hold_the_record_still_answer() {
+fn the_index_packs_ordered_ids_into_a_few_runs_and_finds_ids_in_no_order_too() {
     let dir = tempfile::tempdir().unwrap();
     let log = open(&dir);
-    let ids = append_new(&log, 150);
+    let ordered = append_new(&log, 1_000);
+    let unordered = append_ids(&log, unordered_ids(1_000));
     log.index_pending_commands().unwrap();
-    let positions: Vec<u64> = ids
+    let positions: Vec<u64> = ordered
         .iter()
+        .chain(&unordered)
         .map(|id| {
             let stored = log.command("tenant t1", id).unwrap().unwrap();
             assert_eq!(stored.reply, command(*id, 1).reply);
             stored.last_position
         })
         .collect();
+    assert_eq!(positions, (1..=2_000).collect::<Vec<u64>>());
+    assert_eq!(log.command("tenant t2", &ordered[0]).unwrap(), None);
+    assert_eq!(log.command("tenant t1", &Uuid::now_v7()).unwrap(), None);
     drop(log);
-    // A row is the command's last position, not its record with the reply.
-    let rows = index_rows(&dir);
-    assert_eq!(rows.len(), ids.len());
-    let mut pointed: Vec<u64> = rows
-        .iter()
-        .map(|(_, value)| u64::from_be_bytes(value.as_ref().try_into().expect("8 bytes")))
-        .collect();
-    pointed.sort_unstable();
-    assert_eq!(pointed, positions);
+    // 2,000 entries of 41 bytes in runs of at most 4 KiB, not a row each.
+    let runs = index_rows(&dir, b"b");
+    assert!((20..=60).contains(&runs.len()), "{} runs", runs.len());
+    assert!(runs.iter().all(|(_, run)| run.len() <= 4_096 + 41));
+    assert!(index_rows(&dir, b"a").is_empty());
+    let log = open(&dir);
+    assert_retries_are_duplicates(&log, &unordered);
+    assert_retries_are_duplicates(&log, &ordered);
+}
 
-    // An index written before held the whole record in each row: still read as it is.
-    let old_rows: Vec<(sled::IVec, Vec<u8>)> = rows
+#[test]
+fn rows_of_the_releases_before_runs_still_answer_and_a_row_pointing_elsewhere_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(&dir);
+    let ids = append_new(&log, 150);
+    log.index_pending_commands().unwrap();
+    let positions: Vec<u64> = ids
         .iter()
-        .map(|(key, value)| {
-            let last_position = u64::from_be_bytes(value.as_ref().try_into().unwrap());
+        .map(|id| log.command("tenant t1", id).unwrap().unwrap().last_position)
+        .collect();
+    drop(log);
+    let key = |id: &Uuid| [&b"a"[..], id.as_bytes(), b"tenant t1"].concat();
+
+    // A row per command pointing at the command's last position.
+    let pointers: Vec<(Vec<u8>, Vec<u8>)> = ids
+        .iter()
+        .zip(&positions)
+        .map(|(id, last)| (key(id), last.to_be_bytes().to_vec()))
+        .collect();
+    rewrite_index(&dir, &pointers);
+    let log = open(&dir);
+    assert_retries_are_duplicates(&log, &ids);
+    drop(log);
+
+    // Before the pointers, a row per command held the whole record.
+    let records: Vec<(Vec<u8>, Vec<u8>)> = ids
+        .iter()
+        .zip(&positions)
+        .map(|(id, &last_position)| {
             let old = StoredCommand {
                 first_position: last_position,
                 last_position,
                 reply: b"{\"ok\":true,\"from\":\"the old index\"}".to_vec(),
                 digest: Some([7; 32]),
             };
-            (key.clone(), ims_log::encode(&old))
+            (key(id), ims_log::encode(&old))
         })
         .collect();
-    rewrite_index(&dir, &old_rows);
+    rewrite_index(&dir, &records);
     let log = open(&dir);
     for id in &ids {
         let stored = log.command("tenant t1", id).unwrap().unwrap();
@@ -222,14 +289,12 @@ fn the_index_points_at_the_logs_records_and_entries_that_hold_the_record_still_a
     drop(log);
 
     // A row that points where the log holds no such record says so rather than answering (the
-    // rows are in id order, and the last id's command is not in the first run).
-    let (key, _) = rows.last().unwrap();
-    rewrite_index(&dir, &[(key.clone(), 1u64.to_be_bytes().to_vec())]);
+    // last id's command is not in the first run of records).
+    rewrite_index(&dir, &[(key(&ids[149]), 1u64.to_be_bytes().to_vec())]);
     let log = open(&dir);
-    let found: Vec<_> = ids.iter().map(|id| log.command("tenant t1", id)).collect();
-    let errors: Vec<String> = found
+    let errors: Vec<String> = ids
         .iter()
-        .filter_map(|result| result.as_ref().err().map(ToString::to_string))
+        .filter_map(|id| log.command("tenant t1", id).err().map(|e| e.to_string()))
         .collect();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].contains("points at position 1"), "{}", errors[0]);

@@ -1,6 +1,7 @@
 //! The command-id index: for each (command id, actor), where the log records what the first
 //! append with them got (the command's last position; its record, with the reply, is in the
-//! log's run of command records at or past it).
+//! log's run of command records at or past it). Its entries are packed into runs sorted by id
+//! (`log/index_runs`), so that an append of commands with ids v7 writes a key or two to it.
 //!
 //! It is derived data, kept in a sled database of its own (`commands/` inside the log's folder)
 //! behind a watermark, and the log holds what it is derived from: each append writes its command
@@ -19,10 +20,13 @@
 //! events), and sled holds memory and start-up work per page from the moment it opens a
 //! database. The writer needs the index; an audit, which opens the log to read events, does not,
 //! so the index is opened on first use only. Logs written before kept the index in the log
-//! itself (`a` and `c` keys), which stays read for them.
+//! itself (`a` and `c` keys), and indexes written before runs a row per command (`a` keys), which
+//! stay read for them.
 
+use std::ops::Bound;
 use std::sync::OnceLock;
 
+use super::index_runs::{self, Entry};
 use super::*;
 
 /// Commands per batch when the index catches up with the log.
@@ -36,9 +40,19 @@ const WATERMARK: &[u8] = b"w";
 #[derive(Debug, Default)]
 pub(super) struct CommandIndex {
     db: OnceLock<sled::Db>,
+    /// Whether the index holds rows of releases before runs (a key per command), which lookups
+    /// then read too.
+    per_command_rows: OnceLock<bool>,
+    /// The index's last run, as stored: UUIDs v7 sort after every command indexed before them,
+    /// so the lookups of new commands and the index's writes find their run here rather than
+    /// in sled.
+    last_run: Mutex<LastRun>,
     opening: Mutex<()>,
     unindexed: Mutex<Unindexed>,
 }
+
+/// A run of the index, key and value, if there is one.
+type LastRun = Option<(Vec<u8>, Vec<u8>)>;
 
 /// The command records of the last durable group, until they are in the index.
 #[derive(Debug, Default)]
@@ -64,38 +78,50 @@ impl EventLog {
                 .path(self.shared.path.join("commands"))
                 .cache_capacity(16 << 20),
         )?;
-        self.index_records_after_watermark(&db)?;
+        let last_run = self.index_records_after_watermark(&db)?;
+        *self.last_run() = last_run;
+        let per_command_rows = db.scan_prefix([COMMAND]).next().is_some();
+        index.per_command_rows.get_or_init(|| per_command_rows);
         Ok(index.db.get_or_init(|| db))
     }
 
     /// Indexes the command records the log holds past the index's watermark: the appends whose
-    /// index batch a crash lost, or all of them for a new (or deleted) index.
-    fn index_records_after_watermark(&self, index: &sled::Db) -> Result<(), LogError> {
+    /// index batch a crash lost, or all of them for a new (or deleted) index. Returns the
+    /// index's last run.
+    fn index_records_after_watermark(&self, index: &sled::Db) -> Result<LastRun, LogError> {
         let watermark = last_indexed(index)?;
+        let mut last_run = match index.range(index_runs::all_runs()).next_back() {
+            Some(run) => run.map(|(key, value)| Some((key.to_vec(), value.to_vec())))?,
+            None => None,
+        };
         // Bounded batches, each with its watermark: a whole index (one deleted or lost with its
         // disk) is millions of commands.
-        let mut batch = sled::Batch::default();
-        let mut in_batch = 0;
+        let mut pending = Vec::new();
+        let mut pending_last = watermark;
         let from = command_records_key(watermark.saturating_add(1));
         for item in self.shared.db.range(from..=command_records_key(u64::MAX)) {
             let (key, value) = item?;
-            let last = be_u64(&key[1..]);
-            let records: Vec<CommandRecord> =
-                codec::decode(&value, || format!("command records at position {last}"))?;
-            add_to_index(&mut batch, &records, last);
-            in_batch += records.len();
-            if in_batch >= CATCH_UP_BATCH_COMMANDS {
-                index.apply_batch(std::mem::take(&mut batch))?;
-                in_batch = 0;
+            pending_last = be_u64(&key[1..]);
+            let records: Vec<CommandRecord> = codec::decode(&value, || {
+                format!("command records at position {pending_last}")
+            })?;
+            pending.extend(records);
+            if pending.len() >= CATCH_UP_BATCH_COMMANDS {
+                let records = std::mem::take(&mut pending);
+                let (batch, last) = add_to_index(index, &last_run, &records, pending_last)?;
+                index.apply_batch(batch)?;
+                last_run = last;
             }
         }
-        if in_batch > 0 {
+        if !pending.is_empty() {
+            let (batch, last) = add_to_index(index, &last_run, &pending, pending_last)?;
             index.apply_batch(batch)?;
+            last_run = last;
         }
         if last_indexed(index)? > watermark {
             index.flush()?;
         }
-        Ok(())
+        Ok(last_run)
     }
 
     /// Keeps a durable group's command records for [`EventLog::index_pending_commands`]; lookups
@@ -121,17 +147,24 @@ impl EventLog {
 
     /// [`EventLog::index_pending_commands`] with the log's writer lock held.
     pub(super) fn index_pending_locked(&self) -> Result<(), LogError> {
-        let mut batch = sled::Batch::default();
-        {
-            let unindexed = self.unindexed();
-            if unindexed.records.is_empty() {
-                return Ok(());
-            }
-            add_to_index(&mut batch, &unindexed.records, unindexed.last_position);
+        if self.unindexed().records.is_empty() {
+            return Ok(());
         }
         let written = self.command_index().and_then(|index| {
+            let (batch, last_run) = {
+                let unindexed = self.unindexed();
+                let last_run = self.last_run().clone();
+                add_to_index(
+                    index,
+                    &last_run,
+                    &unindexed.records,
+                    unindexed.last_position,
+                )?
+            };
             super::append::failpoint::index()?;
-            Ok(index.apply_batch(batch)?)
+            index.apply_batch(batch)?;
+            *self.last_run() = last_run;
+            Ok(())
         });
         if let Err(error) = written {
             self.shared.poisoned.store(true, Ordering::Release);
@@ -140,6 +173,14 @@ impl EventLog {
         // Removed only now, so that a lookup finds each record here or in the index.
         self.unindexed().records.clear();
         Ok(())
+    }
+
+    fn last_run(&self) -> std::sync::MutexGuard<'_, LastRun> {
+        self.shared
+            .commands
+            .last_run
+            .lock()
+            .expect("command index's last run lock")
     }
 
     fn unindexed(&self) -> std::sync::MutexGuard<'_, Unindexed> {
@@ -165,9 +206,21 @@ impl EventLog {
         if unindexed.is_some() {
             return Ok(unindexed);
         }
+        let index = self.command_index()?;
+        let found = {
+            let last_run = self.last_run();
+            find_indexed(index, &last_run, actor, command_id)?
+        };
+        if let Some(last_position) = found {
+            return self
+                .recorded_command(last_position, actor, command_id)
+                .map(Some);
+        }
         let key = command_key(actor, command_id);
-        if let Some(bytes) = self.command_index()?.get(&key)? {
-            return self.indexed_command(&bytes, actor, command_id).map(Some);
+        if self.shared.commands.per_command_rows.get() == Some(&true) {
+            if let Some(bytes) = index.get(&key)? {
+                return self.indexed_command(&bytes, actor, command_id).map(Some);
+            }
         }
         if !self.shared.legacy_commands {
             return Ok(None);
@@ -196,19 +249,29 @@ impl EventLog {
         }))
     }
 
-    /// The command an index entry stands for: since the pointer format, the record itself is
-    /// read from the log's run that holds it (the first `p` key at or past the command's last
-    /// position); before, the entry held the record.
+    /// The command a per-command row of releases before runs stands for: a pointer to its
+    /// record, or (before the pointer format) the record itself.
     fn indexed_command(
         &self,
         entry: &[u8],
         actor: &str,
         command_id: &Uuid,
     ) -> Result<StoredCommand, LogError> {
+        match pointed_position(entry) {
+            Some(last_position) => self.recorded_command(last_position, actor, command_id),
+            None => codec::decode(entry, || format!("command record {command_id}")),
+        }
+    }
+
+    /// The record of the command whose last position is `last_position`, read from the log's
+    /// run that holds it (the first `p` key at or past that position).
+    fn recorded_command(
+        &self,
+        last_position: u64,
+        actor: &str,
+        command_id: &Uuid,
+    ) -> Result<StoredCommand, LogError> {
         let what = || format!("command record {command_id}");
-        let Some(last_position) = pointed_position(entry) else {
-            return codec::decode(entry, what);
-        };
         let run = self
             .shared
             .db
@@ -233,9 +296,73 @@ impl EventLog {
     }
 }
 
-/// An index entry in the pointer format: the command's last position, 8 bytes big-endian. An
-/// entry of the format before is a whole [`StoredCommand`], at least 25 bytes (two positions,
-/// the reply's length and the digest's tag), so the two cannot be confused.
+/// The last position of the command of `actor` with `command_id`, if the command index `index`
+/// (a closed log's `commands/` opened apart, for tests and tools) holds it.
+pub fn indexed_position(
+    index: &sled::Db,
+    actor: &str,
+    command_id: &Uuid,
+) -> Result<Option<u64>, LogError> {
+    find_indexed(index, &None, actor, command_id)
+}
+
+/// [`indexed_position`], with the index's last run in memory.
+fn find_indexed(
+    index: &sled::Db,
+    last_run: &LastRun,
+    actor: &str,
+    command_id: &Uuid,
+) -> Result<Option<u64>, LogError> {
+    let seek = index_runs::run_key(command_id.as_bytes(), actor);
+    let find = |key: &[u8], run: &[u8]| index_runs::find_in_run(key, run, command_id, actor);
+    if let Some((key, run)) = last_run.as_ref().filter(|(key, _)| *key <= seek) {
+        return find(key, run);
+    }
+    let runs = index_runs::all_runs();
+    match index
+        .range(runs.start().as_slice()..=seek.as_slice())
+        .next_back()
+    {
+        Some(run) => run
+            .map_err(LogError::from)
+            .and_then(|(key, run)| find(&key, &run)),
+        None => Ok(None),
+    }
+}
+
+/// The run that holds `seek`'s place (the last at or before it; `None` before every run), and
+/// the key of the run after, from `last_run` when `seek` sorts after it.
+fn run_of(
+    index: &sled::Db,
+    last_run: &LastRun,
+    seek: &[u8],
+) -> Result<(LastRun, Option<sled::IVec>), LogError> {
+    if last_run
+        .as_ref()
+        .is_some_and(|(key, _)| key.as_slice() <= seek)
+    {
+        return Ok((last_run.clone(), None));
+    }
+    let runs = index_runs::all_runs();
+    let run = match index.range(runs.start().as_slice()..=seek).next_back() {
+        Some(run) => run.map(|(key, value)| Some((key.to_vec(), value.to_vec())))?,
+        None => None,
+    };
+    let next = index
+        .range::<&[u8], _>((
+            Bound::Excluded(seek),
+            Bound::Excluded(runs.end().as_slice()),
+        ))
+        .next()
+        .transpose()?
+        .map(|(key, _)| key);
+    Ok((run, next))
+}
+
+/// A per-command row of releases before runs in the pointer format: the command's last
+/// position, 8 bytes big-endian. A row of the format before is a whole [`StoredCommand`], at
+/// least 25 bytes (two positions, the reply's length and the digest's tag), so the two cannot be
+/// confused.
 fn pointed_position(entry: &[u8]) -> Option<u64> {
     (entry.len() == 8).then(|| be_u64(entry))
 }
@@ -248,19 +375,55 @@ fn last_indexed(index: &sled::Db) -> Result<u64, LogError> {
         .map_or(0, |bytes| be_u64(&bytes)))
 }
 
-/// Puts `records` in the index's `batch`, each as a pointer to its run in the log (see
-/// [`pointed_position`]): a row of about 40 bytes instead of one with the reply, so a leaf holds
-/// twice the rows and an append splits half as many (the replies are read again only for a
-/// retried command).
-fn add_to_index(batch: &mut sled::Batch, records: &[CommandRecord], last_position: u64) {
-    for record in records {
-        let id = Uuid::from_bytes(record.command_id);
-        batch.insert(
-            command_key(&record.actor, &id),
-            &record.stored.last_position.to_be_bytes(),
-        );
+/// The index's batch that adds `records` with the watermark `last_position`, and its last run
+/// once applied. Each record is an entry (`log/index_runs`) pointing at its run in the log, merged
+/// into the index's run it falls in, read from `index` or `last_run` and written back with them
+/// (the replies are read again only for a retried command).
+fn add_to_index(
+    index: &sled::Db,
+    last_run: &LastRun,
+    records: &[CommandRecord],
+    last_position: u64,
+) -> Result<(sled::Batch, LastRun), LogError> {
+    let mut added: Vec<Entry> = records
+        .iter()
+        .map(|record| Entry {
+            command_id: record.command_id,
+            actor: record.actor.clone(),
+            last_position: record.stored.last_position,
+        })
+        .collect();
+    added.sort_unstable();
+    let mut added = added.into_iter().peekable();
+    let mut batch = sled::Batch::default();
+    let mut new_last_run = last_run.clone();
+    while let Some(first) = added.peek().cloned() {
+        let (run, next_run) = run_of(index, &new_last_run, &first.key())?;
+        let mut entries = match &run {
+            Some((key, value)) => index_runs::decode_run(key, value)?,
+            None => Vec::new(),
+        };
+        // Ids in order add past the run's last entry (the first added is the least).
+        let grew_at_end = entries.last().is_none_or(|last| *last < first);
+        while let Some(entry) = added.next_if(|entry| {
+            next_run
+                .as_ref()
+                .is_none_or(|next| entry.key().as_slice() < next.as_ref())
+        }) {
+            entries.push(entry);
+        }
+        entries.sort_unstable();
+        entries.dedup_by(|a, b| a.command_id == b.command_id && a.actor == b.actor);
+        for run in index_runs::split(entries, grew_at_end) {
+            let (key, value) = (run[0].key(), index_runs::encode_run(&run));
+            batch.insert(key.as_slice(), value.as_slice());
+            if new_last_run.as_ref().is_none_or(|(last, _)| *last <= key) {
+                new_last_run = Some((key, value));
+            }
+        }
     }
     batch.insert(WATERMARK, &last_position.to_be_bytes());
+    Ok((batch, new_last_run))
 }
 
 /// Whether the log holds a command index of its own (written before the index moved out).

@@ -86,9 +86,9 @@ impl Chunks {
     }
 }
 
-/// The key of a command id's record in the command index (`log/commands`): `a` + command id +
-/// actor. Public for tests that inspect the stored index.
-pub fn command_key(actor: &str, command_id: &Uuid) -> Vec<u8> {
+/// The key of a command id's row in the command index of releases before its runs
+/// (`log/index_runs`), and in the log of releases before that: `a` + command id + actor.
+pub(super) fn command_key(actor: &str, command_id: &Uuid) -> Vec<u8> {
     let mut key = Vec::with_capacity(17 + actor.len());
     key.push(COMMAND);
     key.extend_from_slice(command_id.as_bytes());

@@ -15,8 +15,8 @@
 //!   key), stored under the last position of the last one;
 //! - `a` + command id (16 bytes) + actor: a [`StoredCommand`], with the digest of the command;
 //!   command ids are scoped by actor, so one principal can never see another's reply. Written
-//!   here by releases before the index moved to `commands/` (where its keys are the same), and
-//!   still read for them;
+//!   here by releases before the index moved to `commands/` (whose rows were the same until
+//!   runs replaced them), and still read for them;
 //! - `c` + command id (16 bytes): a command record of releases before actor scoping (no digest),
 //!   still honoured for the actor its events name;
 //! - `h`: the head, position (u64 big-endian) then hash (32 bytes);
@@ -155,13 +155,15 @@ pub struct EventLog {
 
 mod append;
 mod commands;
+mod index_runs;
 mod keys;
 mod replica;
 mod verify;
 
 pub use append::AppendTimings;
+pub use commands::indexed_position;
 use keys::*;
-pub use keys::{command_key, decode_record, encode_record};
+pub use keys::{decode_record, encode_record};
 pub use replica::{CommandRecord, GroupRecord, Replicate, ReplicateFn};
 pub use verify::ChainCheck;
 
