@@ -169,3 +169,54 @@ fn a_group_the_replicated_log_refused_is_written_nowhere_and_the_log_goes_on() {
     ));
     assert_eq!(log.replicated_sequence().unwrap(), 1);
 }
+
+/// Appends `stream`'s first event to `log` as a leader, replicating the group under `sequence`;
+/// returns what the append got and the replicated group, if it wrote one.
+fn create(log: &EventLog, stream: &str, sequence: u64) -> (Appended, Option<GroupRecord>) {
+    let mut replicated = None;
+    let mut replicate = |record: &GroupRecord| {
+        replicated = Some(record.clone());
+        Ok(sequence)
+    };
+    let (mut results, _) = log
+        .append_replicated(&[command(Uuid::now_v7(), stream, 1)], Some(&mut replicate))
+        .unwrap();
+    (results.remove(0), replicated)
+}
+
+#[test]
+fn a_stream_a_leader_created_is_not_created_again_by_the_node_that_took_over() {
+    // New streams are known absent without a read when they sort past the last stream of their
+    // kind that this log has seen. A node that led, followed, and leads again must count the
+    // streams it followed in.
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (open(&dir, "a"), open(&dir, "b"));
+    let (created, group) = create(&a, "image/0", 1);
+    assert!(matches!(created, Appended::New { .. }));
+    b.append_group(&group.unwrap(), 1).unwrap();
+    // b takes over and creates a stream that sorts past a's last; a follows.
+    let (created, group) = create(&b, "image/5", 2);
+    assert!(matches!(created, Appended::New { .. }));
+    a.append_group(&group.unwrap(), 2).unwrap();
+    // a leads again: both streams exist there, whatever order they sort in.
+    for stream in ["image/5", "image/0"] {
+        let (refused, _) = create(&a, stream, 3);
+        assert_eq!(
+            refused,
+            Appended::Conflict {
+                stream: stream.to_owned(),
+                expected_version: 0,
+                actual_version: 1
+            }
+        );
+    }
+    let (created, _) = create(&a, "image/3", 3);
+    assert!(matches!(created, Appended::New { .. }));
+    // And after a restart.
+    drop(a);
+    let a = open(&dir, "a");
+    for stream in ["image/3", "image/5", "image/0"] {
+        assert!(matches!(create(&a, stream, 4).0, Appended::Conflict { .. }));
+    }
+    assert!(matches!(create(&a, "image/9", 4).0, Appended::New { .. }));
+}

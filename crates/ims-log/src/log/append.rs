@@ -250,6 +250,7 @@ impl EventLog {
         let started = Instant::now();
         let mut batch = sled::Batch::default();
         for (key, chunk) in std::mem::take(&mut group.chunks).changed() {
+            self.shared.stream_tails.raise(&key);
             batch.insert(key, chunk);
         }
         for (last_position, run) in encode_command_records(&group.commands) {
@@ -327,6 +328,11 @@ impl EventLog {
         chunks: &mut Chunks,
     ) -> Result<bool, LogError> {
         let db = &self.shared.db;
+        if version == 0
+            && (self.shared.stream_tails).is_past_last(db, &stream_chunk_key(stream, 1))?
+        {
+            return Ok(true);
+        }
         let mut held_with = |version: u64| -> Result<u64, LogError> {
             Ok(chunks
                 .get(db, stream_chunk_key(stream, version), true)?

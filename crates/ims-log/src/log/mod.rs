@@ -143,6 +143,7 @@ struct Shared {
     durable_position: AtomicU64,
     poisoned: AtomicBool,
     commands: commands::CommandIndex,
+    stream_tails: StreamTails,
     /// Whether the log holds command records of releases that kept the index in it.
     legacy_commands: bool,
 }
@@ -200,6 +201,7 @@ impl EventLog {
                 durable_position: AtomicU64::new(head.position),
                 poisoned: AtomicBool::new(false),
                 commands: Default::default(),
+                stream_tails: Default::default(),
                 legacy_commands,
             }),
         };
