@@ -27,7 +27,8 @@ pub use error::LogError;
 pub use log::{
     decode_record, encode_record, indexed_position, open_sled, AppendTimings, Appended, Broken,
     ChainCheck, CommandRecord, EventLog, GroupRecord, Head, LogBatch, NewCommand, NewEvent,
-    Replicate, ReplicateFn, StoredCommand, OPEN_LOCK_WAIT_MAX, TAIL_CHECK_EVENTS,
+    Replicate, ReplicateFn, StoredCommand, INDEX_DUE_COMMANDS, OPEN_LOCK_WAIT_MAX,
+    TAIL_CHECK_EVENTS,
 };
 pub use upcast::{decode_event, decode_tenant_snapshot, encode_event};
 

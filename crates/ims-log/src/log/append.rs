@@ -16,8 +16,8 @@ pub struct AppendTimings {
     pub flush: Duration,
     /// `fdatasync` of sled's data file: the device has it.
     pub fsync: Duration,
-    /// The group before's command records into the command index (`log/commands`), when its
-    /// caller did not write them ([`EventLog::index_pending_commands`]).
+    /// The pending command records into the command index (`log/commands`), when enough are
+    /// pending and the log's caller did not write them ([`EventLog::index_pending_commands`]).
     pub index: Duration,
 }
 
@@ -114,7 +114,7 @@ impl EventLog {
         }
         let started = Instant::now();
         let mut head = self.shared.writer.lock().expect("log writer lock");
-        self.index_pending_locked()?;
+        self.index_pending_locked(commands::INDEX_DUE_COMMANDS)?;
         let index = started.elapsed();
         let started = Instant::now();
         let mut group = Group::after(*head);

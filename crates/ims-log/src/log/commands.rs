@@ -10,11 +10,12 @@
 //! watermark in one batch of its own, without a flush of its own: after a crash it may lack the
 //! last appends, and the first use after opening indexes the records past its watermark again.
 //!
-//! That batch is written after the append returns: by [`EventLog::index_pending_commands`], which
-//! the region's writer calls once it has answered the group's commands, or else at the start of
-//! the next append. Until then lookups find the group's records in memory. The index is not what
-//! makes a command durable, the log is, so a reply need not wait for it (`ims-bench
-//! --whole-service`: 0.3 ms of every batch).
+//! That batch is written after the append returns, for several appends at once: by
+//! [`EventLog::index_pending_commands`], which the region's writer calls once it has answered
+//! the group's commands and has no other waiting, or else once [`INDEX_DUE_COMMANDS`] are pending,
+//! at the start of an append if nobody did. Until then lookups find the records in memory. The
+//! index is not what makes a command durable, the log is, so a reply need not wait for it
+//! (`ims-bench --whole-service`: 0.3 ms of every batch when written for each).
 //!
 //! Why apart: a key per command was most of the log's keys (10M of 12M on a region of 10M
 //! events), and sled holds memory and start-up work per page from the moment it opens a
@@ -31,6 +32,13 @@ use super::*;
 
 /// Commands per batch when the index catches up with the log.
 const CATCH_UP_BATCH_COMMANDS: usize = 10_000;
+
+/// The unindexed commands from which an append, or the writer, writes them to the index. Each
+/// index batch costs sled a fixed part (a buffer of its log sealed and written, the batch's
+/// manifest) that an append's few runs do not outweigh: the index write was an eighth of the log
+/// bench's appends when written for every group. A crash loses at most these, which the first
+/// use after opening indexes again from the log's records.
+pub const INDEX_DUE_COMMANDS: usize = 4_096;
 
 /// The index's key of the last position whose command records it holds.
 const WATERMARK: &[u8] = b"w";
@@ -54,11 +62,14 @@ pub(super) struct CommandIndex {
 /// A run of the index, key and value, if there is one.
 type LastRun = Option<(Vec<u8>, Vec<u8>)>;
 
-/// The command records of the last durable group, until they are in the index.
+/// The command records of the last durable groups, until they are in the index.
 #[derive(Debug, Default)]
 struct Unindexed {
     records: Vec<CommandRecord>,
-    /// The group's last position: the watermark once they are indexed.
+    /// Where each record is in `records`, by its key in the index of releases before runs
+    /// ([`command_key`]).
+    by_key: HashMap<Vec<u8>, usize>,
+    /// The last group's last position: the watermark once they are indexed.
     last_position: u64,
 }
 
@@ -131,23 +142,37 @@ impl EventLog {
             return;
         }
         let mut unindexed = self.unindexed();
-        unindexed.records.append(records);
+        for record in records.drain(..) {
+            let key = command_key(&record.actor, &Uuid::from_bytes(record.command_id));
+            let at = unindexed.records.len();
+            unindexed.by_key.insert(key, at);
+            unindexed.records.push(record);
+        }
         unindexed.last_position = last_position;
     }
 
-    /// Writes the command records of the last appended group to the command index, once it is
-    /// durable in the log. The region's writer calls this after answering the group; an append
-    /// does it first when nobody did. A failure stops the log, as a failed append does: the
-    /// records are in the log, and the index gets them when it is opened again.
+    /// Writes the command records of the appended groups to the command index, once they are
+    /// durable in the log. The region's writer calls this when it has nothing else to do, and
+    /// [`EventLog::index_commands_when_due`] otherwise. A failure stops the log, as a failed
+    /// append does: the records are in the log, and the index gets them when it is opened again.
     pub fn index_pending_commands(&self) -> Result<(), LogError> {
         // Appends wait: nothing is added to what this writes while it writes it.
         let _appends = self.shared.writer.lock().expect("log writer lock");
-        self.index_pending_locked()
+        self.index_pending_locked(0)
     }
 
-    /// [`EventLog::index_pending_commands`] with the log's writer lock held.
-    pub(super) fn index_pending_locked(&self) -> Result<(), LogError> {
-        if self.unindexed().records.is_empty() {
+    /// [`EventLog::index_pending_commands`] once [`INDEX_DUE_COMMANDS`] are pending (appends do
+    /// it too, first).
+    pub fn index_commands_when_due(&self) -> Result<(), LogError> {
+        let _appends = self.shared.writer.lock().expect("log writer lock");
+        self.index_pending_locked(INDEX_DUE_COMMANDS)
+    }
+
+    /// Writes the pending command records to the index if at least `due` are pending, with the
+    /// log's writer lock held.
+    pub(super) fn index_pending_locked(&self, due: usize) -> Result<(), LogError> {
+        let pending = self.unindexed().records.len();
+        if pending == 0 || pending < due {
             return Ok(());
         }
         let written = self.command_index().and_then(|index| {
@@ -171,7 +196,9 @@ impl EventLog {
             return Err(error);
         }
         // Removed only now, so that a lookup finds each record here or in the index.
-        self.unindexed().records.clear();
+        let mut unindexed = self.unindexed();
+        unindexed.records.clear();
+        unindexed.by_key.clear();
         Ok(())
     }
 
@@ -199,12 +226,12 @@ impl EventLog {
         command_id: &Uuid,
     ) -> Result<Option<StoredCommand>, LogError> {
         // Here first, then the index: a record leaves here only once the index has it.
-        let unindexed = self.unindexed().records.iter().find_map(|record| {
-            (record.command_id == *command_id.as_bytes() && record.actor == actor)
-                .then(|| record.stored.clone())
-        });
-        if unindexed.is_some() {
-            return Ok(unindexed);
+        let key = command_key(actor, command_id);
+        {
+            let unindexed = self.unindexed();
+            if let Some(&at) = unindexed.by_key.get(&key) {
+                return Ok(Some(unindexed.records[at].stored.clone()));
+            }
         }
         let index = self.command_index()?;
         let found = {
@@ -216,7 +243,6 @@ impl EventLog {
                 .recorded_command(last_position, actor, command_id)
                 .map(Some);
         }
-        let key = command_key(actor, command_id);
         if self.shared.commands.per_command_rows.get() == Some(&true) {
             if let Some(bytes) = index.get(&key)? {
                 return self.indexed_command(&bytes, actor, command_id).map(Some);

@@ -162,7 +162,7 @@ mod replica;
 mod verify;
 
 pub use append::AppendTimings;
-pub use commands::indexed_position;
+pub use commands::{indexed_position, INDEX_DUE_COMMANDS};
 use keys::*;
 pub use keys::{decode_record, encode_record};
 pub use replica::{CommandRecord, GroupRecord, Replicate, ReplicateFn};

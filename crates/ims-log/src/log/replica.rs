@@ -81,7 +81,7 @@ impl EventLog {
             return Err(LogError::Poisoned);
         }
         let mut head = self.shared.writer.lock().expect("log writer lock");
-        self.index_pending_locked()?;
+        self.index_pending_locked(commands::INDEX_DUE_COMMANDS)?;
         let mut group = Group::after(*head);
         let mut chain = ChainCheck::after(head.position, head.hash);
         for record in records

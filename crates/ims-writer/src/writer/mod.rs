@@ -174,8 +174,29 @@ impl RegionWriter {
             // On a failed write the queue is dropped with the writer: every command still in
             // it is answered `unavailable` by its sender, to be retried with its command id.
             self.write_batch(batch)?;
+            self.index_commands(receiver.is_empty())?;
         }
         tracing::info!(region = %self.region, "writer stopped: every queued command was answered");
+        Ok(())
+    }
+
+    /// The command index after the replies: the log already holds the records it is derived
+    /// from, and a retry finds them in memory until the index has them. Written whenever the
+    /// queue is `idle`, and under load once enough are pending (ims-log's `INDEX_DUE_COMMANDS`).
+    fn index_commands(&self, idle: bool) -> Result<(), WriterFailed> {
+        let indexing = Instant::now();
+        let written = match idle {
+            true => self.log.index_pending_commands(),
+            false => self.log.index_commands_when_due(),
+        };
+        if let Err(error) = written {
+            tracing::error!(region = %self.region, %error, "writing the command index failed; the writer stops and the process with it");
+            return Err(WriterFailed {
+                region: self.region.clone(),
+                cause: error,
+            });
+        }
+        stage("index", indexing.elapsed());
         Ok(())
     }
 
@@ -234,17 +255,6 @@ impl RegionWriter {
         }
         stage("reply", replying.elapsed());
         stage("batch", batch_started.elapsed());
-        // The command index after the replies: the log already holds the records it is derived
-        // from, and a retry finds them in memory until the index has them.
-        let indexing = Instant::now();
-        if let Err(error) = self.log.index_pending_commands() {
-            tracing::error!(region = %self.region, %error, "writing the command index failed; the writer stops and the process with it");
-            return Err(WriterFailed {
-                region: self.region.clone(),
-                cause: error,
-            });
-        }
-        stage("index", indexing.elapsed());
         if self.state.images.len() + self.state.tenants.len() > CACHE_ENTITIES_MAX {
             self.state = State::default();
         }
