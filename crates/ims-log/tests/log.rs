@@ -405,4 +405,60 @@ proptest! {
         let again: Vec<Envelope> = reopened.iter_from(1).collect::<Result<_, _>>().unwrap();
         prop_assert_eq!(again, written);
     }
+
+    #[test]
+    fn every_stream_reads_back_its_events_whether_born_in_order_or_not(
+        groups in prop::collection::vec(prop::collection::vec((0u16..300, 1usize..3), 1..40), 1..8)
+    ) {
+        // Streams with one event are births packed into runs (`log/streams`); names here come
+        // in no order, and streams gain second events in later appends.
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(&dir);
+        let mut versions = std::collections::BTreeMap::new();
+        let mut written: std::collections::BTreeMap<String, Vec<Envelope>> = Default::default();
+        for group in groups {
+            let commands: Vec<NewCommand> = group
+                .iter()
+                .map(|(stream, count)| {
+                    let stream = format!("image/{:05}", (u32::from(*stream) * 7_919) % 300);
+                    let events: Vec<(String, u64)> = (0..*count)
+                        .map(|_| {
+                            let version = versions.entry(stream.clone()).or_insert(0u64);
+                            *version += 1;
+                            (stream.clone(), *version)
+                        })
+                        .collect();
+                    let events: Vec<(&str, u64)> = events.iter().map(|(s, v)| (s.as_str(), *v)).collect();
+                    command(None, &events)
+                })
+                .collect();
+            for result in log.append(&commands).unwrap() {
+                let Appended::New { envelopes, .. } = result else { panic!("{result:?}") };
+                for envelope in envelopes {
+                    written.entry(envelope.body.stream.clone()).or_default().push(envelope);
+                }
+            }
+        }
+        let check = |log: &EventLog| -> Result<(), TestCaseError> {
+            for (stream, envelopes) in &written {
+                prop_assert_eq!(&log.read_stream(stream).unwrap(), envelopes);
+                prop_assert_eq!(log.stream_version(stream).unwrap(), envelopes.len() as u64);
+                // A stream that exists cannot be created again.
+                let again = log.append(&[command(None, &[(stream.as_str(), 1)])]).unwrap();
+                let is_conflict = matches!(again[0], Appended::Conflict { .. });
+                prop_assert!(is_conflict, "{} created twice", stream);
+            }
+            let starts: Vec<(String, u64)> = written
+                .iter()
+                .map(|(stream, envelopes)| (stream.clone(), envelopes[0].position()))
+                .collect();
+            prop_assert_eq!(log.stream_starts("image/").unwrap(), starts);
+            prop_assert_eq!(log.stream_version("image/99999").unwrap(), 0);
+            prop_assert!(log.read_stream("image/99999").unwrap().is_empty());
+            Ok(())
+        };
+        check(&log)?;
+        drop(log);
+        check(&open(&dir))?;
+    }
 }

@@ -222,7 +222,7 @@ impl EventLog {
             let key = stream_chunk_key(&event.stream, event.stream_version);
             group
                 .chunks
-                .get(&self.shared.db, key, !opens_chunk)?
+                .get(self, key, !opens_chunk)?
                 .push_position(envelope.position());
             group
                 .stream_versions
@@ -249,10 +249,8 @@ impl EventLog {
         let db = &self.shared.db;
         let started = Instant::now();
         let mut batch = sled::Batch::default();
-        for (key, chunk) in std::mem::take(&mut group.chunks).changed() {
-            self.shared.stream_tails.raise(&key);
-            batch.insert(key, chunk);
-        }
+        let births =
+            self.write_stream_index(std::mem::take(&mut group.chunks).changed(), &mut batch)?;
         for (last_position, run) in encode_command_records(&group.commands) {
             batch.insert(&command_records_key(last_position)[..], run);
         }
@@ -279,6 +277,7 @@ impl EventLog {
         failpoint::fsync()?;
         self.shared.data_file.sync_data()?;
         timings.fsync = started.elapsed();
+        self.births_written(births);
         self.defer_index(&mut group.commands, group.next.position);
         Ok(())
     }
@@ -327,15 +326,12 @@ impl EventLog {
         version: u64,
         chunks: &mut Chunks,
     ) -> Result<bool, LogError> {
-        let db = &self.shared.db;
-        if version == 0
-            && (self.shared.stream_tails).is_past_last(db, &stream_chunk_key(stream, 1))?
-        {
+        if version == 0 && self.stream_is_past_last(stream)? {
             return Ok(true);
         }
         let mut held_with = |version: u64| -> Result<u64, LogError> {
             Ok(chunks
-                .get(db, stream_chunk_key(stream, version), true)?
+                .get(self, stream_chunk_key(stream, version), true)?
                 .len())
         };
         // Chunks fill in order, so the chunk that would take `version + 1` tells it all, unless

@@ -1,7 +1,7 @@
 //! The command-id index: for each (command id, actor), where the log records what the first
 //! append with them got (the command's last position; its record, with the reply, is in the
 //! log's run of command records at or past it). Its entries are packed into runs sorted by id
-//! (`log/index_runs`), so that an append of commands with ids v7 writes a key or two to it.
+//! (`log/runs`, tag `b`), so that appends of commands with ids v7 write a key or two to it.
 //!
 //! It is derived data, kept in a sled database of its own (`commands/` inside the log's folder)
 //! behind a watermark, and the log holds what it is derived from: each append writes its command
@@ -24,10 +24,9 @@
 //! itself (`a` and `c` keys), and indexes written before runs a row per command (`a` keys), which
 //! stay read for them.
 
-use std::ops::Bound;
 use std::sync::OnceLock;
 
-use super::index_runs::{self, Entry};
+use super::runs::{self, Entry, LastRun};
 use super::*;
 
 /// Commands per batch when the index catches up with the log.
@@ -59,16 +58,16 @@ pub(super) struct CommandIndex {
     unindexed: Mutex<Unindexed>,
 }
 
-/// A run of the index, key and value, if there is one.
-type LastRun = Option<(Vec<u8>, Vec<u8>)>;
+/// The tag of the index's runs (`log/runs`).
+const RUN: u8 = b'b';
 
 /// The command records of the last durable groups, until they are in the index.
 #[derive(Debug, Default)]
 struct Unindexed {
     records: Vec<CommandRecord>,
-    /// Where each record is in `records`, by its key in the index of releases before runs
-    /// ([`command_key`]).
-    by_key: HashMap<Vec<u8>, usize>,
+    /// Where the first record with each command id is in `records` (another actor's use of
+    /// the same id, which is rare, is found by a scan).
+    by_id: HashMap<[u8; 16], usize>,
     /// The last group's last position: the watermark once they are indexed.
     last_position: u64,
 }
@@ -101,10 +100,7 @@ impl EventLog {
     /// index's last run.
     fn index_records_after_watermark(&self, index: &sled::Db) -> Result<LastRun, LogError> {
         let watermark = last_indexed(index)?;
-        let mut last_run = match index.range(index_runs::all_runs()).next_back() {
-            Some(run) => run.map(|(key, value)| Some((key.to_vec(), value.to_vec())))?,
-            None => None,
-        };
+        let mut last_run = runs::last(index, RUN)?;
         // Bounded batches, each with its watermark: a whole index (one deleted or lost with its
         // disk) is millions of commands.
         let mut pending = Vec::new();
@@ -143,9 +139,8 @@ impl EventLog {
         }
         let mut unindexed = self.unindexed();
         for record in records.drain(..) {
-            let key = command_key(&record.actor, &Uuid::from_bytes(record.command_id));
             let at = unindexed.records.len();
-            unindexed.by_key.insert(key, at);
+            unindexed.by_id.entry(record.command_id).or_insert(at);
             unindexed.records.push(record);
         }
         unindexed.last_position = last_position;
@@ -198,7 +193,7 @@ impl EventLog {
         // Removed only now, so that a lookup finds each record here or in the index.
         let mut unindexed = self.unindexed();
         unindexed.records.clear();
-        unindexed.by_key.clear();
+        unindexed.by_id.clear();
         Ok(())
     }
 
@@ -226,32 +221,33 @@ impl EventLog {
         command_id: &Uuid,
     ) -> Result<Option<StoredCommand>, LogError> {
         // Here first, then the index: a record leaves here only once the index has it.
-        let key = command_key(actor, command_id);
         {
             let unindexed = self.unindexed();
-            if let Some(&at) = unindexed.by_key.get(&key) {
-                return Ok(Some(unindexed.records[at].stored.clone()));
+            if let Some(&first) = unindexed.by_id.get(command_id.as_bytes()) {
+                let found = unindexed.records[first..].iter().find(|record| {
+                    record.command_id == *command_id.as_bytes() && record.actor == actor
+                });
+                if let Some(record) = found {
+                    return Ok(Some(record.stored.clone()));
+                }
             }
         }
         let index = self.command_index()?;
-        let found = {
-            let last_run = self.last_run();
-            find_indexed(index, &last_run, actor, command_id)?
-        };
+        let found = runs::find(index, RUN, &self.last_run(), &entry_key(actor, command_id))?;
         if let Some(last_position) = found {
             return self
                 .recorded_command(last_position, actor, command_id)
                 .map(Some);
         }
         if self.shared.commands.per_command_rows.get() == Some(&true) {
-            if let Some(bytes) = index.get(&key)? {
+            if let Some(bytes) = index.get(command_key(actor, command_id))? {
                 return self.indexed_command(&bytes, actor, command_id).map(Some);
             }
         }
         if !self.shared.legacy_commands {
             return Ok(None);
         }
-        if let Some(bytes) = self.shared.db.get(&key)? {
+        if let Some(bytes) = self.shared.db.get(command_key(actor, command_id))? {
             return codec::decode(&bytes, || format!("command record {command_id}")).map(Some);
         }
         let Some(bytes) = self.shared.db.get(unscoped_command_key(command_id))? else {
@@ -329,60 +325,20 @@ pub fn indexed_position(
     actor: &str,
     command_id: &Uuid,
 ) -> Result<Option<u64>, LogError> {
-    find_indexed(index, &None, actor, command_id)
+    runs::find(
+        index,
+        RUN,
+        &LastRun::default(),
+        &entry_key(actor, command_id),
+    )
 }
 
-/// [`indexed_position`], with the index's last run in memory.
-fn find_indexed(
-    index: &sled::Db,
-    last_run: &LastRun,
-    actor: &str,
-    command_id: &Uuid,
-) -> Result<Option<u64>, LogError> {
-    let seek = index_runs::run_key(command_id.as_bytes(), actor);
-    let find = |key: &[u8], run: &[u8]| index_runs::find_in_run(key, run, command_id, actor);
-    if let Some((key, run)) = last_run.as_ref().filter(|(key, _)| *key <= seek) {
-        return find(key, run);
-    }
-    let runs = index_runs::all_runs();
-    match index
-        .range(runs.start().as_slice()..=seek.as_slice())
-        .next_back()
-    {
-        Some(run) => run
-            .map_err(LogError::from)
-            .and_then(|(key, run)| find(&key, &run)),
-        None => Ok(None),
-    }
-}
-
-/// The run that holds `seek`'s place (the last at or before it; `None` before every run), and
-/// the key of the run after, from `last_run` when `seek` sorts after it.
-fn run_of(
-    index: &sled::Db,
-    last_run: &LastRun,
-    seek: &[u8],
-) -> Result<(LastRun, Option<sled::IVec>), LogError> {
-    if last_run
-        .as_ref()
-        .is_some_and(|(key, _)| key.as_slice() <= seek)
-    {
-        return Ok((last_run.clone(), None));
-    }
-    let runs = index_runs::all_runs();
-    let run = match index.range(runs.start().as_slice()..=seek).next_back() {
-        Some(run) => run.map(|(key, value)| Some((key.to_vec(), value.to_vec())))?,
-        None => None,
-    };
-    let next = index
-        .range::<&[u8], _>((
-            Bound::Excluded(seek),
-            Bound::Excluded(runs.end().as_slice()),
-        ))
-        .next()
-        .transpose()?
-        .map(|(key, _)| key);
-    Ok((run, next))
+/// The key of a command's entry in the index's runs: its id, then its actor.
+fn entry_key(actor: &str, command_id: &Uuid) -> Vec<u8> {
+    let mut key = Vec::with_capacity(16 + actor.len());
+    key.extend_from_slice(command_id.as_bytes());
+    key.extend_from_slice(actor.as_bytes());
+    key
 }
 
 /// A per-command row of releases before runs in the pointer format: the command's last
@@ -402,54 +358,28 @@ fn last_indexed(index: &sled::Db) -> Result<u64, LogError> {
 }
 
 /// The index's batch that adds `records` with the watermark `last_position`, and its last run
-/// once applied. Each record is an entry (`log/index_runs`) pointing at its run in the log, merged
-/// into the index's run it falls in, read from `index` or `last_run` and written back with them
-/// (the replies are read again only for a retried command).
+/// once applied. Each record is an entry pointing at its run in the log (the replies are read
+/// again only for a retried command).
 fn add_to_index(
     index: &sled::Db,
     last_run: &LastRun,
     records: &[CommandRecord],
     last_position: u64,
 ) -> Result<(sled::Batch, LastRun), LogError> {
-    let mut added: Vec<Entry> = records
+    let added = records
         .iter()
         .map(|record| Entry {
-            command_id: record.command_id,
-            actor: record.actor.clone(),
-            last_position: record.stored.last_position,
+            key: entry_key(&record.actor, &Uuid::from_bytes(record.command_id)),
+            position: record.stored.last_position,
         })
         .collect();
-    added.sort_unstable();
-    let mut added = added.into_iter().peekable();
+    let (rows, last_run) = runs::merge(index, RUN, last_run, added)?;
     let mut batch = sled::Batch::default();
-    let mut new_last_run = last_run.clone();
-    while let Some(first) = added.peek().cloned() {
-        let (run, next_run) = run_of(index, &new_last_run, &first.key())?;
-        let mut entries = match &run {
-            Some((key, value)) => index_runs::decode_run(key, value)?,
-            None => Vec::new(),
-        };
-        // Ids in order add past the run's last entry (the first added is the least).
-        let grew_at_end = entries.last().is_none_or(|last| *last < first);
-        while let Some(entry) = added.next_if(|entry| {
-            next_run
-                .as_ref()
-                .is_none_or(|next| entry.key().as_slice() < next.as_ref())
-        }) {
-            entries.push(entry);
-        }
-        entries.sort_unstable();
-        entries.dedup_by(|a, b| a.command_id == b.command_id && a.actor == b.actor);
-        for run in index_runs::split(entries, grew_at_end) {
-            let (key, value) = (run[0].key(), index_runs::encode_run(&run));
-            batch.insert(key.as_slice(), value.as_slice());
-            if new_last_run.as_ref().is_none_or(|(last, _)| *last <= key) {
-                new_last_run = Some((key, value));
-            }
-        }
+    for (key, value) in rows {
+        batch.insert(key, value);
     }
     batch.insert(WATERMARK, &last_position.to_be_bytes());
-    Ok((batch, new_last_run))
+    Ok((batch, last_run))
 }
 
 /// Whether the log holds a command index of its own (written before the index moved out).

@@ -55,18 +55,20 @@ impl Chunk {
 pub(super) struct Chunks(HashMap<Vec<u8>, Chunk>);
 
 impl Chunks {
-    /// The chunk at `key`, read from `db` on first use unless `stored` says it cannot exist yet.
+    /// The chunk at `key`, read from `log` on first use unless `stored` says it cannot exist
+    /// yet (a first chunk not stored is the stream's birth, if it has one: `log/streams`).
     pub(super) fn get(
         &mut self,
-        db: &sled::Db,
+        log: &EventLog,
         key: Vec<u8>,
         stored: bool,
     ) -> Result<&mut Chunk, LogError> {
         match self.0.entry(key) {
             std::collections::hash_map::Entry::Occupied(chunk) => Ok(chunk.into_mut()),
             std::collections::hash_map::Entry::Vacant(vacant) => {
+                let key = vacant.key();
                 let positions = match stored {
-                    true => db.get(vacant.key())?.map_or_else(Vec::new, |v| v.to_vec()),
+                    true => log.stored_chunk(key)?,
                     false => Vec::new(),
                 };
                 Ok(vacant.insert(Chunk {
@@ -86,54 +88,8 @@ impl Chunks {
     }
 }
 
-/// The last stream-index key of each kind of stream (a stream's name up to its first `/`:
-/// `image/`, `tenant/`), read from sled on first use and raised as chunks are written: a stream
-/// whose first chunk's key sorts past its kind's last key holds no event, known without a read.
-/// Images are named by UUIDs v7, which sort by the millisecond they were made in, so every new
-/// image is such a stream (a read that finds nothing was 6% of the log bench's appends).
-/// A last key too high only costs a read; every written chunk raises it before it is applied.
-#[derive(Debug, Default)]
-pub(super) struct StreamTails(Mutex<HashMap<Vec<u8>, Vec<u8>>>);
-
-/// `S` + the stream's kind: the prefix of `key` (a stream-index key, or the start of one) up to
-/// the first `/` of the stream's name, or the whole name.
-fn kind_prefix(key: &[u8]) -> &[u8] {
-    let end = key
-        .iter()
-        .position(|&byte| byte == b'/' || byte == 0)
-        .map_or(key.len(), |at| at + usize::from(key[at] == b'/'));
-    &key[..end]
-}
-
-impl StreamTails {
-    /// Whether the stream-index key `first_chunk` (a stream's chunk 0) sorts past every key of
-    /// its kind, so that the stream holds no event.
-    pub(super) fn is_past_last(&self, db: &sled::Db, first_chunk: &[u8]) -> Result<bool, LogError> {
-        let kind = kind_prefix(&first_chunk[1..]).len() + 1;
-        let kind = &first_chunk[..kind];
-        let mut tails = self.0.lock().expect("stream tails lock");
-        if !tails.contains_key(kind) {
-            let last = db.scan_prefix(kind).next_back().transpose()?;
-            let last = last.map_or_else(Vec::new, |(key, _)| key.to_vec());
-            tails.insert(kind.to_vec(), last);
-        }
-        Ok(tails
-            .get(kind)
-            .is_some_and(|last| first_chunk > last.as_slice()))
-    }
-
-    /// Notes that the stream-index key `key` is being written.
-    pub(super) fn raise(&self, key: &[u8]) {
-        let kind = &key[..kind_prefix(&key[1..]).len() + 1];
-        let mut tails = self.0.lock().expect("stream tails lock");
-        if let Some(last) = tails.get_mut(kind).filter(|last| key > last.as_slice()) {
-            *last = key.to_vec();
-        }
-    }
-}
-
 /// The key of a command id's row in the command index of releases before its runs
-/// (`log/index_runs`), and in the log of releases before that: `a` + command id + actor.
+/// (`log/runs`), and in the log of releases before that: `a` + command id + actor.
 pub(super) fn command_key(actor: &str, command_id: &Uuid) -> Vec<u8> {
     let mut key = Vec::with_capacity(17 + actor.len());
     key.push(COMMAND);

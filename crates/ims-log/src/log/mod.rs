@@ -10,7 +10,10 @@
 //!   `chunk * 64 + 1` to `chunk * 64 + 64` of the stream, as u64 big-endian each (a key per 64
 //!   events of a stream rather than per event: sled holds memory per key, about 38 bytes, from the
 //!   moment it opens a database); the first release kept a key per event (`s` + stream + `0x00` +
-//!   version), which `open` converts;
+//!   version), which `open` converts. A stream's first chunk is stored once the stream has two
+//!   events; until then its birth says where its one event is (see `streams.rs`);
+//! - `B` + stream: the stream index's births, runs of (stream, position of its first event)
+//!   sorted by stream (`runs.rs`);
 //! - `p` + position (u64 big-endian): the [`CommandRecord`]s of an append (usually all in one
 //!   key), stored under the last position of the last one;
 //! - `a` + command id (16 bytes) + actor: a [`StoredCommand`], with the digest of the command;
@@ -143,7 +146,7 @@ struct Shared {
     durable_position: AtomicU64,
     poisoned: AtomicBool,
     commands: commands::CommandIndex,
-    stream_tails: StreamTails,
+    stream_index: streams::StreamIndexTails,
     /// Whether the log holds command records of releases that kept the index in it.
     legacy_commands: bool,
 }
@@ -156,9 +159,10 @@ pub struct EventLog {
 
 mod append;
 mod commands;
-mod index_runs;
 mod keys;
 mod replica;
+mod runs;
+mod streams;
 mod verify;
 
 pub use append::AppendTimings;
@@ -191,6 +195,7 @@ impl EventLog {
         let data_file = File::open(path.join("db"))?;
         let head = read_head(&db)?;
         let legacy_commands = commands::has_legacy_commands(&db)?;
+        let stream_index = streams::StreamIndexTails::read(&db)?;
         let log = Self {
             shared: Arc::new(Shared {
                 db,
@@ -201,7 +206,7 @@ impl EventLog {
                 durable_position: AtomicU64::new(head.position),
                 poisoned: AtomicBool::new(false),
                 commands: Default::default(),
-                stream_tails: Default::default(),
+                stream_index,
                 legacy_commands,
             }),
         };
@@ -294,21 +299,6 @@ impl EventLog {
         *self.shared.writer.lock().expect("log writer lock")
     }
 
-    /// The current version of `stream`: how many events it holds.
-    pub fn stream_version(&self, stream: &str) -> Result<u64, LogError> {
-        let last = self
-            .shared
-            .db
-            .scan_prefix(stream_prefix(STREAM, stream))
-            .next_back()
-            .transpose()?;
-        Ok(last.map_or(0, |(key, chunk)| {
-            let mut number = [0u8; 4];
-            number.copy_from_slice(&key[key.len() - 4..]);
-            u64::from(u32::from_be_bytes(number)) * STREAM_CHUNK_EVENTS + chunk.len() as u64 / 8
-        }))
-    }
-
     /// A snapshot written with an append.
     pub fn snapshot(&self, key: &[u8]) -> Result<Option<Vec<u8>>, LogError> {
         Ok(self
@@ -357,58 +347,6 @@ impl EventLog {
             None => Ok(Vec::new()),
             Some((key, value)) => decode_record(&value, be_u64(&key[1..])),
         }
-    }
-
-    /// The position of the first event of every stream whose name starts with `prefix` (for
-    /// example `tenant/`: when each tenant was registered), read from the stream index alone.
-    pub fn stream_starts(&self, prefix: &str) -> Result<Vec<(String, u64)>, LogError> {
-        let mut scan_prefix = vec![STREAM];
-        scan_prefix.extend_from_slice(prefix.as_bytes());
-        let mut starts = Vec::new();
-        for item in self.shared.db.scan_prefix(scan_prefix) {
-            let (key, value) = item?;
-            // Keys are tag, name, 0, chunk number: the first chunk holds the first position.
-            let Some(name) = key.len().checked_sub(5).map(|end| &key[1..end]) else {
-                continue;
-            };
-            if key[key.len() - 5] != 0 || key[key.len() - 4..] != [0, 0, 0, 0] || value.len() < 8 {
-                continue;
-            }
-            starts.push((String::from_utf8_lossy(name).into_owned(), be_u64(&value)));
-        }
-        Ok(starts)
-    }
-
-    /// The events of one stream, in stream order.
-    pub fn read_stream(&self, stream: &str) -> Result<Vec<Envelope>, LogError> {
-        let until = self.head_position();
-        let mut envelopes = Vec::new();
-        let mut record: Vec<Envelope> = Vec::new();
-        let mut stream_positions = Vec::new();
-        for item in self.shared.db.scan_prefix(stream_prefix(STREAM, stream)) {
-            stream_positions.extend(positions(&item?.1));
-        }
-        for position in stream_positions {
-            if position > until {
-                break;
-            }
-            // Events of one stream often share a record: decode each record once.
-            let held = |record: &[Envelope]| {
-                record
-                    .iter()
-                    .find(|envelope| envelope.position() == position)
-                    .cloned()
-            };
-            let envelope = match held(&record) {
-                Some(envelope) => Some(envelope),
-                None => {
-                    record = self.record_holding(position)?;
-                    held(&record)
-                }
-            };
-            envelopes.extend(envelope);
-        }
-        Ok(envelopes)
     }
 }
 /// An event of stream `image-x` at `position` (its version too), sealed onto `prev_hash`.

@@ -130,7 +130,7 @@ impl EventLog {
             group
                 .chunks
                 .get(
-                    &self.shared.db,
+                    self,
                     stream_chunk_key(&envelope.body.stream, version),
                     !opens_chunk,
                 )?
