@@ -68,7 +68,12 @@ impl Queue {
         // with the notify below.
         drop(queue);
 
-        self.cv.notify_all();
+        // ims: one task wakes one waiting thread. Waking all of them (up to seven idle ones,
+        // plus any dynamic ones) for every task put their wake-ups on the thread that sent it:
+        // the log's appending thread, whose IO buffers the pool writes, spent 4.6% of its
+        // samples in `notify_all`. Each waiter checks the queue under its lock before it waits
+        // and after it wakes, so no task waits while a thread is idle.
+        self.cv.notify_one();
 
         len
     }
