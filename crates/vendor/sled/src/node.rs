@@ -9,10 +9,6 @@ const SMALL_LEAF_MAX_KEYS: usize = 64;
 /// a leaf of 16 keys could already hold more, so no leaf grows larger on disk than before.
 const SMALL_LEAF_MAX_BYTES: usize = 4096;
 
-/// ims: the most bytes of values a leaf may hold and still split near its end when it is
-/// appended to (`Node::split`).
-const APPEND_SPLIT_VALUES_MAX_BYTES: usize = 16 * 1024;
-
 /// ims: a leaf with fewer keys than this is merged into its left sibling (`should_merge`).
 fn leaf_merge_threshold() -> usize {
     if cfg!(any(test, feature = "lock_free_delays")) {
@@ -322,14 +318,6 @@ impl Node {
                 )
             }
             Data::Leaf(ref mut leaf) => {
-                // ims: a leaf of large rows never splits near its end (between kinds or in its
-                // middle, as before patch 16): a scan keeps up to 1,024 pages in memory (patch
-                // 3), and fuller pages of 4 KiB records made that 60% more (`audit verify` of
-                // the chain on 1M events, 42 -> 69 MiB) for no measurable gain in appends.
-                let key = key.filter(|_| {
-                    leaf.values.iter().map(|v| v.len()).sum::<usize>()
-                        <= APPEND_SPLIT_VALUES_MAX_BYTES
-                });
                 let (split, right_prefix_len, right_keys, right_values) =
                     split_inner(
                         &mut leaf.keys,
