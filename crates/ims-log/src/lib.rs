@@ -12,7 +12,8 @@
 //!
 //! Modules: `codec` (the only user of bincode), `envelope` (the stored record and its hash chain,
 //! with the record format), `log` ([`EventLog`]; `log/replica`: [`GroupRecord`] and the
-//! follower's append; `log/commands`: the command-id index), `upcast` (reading old schema
+//! follower's append; `log/commands`: the command-id index; `log/streams`: the stream index;
+//! `log/runs`: the sorted runs both indexes pack their entries in), `upcast` (reading old schema
 //! versions).
 
 mod codec;

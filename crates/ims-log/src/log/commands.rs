@@ -32,15 +32,19 @@ use super::*;
 /// Commands per batch when the index catches up with the log.
 const CATCH_UP_BATCH_COMMANDS: usize = 10_000;
 
-/// The unindexed commands from which an append, or the writer, writes them to the index. Each
-/// index batch costs sled a fixed part (a buffer of its log sealed and written, the batch's
-/// manifest) that an append's few runs do not outweigh: the index write was an eighth of the log
-/// bench's appends when written for every group. A crash loses at most these, which the first
-/// use after opening indexes again from the log's records.
+/// How many unindexed commands make an index write due under load (an append, or the writer
+/// with commands waiting, writes them then). Each index batch costs sled a fixed part (a buffer
+/// of its log sealed and written, the batch's manifest) that an append's row or two of runs do
+/// not outweigh: written for every append, the index was an eighth of the log bench's appends.
+/// A crash loses at most these from the index, which the first use after opening indexes again
+/// from the log's records.
 pub const INDEX_DUE_COMMANDS: usize = 4_096;
 
 /// The index's key of the last position whose command records it holds.
 const WATERMARK: &[u8] = b"w";
+
+/// The tag of the index's runs (`log/runs`).
+const RUN: u8 = b'b';
 
 /// The index database, opened on first use, and the records durable in the log but not yet in
 /// it.
@@ -57,9 +61,6 @@ pub(super) struct CommandIndex {
     opening: Mutex<()>,
     unindexed: Mutex<Unindexed>,
 }
-
-/// The tag of the index's runs (`log/runs`).
-const RUN: u8 = b'b';
 
 /// The command records of the last durable groups, until they are in the index.
 #[derive(Debug, Default)]
