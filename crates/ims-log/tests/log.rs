@@ -362,6 +362,23 @@ fn snapshots_are_written_with_their_command() {
     assert_eq!(log.snapshot(b"image/a").unwrap(), Some(b"state".to_vec()));
 }
 
+/// A command of `count` events on `stream`, at the versions after those in `versions`.
+fn next_events(
+    versions: &mut std::collections::HashMap<String, u64>,
+    stream: &str,
+    count: usize,
+    id: Option<Uuid>,
+) -> NewCommand {
+    let version = versions.entry(stream.to_owned()).or_insert(0);
+    let events: Vec<(&str, u64)> = (0..count)
+        .map(|_| {
+            *version += 1;
+            (stream, *version)
+        })
+        .collect();
+    command(id, &events)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(32))]
 
@@ -377,16 +394,8 @@ proptest! {
             let commands: Vec<NewCommand> = group
                 .iter()
                 .map(|(stream, count, with_id)| {
-                    let stream = format!("image/{stream}");
-                    let events: Vec<(String, u64)> = (0..*count)
-                        .map(|_| {
-                            let version = versions.entry(stream.clone()).or_insert(0u64);
-                            *version += 1;
-                            (stream.clone(), *version)
-                        })
-                        .collect();
-                    let events: Vec<(&str, u64)> = events.iter().map(|(s, v)| (s.as_str(), *v)).collect();
-                    command(with_id.then(Uuid::now_v7), &events)
+                    let id = with_id.then(Uuid::now_v7);
+                    next_events(&mut versions, &format!("image/{stream}"), *count, id)
                 })
                 .collect();
             for result in log.append(&commands).unwrap() {
@@ -414,22 +423,14 @@ proptest! {
         // in no order, and streams gain second events in later appends.
         let dir = tempfile::tempdir().unwrap();
         let log = open(&dir);
-        let mut versions = std::collections::BTreeMap::new();
+        let mut versions = std::collections::HashMap::new();
         let mut written: std::collections::BTreeMap<String, Vec<Envelope>> = Default::default();
         for group in groups {
             let commands: Vec<NewCommand> = group
                 .iter()
                 .map(|(stream, count)| {
                     let stream = format!("image/{:05}", (u32::from(*stream) * 7_919) % 300);
-                    let events: Vec<(String, u64)> = (0..*count)
-                        .map(|_| {
-                            let version = versions.entry(stream.clone()).or_insert(0u64);
-                            *version += 1;
-                            (stream.clone(), *version)
-                        })
-                        .collect();
-                    let events: Vec<(&str, u64)> = events.iter().map(|(s, v)| (s.as_str(), *v)).collect();
-                    command(None, &events)
+                    next_events(&mut versions, &stream, *count, None)
                 })
                 .collect();
             for result in log.append(&commands).unwrap() {

@@ -64,26 +64,39 @@ const APPENDED_SNAPSHOT_BYTES_BOUND: u64 = 6_000;
 
 #[test]
 fn rows_appended_in_key_order_fill_their_leaves() {
+    // The command index's layout: rows appended in key order in batches, too large for small
+    // leaves (patch 12), each batch with the watermark, a key of another kind after them all.
+    // Split in the middle, each leaf the appends left behind stayed half full.
     let bytes = snapshot_bytes_after(|db, expected| {
-        // The command index's layout: rows appended in key order in batches, too large for
-        // small leaves (patch 12), each batch with the watermark, a key of another kind after
-        // them all. Split in the middle, each leaf the appends left behind stayed half full.
-        for group in 0..80u64 {
-            let mut batch = sled::Batch::default();
-            for n in group * 250..(group + 1) * 250 {
-                let key = [&b"a"[..], &n.to_be_bytes()].concat();
-                batch.insert(key.as_slice(), vec![7u8; 300]);
-                expected.insert(key, vec![7u8; 300]);
-            }
-            batch.insert("w", &group.to_be_bytes());
-            expected.insert(b"w".to_vec(), group.to_be_bytes().to_vec());
-            db.apply_batch(batch).unwrap();
-        }
+        append_in_key_order(db, expected, (b'a', b"w"), 80, 250, 300);
     });
     assert!(
         bytes < IN_ORDER_SNAPSHOT_BYTES_BOUND,
         "a snapshot of {bytes} bytes"
     );
+}
+
+/// Appends `batches` batches of `rows` rows of `len` bytes, keys `kind` + a counter, each batch
+/// ending with the row `last` (another kind), as the log's appends do.
+fn append_in_key_order(
+    db: &sled::Db,
+    expected: &mut BTreeMap<Vec<u8>, Vec<u8>>,
+    (kind, last): (u8, &[u8]),
+    batches: u64,
+    rows: u64,
+    len: usize,
+) {
+    for group in 0..batches {
+        let mut batch = sled::Batch::default();
+        for n in group * rows..(group + 1) * rows {
+            let key = [&[kind][..], &n.to_be_bytes()].concat();
+            batch.insert(key.as_slice(), vec![7u8; len]);
+            expected.insert(key, vec![7u8; len]);
+        }
+        batch.insert(last, &group.to_be_bytes());
+        expected.insert(last.to_vec(), group.to_be_bytes().to_vec());
+        db.apply_batch(batch).unwrap();
+    }
 }
 
 /// Between the snapshot with leaves split in their middle and with patch 16. Calibrated: 38,099
@@ -108,20 +121,10 @@ fn snapshot_bytes_after(write: impl FnOnce(&sled::Db, &mut BTreeMap<Vec<u8>, Vec
 
 #[test]
 fn large_rows_appended_in_key_order_fill_their_leaves_too() {
+    // The event records' layout: rows of 4 KiB appended in key order, about twenty an append,
+    // each with the head after them.
     let bytes = snapshot_bytes_after(|db, expected| {
-        // The event records' layout: rows of 4 KiB appended in key order, about twenty an
-        // append, each with the head after them.
-        for group in 0..40u64 {
-            let mut batch = sled::Batch::default();
-            for n in group * 20..(group + 1) * 20 {
-                let key = [&b"e"[..], &n.to_be_bytes()].concat();
-                batch.insert(key.as_slice(), vec![7u8; 4096]);
-                expected.insert(key, vec![7u8; 4096]);
-            }
-            batch.insert("h", &group.to_be_bytes());
-            expected.insert(b"h".to_vec(), group.to_be_bytes().to_vec());
-            db.apply_batch(batch).unwrap();
-        }
+        append_in_key_order(db, expected, (b'e', b"h"), 40, 20, 4096);
     });
     assert!(
         bytes < LARGE_IN_ORDER_SNAPSHOT_BYTES_BOUND,
