@@ -76,7 +76,7 @@ impl EventLog {
         let mut tails = self.tails().kinds.0.lock().expect("stream tails lock");
         if !tails.contains_key(kind) {
             let db = &self.shared.db;
-            let chunked = db.scan_prefix(runs::run_key(STREAM, kind)).next_back();
+            let chunked = db.scan_prefix([&[STREAM][..], kind].concat()).next_back();
             let chunked = chunked
                 .transpose()?
                 .map(|(key, _)| stream_of(&key).to_vec());
@@ -198,7 +198,7 @@ impl EventLog {
         for item in self
             .shared
             .db
-            .scan_prefix(runs::run_key(STREAM, prefix.as_bytes()))
+            .scan_prefix([&[STREAM][..], prefix.as_bytes()].concat())
         {
             let (key, value) = item?;
             // Keys are tag, name, 0, chunk number: the first chunk holds the first position.
