@@ -174,7 +174,7 @@ impl EventLog {
         let written = self.command_index().and_then(|index| {
             let (batch, last_run) = {
                 let unindexed = self.unindexed();
-                let last_run = self.last_run().clone();
+                let last_run = self.last_run();
                 add_to_index(
                     index,
                     &last_run,

@@ -26,6 +26,11 @@ pub(super) fn stream_chunk_key(stream: &str, version: u64) -> Vec<u8> {
     key
 }
 
+/// Whether `key` is a stream's first chunk (`S` + stream + `0x00` + chunk 0).
+pub(super) fn is_first_chunk(key: &[u8]) -> bool {
+    key.len() > 5 && key.ends_with(&[0; 5])
+}
+
 pub(super) fn positions(chunk: &[u8]) -> impl Iterator<Item = u64> + '_ {
     chunk.chunks_exact(8).map(be_u64)
 }

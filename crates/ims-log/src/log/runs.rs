@@ -194,24 +194,26 @@ pub(super) fn find(
     }
 }
 
-/// The first key past every key that starts with `prefix` (`None`: there is none).
-fn past_prefix(prefix: &[u8]) -> Option<Vec<u8>> {
+/// The bound past every run of `tag` that begins with a key starting with `prefix`.
+fn past_prefix(tag: u8, prefix: &[u8]) -> Bound<Vec<u8>> {
     let mut past = prefix.to_vec();
     while past.last() == Some(&u8::MAX) {
         past.pop();
     }
-    *past.last_mut()? += 1;
-    Some(past)
+    match past.last_mut() {
+        Some(last) => {
+            *last += 1;
+            Bound::Excluded(run_key(tag, &past))
+        }
+        None => Bound::Excluded(vec![tag + 1]),
+    }
 }
 
 /// Every entry of `tag` whose key starts with `prefix`, in key order.
 pub(super) fn with_prefix(db: &sled::Db, tag: u8, prefix: &[u8]) -> Result<Vec<Entry>, LogError> {
     let first = run_key(tag, prefix);
     let from = run_at(db, tag, &LastRun::default(), &first)?.map_or(first, |(key, _)| key);
-    let until = match past_prefix(prefix) {
-        Some(past) => Bound::Excluded(run_key(tag, &past)),
-        None => Bound::Excluded(vec![tag + 1]),
-    };
+    let until = past_prefix(tag, prefix);
     let mut found = Vec::new();
     for run in db.range((Bound::Included(from), until)) {
         let (run_key, run) = run?;
@@ -232,10 +234,7 @@ pub(super) fn last_with_prefix(
     prefix: &[u8],
 ) -> Result<Option<Vec<u8>>, LogError> {
     let first = run_key(tag, prefix);
-    let until = match past_prefix(prefix) {
-        Some(past) => Bound::Excluded(run_key(tag, &past)),
-        None => Bound::Excluded(vec![tag + 1]),
-    };
+    let until = past_prefix(tag, prefix);
     // The last run beginning within the prefix holds its greatest key; without one, the run
     // before may end with keys of it.
     let run = match db

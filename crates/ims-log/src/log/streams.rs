@@ -104,7 +104,7 @@ impl EventLog {
         if let Some(chunk) = self.shared.db.get(key)? {
             return Ok(chunk.to_vec());
         }
-        let birth = match key.ends_with(&[0; 5]) {
+        let birth = match is_first_chunk(key) {
             true => self.birth(stream_of(key))?,
             false => None,
         };
@@ -119,18 +119,18 @@ impl EventLog {
 
     /// Puts the stream index's `chunks` that an append changed in `batch`: a new stream's first
     /// chunk as a birth, the others as chunks. Returns the births' last run once `batch` is
-    /// written.
+    /// written, if it writes births.
     pub(super) fn write_stream_index(
         &self,
         chunks: impl Iterator<Item = (Vec<u8>, Vec<u8>)>,
         batch: &mut sled::Batch,
-    ) -> Result<LastRun, LogError> {
+    ) -> Result<Option<LastRun>, LogError> {
         let mut births = Vec::new();
         for (key, chunk) in chunks {
             let stream = stream_of(&key);
             self.raise_tail(stream);
             // One position in a first chunk: a stream born by this append.
-            if chunk.len() == 8 && key.ends_with(&[0; 5]) {
+            if chunk.len() == 8 && is_first_chunk(&key) {
                 let position = be_u64(&chunk);
                 births.push(Entry {
                     key: stream.to_vec(),
@@ -140,20 +140,22 @@ impl EventLog {
             }
             batch.insert(key, chunk);
         }
-        let last_run = self.tails().births.lock().expect("births lock").clone();
         if births.is_empty() {
-            return Ok(last_run);
+            return Ok(None);
         }
+        let last_run = self.tails().births.lock().expect("births lock");
         let (rows, last_run) = runs::merge(&self.shared.db, BIRTH, &last_run, births)?;
         for (key, value) in rows {
             batch.insert(key, value);
         }
-        Ok(last_run)
+        Ok(Some(last_run))
     }
 
     /// Keeps the births' last run once the append that wrote it is durable.
-    pub(super) fn births_written(&self, last_run: LastRun) {
-        *self.tails().births.lock().expect("births lock") = last_run;
+    pub(super) fn births_written(&self, last_run: Option<LastRun>) {
+        if let Some(last_run) = last_run {
+            *self.tails().births.lock().expect("births lock") = last_run;
+        }
     }
 
     /// The positions of `stream`'s events, in stream order: its chunks, or its birth.
@@ -202,7 +204,7 @@ impl EventLog {
         {
             let (key, value) = item?;
             // Keys are tag, name, 0, chunk number: the first chunk holds the first position.
-            if key.len() < 6 || !key.ends_with(&[0; 5]) || value.len() < 8 {
+            if !is_first_chunk(&key) || value.len() < 8 {
                 continue;
             }
             let name = String::from_utf8_lossy(stream_of(&key)).into_owned();
